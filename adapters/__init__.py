@@ -1,0 +1,1 @@
+"""pipekit.adapters: transports that produce pipes."""

@@ -1,0 +1,63 @@
+"""pipekit.kernel: the wire protocol, codecs, pipes and the kernel.
+
+The kernel knows no transport: adapters (``pipekit.adapters``) turn threads, processes
+and sockets into :class:`Pipe` objects and modules; this package gives them the one
+protocol state machine (:mod:`pipekit.kernel.protocol`), the codecs, in-process pipes,
+the framed pipe over any trio stream, and :func:`open_kernel`.
+"""
+
+from . import codecs, protocol
+from .errors import (
+    CodecError,
+    FlowControlError,
+    ModuleError,
+    PipekitError,
+    ProtocolError,
+    RemoteError,
+    WiringError,
+)
+from .framed import FramedPipe, framed_pipe
+from .kernel import (
+    Kernel,
+    ModuleHandle,
+    ModuleStats,
+    PortRef,
+    RestartPolicy,
+    Topology,
+    open_kernel,
+)
+from .lane import DEFAULT_CAPACITY, Lane
+from .modules import FunctionModule, MapModule, Module, as_module, process_batch
+from .pipe import LocalPipe, Pipe, PipeStats, open_pipe_pair
+
+__all__ = [
+    "DEFAULT_CAPACITY",
+    "CodecError",
+    "FlowControlError",
+    "FramedPipe",
+    "FunctionModule",
+    "Kernel",
+    "Lane",
+    "LocalPipe",
+    "MapModule",
+    "Module",
+    "ModuleError",
+    "ModuleHandle",
+    "ModuleStats",
+    "Pipe",
+    "PipeStats",
+    "PipekitError",
+    "PortRef",
+    "ProtocolError",
+    "RemoteError",
+    "RestartPolicy",
+    "Topology",
+    "WiringError",
+    "as_module",
+    "codecs",
+    "framed_pipe",
+    "open_kernel",
+    "open_pipe_pair",
+    "process_batch",
+    "protocol",
+]

@@ -1,0 +1,271 @@
+"""Message codecs: msgpack, CBOR and JSON behind one interface.
+
+A codec turns messages (plain Python values) into bytes and back. ``encode_many`` and
+``decode_many`` work on a whole DATA payload (messages back to back; JSON messages are
+separated by ``b"\\n"``). ``stream_decoder()`` decodes a byte stream cut at arbitrary
+points, for transports without frames (JSON lines, a raw msgpack stream).
+
+Codec instances keep per-connection state (a reusable packer): make one per pipe with
+:func:`get_codec`, never share one across threads.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Iterable
+from typing import Any, Protocol
+
+import cbor2
+import msgpack
+
+from .errors import CodecError, ProtocolError
+
+__all__ = [
+    "CODEC_NAMES",
+    "Codec",
+    "StreamDecoder",
+    "get_codec",
+]
+
+
+class StreamDecoder(Protocol):
+    """Incremental decoder: feed chunks, get every message completed so far."""
+
+    def feed(self, data: bytes) -> list[Any]:
+        """Add ``data``; return the messages it completed (possibly none).
+
+        Raises :class:`ProtocolError` (kind ``"undecodable"``) on invalid input."""
+        ...
+
+    def close(self) -> list[Any]:
+        """Declare the stream finished; return a last message that needed no terminator
+        (a final JSON line without its newline) and raise :class:`ProtocolError` if a
+        message is left incomplete."""
+        ...
+
+
+class Codec(Protocol):
+    """What every codec offers. ``name`` is its HELLO name."""
+
+    name: str
+
+    def encode(self, message: Any) -> bytes: ...
+
+    def encode_many(self, messages: Iterable[Any]) -> bytes: ...
+
+    def decode_many(self, payload: bytes) -> list[Any]: ...
+
+    def stream_decoder(self) -> StreamDecoder: ...
+
+
+def _undecodable(codec: str, exc: BaseException | None = None) -> ProtocolError:
+    detail = f": {exc}" if exc is not None else ""
+    return ProtocolError(f"undecodable {codec} payload{detail}", kind="undecodable")
+
+
+def _unencodable(codec: str, exc: BaseException) -> CodecError:
+    return CodecError(f"cannot encode message with {codec}: {exc}")
+
+
+# --- msgpack ------------------------------------------------------------------------
+
+
+class _MsgpackStreamDecoder:
+    def __init__(self) -> None:
+        self._unpacker = msgpack.Unpacker(raw=False, strict_map_key=False)
+        self._fed = 0
+
+    def feed(self, data: bytes) -> list[Any]:
+        self._fed += len(data)
+        self._unpacker.feed(data)
+        try:
+            return list(self._unpacker)
+        except (ValueError, msgpack.UnpackException) as exc:
+            raise _undecodable("msgpack", exc) from exc
+
+    def close(self) -> list[Any]:
+        if self._unpacker.tell() != self._fed:
+            raise _undecodable("msgpack", ValueError("stream ends inside a message"))
+        return []
+
+
+class MsgpackCodec:
+    """msgpack with binary and text kept apart (``bytes`` <-> bin, ``str`` <-> str)."""
+
+    name = "msgpack"
+
+    def __init__(self) -> None:
+        self._packer = msgpack.Packer(use_bin_type=True)
+
+    def encode(self, message: Any) -> bytes:
+        try:
+            return self._packer.pack(message)  # type: ignore[no-any-return]
+        except (TypeError, ValueError, OverflowError) as exc:
+            self._packer.reset()
+            raise _unencodable(self.name, exc) from exc
+
+    def encode_many(self, messages: Iterable[Any]) -> bytes:
+        pack = self._packer.pack
+        try:
+            return b"".join([pack(m) for m in messages])
+        except (TypeError, ValueError, OverflowError) as exc:
+            self._packer.reset()
+            raise _unencodable(self.name, exc) from exc
+
+    def decode_many(self, payload: bytes) -> list[Any]:
+        unpacker = msgpack.Unpacker(raw=False, strict_map_key=False, max_buffer_size=0)
+        unpacker.feed(payload)
+        try:
+            messages = list(unpacker)
+        except (ValueError, msgpack.UnpackException) as exc:
+            raise _undecodable(self.name, exc) from exc
+        if unpacker.tell() != len(payload):
+            raise _undecodable(self.name, ValueError("payload ends inside a message"))
+        return messages
+
+    def stream_decoder(self) -> StreamDecoder:
+        return _MsgpackStreamDecoder()
+
+
+# --- CBOR ---------------------------------------------------------------------------
+
+
+def _cbor_decode_all(buffer: bytes) -> tuple[list[Any], int]:
+    """Decode every complete CBOR item at the start of ``buffer``.
+
+    Returns the items and how many bytes they used; stops at an incomplete item."""
+    fp = io.BytesIO(buffer)
+    decoder = cbor2.CBORDecoder(fp)
+    out: list[Any] = []
+    used = 0
+    while used < len(buffer):
+        try:
+            out.append(decoder.decode())
+        except cbor2.CBORDecodeEOF:
+            break
+        except (cbor2.CBORDecodeError, ValueError, TypeError, RecursionError) as exc:
+            raise _undecodable("cbor", exc) from exc
+        used = fp.tell()
+    return out, used
+
+
+class _CborStreamDecoder:
+    def __init__(self) -> None:
+        self._buffer = b""
+
+    def feed(self, data: bytes) -> list[Any]:
+        self._buffer += data
+        messages, used = _cbor_decode_all(self._buffer)
+        self._buffer = self._buffer[used:]
+        return messages
+
+    def close(self) -> list[Any]:
+        if self._buffer:
+            raise _undecodable("cbor", ValueError("stream ends inside a message"))
+        return []
+
+
+class CborCodec:
+    """CBOR (RFC 8949) via cbor2."""
+
+    name = "cbor"
+
+    def encode(self, message: Any) -> bytes:
+        try:
+            return cbor2.dumps(message)
+        except (cbor2.CBOREncodeError, TypeError, ValueError) as exc:
+            raise _unencodable(self.name, exc) from exc
+
+    def encode_many(self, messages: Iterable[Any]) -> bytes:
+        dumps = cbor2.dumps
+        try:
+            return b"".join([dumps(m) for m in messages])
+        except (cbor2.CBOREncodeError, TypeError, ValueError) as exc:
+            raise _unencodable(self.name, exc) from exc
+
+    def decode_many(self, payload: bytes) -> list[Any]:
+        messages, used = _cbor_decode_all(payload)
+        if used != len(payload):
+            raise _undecodable(self.name, ValueError("payload ends inside a message"))
+        return messages
+
+    def stream_decoder(self) -> StreamDecoder:
+        return _CborStreamDecoder()
+
+
+# --- JSON ---------------------------------------------------------------------------
+
+
+_json_encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+_json_decode = json.JSONDecoder().decode
+
+
+def _json_decode_lines(lines: Iterable[bytes]) -> list[Any]:
+    out: list[Any] = []
+    for line in lines:
+        if not line.strip():
+            continue
+        try:
+            out.append(_json_decode(line.decode("utf-8")))
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise _undecodable("json", exc) from exc
+    return out
+
+
+class _JsonStreamDecoder:
+    def __init__(self) -> None:
+        self._partial = b""
+
+    def feed(self, data: bytes) -> list[Any]:
+        lines = (self._partial + data).split(b"\n")
+        self._partial = lines.pop()
+        return _json_decode_lines(lines)
+
+    def close(self) -> list[Any]:
+        # A last line without its newline is still a complete JSON value.
+        partial, self._partial = self._partial, b""
+        return _json_decode_lines([partial])
+
+
+class JsonCodec:
+    """UTF-8 JSON, one value per line (values never contain a raw newline)."""
+
+    name = "json"
+
+    def encode(self, message: Any) -> bytes:
+        try:
+            return _json_encoder.encode(message).encode("utf-8")
+        except (TypeError, ValueError) as exc:
+            raise _unencodable(self.name, exc) from exc
+
+    def encode_many(self, messages: Iterable[Any]) -> bytes:
+        encode = _json_encoder.encode
+        try:
+            return "\n".join([encode(m) for m in messages]).encode("utf-8")
+        except (TypeError, ValueError) as exc:
+            raise _unencodable(self.name, exc) from exc
+
+    def decode_many(self, payload: bytes) -> list[Any]:
+        return _json_decode_lines(payload.split(b"\n"))
+
+    def stream_decoder(self) -> StreamDecoder:
+        return _JsonStreamDecoder()
+
+
+_CODECS: dict[str, type[MsgpackCodec] | type[CborCodec] | type[JsonCodec]] = {
+    "msgpack": MsgpackCodec,
+    "cbor": CborCodec,
+    "json": JsonCodec,
+}
+
+CODEC_NAMES: tuple[str, ...] = tuple(_CODECS)
+"""Every codec name this build supports, in pipekit's default preference order."""
+
+
+def get_codec(name: str) -> Codec:
+    """Return a fresh codec instance for ``name`` (``msgpack``, ``cbor`` or ``json``)."""
+    try:
+        return _CODECS[name]()
+    except KeyError:
+        raise ValueError(f"unknown codec {name!r}; known: {', '.join(CODEC_NAMES)}") from None

@@ -1,0 +1,413 @@
+"""The framed pipe: pipekit/1 over any trio byte :class:`~trio.abc.Stream`.
+
+:func:`framed_pipe` drives one :class:`~pipekit.kernel.protocol.Connection` with two
+tasks: a reader that never stops reading the transport (so PAUSE, RESUME, END and ERROR
+are never stuck behind data) and a writer that sends whatever the machine has queued in
+one write (so messages queued while a write is under way are coalesced). Every adapter
+that carries bytes (stdio, unix, tcp, websocket) reuses it.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import trio
+
+from .codecs import CODEC_NAMES
+from .errors import ProtocolError, RemoteError
+from .pipe import Pipe, PipeStats
+from .protocol import (
+    DEFAULT_HIGH_WATER,
+    DEFAULT_MAX_FRAME,
+    DEFAULT_PAUSE_SLACK,
+    Connection,
+    EndReceived,
+    ErrorReceived,
+    Event,
+    HandshakeComplete,
+    MessagesReceived,
+    PongReceived,
+    ProtocolViolation,
+    ResumeReceived,
+)
+
+__all__ = ["DEFAULT_SEND_BUFFER", "FramedPipe", "framed_pipe"]
+
+DEFAULT_SEND_BUFFER = 256 * 1024
+"""Encoded bytes a sender may queue before ``send`` waits for the writer."""
+DEFAULT_READ_SIZE = 256 * 1024
+_FAIRNESS_EVERY = 64
+
+
+class FramedPipe(Pipe):
+    """A :class:`Pipe` speaking pipekit/1 over a byte stream. Made by :func:`framed_pipe`."""
+
+    def __init__(
+        self,
+        stream: trio.abc.Stream,
+        conn: Connection,
+        *,
+        name: str,
+        send_buffer: int = DEFAULT_SEND_BUFFER,
+        read_size: int = DEFAULT_READ_SIZE,
+    ) -> None:
+        self.name = name
+        self.stream = stream
+        self.conn = conn
+        self._send_buffer = send_buffer
+        self._read_size = read_size
+        self._inbox: deque[Any] = deque()
+        self._rx_done: BaseException | None = None  # EndOfChannel or the failure
+        self._tx_broken: BaseException | None = None
+        self._closed = False
+        self._handshake = trio.Event()
+        self._handshake_error: BaseException | None = None
+        self._rx_event = trio.Event()
+        self._tx_event = trio.Event()
+        self._space_event = trio.Event()
+        self._writer_idle = trio.Event()
+        self._writer_stopped = False
+        self._paused_seconds = 0.0
+        self._send_calls = 0
+        self._receive_calls = 0
+        self.last_pong: bytes | None = None
+
+    @property
+    def peer(self) -> dict[str, Any]:
+        """The peer's HELLO (without its token)."""
+        return dict(self.conn.peer or {})
+
+    # -- background tasks -------------------------------------------------------------
+
+    async def _reader(self) -> None:
+        conn = self.conn
+        receive_some = self.stream.receive_some
+        size = self._read_size
+        try:
+            while True:
+                data = await receive_some(size)
+                if not data:
+                    self._on_events(conn.receive_eof())
+                    self._on_eof()
+                    return
+                events = conn.receive_data(data)
+                if events:
+                    self._on_events(events)
+                    if conn.failure is not None:
+                        return
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            self._on_transport_error(exc)
+
+    def _on_events(self, events: list[Event]) -> None:
+        for event in events:
+            if type(event) is MessagesReceived:
+                self._inbox.extend(event.messages)
+                self._rx_event.set()
+            elif isinstance(event, HandshakeComplete):
+                self._handshake.set()
+            elif isinstance(event, ResumeReceived):
+                self._space_event.set()
+            elif isinstance(event, EndReceived):
+                self._finish_rx(trio.EndOfChannel())
+            elif isinstance(event, ErrorReceived):
+                err = RemoteError(event.kind, event.message, event.details)
+                self._finish_rx(err)
+                if not self._handshake.is_set():
+                    self._fail_handshake(err)
+            elif isinstance(event, PongReceived):
+                self.last_pong = event.payload
+            elif isinstance(event, ProtocolViolation):
+                self._finish_rx(event.error)
+                self._break_tx(event.error)
+                self._fail_handshake(event.error)
+        self._tx_event.set()  # PAUSE, RESUME, PONG, the answer HELLO or an ERROR may be queued
+
+    def _on_eof(self) -> None:
+        peer = (self.conn.peer or {}).get("name", "peer")
+        if not self._handshake.is_set():
+            self._fail_handshake(
+                ProtocolError("connection closed before the handshake completed", kind="handshake")
+            )
+        self._finish_rx(trio.BrokenResourceError(f"{peer} closed the connection without END"))
+
+    def _on_transport_error(self, exc: BaseException) -> None:
+        if self._closed:
+            return
+        err = trio.BrokenResourceError(f"{self.name}: transport failed: {exc}")
+        err.__cause__ = exc
+        self._finish_rx(err)
+        self._break_tx(err)
+        self._fail_handshake(err)
+
+    def _finish_rx(self, outcome: BaseException) -> None:
+        if self._rx_done is None:
+            self._rx_done = outcome
+        self._rx_event.set()
+
+    def _break_tx(self, exc: BaseException) -> None:
+        if self._tx_broken is None:
+            self._tx_broken = exc
+        self._space_event.set()
+        self._tx_event.set()
+
+    def _fail_handshake(self, exc: BaseException) -> None:
+        if not self._handshake.is_set():
+            self._handshake_error = exc
+            self._handshake.set()
+
+    async def _writer(self) -> None:
+        conn = self.conn
+        send_all = self.stream.send_all
+        try:
+            while True:
+                data = conn.data_to_send()
+                if data:
+                    self._writer_idle = trio.Event()
+                    await send_all(data)
+                    self._space_event.set()
+                    continue
+                self._writer_idle.set()
+                if conn.failure is not None:
+                    # The ERROR for a violation is out: disconnect.
+                    await self.stream.aclose()
+                    return
+                self._tx_event = trio.Event()
+                await self._tx_event.wait()
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            self._on_transport_error(exc)
+        finally:
+            self._writer_stopped = True
+            self._writer_idle.set()
+            self._space_event.set()
+
+    # -- sending ----------------------------------------------------------------------
+
+    def _check_send(self) -> None:
+        if self._closed:
+            raise trio.ClosedResourceError(f"{self.name}: pipe is closed")
+        if self._tx_broken is not None:
+            raise trio.BrokenResourceError(f"{self.name}: pipe is broken: {self._tx_broken}") from (
+                self._tx_broken
+            )
+        if self.conn.send_state != "open":
+            raise trio.ClosedResourceError(f"{self.name}: sending direction already {self.conn.send_state}")
+
+    async def _wait_for_space(self) -> None:
+        conn = self.conn
+        limit = self._send_buffer
+        if conn.can_send and conn.buffered_bytes < limit:
+            return
+        start = trio.current_time()
+        try:
+            while True:
+                self._check_send()
+                if conn.can_send and conn.buffered_bytes < limit:
+                    return
+                self._space_event = trio.Event()
+                await self._space_event.wait()
+        finally:
+            self._paused_seconds += trio.current_time() - start
+
+    async def send(self, value: Any) -> None:
+        self._send_calls += 1
+        if self._send_calls % _FAIRNESS_EVERY == 0:
+            await trio.lowlevel.checkpoint()
+        else:
+            await trio.lowlevel.checkpoint_if_cancelled()
+        self._check_send()
+        await self._wait_for_space()
+        self.conn.send(value)
+        self._tx_event.set()
+
+    async def send_batch(self, values: Sequence[Any]) -> None:
+        await trio.lowlevel.checkpoint()
+        self._check_send()
+        await self._wait_for_space()
+        self.conn.send_many(values)
+        self._tx_event.set()
+
+    async def end(self) -> None:
+        await trio.lowlevel.checkpoint()
+        if self.conn.send_state != "open":
+            return
+        self._check_send()
+        self.conn.end()
+        self._tx_event.set()
+
+    async def fail(self, exc: BaseException) -> None:
+        await trio.lowlevel.checkpoint()
+        if self._closed or self._tx_broken is not None:
+            return
+        kind = getattr(exc, "kind", None)
+        self.conn.fail(kind if isinstance(kind, str) else type(exc).__name__, str(exc) or type(exc).__name__)
+        self._tx_event.set()
+
+    async def ping(self, payload: bytes = b"") -> None:
+        """Send PING; the peer's PONG payload appears in :attr:`last_pong`."""
+        await trio.lowlevel.checkpoint()
+        self._check_send()
+        self.conn.ping(payload)
+        self._tx_event.set()
+
+    # -- receiving --------------------------------------------------------------------
+
+    async def _wait_for_messages(self) -> None:
+        while not self._inbox:
+            if self._closed:
+                raise trio.ClosedResourceError(f"{self.name}: pipe is closed")
+            if self._rx_done is not None:
+                raise self._rx_done
+            self._rx_event = trio.Event()
+            await self._rx_event.wait()
+
+    async def receive(self) -> Any:
+        self._receive_calls += 1
+        if self._receive_calls % _FAIRNESS_EVERY == 0:
+            await trio.lowlevel.checkpoint()
+        else:
+            await trio.lowlevel.checkpoint_if_cancelled()
+        if self._closed:
+            raise trio.ClosedResourceError(f"{self.name}: pipe is closed")
+        if not self._inbox:
+            await self._wait_for_messages()
+        item = self._inbox.popleft()
+        if self.conn.consumed(1):
+            self._tx_event.set()
+        return item
+
+    async def receive_batch(self, max_items: int | None = None) -> list[Any]:
+        await trio.lowlevel.checkpoint()
+        if self._closed:
+            raise trio.ClosedResourceError(f"{self.name}: pipe is closed")
+        await self._wait_for_messages()
+        inbox = self._inbox
+        if max_items is None or len(inbox) <= max_items:
+            batch = list(inbox)
+            inbox.clear()
+        else:
+            batch = [inbox.popleft() for _ in range(max_items)]
+        if self.conn.consumed(len(batch)):
+            self._tx_event.set()
+        return batch
+
+    # -- lifetime ---------------------------------------------------------------------
+
+    async def _flush(self) -> None:
+        """Wait until the writer has put everything queued on the wire."""
+        while not self._writer_stopped and (self.conn.buffered_bytes or not self._writer_idle.is_set()):
+            self._tx_event.set()
+            if self.conn.buffered_bytes and self._writer_idle.is_set():
+                # Held back by the peer's PAUSE: wait for RESUME or a failure.
+                self._space_event = trio.Event()
+                await self._space_event.wait()
+            else:
+                await self._writer_idle.wait()
+
+    async def aclose(self) -> None:
+        """END (if this side has not ended or failed), flush, and close the transport.
+
+        If cancelled while flushing (for example because the peer stays paused), the
+        transport is closed at once."""
+        if self._closed:
+            await trio.lowlevel.checkpoint()
+            return
+        try:
+            if self._tx_broken is None and self.conn.send_state == "open":
+                self.conn.end()
+                self._tx_event.set()
+            if self._tx_broken is None:
+                await self._flush()
+        finally:
+            self._closed = True
+            self._rx_event.set()
+            self._space_event.set()
+            await trio.aclose_forcefully(self.stream)
+
+    @property
+    def stats(self) -> PipeStats:
+        conn = self.conn
+        return PipeStats(
+            messages_sent=conn.messages_sent,
+            messages_received=conn.messages_received,
+            bytes_sent=conn.bytes_sent,
+            bytes_received=conn.bytes_received,
+            paused_seconds=self._paused_seconds,
+            queue_depth=len(self._inbox),
+        )
+
+    def __repr__(self) -> str:
+        return f"<FramedPipe {self.name!r} codec={self.conn.codec_name}>"
+
+
+@asynccontextmanager
+async def framed_pipe(
+    stream: trio.abc.Stream,
+    *,
+    initiator: bool,
+    codecs: Sequence[str] = CODEC_NAMES,
+    name: str | None = None,
+    max_frame: int = DEFAULT_MAX_FRAME,
+    high_water: int = DEFAULT_HIGH_WATER,
+    low_water: int | None = None,
+    pause_slack: int = DEFAULT_PAUSE_SLACK,
+    token: str | None = None,
+    expected_token: str | None = None,
+    handshake_timeout: float | None = 10.0,
+    send_buffer: int = DEFAULT_SEND_BUFFER,
+    read_size: int = DEFAULT_READ_SIZE,
+) -> AsyncIterator[FramedPipe]:
+    """Run pipekit/1 over ``stream`` and yield a :class:`FramedPipe` once the handshake
+    is done.
+
+    ``initiator`` is True on the side that connected or spawned (it offers ``codecs``);
+    the other side accepts and chooses. The handshake fails with
+    :class:`~pipekit.kernel.ProtocolError` (kind ``handshake_timeout`` after
+    ``handshake_timeout`` seconds) or :class:`~pipekit.kernel.RemoteError` if the peer
+    refused. On exit the pipe is ended and flushed, or - if the body raised - failed
+    with that exception, and the stream is closed in every case.
+    """
+    conn = Connection(
+        initiator=initiator,
+        codecs=codecs,
+        name=name,
+        max_frame=max_frame,
+        high_water=high_water,
+        low_water=low_water,
+        pause_slack=pause_slack,
+        token=token,
+        expected_token=expected_token,
+    )
+    pipe = FramedPipe(stream, conn, name=conn.name, send_buffer=send_buffer, read_size=read_size)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(pipe._reader)
+        nursery.start_soon(pipe._writer)
+        try:
+            with trio.move_on_after(handshake_timeout if handshake_timeout is not None else float("inf")):
+                await pipe._handshake.wait()
+            if not pipe._handshake.is_set():
+                conn.fail("handshake_timeout", f"handshake did not complete within {handshake_timeout} s")
+                pipe._tx_event.set()
+                with trio.move_on_after(1):
+                    await pipe._flush()
+                raise ProtocolError(
+                    f"{conn.name}: handshake did not complete within {handshake_timeout} s",
+                    kind="handshake_timeout",
+                )
+            if pipe._handshake_error is not None:
+                raise pipe._handshake_error
+            try:
+                yield pipe
+            except BaseException as exc:
+                if not isinstance(exc, trio.Cancelled) and not pipe._closed:
+                    await pipe.fail(exc)
+                    with trio.move_on_after(1):
+                        await pipe._flush()
+                raise
+            await pipe.aclose()
+        finally:
+            pipe._closed = True
+            nursery.cancel_scope.cancel()
+            await trio.aclose_forcefully(stream)

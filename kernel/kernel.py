@@ -1,0 +1,554 @@
+"""The kernel: wires modules with bounded in-process pipes and supervises them.
+
+::
+
+    async with open_kernel() as k:
+        src = k.add(produce)              # async def produce(out)
+        dbl = k.add(lambda x: 2 * x, name="double")
+        snk = k.add(consume)              # async def consume(inp)
+        k.connect(src, dbl)
+        k.connect(dbl, snk)
+    # leaving the block starts what is not started yet and waits for every module
+
+Modules start on ``await k.start()`` or when the ``async with`` body ends. Wiring is
+checked at start: every port must be connected. A module that returns ENDs its outputs
+(a merge ends when *all* its inputs ended); a module that raises is restarted if its
+policy allows, otherwise its outputs fail with a :class:`ModuleError` naming it, every
+other module is cancelled and the kernel scope raises that error (the original exception
+is its ``__cause__``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import trio
+
+from .errors import ModuleError, RemoteError, WiringError
+from .lane import DEFAULT_CAPACITY, Lane
+from .modules import Module, as_module
+from .pipe import LocalPipe, Pipe
+
+__all__ = [
+    "Kernel",
+    "ModuleHandle",
+    "ModuleStats",
+    "PortRef",
+    "RestartPolicy",
+    "Topology",
+    "open_kernel",
+]
+
+log = logging.getLogger("pipekit.kernel")
+
+Restart = Literal["never", "on-failure", "always"]
+
+
+@dataclass(frozen=True, slots=True)
+class RestartPolicy:
+    """When a module is restarted, and how often.
+
+    ``restart``: ``never``; ``on-failure`` (after an exception); ``always`` (also after a
+    normal return, unless every input has ended). At most ``max_restarts`` restarts
+    (within the last ``window`` seconds, if given); the wait before restart *n* is
+    ``backoff * backoff_factor**(n-1)``, capped at ``backoff_max``.
+    """
+
+    restart: Restart = "never"
+    max_restarts: int = 3
+    backoff: float = 0.1
+    backoff_factor: float = 2.0
+    backoff_max: float = 10.0
+    window: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.restart not in ("never", "on-failure", "always"):
+            raise ValueError(f"restart must be never, on-failure or always, not {self.restart!r}")
+        if self.max_restarts < 0 or self.backoff < 0 or self.backoff_factor < 1 or self.backoff_max < 0:
+            raise ValueError("max_restarts and backoff must be >= 0 and backoff_factor >= 1")
+
+    def delay(self, attempt: int) -> float:
+        """Seconds to wait before restart number ``attempt`` (1-based)."""
+        return min(self.backoff * self.backoff_factor ** (attempt - 1), self.backoff_max)
+
+
+@dataclass(frozen=True, slots=True)
+class PortRef:
+    """One port of one module: ``kernel_handle["out"]`` or ``PortRef("src", "out")``."""
+
+    module: str
+    port: str
+
+    def __str__(self) -> str:
+        return f"{self.module}.{self.port}"
+
+
+@dataclass(slots=True)
+class ModuleStats:
+    """Live statistics of one module, summed over its restarts."""
+
+    name: str
+    state: str = "pending"  # pending, running, restarting, done, failed, cancelled
+    restarts: int = 0
+    messages_in: int = 0
+    messages_out: int = 0
+    paused_seconds: float = 0.0
+    """Time spent blocked because a downstream buffer was full."""
+    started_at: float | None = None
+    finished_at: float | None = None
+    failures: list[str] = field(default_factory=list)
+    """``repr`` of every exception that caused a restart or the final failure."""
+
+    @property
+    def elapsed(self) -> float | None:
+        if self.started_at is None:
+            return None
+        end = self.finished_at if self.finished_at is not None else trio.current_time()
+        return end - self.started_at
+
+
+@dataclass(frozen=True)
+class Topology:
+    """The kernel's wiring, exportable as JSON, Graphviz DOT or Mermaid."""
+
+    modules: list[dict[str, Any]]
+    edges: list[dict[str, Any]]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"modules": self.modules, "edges": self.edges}
+
+    def to_json(self, indent: int | None = 2) -> str:
+        return json.dumps(self.as_dict(), indent=indent)
+
+    def to_dot(self) -> str:
+        lines = ["digraph pipekit {", "  rankdir=LR;", "  node [shape=box];"]
+        for m in self.modules:
+            label = m["name"] if m["restart"] == "never" else f"{m['name']}\\n({m['restart']})"
+            lines.append(f"  {json.dumps(m['name'])} [label={json.dumps(label)}];")
+        for e in self.edges:
+            label = json.dumps(f"{e['from_port']}->{e['to_port']}")
+            lines.append(f"  {json.dumps(e['from'])} -> {json.dumps(e['to'])} [label={label}];")
+        lines.append("}")
+        return "\n".join(lines) + "\n"
+
+    def to_mermaid(self) -> str:
+        ids = {m["name"]: f"m{i}" for i, m in enumerate(self.modules)}
+        lines = ["flowchart LR"]
+        for m in self.modules:
+            text = m["name"].replace('"', "'")
+            lines.append(f'  {ids[m["name"]]}["{text}"]')
+        for e in self.edges:
+            lines.append(f"  {ids[e['from']]} -->|{e['from_port']}->{e['to_port']}| {ids[e['to']]}")
+        return "\n".join(lines) + "\n"
+
+
+class ModuleHandle:
+    """What :meth:`Kernel.add` returns: names the module and its ports."""
+
+    def __init__(self, kernel: Kernel, name: str) -> None:
+        self.kernel = kernel
+        self.name = name
+
+    def __getitem__(self, port: str) -> PortRef:
+        entry = self.kernel._modules[self.name]
+        if port not in entry.module.inputs and port not in entry.module.outputs:
+            raise WiringError(f"module {self.name!r} has no port {port!r}")
+        return PortRef(self.name, port)
+
+    @property
+    def stats(self) -> ModuleStats:
+        return self.kernel._modules[self.name].stats
+
+    def __repr__(self) -> str:
+        return f"<ModuleHandle {self.name!r}>"
+
+
+@dataclass(slots=True)
+class _Edge:
+    src: PortRef
+    dst: PortRef
+    kind: str  # connect, split, merge
+
+
+@dataclass(slots=True)
+class _Entry:
+    name: str
+    module: Module
+    policy: RestartPolicy
+    capacity: int
+    stats: ModuleStats
+    started: bool = False
+    in_lanes: dict[str, Lane] = field(default_factory=dict)
+    out_lanes: dict[str, list[Lane]] = field(default_factory=dict)
+
+
+def _unwrap(exc: BaseException) -> BaseException:
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
+
+
+class Kernel:
+    """A set of wired, supervised modules. Create it with :func:`open_kernel`."""
+
+    def __init__(self, nursery: trio.Nursery, *, name: str, capacity: int) -> None:
+        self.name = name
+        self.capacity = capacity
+        self._nursery = nursery
+        self._modules: dict[str, _Entry] = {}
+        self._edges: list[_Edge] = []
+        self._failure: ModuleError | None = None
+        self._running = 0
+        self._idle = trio.Event()
+        self._idle.set()
+        self._stopped = False
+
+    # -- building ---------------------------------------------------------------------
+
+    def add(
+        self,
+        module: Any,
+        *,
+        name: str | None = None,
+        inputs: tuple[str, ...] | None = None,
+        outputs: tuple[str, ...] | None = None,
+        restart: Restart | RestartPolicy = "never",
+        max_restarts: int = 3,
+        backoff: float = 0.1,
+        backoff_max: float = 10.0,
+        capacity: int | None = None,
+    ) -> ModuleHandle:
+        """Add a module (see :func:`~pipekit.kernel.modules.as_module` for the forms).
+
+        ``capacity`` bounds each of its input buffers (default: the kernel's)."""
+        mod = as_module(module, inputs=inputs, outputs=outputs)
+        base = name or getattr(mod, "name", None) or getattr(module, "__name__", None) or "module"
+        if name is not None and name in self._modules:
+            raise WiringError(f"a module named {name!r} already exists")
+        unique = base
+        n = 2
+        while unique in self._modules:
+            unique = f"{base}-{n}"
+            n += 1
+        policy = (
+            restart
+            if isinstance(restart, RestartPolicy)
+            else RestartPolicy(restart, max_restarts=max_restarts, backoff=backoff, backoff_max=backoff_max)
+        )
+        cap = capacity if capacity is not None else self.capacity
+        if cap < 1:
+            raise ValueError("capacity must be at least 1")
+        self._modules[unique] = _Entry(unique, mod, policy, cap, ModuleStats(unique))
+        return ModuleHandle(self, unique)
+
+    def _port(self, ref: ModuleHandle | PortRef | str, direction: str) -> PortRef:
+        if isinstance(ref, PortRef):
+            entry = self._entry(ref.module)
+            ports = entry.module.outputs if direction == "out" else entry.module.inputs
+            if ref.port not in ports:
+                kind = "output" if direction == "out" else "input"
+                raise WiringError(f"{ref} is not an {kind} port of module {ref.module!r}")
+            return ref
+        name = ref.name if isinstance(ref, ModuleHandle) else ref
+        entry = self._entry(name)
+        ports = entry.module.outputs if direction == "out" else entry.module.inputs
+        if len(ports) != 1:
+            kind = "output" if direction == "out" else "input"
+            raise WiringError(
+                f"module {name!r} has {len(ports)} {kind} ports {list(ports)}; name one: handle[port]"
+            )
+        return PortRef(name, ports[0])
+
+    def _entry(self, name: str) -> _Entry:
+        try:
+            return self._modules[name]
+        except KeyError:
+            raise WiringError(f"no module named {name!r}") from None
+
+    def _link(self, src: PortRef, dst: PortRef, kind: str) -> None:
+        for e in self._edges:
+            if e.src == src and e.dst == dst:
+                raise WiringError(f"{src} is already connected to {dst}")
+        for ref in (src, dst):
+            if self._modules[ref.module].started:
+                raise WiringError(f"cannot rewire {ref}: module {ref.module!r} has started")
+        self._edges.append(_Edge(src, dst, kind))
+
+    def connect(self, a: ModuleHandle | PortRef | str, b: ModuleHandle | PortRef | str) -> None:
+        """Send what ``a`` outputs to ``b``'s input."""
+        self._link(self._port(a, "out"), self._port(b, "in"), "connect")
+
+    def split(self, a: ModuleHandle | PortRef | str, targets: Iterable[ModuleHandle | PortRef | str]) -> None:
+        """Send every message ``a`` outputs to each of ``targets``, in order (the
+        slowest target sets the pace)."""
+        src = self._port(a, "out")
+        for t in targets:
+            self._link(src, self._port(t, "in"), "split")
+
+    def merge(self, sources: Iterable[ModuleHandle | PortRef | str], b: ModuleHandle | PortRef | str) -> None:
+        """Interleave what ``sources`` output into ``b``'s input; it ends when all have."""
+        dst = self._port(b, "in")
+        for s in sources:
+            self._link(self._port(s, "out"), dst, "merge")
+
+    # -- running ----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start every module added since the last start. Raises :class:`WiringError`
+        if one of them has an unconnected port."""
+        await trio.lowlevel.checkpoint()
+        pending = [e for e in self._modules.values() if not e.started]
+        if not pending:
+            return
+        problems = []
+        for entry in pending:
+            for port in entry.module.inputs:
+                if not any(e.dst == PortRef(entry.name, port) for e in self._edges):
+                    problems.append(f"input {entry.name}.{port} is not connected")
+            for port in entry.module.outputs:
+                if not any(e.src == PortRef(entry.name, port) for e in self._edges):
+                    problems.append(f"output {entry.name}.{port} is not connected")
+        if problems:
+            raise WiringError("cannot start: " + "; ".join(problems))
+        for entry in pending:
+            for port in entry.module.inputs:
+                writers = sum(1 for e in self._edges if e.dst == PortRef(entry.name, port))
+                entry.in_lanes[port] = Lane(entry.capacity, writers=writers)
+        for entry in pending:
+            for port in entry.module.outputs:
+                entry.out_lanes[port] = [
+                    self._modules[e.dst.module].in_lanes[e.dst.port]
+                    for e in self._edges
+                    if e.src == PortRef(entry.name, port)
+                ]
+        for entry in pending:
+            entry.started = True
+            self._running += 1
+            self._idle = trio.Event()
+            self._nursery.start_soon(self._supervise, entry, name=f"pipekit:{entry.name}")
+
+    async def join(self) -> None:
+        """Start what is pending and wait until every module has finished."""
+        await self.start()
+        await self._idle.wait()
+        if self._failure is not None:
+            raise self._failure
+
+    def stop(self) -> None:
+        """Cancel every module; the kernel scope then exits without error."""
+        self._stopped = True
+        self._nursery.cancel_scope.cancel()
+
+    def _make_ports(self, entry: _Entry) -> dict[str, LocalPipe]:
+        ports: dict[str, LocalPipe] = {}
+        for port, lane in entry.in_lanes.items():
+            ports[port] = LocalPipe(lane, (), name=f"{entry.name}.{port}")
+        for port, lanes in entry.out_lanes.items():
+            ports[port] = LocalPipe(None, lanes, name=f"{entry.name}.{port}")
+        return ports
+
+    def _inputs_ended(self, entry: _Entry) -> bool:
+        return all(lane.ended and lane.depth == 0 for lane in entry.in_lanes.values())
+
+    def _account(self, entry: _Entry, ports: Mapping[str, Pipe]) -> None:
+        st = entry.stats
+        for port, pipe in ports.items():
+            s = pipe.stats
+            if port in entry.in_lanes:
+                st.messages_in += s.messages_received
+            else:
+                st.messages_out += s.messages_sent
+                st.paused_seconds += s.paused_seconds
+
+    async def _supervise(self, entry: _Entry) -> None:
+        stats = entry.stats
+        policy = entry.policy
+        restart_times: list[float] = []
+        attempt = 0
+        stats.started_at = trio.current_time()
+        try:
+            while True:
+                ports = self._make_ports(entry)
+                stats.state = "running"
+                error: BaseException | None = None
+                try:
+                    await entry.module.run(ports)
+                except Exception as exc:
+                    error = _unwrap(exc)
+                finally:
+                    self._account(entry, ports)
+                    for pipe in ports.values():
+                        pipe.detach()
+                if error is not None and self._downstream_gone(entry, error):
+                    error = None  # like SIGPIPE: nobody reads our output any more
+                if error is None:
+                    wants_restart = policy.restart == "always" and (
+                        not entry.in_lanes or not self._inputs_ended(entry)
+                    )
+                    if not wants_restart:
+                        self._finish(entry)
+                        return
+                elif policy.restart == "never":
+                    self._fail(entry, error)
+                    return
+                if error is not None:
+                    stats.failures.append(repr(error))
+                now = trio.current_time()
+                restart_times.append(now)
+                if policy.window is not None:
+                    restart_times = [t for t in restart_times if now - t <= policy.window]
+                if len(restart_times) > policy.max_restarts:
+                    self._fail(
+                        entry,
+                        error,
+                        f"module {entry.name!r} reached its restart limit "
+                        f"({policy.max_restarts} restarts)"
+                        + (f"; last error: {type(error).__name__}: {error}" if error else ""),
+                    )
+                    return
+                attempt += 1
+                stats.restarts += 1
+                stats.state = "restarting"
+                log.warning(
+                    "module %r %s; restart %d/%d",
+                    entry.name,
+                    f"failed with {error!r}" if error else "exited",
+                    stats.restarts,
+                    policy.max_restarts,
+                )
+                await trio.sleep(policy.delay(attempt))
+        except BaseException:
+            # Cancelled (the kernel is stopping or failing): release the lanes so that
+            # blocked peers in other threads wake up, and let the cancellation through.
+            stats.state = "cancelled" if stats.state not in ("failed", "done") else stats.state
+            for lane in entry.in_lanes.values():
+                lane.close_reader()
+            raise
+        finally:
+            stats.finished_at = trio.current_time()
+            self._running -= 1
+            if self._running == 0:
+                self._idle.set()
+
+    def _downstream_gone(self, entry: _Entry, error: BaseException) -> bool:
+        lanes = [lane for lanes in entry.out_lanes.values() for lane in lanes]
+        return (
+            isinstance(error, trio.BrokenResourceError)
+            and not isinstance(error, RemoteError)
+            and bool(lanes)
+            and all(lane.reader_closed for lane in lanes)
+        )
+
+    def _finish(self, entry: _Entry) -> None:
+        entry.stats.state = "done"
+        for lanes in entry.out_lanes.values():
+            for lane in lanes:
+                lane.end_writer()
+        for lane in entry.in_lanes.values():
+            lane.close_reader()
+
+    def _fail(self, entry: _Entry, error: BaseException | None, message: str | None = None) -> None:
+        stats = entry.stats
+        stats.state = "failed"
+        if message is None:
+            assert error is not None
+            message = f"module {entry.name!r} failed: {type(error).__name__}: {error}"
+        if error is not None:
+            stats.failures.append(repr(error))
+        failure = ModuleError(entry.name, message)
+        failure.__cause__ = error
+        for lanes in entry.out_lanes.values():
+            for lane in lanes:
+                lane.fail(failure)
+        for lane in entry.in_lanes.values():
+            lane.close_reader()
+        if self._failure is None:
+            self._failure = failure
+            self._nursery.cancel_scope.cancel()
+
+    # -- introspection ----------------------------------------------------------------
+
+    def stats(self) -> dict[str, ModuleStats]:
+        """Live statistics per module (see :class:`ModuleStats`)."""
+        return {name: entry.stats for name, entry in self._modules.items()}
+
+    def topology(self) -> Topology:
+        """The current wiring (see :class:`Topology` for the export formats)."""
+        modules = [
+            {
+                "name": e.name,
+                "inputs": list(e.module.inputs),
+                "outputs": list(e.module.outputs),
+                "restart": e.policy.restart,
+                "capacity": e.capacity,
+                "state": e.stats.state,
+            }
+            for e in self._modules.values()
+        ]
+        edges = [
+            {
+                "from": e.src.module,
+                "from_port": e.src.port,
+                "to": e.dst.module,
+                "to_port": e.dst.port,
+                "kind": e.kind,
+            }
+            for e in self._edges
+        ]
+        return Topology(modules, edges)
+
+    def _release(self) -> None:
+        """Close every lane so no thread stays blocked on one after the kernel exits."""
+        for entry in self._modules.values():
+            for lane in entry.in_lanes.values():
+                lane.close_reader()
+
+
+@asynccontextmanager
+async def open_kernel(*, name: str = "kernel", capacity: int = DEFAULT_CAPACITY) -> AsyncIterator[Kernel]:
+    """Open a kernel scope. See the module docstring.
+
+    ``capacity`` is the default bound of every module's input buffer, in messages.
+    On exit the pending modules are started and awaited; if one failed for good, its
+    :class:`ModuleError` is raised here; if the body raised, the modules are cancelled
+    and that exception propagates.
+    """
+    kernel: Kernel | None = None
+    try:
+        async with trio.open_nursery() as nursery:
+            kernel = Kernel(nursery, name=name, capacity=capacity)
+            try:
+                yield kernel
+                if not nursery.cancel_scope.cancel_called:
+                    await kernel.start()
+            except BaseException:
+                nursery.cancel_scope.cancel()
+                raise
+    except BaseExceptionGroup as group:
+        if kernel is not None and kernel._failure is not None:
+            raise kernel._failure from None
+        real = [e for e in _flatten(group) if not isinstance(e, trio.Cancelled)]
+        if len(real) == 1:
+            raise real[0] from None
+        raise
+    finally:
+        if kernel is not None:
+            kernel._release()
+    if kernel is not None and kernel._failure is not None:
+        raise kernel._failure
+
+
+def _flatten(group: BaseExceptionGroup[BaseException]) -> Sequence[BaseException]:
+    out: list[BaseException] = []
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            out.extend(_flatten(exc))
+        else:
+            out.append(exc)
+    return out
+

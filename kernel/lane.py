@@ -1,0 +1,339 @@
+"""Lane: one direction of a bounded, batched, thread-safe message queue.
+
+A lane carries Python objects by reference from its writers to its one reader. It is the
+in-memory transport under in-process pipes, kernel edges and thread ports:
+
+* bounded: a writer blocks while ``capacity`` messages are queued and resumes once the
+  reader has drained the lane to ``low_water`` (the in-memory PAUSE / RESUME);
+* batched: ``put_many`` / ``get_many`` move lists, and a waiting side is woken once per
+  batch (one pending wake-up), never once per message;
+* usable from trio tasks (``await lane.put(...)``) and from plain threads
+  (``lane.put_blocking(...)``), on either side, across event loops;
+* ended when every writer has ended (so a merge ends only after all its inputs), or
+  failed with an exception that the reader raises after draining what came before it.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Sequence
+from typing import Any
+
+import trio
+
+from .errors import PipekitError
+
+__all__ = ["DEFAULT_CAPACITY", "Lane"]
+
+DEFAULT_CAPACITY = 1024
+_FAIRNESS_EVERY = 64  # single-message calls between two scheduler yields
+
+
+class _TrioWaiter:
+    __slots__ = ("event", "thread", "token")
+
+    def __init__(self) -> None:
+        self.event = trio.Event()
+        self.token = trio.lowlevel.current_trio_token()
+        self.thread = threading.get_ident()
+
+    def wake(self) -> None:
+        if threading.get_ident() == self.thread:
+            self.event.set()
+        else:
+            try:
+                self.token.run_sync_soon(self.event.set)
+            except trio.RunFinishedError:
+                pass
+
+
+class _ThreadWaiter:
+    __slots__ = ("event",)
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+
+    def wake(self) -> None:
+        self.event.set()
+
+
+_Waiter = _TrioWaiter | _ThreadWaiter
+
+
+class Lane:
+    """A bounded single-reader, multi-writer queue. See the module docstring."""
+
+    def __init__(
+        self, capacity: int = DEFAULT_CAPACITY, *, writers: int = 1, low_water: int | None = None
+    ) -> None:
+        if capacity < 1:
+            raise ValueError("capacity must be at least 1")
+        self.capacity = capacity
+        self.low_water = capacity // 2 if low_water is None else low_water
+        if not 0 <= self.low_water < capacity:
+            raise ValueError("low_water must be in [0, capacity)")
+        self._items: deque[Any] = deque()
+        self._lock = threading.Lock()
+        self._writers = writers
+        self._error: BaseException | None = None
+        self._reader_closed = False
+        self._reader_waiter: _Waiter | None = None
+        self._writer_waiters: list[_Waiter] = []
+        self._put_calls = 0
+        self._get_calls = 0
+        self.blocked_seconds = 0.0
+        """Total time writers spent blocked on a full lane."""
+
+    # -- introspection ----------------------------------------------------------------
+
+    @property
+    def depth(self) -> int:
+        """Messages queued now."""
+        return len(self._items)
+
+    @property
+    def ended(self) -> bool:
+        """True once every writer has ended or one failed the lane."""
+        return self._writers <= 0
+
+    @property
+    def reader_closed(self) -> bool:
+        return self._reader_closed
+
+    def add_writer(self) -> None:
+        """Register one more writer (for merges); the lane ends when all have ended."""
+        with self._lock:
+            if self._writers <= 0:
+                raise PipekitError("cannot add a writer to a lane that has ended")
+            self._writers += 1
+
+    # -- writer side ------------------------------------------------------------------
+
+    def _offer(self, items: Sequence[Any], start: int) -> int:
+        """Queue as many of ``items[start:]`` as fit. Call with the lock held."""
+        if self._reader_closed:
+            raise trio.BrokenResourceError("the receiving side of this pipe is closed")
+        if self._writers <= 0:
+            raise trio.ClosedResourceError("this pipe has already ended")
+        free = self.capacity - len(self._items)
+        if free <= 0:
+            return start
+        stop = min(len(items), start + free)
+        if start == 0 and stop == len(items):
+            self._items.extend(items)
+        else:
+            self._items.extend(items[start:stop])
+        waiter = self._reader_waiter
+        if waiter is not None:
+            self._reader_waiter = None
+            waiter.wake()
+        return stop
+
+    async def put(self, item: Any) -> float:
+        """Queue one message, waiting while the lane is full. Returns the seconds spent
+        waiting."""
+        self._put_calls += 1
+        if self._put_calls % _FAIRNESS_EVERY == 0:
+            await trio.lowlevel.checkpoint()
+        else:
+            await trio.lowlevel.checkpoint_if_cancelled()
+        with self._lock:
+            if len(self._items) < self.capacity and not self._reader_closed and self._writers > 0:
+                self._items.append(item)
+                waiter = self._reader_waiter
+                if waiter is not None:
+                    self._reader_waiter = None
+                    waiter.wake()
+                return 0.0
+        return await self._put_slow((item,), 0)
+
+    async def put_many(self, items: Sequence[Any]) -> float:
+        """Queue ``items`` in order, waiting whenever the lane is full. Returns the
+        seconds spent waiting."""
+        await trio.lowlevel.checkpoint()
+        with self._lock:
+            done = self._offer(items, 0)
+        if done < len(items):
+            return await self._put_slow(items, done)
+        return 0.0
+
+    async def _put_slow(self, items: Sequence[Any], done: int) -> float:
+        clock_start = trio.current_time()
+        waited = 0.0
+        try:
+            while True:
+                with self._lock:
+                    done = self._offer(items, done)
+                    if done == len(items):
+                        waited = trio.current_time() - clock_start
+                        return waited
+                    waiter = _TrioWaiter()
+                    self._writer_waiters.append(waiter)
+                try:
+                    await waiter.event.wait()
+                finally:
+                    with self._lock:
+                        if waiter in self._writer_waiters:
+                            self._writer_waiters.remove(waiter)
+        finally:
+            self.blocked_seconds += waited or (trio.current_time() - clock_start)
+
+    def put_blocking(self, item: Any, abort: threading.Event | None = None) -> None:
+        """Thread-side :meth:`put`: blocks the calling (non-trio) thread."""
+        self.put_many_blocking((item,), abort)
+
+    def put_many_blocking(self, items: Sequence[Any], abort: threading.Event | None = None) -> None:
+        """Thread-side :meth:`put_many`. If ``abort`` is set (and :meth:`wake_all`
+        called) while waiting, raises :class:`trio.ClosedResourceError`."""
+        done = 0
+        while True:
+            with self._lock:
+                if abort is not None and abort.is_set():
+                    raise trio.ClosedResourceError("interrupted: the module is being stopped")
+                done = self._offer(items, done)
+                if done == len(items):
+                    return
+                waiter = _ThreadWaiter()
+                self._writer_waiters.append(waiter)
+            waiter.event.wait()
+
+    def unget(self, items: Sequence[Any]) -> None:
+        """Put ``items`` back at the front, in order, for the next reader (used when a
+        module fails part-way through a batch, so that a restart loses nothing else).
+        May exceed ``capacity`` by ``len(items)``."""
+        with self._lock:
+            if self._reader_closed:
+                return
+            self._items.extendleft(reversed(items))
+
+    def wake_all(self) -> None:
+        """Wake every waiter so it re-checks its abort condition."""
+        with self._lock:
+            for w in self._writer_waiters:
+                w.wake()
+            self._writer_waiters.clear()
+            self._wake_reader()
+
+    def end_writer(self) -> None:
+        """One writer is done. The lane ends when the last writer is done."""
+        with self._lock:
+            if self._writers <= 0:
+                return
+            self._writers -= 1
+            if self._writers == 0:
+                self._wake_reader()
+
+    def fail(self, error: BaseException) -> None:
+        """End the lane with ``error``: the reader raises it after the queued messages."""
+        with self._lock:
+            if self._writers <= 0:
+                return
+            self._writers = 0
+            self._error = error
+            self._wake_reader()
+
+    def _wake_reader(self) -> None:
+        waiter = self._reader_waiter
+        if waiter is not None:
+            self._reader_waiter = None
+            waiter.wake()
+
+    # -- reader side ------------------------------------------------------------------
+
+    def _take(self, max_items: int) -> list[Any] | None:
+        """Take up to ``max_items``; None if empty. Raises at end. Lock held."""
+        if self._reader_closed:
+            raise trio.ClosedResourceError("this pipe was closed")
+        items = self._items
+        n = len(items)
+        if n:
+            if n <= max_items:
+                batch = list(items)
+                items.clear()
+            else:
+                batch = [items.popleft() for _ in range(max_items)]
+            if self._writer_waiters and len(items) <= self.low_water:
+                for w in self._writer_waiters:
+                    w.wake()
+                self._writer_waiters.clear()
+            return batch
+        if self._writers <= 0:
+            if self._error is not None:
+                raise self._error
+            raise trio.EndOfChannel
+        return None
+
+    async def get(self) -> Any:
+        """Take one message, waiting while the lane is empty.
+
+        Raises :class:`trio.EndOfChannel` once ended and drained, or the failure."""
+        self._get_calls += 1
+        if self._get_calls % _FAIRNESS_EVERY == 0:
+            await trio.lowlevel.checkpoint()
+        else:
+            await trio.lowlevel.checkpoint_if_cancelled()
+        with self._lock:
+            items = self._items
+            if items and not self._reader_closed:
+                item = items.popleft()
+                if self._writer_waiters and len(items) <= self.low_water:
+                    for w in self._writer_waiters:
+                        w.wake()
+                    self._writer_waiters.clear()
+                return item
+        return (await self._get_slow(1))[0]
+
+    async def get_many(self, max_items: int | None = None) -> list[Any]:
+        """Take between 1 and ``max_items`` (default: all queued) messages."""
+        await trio.lowlevel.checkpoint()
+        limit = max_items if max_items is not None else self.capacity
+        with self._lock:
+            batch = self._take(limit)
+        if batch is not None:
+            return batch
+        return await self._get_slow(limit)
+
+    async def _get_slow(self, limit: int) -> list[Any]:
+        while True:
+            with self._lock:
+                batch = self._take(limit)
+                if batch is not None:
+                    return batch
+                if self._reader_waiter is not None:
+                    raise trio.BusyResourceError("another task is already receiving from this pipe")
+                waiter = _TrioWaiter()
+                self._reader_waiter = waiter
+            try:
+                await waiter.event.wait()
+            finally:
+                with self._lock:
+                    if self._reader_waiter is waiter:
+                        self._reader_waiter = None
+
+    def get_many_blocking(
+        self, max_items: int | None = None, abort: threading.Event | None = None
+    ) -> list[Any]:
+        """Thread-side :meth:`get_many`: blocks the calling (non-trio) thread; see
+        :meth:`put_many_blocking` for ``abort``."""
+        limit = max_items if max_items is not None else self.capacity
+        while True:
+            with self._lock:
+                if abort is not None and abort.is_set():
+                    raise trio.ClosedResourceError("interrupted: the module is being stopped")
+                batch = self._take(limit)
+                if batch is not None:
+                    return batch
+                waiter = _ThreadWaiter()
+                self._reader_waiter = waiter
+            waiter.event.wait()
+
+    def close_reader(self) -> None:
+        """The reader is gone: discard what is queued; writers get BrokenResourceError."""
+        with self._lock:
+            self._reader_closed = True
+            self._items.clear()
+            for w in self._writer_waiters:
+                w.wake()
+            self._writer_waiters.clear()
+            self._wake_reader()

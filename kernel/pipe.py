@@ -1,0 +1,254 @@
+"""Pipe: one end of a duplex message channel, and the in-process implementation.
+
+A :class:`Pipe` follows :class:`trio.abc.Channel` conventions: ``send``, ``receive``,
+``async for``, ``aclose``; :class:`trio.EndOfChannel` after the peer's END,
+:class:`trio.ClosedResourceError` after a local close, :class:`trio.BrokenResourceError`
+(or its subclass :class:`~pipekit.kernel.RemoteError`) when the peer broke it. On top of
+that: ``end()`` half-closes the sending direction, ``fail(exc)`` ends it with an error the
+peer's ``receive()`` raises, the ``*_batch`` methods move lists (the fast path), and
+``stats`` is a live snapshot of the traffic.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import trio
+
+from .errors import PipekitError, RemoteError
+from .lane import DEFAULT_CAPACITY, Lane
+
+__all__ = ["LocalPipe", "Pipe", "PipeStats", "error_for_peer", "open_pipe_pair"]
+
+
+@dataclass(frozen=True, slots=True)
+class PipeStats:
+    """A snapshot of one pipe end's traffic. Byte counts are 0 for pipes that pass
+    objects by reference."""
+
+    messages_sent: int = 0
+    messages_received: int = 0
+    bytes_sent: int = 0
+    bytes_received: int = 0
+    paused_seconds: float = 0.0
+    """Time ``send`` spent blocked because the peer was paused or the buffer full."""
+    queue_depth: int = 0
+    """Messages received and waiting for ``receive`` right now."""
+
+
+class Pipe(trio.abc.Channel[Any]):
+    """Abstract end of a duplex pipe. See the module docstring for the contract."""
+
+    name: str = "pipe"
+
+    @abc.abstractmethod
+    async def send(self, value: Any) -> None:
+        """Send one message; blocks while the peer is paused or the buffer is full."""
+
+    async def send_batch(self, values: Sequence[Any]) -> None:
+        """Send several messages in order (one hand-off, not one per message)."""
+        for value in values:
+            await self.send(value)
+
+    @abc.abstractmethod
+    async def receive(self) -> Any:
+        """Receive one message; :class:`trio.EndOfChannel` after the peer's END."""
+
+    async def receive_batch(self, max_items: int | None = None) -> list[Any]:
+        """Receive between 1 and ``max_items`` messages that are already available
+        (waiting for at least one). Raises like :meth:`receive` at the end."""
+        return [await self.receive()]
+
+    async def batches(self, max_items: int | None = None) -> AsyncIterator[list[Any]]:
+        """Iterate over received batches until the peer ends."""
+        while True:
+            try:
+                batch = await self.receive_batch(max_items)
+            except trio.EndOfChannel:
+                return
+            yield batch
+
+    @abc.abstractmethod
+    async def end(self) -> None:
+        """Half-close: no more messages from this side. Receiving continues. Idempotent."""
+
+    @abc.abstractmethod
+    async def fail(self, exc: BaseException) -> None:
+        """End the sending direction with ``exc``; the peer's ``receive`` raises a
+        :class:`RemoteError` (or ``exc`` itself in-process) after the messages sent
+        before it."""
+
+    @property
+    @abc.abstractmethod
+    def stats(self) -> PipeStats:
+        """A live snapshot of this end's traffic."""
+
+    async def __aenter__(self) -> Pipe:
+        return self
+
+
+def error_for_peer(exc: BaseException, sender: str) -> BaseException:
+    """The exception a peer's ``receive`` raises after ``fail(exc)`` in-process: typed
+    errors pass through, anything else is wrapped so the receiver sees who failed."""
+    if isinstance(exc, PipekitError | trio.BrokenResourceError):
+        return exc
+    err = RemoteError(
+        getattr(exc, "kind", None) or type(exc).__name__, str(exc) or type(exc).__name__
+    )
+    err.__cause__ = exc
+    err.details["sender"] = sender
+    return err
+
+
+class LocalPipe(Pipe):
+    """A pipe end whose directions are :class:`Lane` objects in this process.
+
+    ``receive_lane`` may be None (a send-only port); ``send_lanes`` may hold several
+    lanes (a split: every message goes to each, in order) or none (receive-only).
+    """
+
+    def __init__(
+        self,
+        receive_lane: Lane | None,
+        send_lanes: Sequence[Lane] = (),
+        *,
+        name: str = "pipe",
+    ) -> None:
+        self.name = name
+        self._rx = receive_lane
+        self._tx = tuple(send_lanes)
+        self._ended = not self._tx
+        self._closed = False
+        self._sent = 0
+        self._received = 0
+        self._paused = 0.0
+
+    @property
+    def receive_lane(self) -> Lane | None:
+        """The lane this end receives from (for adapters that hand it to a thread)."""
+        return self._rx
+
+    @property
+    def send_lanes(self) -> tuple[Lane, ...]:
+        """The lanes this end sends to (several for a split)."""
+        return self._tx
+
+    def detach(self) -> None:
+        """Invalidate this end without ending or closing its lanes, so the lanes can be
+        handed to a new owner (a restarted module). Further use raises
+        :class:`trio.ClosedResourceError`."""
+        self._closed = True
+        self._ended = True
+
+    # -- sending ----------------------------------------------------------------------
+
+    def _check_send(self) -> None:
+        if self._closed:
+            raise trio.ClosedResourceError(f"{self.name}: pipe is closed")
+        if self._ended:
+            if not self._tx:
+                raise trio.ClosedResourceError(f"{self.name}: this end cannot send")
+            raise trio.ClosedResourceError(f"{self.name}: sending direction already ended")
+
+    async def send(self, value: Any) -> None:
+        self._check_send()
+        for lane in self._tx:
+            self._paused += await lane.put(value)
+        self._sent += 1
+
+    async def send_batch(self, values: Sequence[Any]) -> None:
+        self._check_send()
+        if not values:
+            await trio.lowlevel.checkpoint()
+            return
+        for lane in self._tx:
+            self._paused += await lane.put_many(values)
+        self._sent += len(values)
+
+    async def end(self) -> None:
+        await trio.lowlevel.checkpoint()
+        self.end_nowait()
+
+    def end_nowait(self) -> None:
+        """Synchronous :meth:`end` (for cleanup paths that cannot await)."""
+        if not self._ended:
+            self._ended = True
+            for lane in self._tx:
+                lane.end_writer()
+
+    async def fail(self, exc: BaseException) -> None:
+        await trio.lowlevel.checkpoint()
+        self.fail_nowait(exc)
+
+    def fail_nowait(self, exc: BaseException) -> None:
+        """Synchronous :meth:`fail`."""
+        if not self._ended:
+            self._ended = True
+            err = error_for_peer(exc, self.name)
+            for lane in self._tx:
+                lane.fail(err)
+
+    # -- receiving --------------------------------------------------------------------
+
+    def _check_receive(self) -> Lane:
+        if self._closed:
+            raise trio.ClosedResourceError(f"{self.name}: pipe is closed")
+        if self._rx is None:
+            raise trio.ClosedResourceError(f"{self.name}: this end cannot receive")
+        return self._rx
+
+    async def receive(self) -> Any:
+        item = await self._check_receive().get()
+        self._received += 1
+        return item
+
+    async def receive_batch(self, max_items: int | None = None) -> list[Any]:
+        batch = await self._check_receive().get_many(max_items)
+        self._received += len(batch)
+        return batch
+
+    # -- lifetime ---------------------------------------------------------------------
+
+    async def aclose(self) -> None:
+        """Close both directions: END what this side sends (if not already ended or
+        failed) and stop receiving (the peer's further sends raise
+        :class:`trio.BrokenResourceError`)."""
+        self.close_nowait()
+        await trio.lowlevel.checkpoint()
+
+    def close_nowait(self) -> None:
+        if self._closed:
+            return
+        self.end_nowait()
+        self._closed = True
+        if self._rx is not None:
+            self._rx.close_reader()
+
+    @property
+    def stats(self) -> PipeStats:
+        return PipeStats(
+            messages_sent=self._sent,
+            messages_received=self._received,
+            paused_seconds=self._paused,
+            queue_depth=self._rx.depth if self._rx is not None else 0,
+        )
+
+    def __repr__(self) -> str:
+        return f"<LocalPipe {self.name!r}>"
+
+
+def open_pipe_pair(
+    capacity: int = DEFAULT_CAPACITY, *, names: tuple[str, str] = ("a", "b")
+) -> tuple[LocalPipe, LocalPipe]:
+    """Two connected in-process pipe ends. Each direction buffers at most ``capacity``
+    messages; objects are passed by reference, never copied or encoded."""
+    a_to_b = Lane(capacity)
+    b_to_a = Lane(capacity)
+    return (
+        LocalPipe(b_to_a, (a_to_b,), name=names[0]),
+        LocalPipe(a_to_b, (b_to_a,), name=names[1]),
+    )
+

@@ -1,0 +1,631 @@
+"""pipekit/1: the wire protocol as one I/O-free state machine.
+
+Feed received bytes to :meth:`Connection.receive_data` and get :class:`Event` objects
+back; call :meth:`~Connection.send`, :meth:`~Connection.end`, :meth:`~Connection.fail`,
+:meth:`~Connection.ping` and :meth:`~Connection.consumed`, then write whatever
+:meth:`~Connection.data_to_send` returns. Nothing here does I/O, imports trio or keeps a
+clock; every adapter drives this same machine, so framing, the handshake and flow
+control live in exactly one place. ``docs/protocol.md`` is the normative description.
+
+Frame = 8-byte big-endian header (u32 payload length, u16 type, u16 flags) + payload.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import struct
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import Any
+
+from .codecs import CODEC_NAMES, Codec, get_codec
+from .errors import FlowControlError, ProtocolError
+
+__all__ = [
+    "DEFAULT_COALESCE_BYTES",
+    "DEFAULT_HIGH_WATER",
+    "DEFAULT_MAX_FRAME",
+    "DEFAULT_PAUSE_SLACK",
+    "FLAG_JSON",
+    "HEADER",
+    "HEADER_SIZE",
+    "HELLO_MAX_FRAME",
+    "PROTOCOL",
+    "Connection",
+    "EndReceived",
+    "ErrorReceived",
+    "Event",
+    "FrameType",
+    "HandshakeComplete",
+    "MessagesReceived",
+    "PauseReceived",
+    "PingReceived",
+    "PongReceived",
+    "ProtocolViolation",
+    "ResumeReceived",
+    "encode_frame",
+]
+
+PROTOCOL = "pipekit/1"
+HEADER = struct.Struct(">IHH")
+HEADER_SIZE = HEADER.size
+FLAG_JSON = 0x0001
+DEFAULT_MAX_FRAME = 8 * 1024 * 1024
+"""Largest payload accepted by default (8 MiB); one message must fit in one frame."""
+HELLO_MAX_FRAME = 64 * 1024
+"""Largest frame accepted before the handshake completes."""
+DEFAULT_HIGH_WATER = 8192
+"""Buffered incoming messages at which PAUSE is sent (RESUME at half of it)."""
+DEFAULT_PAUSE_SLACK = 16 * 1024 * 1024
+"""DATA bytes a peer may still deliver after our PAUSE (what was in flight) before it
+is disconnected for violating flow control."""
+DEFAULT_COALESCE_BYTES = 64 * 1024
+"""Queued messages are coalesced into DATA frames of about this size."""
+_MAX_U32 = 0xFFFFFFFF
+
+
+class FrameType(IntEnum):
+    DATA = 1
+    END = 2
+    ERROR = 3
+    PING = 4
+    PONG = 5
+    PAUSE = 6
+    RESUME = 7
+    HELLO = 8
+
+
+_TYPES = frozenset(int(t) for t in FrameType)
+
+
+def encode_frame(ftype: FrameType | int, payload: bytes = b"", *, json_flag: bool = False) -> bytes:
+    """Return one complete frame: header + ``payload``."""
+    if len(payload) > _MAX_U32:
+        raise ProtocolError(f"payload of {len(payload)} bytes cannot be framed", kind="oversize")
+    return HEADER.pack(len(payload), int(ftype), FLAG_JSON if json_flag else 0) + payload
+
+
+def _json_frame(ftype: FrameType, body: dict[str, Any]) -> bytes:
+    payload = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    return encode_frame(ftype, payload, json_flag=True)
+
+
+# --- events -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """Base class of everything :meth:`Connection.receive_data` reports."""
+
+
+@dataclass(frozen=True, slots=True)
+class HandshakeComplete(Event):
+    """Both HELLOs are exchanged; DATA may flow. ``peer`` is the peer's HELLO."""
+
+    peer: dict[str, Any]
+    codec: str
+
+
+@dataclass(frozen=True, slots=True)
+class MessagesReceived(Event):
+    """One or more messages, in order, from one or more DATA frames."""
+
+    messages: list[Any]
+
+
+@dataclass(frozen=True, slots=True)
+class EndReceived(Event):
+    """The peer sent END: no more DATA will arrive."""
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorReceived(Event):
+    """The peer sent ERROR: its direction ended with a failure."""
+
+    kind: str
+    message: str
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class PingReceived(Event):
+    """The peer sent PING; the PONG echo is already queued."""
+
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class PongReceived(Event):
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class PauseReceived(Event):
+    """The peer asked us to stop sending DATA until it sends RESUME."""
+
+
+@dataclass(frozen=True, slots=True)
+class ResumeReceived(Event):
+    """The peer lifted its PAUSE."""
+
+
+@dataclass(frozen=True, slots=True)
+class ProtocolViolation(Event):
+    """The received bytes broke the protocol. Always the last event: an ERROR frame with
+    the reason is queued, both directions are failed, and the transport should be closed
+    once :meth:`Connection.data_to_send` is written."""
+
+    error: ProtocolError
+
+
+# --- the machine --------------------------------------------------------------------
+
+
+class _Direction:
+    OPEN = "open"
+    ENDED = "ended"
+    FAILED = "failed"
+
+
+class Connection:
+    """One end of a pipekit/1 connection.
+
+    ``initiator`` is the side that connects or spawns: it sends the first HELLO (queued
+    on construction) offering ``codecs`` in preference order; the accepting side answers
+    with the first of those it also supports. ``max_frame`` is the largest payload this
+    side accepts; ``high_water``/``low_water`` are its receive watermarks in messages.
+    ``token`` is sent in HELLO by an initiator; an acceptor with ``expected_token``
+    refuses a HELLO whose token differs (constant-time comparison).
+    """
+
+    def __init__(
+        self,
+        *,
+        initiator: bool,
+        codecs: Sequence[str] = CODEC_NAMES,
+        name: str | None = None,
+        max_frame: int = DEFAULT_MAX_FRAME,
+        high_water: int = DEFAULT_HIGH_WATER,
+        low_water: int | None = None,
+        pause_slack: int = DEFAULT_PAUSE_SLACK,
+        coalesce_bytes: int = DEFAULT_COALESCE_BYTES,
+        token: str | None = None,
+        expected_token: str | None = None,
+    ) -> None:
+        unknown = [c for c in codecs if c not in CODEC_NAMES]
+        if not codecs or unknown:
+            raise ValueError(f"codecs must be a non-empty subset of {CODEC_NAMES}, got {codecs!r}")
+        if not 1024 <= max_frame <= _MAX_U32:
+            raise ValueError("max_frame must be between 1024 and 2**32-1")
+        if high_water < 1:
+            raise ValueError("high_water must be at least 1")
+        low = high_water // 2 if low_water is None else low_water
+        if not 0 <= low < high_water:
+            raise ValueError("low_water must be in [0, high_water)")
+        self.initiator = initiator
+        self.codecs = tuple(codecs)
+        self.name = name or ("initiator" if initiator else "acceptor")
+        self.max_frame = max_frame
+        self.high_water = high_water
+        self.low_water = low
+        self.pause_slack = pause_slack
+        self.coalesce_bytes = max(1, coalesce_bytes)
+        self.expected_token = expected_token
+
+        self.codec: Codec | None = None
+        self.peer: dict[str, Any] | None = None
+        self.peer_max_frame = HELLO_MAX_FRAME
+        self.send_state = _Direction.OPEN
+        self.receive_state = _Direction.OPEN
+        self.failure: ProtocolError | None = None
+
+        # Flow control, receive side: messages handed to the application and not yet
+        # consumed, whether we have paused the peer, DATA bytes seen since that PAUSE.
+        self.unconsumed = 0
+        self.paused_peer = False
+        self._bytes_since_pause = 0
+        # Flow control, send side: the peer has paused us.
+        self.peer_paused = False
+
+        # Outgoing: control frames jump the queue; the ordered stream (DATA, END,
+        # ERROR) waits while the peer has paused us. Messages are framed lazily so that
+        # everything queued between two writes is coalesced.
+        self._control: list[bytes] = []
+        self._stream: list[bytes] = []
+        self._pending: list[bytes] = []
+        self._pending_size = 0
+        self._stream_size = 0
+
+        # Incoming: chunks not yet parsed, and bytes needed before parsing is useful.
+        self._chunks: list[bytes] = []
+        self._buffered = 0
+        self._need = HEADER_SIZE
+
+        # Statistics.
+        self.messages_sent = 0
+        self.messages_received = 0
+        self.bytes_sent = 0
+        self.bytes_received = 0
+
+        if initiator:
+            hello: dict[str, Any] = {
+                "protocol": PROTOCOL,
+                "codecs": list(self.codecs),
+                "name": self.name,
+                "max_frame": max_frame,
+                "high_water": high_water,
+            }
+            if token is not None:
+                hello["token"] = token
+            self._control.append(_json_frame(FrameType.HELLO, hello))
+
+    # -- state ------------------------------------------------------------------------
+
+    @property
+    def handshake_complete(self) -> bool:
+        return self.codec is not None
+
+    @property
+    def codec_name(self) -> str | None:
+        return self.codec.name if self.codec is not None else None
+
+    @property
+    def buffered_bytes(self) -> int:
+        """Outgoing bytes queued and not yet taken by :meth:`data_to_send`."""
+        return (
+            self._pending_size
+            + self._stream_size
+            + sum(len(f) for f in self._control)
+        )
+
+    @property
+    def can_send(self) -> bool:
+        """True when :meth:`send` would put DATA on the wire without waiting."""
+        return self.handshake_complete and self.send_state == _Direction.OPEN and not self.peer_paused
+
+    # -- outgoing ---------------------------------------------------------------------
+
+    def _check_sendable(self) -> None:
+        if self.codec is None:
+            raise ProtocolError("cannot send DATA before the handshake completes", kind="state")
+        if self.send_state != _Direction.OPEN:
+            raise ProtocolError(f"cannot send DATA: this direction is {self.send_state}", kind="state")
+
+    def _check_size(self, size: int) -> None:
+        if size > self.peer_max_frame:
+            raise ProtocolError(
+                f"message of {size} bytes exceeds the peer's max frame of {self.peer_max_frame} bytes",
+                kind="oversize",
+            )
+
+    def send(self, message: Any) -> None:
+        """Queue one message. Raises :class:`ProtocolError` (kind ``oversize``) if its
+        encoding exceeds the peer's max frame; nothing is queued then."""
+        self._check_sendable()
+        assert self.codec is not None
+        encoded = self.codec.encode(message)
+        self._check_size(len(encoded))
+        self._pending.append(encoded)
+        self._pending_size += len(encoded)
+        self.messages_sent += 1
+
+    def send_many(self, messages: Iterable[Any]) -> None:
+        """Queue several messages; all or none are queued."""
+        self._check_sendable()
+        assert self.codec is not None
+        encode = self.codec.encode
+        encoded = [encode(m) for m in messages]
+        limit = self.peer_max_frame
+        total = 0
+        for e in encoded:
+            if len(e) > limit:
+                self._check_size(len(e))
+            total += len(e)
+        self._pending.extend(encoded)
+        self._pending_size += total
+        self.messages_sent += len(encoded)
+
+    def _frame_pending(self) -> None:
+        """Move queued messages into DATA frames of about ``coalesce_bytes`` each."""
+        if not self._pending:
+            return
+        target = min(self.coalesce_bytes, self.peer_max_frame)
+        pending = self._pending
+        frames = self._stream
+        # msgpack and CBOR are self-delimiting; JSON messages are separated by b"\n".
+        sep = b"\n" if self.codec is not None and self.codec.name == "json" else b""
+        start = 0
+        size = 0
+        pack = HEADER.pack
+        for i, enc in enumerate(pending):
+            if i > start and size + len(sep) + len(enc) > target:
+                frames.append(pack(size, 1, 0) + sep.join(pending[start:i]))
+                self._stream_size += size + HEADER_SIZE
+                start, size = i, 0
+            size += len(enc) + (len(sep) if i > start else 0)
+        frames.append(pack(size, 1, 0) + sep.join(pending[start:]))
+        self._stream_size += size + HEADER_SIZE
+        self._pending = []
+        self._pending_size = 0
+
+    def end(self) -> None:
+        """Queue END after everything already sent: no more DATA from this side."""
+        if self.send_state != _Direction.OPEN:
+            raise ProtocolError(f"cannot END: this direction is {self.send_state}", kind="state")
+        self._frame_pending()
+        self._stream.append(encode_frame(FrameType.END))
+        self._stream_size += HEADER_SIZE
+        self.send_state = _Direction.ENDED
+
+    def fail(self, kind: str, message: str, **details: Any) -> None:
+        """Queue ERROR ``{kind, message, **details}`` after everything already sent.
+
+        Ends this direction with a failure. A no-op if the direction is already closed."""
+        if self.send_state != _Direction.OPEN:
+            return
+        self._frame_pending()
+        frame = _json_frame(FrameType.ERROR, {"kind": kind, "message": message, **details})
+        self._stream.append(frame)
+        self._stream_size += len(frame)
+        self.send_state = _Direction.FAILED
+
+    def ping(self, payload: bytes = b"") -> None:
+        self._control.append(encode_frame(FrameType.PING, payload))
+
+    def consumed(self, count: int = 1) -> bool:
+        """Tell the machine the application took ``count`` received messages; queues
+        RESUME once the backlog falls to the low-water mark. Returns True if it did."""
+        self.unconsumed -= count
+        if self.paused_peer and self.unconsumed <= self.low_water:
+            self.paused_peer = False
+            if self.receive_state == _Direction.OPEN:
+                self._control.append(encode_frame(FrameType.RESUME))
+                return True
+        return False
+
+    def data_to_send(self) -> bytes:
+        """Return (and forget) every byte ready for the wire.
+
+        While the peer has paused us only control frames are returned; DATA and what is
+        queued behind it (END, ERROR) wait for RESUME."""
+        if self.codec is None and not self.initiator:
+            # An acceptor's first frame is its HELLO answer (or the ERROR refusing the
+            # handshake): nothing queued before the handshake may precede it.
+            if self.failure is None:
+                return b""
+            self._control = []
+        parts = self._control
+        self._control = []
+        if not self.peer_paused or self.failure is not None:
+            self._frame_pending()
+            if self._stream:
+                parts.extend(self._stream)
+                self._stream = []
+                self._stream_size = 0
+        if not parts:
+            return b""
+        data = parts[0] if len(parts) == 1 else b"".join(parts)
+        self.bytes_sent += len(data)
+        return data
+
+    # -- incoming ---------------------------------------------------------------------
+
+    def receive_data(self, data: bytes) -> list[Event]:
+        """Feed bytes read from the transport; return the events they complete.
+
+        Never raises for bad input: a violation is reported as a final
+        :class:`ProtocolViolation` event (with an ERROR frame queued for the peer)."""
+        if self.failure is not None:
+            return [ProtocolViolation(self.failure)]
+        if not data:
+            return []
+        self.bytes_received += len(data)
+        self._chunks.append(data)
+        self._buffered += len(data)
+        if self._buffered < self._need:
+            return []
+        buf = self._chunks[0] if len(self._chunks) == 1 else b"".join(self._chunks)
+        events: list[Event] = []
+        pos = 0
+        end_of_buf = len(buf)
+        unpack_from = HEADER.unpack_from
+        try:
+            while end_of_buf - pos >= HEADER_SIZE:
+                length, ftype, flags = unpack_from(buf, pos)
+                self._check_header(length, ftype, flags)
+                frame_end = pos + HEADER_SIZE + length
+                if frame_end > end_of_buf:
+                    self._need = HEADER_SIZE + length
+                    break
+                payload = buf[pos + HEADER_SIZE : frame_end]
+                pos = frame_end
+                self._handle(ftype, flags, payload, events)
+            else:
+                self._need = HEADER_SIZE
+        except ProtocolError as exc:
+            self._violate(exc)
+            events.append(ProtocolViolation(exc))
+            self._chunks = []
+            self._buffered = 0
+            return events
+        rest = buf[pos:] if pos else buf
+        self._chunks = [rest] if rest else []
+        self._buffered = len(rest)
+        return events
+
+    def receive_eof(self) -> list[Event]:
+        """The transport closed. Returns a :class:`ProtocolViolation` if that cut a
+        frame in half or came before the handshake, otherwise nothing (an EOF without
+        END is a broken connection, which the adapter reports as such)."""
+        if self.failure is not None:
+            return []
+        if self._buffered:
+            exc = ProtocolError(
+                f"connection closed inside a frame ({self._buffered} bytes of an incomplete frame)",
+                kind="malformed",
+            )
+            self._violate(exc)
+            return [ProtocolViolation(exc)]
+        return []
+
+    def _check_header(self, length: int, ftype: int, flags: int) -> None:
+        if flags & ~FLAG_JSON:
+            raise ProtocolError(f"reserved flag bits set (flags=0x{flags:04x})", kind="malformed")
+        if ftype not in _TYPES:
+            raise ProtocolError(f"unknown frame type {ftype}", kind="malformed")
+        limit = self.max_frame if self.codec is not None else min(self.max_frame, HELLO_MAX_FRAME)
+        if length > limit:
+            raise ProtocolError(
+                f"frame of {length} bytes exceeds the max frame of {limit} bytes", kind="oversize"
+            )
+
+    def _handle(self, ftype: int, flags: int, payload: bytes, events: list[Event]) -> None:
+        if ftype == 1:  # DATA: the hot path
+            if self.codec is None:
+                raise ProtocolError("DATA before the handshake completed", kind="malformed")
+            if self.receive_state != _Direction.OPEN:
+                raise ProtocolError(f"DATA after {self.receive_state.upper()}", kind="malformed")
+            if self.paused_peer:
+                self._bytes_since_pause += len(payload)
+                if self._bytes_since_pause > self.pause_slack:
+                    raise FlowControlError(
+                        "flow control violated: peer sent "
+                        f"{self._bytes_since_pause} bytes of DATA after PAUSE "
+                        f"(allowed {self.pause_slack})"
+                    )
+            codec = get_codec("json") if flags & FLAG_JSON else self.codec
+            messages = codec.decode_many(payload)
+            if not messages:
+                return
+            count = len(messages)
+            self.messages_received += count
+            self.unconsumed += count
+            if events and type(events[-1]) is MessagesReceived:
+                events[-1].messages.extend(messages)
+            else:
+                events.append(MessagesReceived(messages))
+            if not self.paused_peer and self.unconsumed >= self.high_water:
+                self.paused_peer = True
+                self._bytes_since_pause = 0
+                self._control.append(encode_frame(FrameType.PAUSE))
+            return
+        ftype = FrameType(ftype)
+        if ftype == FrameType.HELLO:
+            self._handle_hello(flags, payload, events)
+            return
+        if ftype == FrameType.ERROR:
+            body = self._json_payload(ftype, flags, payload)
+            if self.receive_state != _Direction.OPEN:
+                raise ProtocolError(f"ERROR after {self.receive_state.upper()}", kind="malformed")
+            kind = body.pop("kind", None)
+            message = body.pop("message", None)
+            if not isinstance(kind, str) or not isinstance(message, str):
+                raise ProtocolError("ERROR payload needs string fields kind and message", kind="malformed")
+            self.receive_state = _Direction.FAILED
+            events.append(ErrorReceived(kind, message, body))
+            return
+        if self.codec is None:
+            raise ProtocolError(f"{ftype.name} before the handshake completed", kind="malformed")
+        if ftype == FrameType.PING:
+            self._control.append(encode_frame(FrameType.PONG, payload))
+            events.append(PingReceived(payload))
+        elif ftype == FrameType.PONG:
+            events.append(PongReceived(payload))
+        else:
+            if payload:
+                raise ProtocolError(f"{ftype.name} frame must have an empty payload", kind="malformed")
+            if ftype == FrameType.END:
+                if self.receive_state != _Direction.OPEN:
+                    raise ProtocolError(f"END after {self.receive_state.upper()}", kind="malformed")
+                self.receive_state = _Direction.ENDED
+                events.append(EndReceived())
+            elif ftype == FrameType.PAUSE:
+                self.peer_paused = True
+                events.append(PauseReceived())
+            else:  # RESUME
+                self.peer_paused = False
+                events.append(ResumeReceived())
+
+    def _json_payload(self, ftype: FrameType, flags: int, payload: bytes) -> dict[str, Any]:
+        if not flags & FLAG_JSON:
+            raise ProtocolError(f"{ftype.name} payload must carry the JSON flag", kind="malformed")
+        try:
+            body = json.loads(payload.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise ProtocolError(f"{ftype.name} payload is not valid JSON: {exc}", kind="malformed") from exc
+        if not isinstance(body, dict):
+            raise ProtocolError(f"{ftype.name} payload must be a JSON object", kind="malformed")
+        return body
+
+    def _handle_hello(self, flags: int, payload: bytes, events: list[Event]) -> None:
+        if self.codec is not None:
+            raise ProtocolError("HELLO received twice", kind="malformed")
+        hello = self._json_payload(FrameType.HELLO, flags, payload)
+        protocol = hello.get("protocol")
+        if protocol != PROTOCOL:
+            raise ProtocolError(
+                f"unsupported protocol {protocol!r}; this peer speaks {PROTOCOL}",
+                kind="version_mismatch",
+            )
+        max_frame = hello.get("max_frame")
+        high_water = hello.get("high_water")
+        if not isinstance(max_frame, int) or isinstance(max_frame, bool) or not 1024 <= max_frame <= _MAX_U32:
+            raise ProtocolError(f"HELLO max_frame must be an integer >= 1024, got {max_frame!r}", kind="malformed")
+        if not isinstance(high_water, int) or isinstance(high_water, bool) or high_water < 1:
+            raise ProtocolError(f"HELLO high_water must be a positive integer, got {high_water!r}", kind="malformed")
+        if not isinstance(hello.get("name"), str):
+            raise ProtocolError("HELLO name must be a string", kind="malformed")
+        if self.initiator:
+            chosen = hello.get("codec")
+            if chosen not in self.codecs:
+                raise ProtocolError(
+                    f"peer chose codec {chosen!r}, which was not offered ({', '.join(self.codecs)})",
+                    kind="codec_mismatch",
+                )
+        else:
+            offered = hello.get("codecs")
+            if not isinstance(offered, list) or not all(isinstance(c, str) for c in offered):
+                raise ProtocolError("HELLO codecs must be a list of strings", kind="malformed")
+            if self.expected_token is not None:
+                token = hello.get("token")
+                if not isinstance(token, str):
+                    raise ProtocolError("authentication required: HELLO carries no token", kind="auth_failed")
+                if not hmac.compare_digest(token.encode("utf-8"), self.expected_token.encode("utf-8")):
+                    raise ProtocolError("authentication failed: invalid token", kind="auth_failed")
+            chosen = next((c for c in offered if c in self.codecs), None)
+            if chosen is None:
+                raise ProtocolError(
+                    f"no common codec: peer offers {offered!r}, this side supports {list(self.codecs)!r}",
+                    kind="codec_mismatch",
+                )
+            answer = {
+                "protocol": PROTOCOL,
+                "codec": chosen,
+                "name": self.name,
+                "max_frame": self.max_frame,
+                "high_water": self.high_water,
+            }
+            self._control.insert(0, _json_frame(FrameType.HELLO, answer))
+        hello.pop("token", None)
+        self.peer = hello
+        self.peer_max_frame = max_frame
+        self.codec = get_codec(chosen)
+        events.append(HandshakeComplete(hello, chosen))
+
+    def _violate(self, exc: ProtocolError) -> None:
+        """Record a violation: queue ERROR for the peer, fail both directions."""
+        self.failure = exc
+        if self.send_state == _Direction.OPEN:
+            # Queued data is dropped: the connection is unusable, and the local sender
+            # learns of it from the failure.
+            self._pending = []
+            self._pending_size = 0
+            self._stream = [
+                f for f in self._stream if HEADER.unpack_from(f)[1] != FrameType.DATA
+            ]
+            self._stream_size = sum(len(f) for f in self._stream)
+            self.fail(exc.kind, exc.message)
+        self.receive_state = _Direction.FAILED
+        self.peer_paused = False

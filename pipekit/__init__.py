@@ -1,0 +1,1 @@
+"""pipekit: stream pipelines with real backpressure."""
