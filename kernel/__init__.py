@@ -27,7 +27,7 @@ from .kernel import (
     open_kernel,
 )
 from .lane import DEFAULT_CAPACITY, Lane
-from .modules import FunctionModule, MapModule, Module, as_module, process_batch
+from .modules import FunctionModule, MapModule, Module, as_module, batch_failure, process_batch
 from .pipe import LocalPipe, Pipe, PipeStats, open_pipe_pair
 
 __all__ = [
@@ -54,6 +54,7 @@ __all__ = [
     "Topology",
     "WiringError",
     "as_module",
+    "batch_failure",
     "codecs",
     "framed_pipe",
     "open_kernel",

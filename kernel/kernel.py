@@ -20,6 +20,7 @@ is its ``__cause__``).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
@@ -162,7 +163,8 @@ class ModuleHandle:
 
     @property
     def stats(self) -> ModuleStats:
-        return self.kernel._modules[self.name].stats
+        """A live snapshot of the module's statistics."""
+        return self.kernel._live_stats(self.kernel._modules[self.name])
 
     def __repr__(self) -> str:
         return f"<ModuleHandle {self.name!r}>"
@@ -183,6 +185,7 @@ class _Entry:
     capacity: int
     stats: ModuleStats
     started: bool = False
+    ports: dict[str, LocalPipe] = field(default_factory=dict)  # the running incarnation's
     in_lanes: dict[str, Lane] = field(default_factory=dict)
     out_lanes: dict[str, list[Lane]] = field(default_factory=dict)
 
@@ -232,7 +235,7 @@ class Kernel:
             raise WiringError(f"a module named {name!r} already exists")
         unique = base
         n = 2
-        while unique in self._modules:
+        while unique in self._modules:  # same label twice in a pipeline: map(f), map(f)-2
             unique = f"{base}-{n}"
             n += 1
         policy = (
@@ -373,7 +376,7 @@ class Kernel:
         stats.started_at = trio.current_time()
         try:
             while True:
-                ports = self._make_ports(entry)
+                ports = entry.ports = self._make_ports(entry)
                 stats.state = "running"
                 error: BaseException | None = None
                 try:
@@ -382,6 +385,7 @@ class Kernel:
                     error = _unwrap(exc)
                 finally:
                     self._account(entry, ports)
+                    entry.ports = {}
                     for pipe in ports.values():
                         pipe.detach()
                 if error is not None and self._downstream_gone(entry, error):
@@ -474,8 +478,19 @@ class Kernel:
     # -- introspection ----------------------------------------------------------------
 
     def stats(self) -> dict[str, ModuleStats]:
-        """Live statistics per module (see :class:`ModuleStats`)."""
-        return {name: entry.stats for name, entry in self._modules.items()}
+        """A live snapshot of the statistics of every module (see :class:`ModuleStats`)."""
+        return {name: self._live_stats(entry) for name, entry in self._modules.items()}
+
+    def _live_stats(self, entry: _Entry) -> ModuleStats:
+        snap = dataclasses.replace(entry.stats, failures=list(entry.stats.failures))
+        for port, pipe in entry.ports.items():
+            s = pipe.stats
+            if port in entry.in_lanes:
+                snap.messages_in += s.messages_received
+            else:
+                snap.messages_out += s.messages_sent
+                snap.paused_seconds += s.paused_seconds
+        return snap
 
     def topology(self) -> Topology:
         """The current wiring (see :class:`Topology` for the export formats)."""

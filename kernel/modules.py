@@ -13,13 +13,19 @@ are plain functions, turned into modules by :func:`as_module`:
 from __future__ import annotations
 
 import inspect
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
-from .lane import Lane
-from .pipe import LocalPipe, Pipe
+from .pipe import Pipe
 
-__all__ = ["FunctionModule", "MapModule", "Module", "as_module", "process_batch"]
+__all__ = [
+    "FunctionModule",
+    "MapModule",
+    "Module",
+    "as_module",
+    "batch_failure",
+    "process_batch",
+]
 
 
 @runtime_checkable
@@ -62,37 +68,39 @@ class FunctionModule:
         await self.fn(**ports)
 
 
-def process_batch(
-    fn: Callable[[Any], Any], batch: list[Any], inp: Pipe
-) -> list[Any]:
-    """Apply ``fn`` to each message of ``batch``.
+def process_batch(fn: Callable[[Any], Any], batch: Sequence[Any]) -> tuple[list[Any], list[Exception]]:
+    """Apply ``fn`` to each message of ``batch``, in order.
 
-    If ``fn`` raises at message *i*, the messages after *i* are put back at the front of
-    ``inp`` (when it is an in-process pipe) so that a restarted module continues with
-    them; the exception is re-raised with the results so far in ``exc.partial_results``.
-    Only the message that raised is lost, and that loss is reported by the exception.
+    A message whose call raises is skipped and its exception collected; the others are
+    still processed. Returns ``(results, errors)``. Callers deliver ``results`` and then
+    raise ``errors[0]`` (see :func:`batch_failure`), so a failure loses only the message
+    that caused it, and reports it.
     """
     out: list[Any] = []
+    errors: list[Exception] = []
     append = out.append
-    i = 0
-    try:
-        for i, msg in enumerate(batch):  # noqa: B007 - i is read in the handler
+    for msg in batch:
+        try:
             append(fn(msg))
-    except Exception as exc:
-        rest = batch[i + 1 :]
-        lane = inp.receive_lane if isinstance(inp, LocalPipe) else None
-        if rest and isinstance(lane, Lane):
-            lane.unget(rest)
-        exc.partial_results = out  # type: ignore[attr-defined]
-        raise
-    return out
+        except Exception as exc:
+            errors.append(exc)
+    return out, errors
+
+
+def batch_failure(errors: Sequence[Exception]) -> Exception:
+    """The exception to raise for a batch's ``errors``: the first, with a note counting
+    the others."""
+    first = errors[0]
+    if len(errors) > 1:
+        first.add_note(f"{len(errors) - 1} more message(s) of the same batch failed too")
+    return first
 
 
 class MapModule:
     """``def f(msg) -> msg`` as a module with ports ``inp`` and ``out``.
 
-    Order is preserved. If ``f`` raises, the results before the failing message are
-    still sent, and the messages after it stay queued for a restart."""
+    Order is preserved. If ``f`` raises, every other message of the batch is still
+    delivered before the module fails (see :func:`process_batch`)."""
 
     inputs = ("inp",)
     outputs = ("out",)
@@ -105,14 +113,11 @@ class MapModule:
         inp, out = ports["inp"], ports["out"]
         fn = self.fn
         async for batch in inp.batches():
-            try:
-                results = process_batch(fn, batch, inp)
-            except Exception as exc:
-                partial = getattr(exc, "partial_results", None)
-                if partial:
-                    await out.send_batch(partial)
-                raise
-            await out.send_batch(results)
+            results, errors = process_batch(fn, batch)
+            if results:
+                await out.send_batch(results)
+            if errors:
+                raise batch_failure(errors)
 
 
 def as_module(

@@ -136,6 +136,12 @@ class LocalPipe(Pipe):
         """The lanes this end sends to (several for a split)."""
         return self._tx
 
+    def add_counts(self, *, sent: int = 0, received: int = 0) -> None:
+        """Credit traffic that bypassed this object (a thread that used its lanes
+        directly) to its statistics."""
+        self._sent += sent
+        self._received += received
+
     def detach(self) -> None:
         """Invalidate this end without ending or closing its lanes, so the lanes can be
         handed to a new owner (a restarted module). Further use raises

@@ -1,1 +1,42 @@
-"""pipekit: stream pipelines with real backpressure."""
+"""pipekit: stream pipelines with real backpressure.
+
+A kernel wires *modules* together with duplex *pipes*; adapters carry those pipes
+in-process, across threads, through subprocess stdio and over sockets, all speaking one
+protocol (data / pause / resume / end / error). This package is the user-facing layer:
+declarative pipelines (``pk.source(...) | pk.map(...) | pk.sink(...)``), the CLI and
+re-exports of the kernel's errors.
+"""
+
+from .kernel import (
+    CodecError,
+    FlowControlError,
+    ModuleError,
+    PipekitError,
+    ProtocolError,
+    RemoteError,
+    WiringError,
+    open_kernel,
+)
+from .pipeline import Pipeline, Stage, collect, filter, map, sink, source, thread
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CodecError",
+    "FlowControlError",
+    "ModuleError",
+    "PipekitError",
+    "Pipeline",
+    "ProtocolError",
+    "RemoteError",
+    "Stage",
+    "WiringError",
+    "__version__",
+    "collect",
+    "filter",
+    "map",
+    "open_kernel",
+    "sink",
+    "source",
+    "thread",
+]
