@@ -21,6 +21,7 @@ seconds, so none outlives its kernel.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import threading
 import warnings
@@ -179,10 +180,8 @@ class _ThreadRunner:
                 if not (self.abort.is_set() and isinstance(exc, trio.ClosedResourceError)):
                     self._errors.append(exc)
             finally:
-                try:
+                with contextlib.suppress(trio.RunFinishedError):
                     self._token.run_sync_soon(self._one_done)
-                except trio.RunFinishedError:
-                    pass
 
         thread = threading.Thread(target=body, name=f"pipekit:{self.name}:{label}", daemon=True)
         self._running += 1
@@ -278,11 +277,11 @@ class ThreadModule:
         self.batch = max(1, batch)
         self.inputs = inputs
         self.outputs = outputs
-        self.name = name or getattr(fn, "__name__", "thread")
+        self.name: str = str(name or getattr(fn, "__name__", "thread"))
         self.grace = grace
 
     async def run(self, ports: Mapping[str, Pipe]) -> None:
-        runner = _ThreadRunner(self.name, self.grace)
+        runner = _ThreadRunner(str(self.name), self.grace)
         try:
             if self.mode == "map":
                 await self._run_map(ports, runner)
@@ -293,27 +292,39 @@ class ThreadModule:
 
     # -- one thread on the kernel's own lanes ------------------------------------------
 
-    def _lanes(self, ports: Mapping[str, Pipe]) -> tuple[dict[str, Lane], dict[str, tuple[Lane, ...]]]:
+    def _lanes(
+        self, ports: Mapping[str, Pipe]
+    ) -> tuple[dict[str, Lane], dict[str, tuple[Lane, ...]]]:
         ins: dict[str, Lane] = {}
         outs: dict[str, tuple[Lane, ...]] = {}
         for name in self.inputs:
             pipe = ports[name]
             if not isinstance(pipe, LocalPipe) or pipe.receive_lane is None:
-                raise PipekitError(f"thread module {self.name!r}: port {name!r} is not an in-process pipe")
+                raise PipekitError(
+                    f"thread module {self.name!r}: port {name!r} is not an in-process pipe"
+                )
             ins[name] = pipe.receive_lane
         for name in self.outputs:
             pipe = ports[name]
             if not isinstance(pipe, LocalPipe):
-                raise PipekitError(f"thread module {self.name!r}: port {name!r} is not an in-process pipe")
+                raise PipekitError(
+                    f"thread module {self.name!r}: port {name!r} is not an in-process pipe"
+                )
             outs[name] = pipe.send_lanes
         return ins, outs
 
     async def _run_single(self, ports: Mapping[str, Pipe], runner: _ThreadRunner) -> None:
         ins, outs = self._lanes(ports)
         runner.watch(*ins.values(), *(lane for lanes in outs.values() for lane in lanes))
-        tports = {n: ThreadPort(lane, (), runner.abort, name=f"{self.name}.{n}") for n, lane in ins.items()}
+        tports = {
+            n: ThreadPort(lane, (), runner.abort, name=f"{self.name}.{n}")
+            for n, lane in ins.items()
+        }
         tports.update(
-            {n: ThreadPort(None, lanes, runner.abort, name=f"{self.name}.{n}") for n, lanes in outs.items()}
+            {
+                n: ThreadPort(None, lanes, runner.abort, name=f"{self.name}.{n}")
+                for n, lanes in outs.items()
+            }
         )
         fn = self.fn
         mode = self.mode
@@ -349,16 +360,18 @@ class ThreadModule:
     async def _async_body(
         self, ins: dict[str, Lane], outs: dict[str, tuple[Lane, ...]], runner: _ThreadRunner
     ) -> None:
-        pipes: dict[str, LocalPipe] = {n: LocalPipe(lane, (), name=f"{self.name}.{n}") for n, lane in ins.items()}
-        pipes.update({n: LocalPipe(None, lanes, name=f"{self.name}.{n}") for n, lanes in outs.items()})
+        pipes: dict[str, LocalPipe] = {
+            n: LocalPipe(lane, (), name=f"{self.name}.{n}") for n, lane in ins.items()
+        }
+        pipes.update(
+            {n: LocalPipe(None, lanes, name=f"{self.name}.{n}") for n, lanes in outs.items()}
+        )
         token = trio.lowlevel.current_trio_token()
         with trio.CancelScope() as scope:
 
             def cancel_from_kernel() -> None:
-                try:
+                with contextlib.suppress(trio.RunFinishedError):
                     token.run_sync_soon(scope.cancel)
-                except trio.RunFinishedError:
-                    pass
 
             runner.on_interrupt(cancel_from_kernel)
             await self.fn(**pipes)
@@ -482,7 +495,7 @@ async def open_thread_port(
     raises that error. On exit the trio side ENDs, the thread is interrupted if still
     blocked and is joined (at most ``grace`` seconds).
     """
-    label = name or getattr(fn, "__name__", "thread")
+    label = str(name or getattr(fn, "__name__", "thread"))
     to_thread = Lane(capacity)
     from_thread = Lane(capacity)
     runner = _ThreadRunner(label, grace)

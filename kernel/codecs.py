@@ -75,17 +75,24 @@ class _MsgpackStreamDecoder:
     def __init__(self) -> None:
         self._unpacker = msgpack.Unpacker(raw=False, strict_map_key=False)
         self._fed = 0
+        self._used = 0  # end of the last complete message
 
     def feed(self, data: bytes) -> list[Any]:
         self._fed += len(data)
         self._unpacker.feed(data)
+        out: list[Any] = []
         try:
-            return list(self._unpacker)
+            # tell() also counts the parsed part of an incomplete array or map, so only
+            # its value right after a complete message marks a message boundary.
+            for message in self._unpacker:
+                out.append(message)
+                self._used = self._unpacker.tell()
         except (ValueError, msgpack.UnpackException) as exc:
             raise _undecodable("msgpack", exc) from exc
+        return out
 
     def close(self) -> list[Any]:
-        if self._unpacker.tell() != self._fed:
+        if self._used != self._fed:
             raise _undecodable("msgpack", ValueError("stream ends inside a message"))
         return []
 
@@ -116,11 +123,15 @@ class MsgpackCodec:
     def decode_many(self, payload: bytes) -> list[Any]:
         unpacker = msgpack.Unpacker(raw=False, strict_map_key=False, max_buffer_size=0)
         unpacker.feed(payload)
+        messages: list[Any] = []
+        used = 0  # see _MsgpackStreamDecoder.feed: tell() after a complete message only
         try:
-            messages = list(unpacker)
+            for message in unpacker:
+                messages.append(message)
+                used = unpacker.tell()
         except (ValueError, msgpack.UnpackException) as exc:
             raise _undecodable(self.name, exc) from exc
-        if unpacker.tell() != len(payload):
+        if used != len(payload):
             raise _undecodable(self.name, ValueError("payload ends inside a message"))
         return messages
 

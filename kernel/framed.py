@@ -193,7 +193,9 @@ class FramedPipe(Pipe):
                 self._tx_broken
             )
         if self.conn.send_state != "open":
-            raise trio.ClosedResourceError(f"{self.name}: sending direction already {self.conn.send_state}")
+            raise trio.ClosedResourceError(
+                f"{self.name}: sending direction already {self.conn.send_state}"
+            )
 
     async def _wait_for_space(self) -> None:
         conn = self.conn
@@ -242,7 +244,9 @@ class FramedPipe(Pipe):
         if self._closed or self._tx_broken is not None:
             return
         kind = getattr(exc, "kind", None)
-        self.conn.fail(kind if isinstance(kind, str) else type(exc).__name__, str(exc) or type(exc).__name__)
+        self.conn.fail(
+            kind if isinstance(kind, str) else type(exc).__name__, str(exc) or type(exc).__name__
+        )
         self._tx_event.set()
 
     async def ping(self, payload: bytes = b"") -> None:
@@ -297,7 +301,9 @@ class FramedPipe(Pipe):
 
     async def _flush(self) -> None:
         """Wait until the writer has put everything queued on the wire."""
-        while not self._writer_stopped and (self.conn.buffered_bytes or not self._writer_idle.is_set()):
+        while not self._writer_stopped and (
+            self.conn.buffered_bytes or not self._writer_idle.is_set()
+        ):
             self._tx_event.set()
             if self.conn.buffered_bytes and self._writer_idle.is_set():
                 # Held back by the peer's PAUSE: wait for RESUME or a failure.
@@ -385,10 +391,14 @@ async def framed_pipe(
         nursery.start_soon(pipe._reader)
         nursery.start_soon(pipe._writer)
         try:
-            with trio.move_on_after(handshake_timeout if handshake_timeout is not None else float("inf")):
+            with trio.move_on_after(
+                handshake_timeout if handshake_timeout is not None else float("inf")
+            ):
                 await pipe._handshake.wait()
             if not pipe._handshake.is_set():
-                conn.fail("handshake_timeout", f"handshake did not complete within {handshake_timeout} s")
+                conn.fail(
+                    "handshake_timeout", f"handshake did not complete within {handshake_timeout} s"
+                )
                 pipe._tx_event.set()
                 with trio.move_on_after(1):
                     await pipe._flush()

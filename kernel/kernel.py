@@ -70,7 +70,12 @@ class RestartPolicy:
     def __post_init__(self) -> None:
         if self.restart not in ("never", "on-failure", "always"):
             raise ValueError(f"restart must be never, on-failure or always, not {self.restart!r}")
-        if self.max_restarts < 0 or self.backoff < 0 or self.backoff_factor < 1 or self.backoff_max < 0:
+        if (
+            self.max_restarts < 0
+            or self.backoff < 0
+            or self.backoff_factor < 1
+            or self.backoff_max < 0
+        ):
             raise ValueError("max_restarts and backoff must be >= 0 and backoff_factor >= 1")
 
     def delay(self, attempt: int) -> float:
@@ -241,7 +246,9 @@ class Kernel:
         policy = (
             restart
             if isinstance(restart, RestartPolicy)
-            else RestartPolicy(restart, max_restarts=max_restarts, backoff=backoff, backoff_max=backoff_max)
+            else RestartPolicy(
+                restart, max_restarts=max_restarts, backoff=backoff, backoff_max=backoff_max
+            )
         )
         cap = capacity if capacity is not None else self.capacity
         if cap < 1:
@@ -263,7 +270,8 @@ class Kernel:
         if len(ports) != 1:
             kind = "output" if direction == "out" else "input"
             raise WiringError(
-                f"module {name!r} has {len(ports)} {kind} ports {list(ports)}; name one: handle[port]"
+                f"module {name!r} has {len(ports)} {kind} ports {list(ports)}; "
+                "name one: handle[port]"
             )
         return PortRef(name, ports[0])
 
@@ -286,14 +294,18 @@ class Kernel:
         """Send what ``a`` outputs to ``b``'s input."""
         self._link(self._port(a, "out"), self._port(b, "in"), "connect")
 
-    def split(self, a: ModuleHandle | PortRef | str, targets: Iterable[ModuleHandle | PortRef | str]) -> None:
+    def split(
+        self, a: ModuleHandle | PortRef | str, targets: Iterable[ModuleHandle | PortRef | str]
+    ) -> None:
         """Send every message ``a`` outputs to each of ``targets``, in order (the
         slowest target sets the pace)."""
         src = self._port(a, "out")
         for t in targets:
             self._link(src, self._port(t, "in"), "split")
 
-    def merge(self, sources: Iterable[ModuleHandle | PortRef | str], b: ModuleHandle | PortRef | str) -> None:
+    def merge(
+        self, sources: Iterable[ModuleHandle | PortRef | str], b: ModuleHandle | PortRef | str
+    ) -> None:
         """Interleave what ``sources`` output into ``b``'s input; it ends when all have."""
         dst = self._port(b, "in")
         for s in sources:
@@ -525,7 +537,9 @@ class Kernel:
 
 
 @asynccontextmanager
-async def open_kernel(*, name: str = "kernel", capacity: int = DEFAULT_CAPACITY) -> AsyncIterator[Kernel]:
+async def open_kernel(
+    *, name: str = "kernel", capacity: int = DEFAULT_CAPACITY
+) -> AsyncIterator[Kernel]:
     """Open a kernel scope. See the module docstring.
 
     ``capacity`` is the default bound of every module's input buffer, in messages.
@@ -566,4 +580,3 @@ def _flatten(group: BaseExceptionGroup[BaseException]) -> Sequence[BaseException
         else:
             out.append(exc)
     return out
-

@@ -15,6 +15,7 @@ in-memory transport under in-process pipes, kernel edges and thread ports:
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections import deque
 from collections.abc import Sequence
@@ -42,10 +43,8 @@ class _TrioWaiter:
         if threading.get_ident() == self.thread:
             self.event.set()
         else:
-            try:
+            with contextlib.suppress(trio.RunFinishedError):
                 self.token.run_sync_soon(self.event.set)
-            except trio.RunFinishedError:
-                pass
 
 
 class _ThreadWaiter:

@@ -68,7 +68,9 @@ class FunctionModule:
         await self.fn(**ports)
 
 
-def process_batch(fn: Callable[[Any], Any], batch: Sequence[Any]) -> tuple[list[Any], list[Exception]]:
+def process_batch(
+    fn: Callable[[Any], Any], batch: Sequence[Any]
+) -> tuple[list[Any], list[Exception]]:
     """Apply ``fn`` to each message of ``batch``, in order.
 
     A message whose call raises is skipped and its exception collected; the others are
@@ -102,8 +104,8 @@ class MapModule:
     Order is preserved. If ``f`` raises, every other message of the batch is still
     delivered before the module fails (see :func:`process_batch`)."""
 
-    inputs = ("inp",)
-    outputs = ("out",)
+    inputs: tuple[str, ...] = ("inp",)
+    outputs: tuple[str, ...] = ("out",)
 
     def __init__(self, fn: Callable[[Any], Any]) -> None:
         self.fn = fn

@@ -257,4 +257,3 @@ def open_pipe_pair(
         LocalPipe(b_to_a, (a_to_b,), name=names[0]),
         LocalPipe(a_to_b, (b_to_a,), name=names[1]),
     )
-

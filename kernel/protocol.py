@@ -274,16 +274,14 @@ class Connection:
     @property
     def buffered_bytes(self) -> int:
         """Outgoing bytes queued and not yet taken by :meth:`data_to_send`."""
-        return (
-            self._pending_size
-            + self._stream_size
-            + sum(len(f) for f in self._control)
-        )
+        return self._pending_size + self._stream_size + sum(len(f) for f in self._control)
 
     @property
     def can_send(self) -> bool:
         """True when :meth:`send` would put DATA on the wire without waiting."""
-        return self.handshake_complete and self.send_state == _Direction.OPEN and not self.peer_paused
+        return (
+            self.handshake_complete and self.send_state == _Direction.OPEN and not self.peer_paused
+        )
 
     # -- outgoing ---------------------------------------------------------------------
 
@@ -291,12 +289,15 @@ class Connection:
         if self.codec is None:
             raise ProtocolError("cannot send DATA before the handshake completes", kind="state")
         if self.send_state != _Direction.OPEN:
-            raise ProtocolError(f"cannot send DATA: this direction is {self.send_state}", kind="state")
+            raise ProtocolError(
+                f"cannot send DATA: this direction is {self.send_state}", kind="state"
+            )
 
     def _check_size(self, size: int) -> None:
         if size > self.peer_max_frame:
             raise ProtocolError(
-                f"message of {size} bytes exceeds the peer's max frame of {self.peer_max_frame} bytes",
+                f"message of {size} bytes exceeds the peer's max frame "
+                f"of {self.peer_max_frame} bytes",
                 kind="oversize",
             )
 
@@ -412,7 +413,7 @@ class Connection:
 
     # -- incoming ---------------------------------------------------------------------
 
-    def receive_data(self, data: bytes) -> list[Event]:
+    def receive_data(self, data: bytes | bytearray | memoryview) -> list[Event]:
         """Feed bytes read from the transport; return the events they complete.
 
         Never raises for bad input: a violation is reported as a final
@@ -422,7 +423,7 @@ class Connection:
         if not data:
             return []
         self.bytes_received += len(data)
-        self._chunks.append(data)
+        self._chunks.append(data if type(data) is bytes else bytes(data))
         self._buffered += len(data)
         if self._buffered < self._need:
             return []
@@ -522,7 +523,9 @@ class Connection:
             kind = body.pop("kind", None)
             message = body.pop("message", None)
             if not isinstance(kind, str) or not isinstance(message, str):
-                raise ProtocolError("ERROR payload needs string fields kind and message", kind="malformed")
+                raise ProtocolError(
+                    "ERROR payload needs string fields kind and message", kind="malformed"
+                )
             self.receive_state = _Direction.FAILED
             events.append(ErrorReceived(kind, message, body))
             return
@@ -535,7 +538,9 @@ class Connection:
             events.append(PongReceived(payload))
         else:
             if payload:
-                raise ProtocolError(f"{ftype.name} frame must have an empty payload", kind="malformed")
+                raise ProtocolError(
+                    f"{ftype.name} frame must have an empty payload", kind="malformed"
+                )
             if ftype == FrameType.END:
                 if self.receive_state != _Direction.OPEN:
                     raise ProtocolError(f"END after {self.receive_state.upper()}", kind="malformed")
@@ -554,7 +559,9 @@ class Connection:
         try:
             body = json.loads(payload.decode("utf-8"))
         except (UnicodeDecodeError, ValueError) as exc:
-            raise ProtocolError(f"{ftype.name} payload is not valid JSON: {exc}", kind="malformed") from exc
+            raise ProtocolError(
+                f"{ftype.name} payload is not valid JSON: {exc}", kind="malformed"
+            ) from exc
         if not isinstance(body, dict):
             raise ProtocolError(f"{ftype.name} payload must be a JSON object", kind="malformed")
         return body
@@ -571,17 +578,26 @@ class Connection:
             )
         max_frame = hello.get("max_frame")
         high_water = hello.get("high_water")
-        if not isinstance(max_frame, int) or isinstance(max_frame, bool) or not 1024 <= max_frame <= _MAX_U32:
-            raise ProtocolError(f"HELLO max_frame must be an integer >= 1024, got {max_frame!r}", kind="malformed")
+        if (
+            not isinstance(max_frame, int)
+            or isinstance(max_frame, bool)
+            or not 1024 <= max_frame <= _MAX_U32
+        ):
+            raise ProtocolError(
+                f"HELLO max_frame must be an integer >= 1024, got {max_frame!r}", kind="malformed"
+            )
         if not isinstance(high_water, int) or isinstance(high_water, bool) or high_water < 1:
-            raise ProtocolError(f"HELLO high_water must be a positive integer, got {high_water!r}", kind="malformed")
+            raise ProtocolError(
+                f"HELLO high_water must be a positive integer, got {high_water!r}", kind="malformed"
+            )
         if not isinstance(hello.get("name"), str):
             raise ProtocolError("HELLO name must be a string", kind="malformed")
         if self.initiator:
             chosen = hello.get("codec")
             if chosen not in self.codecs:
                 raise ProtocolError(
-                    f"peer chose codec {chosen!r}, which was not offered ({', '.join(self.codecs)})",
+                    f"peer chose codec {chosen!r}, "
+                    f"which was not offered ({', '.join(self.codecs)})",
                     kind="codec_mismatch",
                 )
         else:
@@ -591,13 +607,18 @@ class Connection:
             if self.expected_token is not None:
                 token = hello.get("token")
                 if not isinstance(token, str):
-                    raise ProtocolError("authentication required: HELLO carries no token", kind="auth_failed")
-                if not hmac.compare_digest(token.encode("utf-8"), self.expected_token.encode("utf-8")):
+                    raise ProtocolError(
+                        "authentication required: HELLO carries no token", kind="auth_failed"
+                    )
+                if not hmac.compare_digest(
+                    token.encode("utf-8"), self.expected_token.encode("utf-8")
+                ):
                     raise ProtocolError("authentication failed: invalid token", kind="auth_failed")
             chosen = next((c for c in offered if c in self.codecs), None)
             if chosen is None:
                 raise ProtocolError(
-                    f"no common codec: peer offers {offered!r}, this side supports {list(self.codecs)!r}",
+                    f"no common codec: peer offers {offered!r}, "
+                    f"this side supports {list(self.codecs)!r}",
                     kind="codec_mismatch",
                 )
             answer = {
@@ -622,9 +643,7 @@ class Connection:
             # learns of it from the failure.
             self._pending = []
             self._pending_size = 0
-            self._stream = [
-                f for f in self._stream if HEADER.unpack_from(f)[1] != FrameType.DATA
-            ]
+            self._stream = [f for f in self._stream if HEADER.unpack_from(f)[1] != FrameType.DATA]
             self._stream_size = sum(len(f) for f in self._stream)
             self.fail(exc.kind, exc.message)
         self.receive_state = _Direction.FAILED

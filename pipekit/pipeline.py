@@ -16,6 +16,7 @@ and ``ordered=``. Order is preserved unless a stage says ``ordered=False``.
 from __future__ import annotations
 
 import inspect
+import itertools
 from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -156,7 +157,7 @@ class Pipeline:
                             capacity=o.buffer,
                         )
                     )
-                for a, b in zip(handles, handles[1:], strict=False):
+                for a, b in itertools.pairwise(handles):
                     k.connect(a, b)
                 self.stats = k.stats()
                 await k.start()
@@ -206,7 +207,7 @@ def _options(
 
 class _SourceModule:
     inputs: tuple[str, ...] = ()
-    outputs = ("out",)
+    outputs: tuple[str, ...] = ("out",)
 
     def __init__(self, items: Any, batch: int) -> None:
         self.items = items
@@ -254,7 +255,9 @@ def source(
     returning one (called afresh on each run, e.g. a generator function). Items of a
     plain iterable are sent in batches of up to ``batch``."""
     if not (isinstance(items, Iterable | AsyncIterable) or callable(items)):
-        raise TypeError(f"source() needs an iterable, an async iterable or a callable, not {items!r}")
+        raise TypeError(
+            f"source() needs an iterable, an async iterable or a callable, not {items!r}"
+        )
     return _Source(items, batch, _options(None, restart, max_restarts, backoff))
 
 
@@ -264,10 +267,16 @@ def source(
 class _AsyncMapModule:
     """An ``async def f(msg)`` applied with up to ``workers`` calls in flight."""
 
-    inputs = ("inp",)
-    outputs = ("out",)
+    inputs: tuple[str, ...] = ("inp",)
+    outputs: tuple[str, ...] = ("out",)
 
-    def __init__(self, fn: Callable[[Any], Awaitable[Any]], workers: int, ordered: bool, keep: Callable[[Any, Any], Any]) -> None:
+    def __init__(
+        self,
+        fn: Callable[[Any], Awaitable[Any]],
+        workers: int,
+        ordered: bool,
+        keep: Callable[[Any, Any], Any],
+    ) -> None:
         self.fn = fn
         self.workers = workers
         self.ordered = ordered
@@ -275,37 +284,43 @@ class _AsyncMapModule:
 
     async def run(self, ports: Mapping[str, Pipe]) -> None:
         inp, out = ports["inp"], ports["out"]
-        fn, keep = self.fn, self.keep
         limiter = trio.CapacityLimiter(self.workers)
         async for batch in inp.batches():
             results: list[Any] = [_DROP] * len(batch)
             errors: list[Exception] = []
-            done: list[Any] = []
-
-            async def one(i: int, msg: Any) -> None:
-                async with limiter:
-                    try:
-                        r = keep(msg, await fn(msg))
-                    except Exception as exc:
-                        errors.append(exc)
-                        return
-                    if self.ordered:
-                        results[i] = r
-                    elif r is not _DROP:
-                        done.append(r)
-
             if self.workers == 1:
                 for i, msg in enumerate(batch):
-                    await one(i, msg)
+                    await self._one(limiter, i, msg, results, errors)
             else:
                 async with trio.open_nursery() as nursery:
                     for i, msg in enumerate(batch):
-                        nursery.start_soon(one, i, msg)
-            emitted = [r for r in results if r is not _DROP] if self.ordered else done
+                        nursery.start_soon(self._one, limiter, i, msg, results, errors)
+            emitted = [r for r in results if r is not _DROP]
             if emitted:
                 await out.send_batch(emitted)
             if errors:
                 raise batch_failure(errors)
+
+    async def _one(
+        self,
+        limiter: trio.CapacityLimiter,
+        i: int,
+        msg: Any,
+        results: list[Any],
+        errors: list[Exception],
+    ) -> None:
+        """Process one message into ``results[i]`` (or ``errors``). With
+        ``ordered=False`` the order within a batch follows completion."""
+        async with limiter:
+            try:
+                r = self.keep(msg, await self.fn(msg))
+            except Exception as exc:
+                errors.append(exc)
+                return
+        if self.ordered:
+            results[i] = r
+        elif r is not _DROP:
+            results.append(r)
 
 
 def _marker(pred: Callable[[Any], Any]) -> Callable[[Any], Any]:
@@ -350,14 +365,18 @@ class _Transform(Stage):
         fn = self.fn
         if self.kind == "filter":
             if inspect.iscoroutinefunction(fn):
-                return _AsyncMapModule(fn, self.workers, self.ordered, lambda m, keep: m if keep else _DROP)
+                return _AsyncMapModule(
+                    fn, self.workers, self.ordered, lambda m, keep: m if keep else _DROP
+                )
             if self.threaded or self.workers > 1:
                 return _ThreadFilter(fn, self.workers, self.ordered, self.label)
             return _FilterModule(fn)
         if inspect.iscoroutinefunction(fn):
             return _AsyncMapModule(fn, self.workers, self.ordered, lambda m, r: r)
         if self.threaded or self.workers > 1:
-            return ThreadModule(fn, mode="map", workers=self.workers, ordered=self.ordered, name=self.label)
+            return ThreadModule(
+                fn, mode="map", workers=self.workers, ordered=self.ordered, name=self.label
+            )
         return MapModule(fn)
 
 
@@ -409,7 +428,7 @@ class _DropFilter(Pipe):
         return self.inner.stats
 
 
-def map(  # noqa: A001 - the pipeline vocabulary shadows the builtin on purpose
+def map(
     fn: Callable[[Any], Any],
     *,
     workers: int = 1,
@@ -422,10 +441,12 @@ def map(  # noqa: A001 - the pipeline vocabulary shadows the builtin on purpose
     """Apply ``fn`` to every message. ``async def`` functions run with up to
     ``workers`` calls in flight; a plain function runs on the event loop, or in
     ``workers`` threads when ``workers > 1`` (like :func:`thread`)."""
-    return _Transform("map", fn, workers, ordered, False, _options(buffer, restart, max_restarts, backoff))
+    return _Transform(
+        "map", fn, workers, ordered, False, _options(buffer, restart, max_restarts, backoff)
+    )
 
 
-def filter(  # noqa: A001
+def filter(
     predicate: Callable[[Any], Any],
     *,
     workers: int = 1,
@@ -437,7 +458,14 @@ def filter(  # noqa: A001
 ) -> Stage:
     """Keep the messages for which ``predicate`` is true (same execution rules as
     :func:`map`)."""
-    return _Transform("filter", predicate, workers, ordered, False, _options(buffer, restart, max_restarts, backoff))
+    return _Transform(
+        "filter",
+        predicate,
+        workers,
+        ordered,
+        False,
+        _options(buffer, restart, max_restarts, backoff),
+    )
 
 
 def thread(
@@ -454,14 +482,16 @@ def thread(
     the pipeline by thread ports (batched, bounded)."""
     if inspect.iscoroutinefunction(fn):
         raise TypeError("pk.thread() takes a blocking function; use pk.map() for async functions")
-    return _Transform("thread", fn, workers, ordered, True, _options(buffer, restart, max_restarts, backoff))
+    return _Transform(
+        "thread", fn, workers, ordered, True, _options(buffer, restart, max_restarts, backoff)
+    )
 
 
 # --- sinks --------------------------------------------------------------------------
 
 
 class _SinkModule:
-    inputs = ("inp",)
+    inputs: tuple[str, ...] = ("inp",)
     outputs: tuple[str, ...] = ()
 
     def __init__(self, fn: Callable[[Any], Any] | None) -> None:

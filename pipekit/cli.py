@@ -1,0 +1,151 @@
+"""The ``pipekit`` command (also ``python -m pipekit``)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from .kernel import ModuleError, ModuleStats
+from .pipeline import Pipeline
+from .report import format_progress, format_stats
+
+__all__ = ["main"]
+
+
+def _progress_printer(stream: Any) -> Any:
+    """A progress callback that rewrites one status line on a terminal."""
+    live = bool(getattr(stream, "isatty", lambda: False)())
+
+    def show(stats: Mapping[str, ModuleStats]) -> None:
+        if live:
+            stream.write("\r\x1b[K" + format_progress(stats))
+            stream.flush()
+
+    def done() -> None:
+        if live:
+            stream.write("\r\x1b[K")
+            stream.flush()
+
+    show.done = done  # type: ignore[attr-defined]
+    return show
+
+
+def _run_pipeline(pipeline: Pipeline, *, quiet: bool) -> Any:
+    show = _progress_printer(sys.stderr)
+    try:
+        return trio.run(lambda: pipeline.arun(progress=None if quiet else show, interval=0.25))
+    finally:
+        show.done()
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import build_pipeline
+
+    pipeline, stats = build_pipeline(lines=args.lines, seed=args.seed, workers=args.workers)
+    print(f"pipekit demo: {args.lines:,} synthetic access-log lines (seed {args.seed})")
+    print("pipeline: " + " | ".join(s.label for s in pipeline.stages))
+    start = time.perf_counter()
+    _run_pipeline(pipeline, quiet=args.quiet)
+    elapsed = time.perf_counter() - start
+    print()
+    print(stats.report())
+    print()
+    print(
+        f"per-stage statistics ({elapsed:.2f} s, {args.lines / elapsed:,.0f} lines/s end to end):"
+    )
+    print(format_stats(pipeline.stats))
+    return 0
+
+
+def _load_pipeline(spec: str) -> Pipeline:
+    path_text, _, name = spec.partition(":")
+    name = name or "pipeline"
+    path = Path(path_text)
+    if not path.is_file():
+        raise SystemExit(f"pipekit run: no such file: {path}")
+    module_spec = importlib.util.spec_from_file_location(f"pipekit_user_{path.stem}", path)
+    if module_spec is None or module_spec.loader is None:
+        raise SystemExit(f"pipekit run: cannot load {path} as Python")
+    module = importlib.util.module_from_spec(module_spec)
+    sys.path.insert(0, str(path.resolve().parent))
+    try:
+        module_spec.loader.exec_module(module)
+    finally:
+        sys.path.pop(0)
+    obj = getattr(module, name, None)
+    if obj is None:
+        raise SystemExit(f"pipekit run: {path} defines no {name!r}")
+    if callable(obj) and not isinstance(obj, Pipeline):
+        obj = obj()
+    if not isinstance(obj, Pipeline):
+        raise SystemExit(
+            f"pipekit run: {path}:{name} is a {type(obj).__name__}, not a pipekit Pipeline"
+        )
+    return obj
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    pipeline = _load_pipeline(args.target)
+    start = time.perf_counter()
+    result = _run_pipeline(pipeline, quiet=args.quiet)
+    elapsed = time.perf_counter() - start
+    if isinstance(result, list):
+        print(f"collected {len(result):,} message(s)")
+        for item in result[: args.show]:
+            print(f"  {item!r}")
+        if len(result) > args.show:
+            print(f"  ... ({len(result) - args.show:,} more)")
+    elif result is not None:
+        print(repr(result))
+    if not args.quiet:
+        print(f"\nper-stage statistics ({elapsed:.2f} s):", file=sys.stderr)
+        print(format_stats(pipeline.stats), file=sys.stderr)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pipekit", description="Stream pipelines with real backpressure."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser("demo", help="run a real pipeline over generated access logs")
+    demo.add_argument(
+        "--lines", type=int, default=200_000, help="log lines to generate (default 200000)"
+    )
+    demo.add_argument("--seed", type=int, default=7)
+    demo.add_argument("--workers", type=int, default=2, help="threads for the enrich stage")
+    demo.add_argument("--quiet", action="store_true", help="no live progress line")
+    demo.set_defaults(func=cmd_demo)
+
+    run = sub.add_parser("run", help="run the pipeline declared in a Python file")
+    run.add_argument(
+        "target", metavar="FILE[:NAME]", help="file and variable (default NAME: pipeline)"
+    )
+    run.add_argument(
+        "--show", type=int, default=10, help="collected messages to print (default 10)"
+    )
+    run.add_argument("--quiet", action="store_true", help="no progress and no statistics")
+    run.set_defaults(func=cmd_run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except ModuleError as exc:
+        cause = exc.__cause__
+        print(f"pipekit: {exc}", file=sys.stderr)
+        if cause is not None and not isinstance(cause, ModuleError):
+            print(f"  caused by {type(cause).__name__}: {cause}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130

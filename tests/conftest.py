@@ -1,0 +1,166 @@
+"""Shared fixtures for the kernel test-suite (pipes, framed pipes, the kernel).
+
+Fixtures that hand out helpers return plain callables so that test modules never import
+this file (it would clash with other ``conftest`` modules under ``mypy``).
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import socket
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AbstractAsyncContextManager, AbstractContextManager, asynccontextmanager
+from contextlib import contextmanager
+from typing import Any
+
+import psutil
+import pytest
+import trio
+import trio.testing
+
+from pipekit.kernel import FramedPipe, framed_pipe
+
+StreamPair = tuple[trio.abc.Stream, trio.abc.Stream]
+FramedPair = tuple[FramedPipe, FramedPipe]
+
+
+# -- transports ------------------------------------------------------------------------
+
+
+def make_socket_stream_pair() -> tuple[trio.SocketStream, trio.SocketStream]:
+    """A connected pair of real (AF_UNIX) sockets, each wrapped in a trio SocketStream."""
+    a, b = socket.socketpair()
+    return (
+        trio.SocketStream(trio.socket.from_stdlib_socket(a)),
+        trio.SocketStream(trio.socket.from_stdlib_socket(b)),
+    )
+
+
+def make_stream_pair(kind: str) -> StreamPair:
+    if kind == "memory":
+        return trio.testing.memory_stream_pair()
+    if kind == "socket":
+        return make_socket_stream_pair()
+    raise ValueError(kind)
+
+
+@pytest.fixture
+def socket_pair_factory() -> Callable[[], tuple[trio.SocketStream, trio.SocketStream]]:
+    """Makes socketpairs of SocketStreams (call it where the fds should be created)."""
+    return make_socket_stream_pair
+
+
+@pytest.fixture
+async def socket_stream_pair() -> AsyncIterator[tuple[trio.SocketStream, trio.SocketStream]]:
+    a, b = make_socket_stream_pair()
+    try:
+        yield a, b
+    finally:
+        await trio.aclose_forcefully(a)
+        await trio.aclose_forcefully(b)
+
+
+@pytest.fixture(params=["memory", "socket"])
+async def stream_pair(request: pytest.FixtureRequest) -> AsyncIterator[StreamPair]:
+    """The two ends of a byte stream: trio's in-memory pair, then a real socketpair."""
+    a, b = make_stream_pair(str(request.param))
+    try:
+        yield a, b
+    finally:
+        await trio.aclose_forcefully(a)
+        await trio.aclose_forcefully(b)
+
+
+# -- framed pipes ----------------------------------------------------------------------
+
+
+@asynccontextmanager
+async def open_framed_pair(
+    initiator_stream: trio.abc.Stream,
+    acceptor_stream: trio.abc.Stream,
+    *,
+    initiator: dict[str, Any] | None = None,
+    acceptor: dict[str, Any] | None = None,
+) -> AsyncIterator[FramedPair]:
+    """Open ``framed_pipe`` on both ends concurrently (the handshake needs both) and
+    yield ``(initiator_pipe, acceptor_pipe)``. Leaving the block cancels both pipes'
+    scopes (a forceful close), so a test whose consumer never reads cannot hang here;
+    tests that want a graceful END call ``end()`` themselves."""
+    pipes: dict[str, FramedPipe] = {}
+    both_open = trio.Event()
+    done = trio.Event()
+
+    async def run(stream: trio.abc.Stream, is_initiator: bool, kw: dict[str, Any]) -> None:
+        async with framed_pipe(stream, initiator=is_initiator, **kw) as pipe:
+            pipes["initiator" if is_initiator else "acceptor"] = pipe
+            if len(pipes) == 2:
+                both_open.set()
+            await done.wait()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(run, initiator_stream, True, initiator or {})
+        nursery.start_soon(run, acceptor_stream, False, acceptor or {})
+        await both_open.wait()
+        try:
+            yield pipes["initiator"], pipes["acceptor"]
+        finally:
+            nursery.cancel_scope.cancel()
+
+
+@pytest.fixture
+def framed_pair() -> Callable[..., AbstractAsyncContextManager[FramedPair]]:
+    """``async with framed_pair(s1, s2, initiator={...}, acceptor={...}) as (a, b)``."""
+    return open_framed_pair
+
+
+# -- resources -------------------------------------------------------------------------
+
+
+def current_rss() -> int:
+    """Resident set size of this process, in bytes (after a full collection)."""
+    gc.collect()
+    return int(psutil.Process().memory_info().rss)
+
+
+@pytest.fixture
+def rss() -> Callable[[], int]:
+    return current_rss
+
+
+def trio_tasks() -> set[trio.lowlevel.Task]:
+    """Every task of the current trio run, found by walking from the root task."""
+    found: set[trio.lowlevel.Task] = set()
+    stack = [trio.lowlevel.current_root_task()]
+    while stack:
+        task = stack.pop()
+        if task is None or task in found:
+            continue
+        found.add(task)
+        for nursery in task.child_nurseries:
+            stack.extend(nursery.child_tasks)
+    return found
+
+
+def open_fds() -> set[str]:
+    return set(os.listdir("/proc/self/fd"))
+
+
+@contextmanager
+def _no_leaks() -> Iterator[None]:
+    tasks, threads, fds = trio_tasks(), set(threading.enumerate()), open_fds()
+    yield
+    new_tasks = trio_tasks() - tasks
+    new_threads = set(threading.enumerate()) - threads
+    new_fds = open_fds() - fds
+    assert not new_tasks, f"tasks left running: {sorted(t.name for t in new_tasks)}"
+    assert not new_threads, f"threads left running: {new_threads}"
+    assert not new_fds, f"file descriptors left open: {sorted(new_fds)}"
+
+
+@pytest.fixture
+def no_leaks() -> Callable[[], AbstractContextManager[None]]:
+    """``with no_leaks(): ...`` fails if the block leaves a trio task, a thread or a file
+    descriptor behind that was not there when it started."""
+    return _no_leaks

@@ -1,0 +1,305 @@
+"""Tests of the message codecs (``pipekit.kernel.codecs``): msgpack, CBOR and JSON."""
+
+from __future__ import annotations
+
+import math
+from itertools import accumulate
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pipekit.kernel.codecs import CODEC_NAMES, get_codec
+from pipekit.kernel.errors import CodecError, ProtocolError
+
+SELF_DELIMITING = ["msgpack", "cbor"]
+
+
+def values(codec: str) -> st.SearchStrategy[Any]:
+    """Messages every codec round-trips exactly (JSON has no binary type)."""
+    scalars: st.SearchStrategy[Any] = st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(min_value=-(2**63), max_value=2**64 - 1),
+        st.floats(allow_nan=False, allow_infinity=False),
+        st.text(max_size=30),
+        *([st.binary(max_size=30)] if codec != "json" else []),
+    )
+    return st.recursive(
+        scalars,
+        lambda inner: (
+            st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=8), inner, max_size=5)
+        ),
+        max_leaves=12,
+    )
+
+
+@st.composite
+def codec_and_messages(draw: st.DrawFn, codecs: list[str] | None = None) -> tuple[str, list[Any]]:
+    codec = draw(st.sampled_from(codecs or CODEC_NAMES))
+    return codec, draw(st.lists(values(codec), max_size=8))
+
+
+def chunks(data: bytes, cuts: list[int]) -> list[bytes]:
+    bounds = [0, *sorted(cuts), len(data)]
+    return [data[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
+
+
+# --- the registry -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", CODEC_NAMES)
+def test_get_codec_returns_a_codec_of_that_name(name: str) -> None:
+    assert get_codec(name).name == name
+
+
+def test_get_codec_returns_a_fresh_instance_each_time() -> None:
+    assert get_codec("msgpack") is not get_codec("msgpack")
+
+
+def test_get_codec_rejects_an_unknown_name() -> None:
+    with pytest.raises(ValueError, match="unknown codec"):
+        get_codec("yaml")
+
+
+def test_codec_names_are_in_default_preference_order() -> None:
+    assert CODEC_NAMES == ("msgpack", "cbor", "json")
+
+
+# --- round trips --------------------------------------------------------------------
+
+
+@settings(max_examples=200)
+@given(case=codec_and_messages())
+def test_each_message_round_trips(case: tuple[str, list[Any]]) -> None:
+    name, messages = case
+    codec = get_codec(name)
+    for message in messages:
+        assert codec.decode_many(codec.encode(message)) == [message]
+
+
+@settings(max_examples=200)
+@given(case=codec_and_messages())
+def test_encode_many_then_decode_many_round_trips(case: tuple[str, list[Any]]) -> None:
+    name, messages = case
+    codec = get_codec(name)
+    assert codec.decode_many(codec.encode_many(messages)) == messages
+
+
+@pytest.mark.parametrize("name", CODEC_NAMES)
+def test_encode_many_is_the_encodings_back_to_back(name: str) -> None:
+    codec = get_codec(name)
+    messages = [{"i": 1, "v": "x"}, [1, 2], "three"]
+    separator = b"\n" if name == "json" else b""
+    assert codec.encode_many(messages) == separator.join(codec.encode(m) for m in messages)
+
+
+@pytest.mark.parametrize("name", CODEC_NAMES)
+def test_empty_payload_decodes_to_no_messages(name: str) -> None:
+    assert get_codec(name).decode_many(b"") == []
+
+
+def test_msgpack_keeps_bytes_and_str_apart() -> None:
+    codec = get_codec("msgpack")
+    assert codec.decode_many(codec.encode_many([b"ab", "ab"])) == [b"ab", "ab"]
+    assert codec.encode(b"ab")[0] == 0xC4 and codec.encode("ab")[0] == 0xA2
+
+
+def test_msgpack_encoding_of_a_small_map() -> None:
+    assert get_codec("msgpack").encode({"i": 1, "v": "x"}) == bytes.fromhex("82a16901a176a178")
+
+
+def test_cbor_round_trips_integers_beyond_64_bits() -> None:
+    codec = get_codec("cbor")
+    assert codec.decode_many(codec.encode(2**100)) == [2**100]
+
+
+def test_json_encoding_is_compact_utf8() -> None:
+    assert get_codec("json").encode({"a": ["é", 1]}) == '{"a":["é",1]}'.encode()
+
+
+@settings(max_examples=100)
+@given(message=values("json"))
+def test_json_encoding_never_contains_a_raw_newline(message: Any) -> None:
+    assert b"\n" not in get_codec("json").encode(message)
+
+
+def test_json_decode_many_skips_blank_lines() -> None:
+    assert get_codec("json").decode_many(b'1\n\n  \n{"a":2}\n') == [1, {"a": 2}]
+
+
+# --- streaming decoders -------------------------------------------------------------
+
+
+@settings(max_examples=200)
+@given(case=codec_and_messages(), trailing_newline=st.booleans(), data=st.data())
+def test_stream_decoder_gives_the_same_messages_for_any_chunking(
+    case: tuple[str, list[Any]], trailing_newline: bool, data: st.DataObject
+) -> None:
+    name, messages = case
+    codec = get_codec(name)
+    stream = codec.encode_many(messages)
+    if name == "json" and trailing_newline and messages:
+        stream += b"\n"
+    cuts = data.draw(st.lists(st.integers(min_value=0, max_value=len(stream)), max_size=20))
+    for pieces in (chunks(stream, cuts), [stream[i : i + 1] for i in range(len(stream))]):
+        decoder = codec.stream_decoder()
+        out = [m for piece in pieces for m in decoder.feed(piece)]
+        out += decoder.close()
+        assert out == messages
+
+
+@settings(max_examples=200)
+@given(case=codec_and_messages(SELF_DELIMITING), data=st.data())
+def test_stream_cut_inside_a_message_fails_on_close(
+    case: tuple[str, list[Any]], data: st.DataObject
+) -> None:
+    name, messages = case
+    codec = get_codec(name)
+    encoded = [codec.encode(m) for m in messages]
+    stream = b"".join(encoded)
+    boundaries = {0, *accumulate(len(e) for e in encoded)}
+    inside = [n for n in range(len(stream)) if n not in boundaries]
+    if not inside:
+        return
+    cut = data.draw(st.sampled_from(inside))
+    decoder = codec.stream_decoder()
+    decoder.feed(stream[:cut])
+    with pytest.raises(ProtocolError) as info:
+        decoder.close()
+    assert info.value.kind == "undecodable"
+
+
+@settings(max_examples=200)
+@given(case=codec_and_messages(SELF_DELIMITING), data=st.data())
+def test_payload_cut_inside_a_message_is_undecodable(
+    case: tuple[str, list[Any]], data: st.DataObject
+) -> None:
+    name, messages = case
+    codec = get_codec(name)
+    encoded = [codec.encode(m) for m in messages]
+    payload = b"".join(encoded)
+    boundaries = {0, *accumulate(len(e) for e in encoded)}
+    inside = [n for n in range(len(payload)) if n not in boundaries]
+    if not inside:
+        return
+    cut = data.draw(st.sampled_from(inside))
+    with pytest.raises(ProtocolError) as info:
+        codec.decode_many(payload[:cut])
+    assert info.value.kind == "undecodable"
+
+
+@pytest.mark.parametrize(
+    "truncated",
+    [b"\x92", b"\x92\x01", b"\x01\x93\x01\x02", b"\x81\xa1k", b"\xda\x00\x05ab", b"\xcd\x01"],
+    ids=["array-head", "array-half", "after-a-message", "map-half", "str16", "uint16"],
+)
+def test_msgpack_truncation_inside_arrays_and_maps_is_detected(truncated: bytes) -> None:
+    codec = get_codec("msgpack")
+    with pytest.raises(ProtocolError):
+        codec.decode_many(truncated)
+    decoder = codec.stream_decoder()
+    decoder.feed(truncated)
+    with pytest.raises(ProtocolError):
+        decoder.close()
+
+
+def test_msgpack_stream_completes_a_container_across_feeds() -> None:
+    decoder = get_codec("msgpack").stream_decoder()
+    assert decoder.feed(b"\x01\x92\x01") == [1]
+    assert decoder.feed(b"\x02") == [[1, 2]]
+    assert decoder.close() == []
+
+
+@pytest.mark.parametrize("name", SELF_DELIMITING)
+def test_close_at_a_message_boundary_returns_nothing(name: str) -> None:
+    codec = get_codec(name)
+    decoder = codec.stream_decoder()
+    assert decoder.feed(codec.encode_many([1, "two"])) == [1, "two"]
+    assert decoder.close() == []
+
+
+def test_json_stream_close_returns_the_final_unterminated_line() -> None:
+    decoder = get_codec("json").stream_decoder()
+    assert decoder.feed(b'{"a":1}\n{"b"') == [{"a": 1}]
+    assert decoder.feed(b":2}") == []
+    assert decoder.close() == [{"b": 2}]
+
+
+def test_json_stream_close_raises_on_an_incomplete_line() -> None:
+    decoder = get_codec("json").stream_decoder()
+    decoder.feed(b'{"a":1}\n{"b":')
+    with pytest.raises(ProtocolError) as info:
+        decoder.close()
+    assert info.value.kind == "undecodable"
+
+
+def test_json_stream_close_after_a_newline_returns_nothing() -> None:
+    decoder = get_codec("json").stream_decoder()
+    assert decoder.feed(b"1\n2\n") == [1, 2]
+    assert decoder.close() == []
+
+
+@pytest.mark.parametrize(
+    ("name", "garbage"),
+    [("msgpack", b"\xc1"), ("cbor", b"\xff"), ("json", b"{oops}\n")],
+)
+def test_stream_decoder_rejects_invalid_input(name: str, garbage: bytes) -> None:
+    with pytest.raises(ProtocolError) as info:
+        get_codec(name).stream_decoder().feed(garbage)
+    assert info.value.kind == "undecodable"
+
+
+@pytest.mark.parametrize(
+    ("name", "garbage"),
+    [("msgpack", b"\xc1"), ("cbor", b"\xff"), ("json", b"{oops}"), ("json", b"\xff\xfe")],
+)
+def test_decode_many_rejects_invalid_input(name: str, garbage: bytes) -> None:
+    with pytest.raises(ProtocolError) as info:
+        get_codec(name).decode_many(garbage)
+    assert info.value.kind == "undecodable"
+
+
+# --- unencodable messages -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", CODEC_NAMES)
+@pytest.mark.parametrize("message", [object(), {1, 2}, 1j], ids=["object", "set", "complex"])
+def test_unencodable_message_raises_codec_error(name: str, message: Any) -> None:
+    with pytest.raises(CodecError):
+        get_codec(name).encode(message)
+
+
+@pytest.mark.parametrize("name", CODEC_NAMES)
+def test_encode_many_with_an_unencodable_message_raises_codec_error(name: str) -> None:
+    with pytest.raises(CodecError):
+        get_codec(name).encode_many([1, object(), 3])
+
+
+def test_json_rejects_nan() -> None:
+    with pytest.raises(CodecError):
+        get_codec("json").encode(math.nan)
+
+
+def test_json_rejects_bytes() -> None:
+    with pytest.raises(CodecError):
+        get_codec("json").encode(b"raw")
+
+
+def test_msgpack_rejects_integers_beyond_64_bits() -> None:
+    with pytest.raises(CodecError):
+        get_codec("msgpack").encode(2**64)
+
+
+def test_codec_error_is_a_type_error() -> None:
+    with pytest.raises(TypeError):
+        get_codec("msgpack").encode(object())
+
+
+@pytest.mark.parametrize("name", CODEC_NAMES)
+def test_codec_still_works_after_a_failed_encode(name: str) -> None:
+    codec = get_codec(name)
+    with pytest.raises(CodecError):
+        codec.encode([1, object()])
+    assert codec.decode_many(codec.encode([1, 2])) == [[1, 2]]

@@ -1,0 +1,1283 @@
+"""Tests of the pipekit/1 state machine (``pipekit.kernel.protocol``).
+
+Everything here is sans-I/O: two :class:`Connection` objects are wired by hand, or a
+connection is fed hand-made bytes. ``docs/protocol.md`` is checked against the code at
+the end of this file (its hex examples are rendered by :func:`dump_frame`).
+"""
+
+from __future__ import annotations
+
+import json
+import tracemalloc
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from pipekit.kernel.codecs import CODEC_NAMES, get_codec
+from pipekit.kernel.errors import FlowControlError, ProtocolError
+from pipekit.kernel.protocol import (
+    DEFAULT_COALESCE_BYTES,
+    DEFAULT_HIGH_WATER,
+    DEFAULT_MAX_FRAME,
+    DEFAULT_PAUSE_SLACK,
+    FLAG_JSON,
+    HEADER,
+    HEADER_SIZE,
+    HELLO_MAX_FRAME,
+    PROTOCOL,
+    Connection,
+    EndReceived,
+    ErrorReceived,
+    Event,
+    FrameType,
+    HandshakeComplete,
+    MessagesReceived,
+    PauseReceived,
+    PingReceived,
+    PongReceived,
+    ProtocolViolation,
+    ResumeReceived,
+    encode_frame,
+)
+
+DOC = Path(__file__).resolve().parents[1] / "docs" / "protocol.md"
+
+Frame = tuple[int, int, bytes]
+"""A parsed frame: (type, flags, payload)."""
+
+
+# --- helpers ------------------------------------------------------------------------
+
+
+def parse_frames(data: bytes) -> list[Frame]:
+    """Split a byte string that holds whole frames only."""
+    frames: list[Frame] = []
+    pos = 0
+    while pos < len(data):
+        length, ftype, flags = HEADER.unpack_from(data, pos)
+        frames.append((ftype, flags, data[pos + HEADER_SIZE : pos + HEADER_SIZE + length]))
+        pos += HEADER_SIZE + length
+    assert pos == len(data), "trailing partial frame"
+    return frames
+
+
+def frame_types(data: bytes) -> list[int]:
+    return [ftype for ftype, _, _ in parse_frames(data)]
+
+
+def connect(
+    initiator: dict[str, Any] | None = None, acceptor: dict[str, Any] | None = None
+) -> tuple[Connection, Connection]:
+    """Return an (initiator, acceptor) pair that completed the handshake."""
+    i = Connection(initiator=True, **(initiator or {}))
+    a = Connection(initiator=False, **(acceptor or {}))
+    a.receive_data(i.data_to_send())
+    i.receive_data(a.data_to_send())
+    assert i.handshake_complete and a.handshake_complete
+    return i, a
+
+
+def hello_frame(*, drop: Iterable[str] = (), flags: int = FLAG_JSON, **fields: Any) -> bytes:
+    """An initiator's HELLO with ``fields`` overriding (and ``drop`` removing) keys."""
+    body: dict[str, Any] = {
+        "protocol": PROTOCOL,
+        "codecs": ["msgpack"],
+        "name": "peer",
+        "max_frame": DEFAULT_MAX_FRAME,
+        "high_water": DEFAULT_HIGH_WATER,
+    }
+    body.update(fields)
+    for key in drop:
+        del body[key]
+    payload = json.dumps(body).encode()
+    return HEADER.pack(len(payload), FrameType.HELLO, flags) + payload
+
+
+def answer_frame(**fields: Any) -> bytes:
+    """An acceptor's HELLO answer with ``fields`` overriding keys."""
+    body: dict[str, Any] = {
+        "protocol": PROTOCOL,
+        "codec": "msgpack",
+        "name": "peer",
+        "max_frame": DEFAULT_MAX_FRAME,
+        "high_water": DEFAULT_HIGH_WATER,
+    }
+    body.update(fields)
+    return encode_frame(FrameType.HELLO, json.dumps(body).encode(), json_flag=True)
+
+
+def error_frame(**body: Any) -> bytes:
+    return encode_frame(FrameType.ERROR, json.dumps(body).encode(), json_flag=True)
+
+
+def data_frame(*messages: Any) -> bytes:
+    return encode_frame(FrameType.DATA, b"".join(msgpack.packb(m) for m in messages))
+
+
+def messages_of(events: Iterable[Event]) -> list[Any]:
+    return [m for e in events if isinstance(e, MessagesReceived) for m in e.messages]
+
+
+def fresh(side: str) -> Connection:
+    """A connection before the handshake, or (``connected``) an acceptor after it."""
+    if side == "initiator":
+        conn = Connection(initiator=True)
+        conn.data_to_send()  # the HELLO went out
+        return conn
+    if side == "acceptor":
+        return Connection(initiator=False)
+    _, a = connect()
+    return a
+
+
+def assert_violation(
+    conn: Connection, data: bytes, kind: str, error_type: type[ProtocolError] = ProtocolError
+) -> ProtocolError:
+    """Feed ``data``: it must end in a ProtocolViolation of ``kind``, queue exactly one
+    ERROR frame carrying that kind, and keep reporting the violation afterwards."""
+    events = conn.receive_data(data)
+    assert events and isinstance(events[-1], ProtocolViolation), events
+    assert not any(isinstance(e, ProtocolViolation) for e in events[:-1])
+    error = events[-1].error
+    assert isinstance(error, error_type)
+    assert error.kind == kind, error
+    errors = [f for f in parse_frames(conn.data_to_send()) if f[0] == FrameType.ERROR]
+    assert len(errors) == 1
+    _, flags, payload = errors[0]
+    assert flags == FLAG_JSON
+    body = json.loads(payload)
+    assert body == {"kind": kind, "message": error.message}
+    assert conn.receive_data(data_frame(1)) == [ProtocolViolation(error)]
+    assert conn.receive_data(b"") == [ProtocolViolation(error)]
+    return error
+
+
+# --- frames -------------------------------------------------------------------------
+
+
+def test_frame_types_have_their_wire_numbers() -> None:
+    assert {t.name: int(t) for t in FrameType} == {
+        "DATA": 1,
+        "END": 2,
+        "ERROR": 3,
+        "PING": 4,
+        "PONG": 5,
+        "PAUSE": 6,
+        "RESUME": 7,
+        "HELLO": 8,
+    }
+
+
+def test_encode_frame_writes_big_endian_length_type_flags_then_payload() -> None:
+    assert encode_frame(FrameType.PING, b"abc") == bytes.fromhex("00000003 0004 0000") + b"abc"
+
+
+def test_encode_frame_json_flag_is_bit_0() -> None:
+    assert encode_frame(FrameType.DATA, b"1", json_flag=True)[6:8] == b"\x00\x01"
+    assert HEADER_SIZE == 8
+
+
+def test_defaults_match_the_spec() -> None:
+    assert DEFAULT_MAX_FRAME == 8 * 1024 * 1024
+    assert HELLO_MAX_FRAME == 64 * 1024
+    assert DEFAULT_HIGH_WATER == 8192
+    assert DEFAULT_PAUSE_SLACK == 16 * 1024 * 1024
+    assert DEFAULT_COALESCE_BYTES == 64 * 1024
+    assert CODEC_NAMES == ("msgpack", "cbor", "json")
+    assert Connection(initiator=False).low_water == DEFAULT_HIGH_WATER // 2
+
+
+# --- handshake ----------------------------------------------------------------------
+
+
+def test_initiator_queues_its_hello_on_construction() -> None:
+    conn = Connection(initiator=True, name="src", codecs=["cbor", "json"], max_frame=4096)
+    [(ftype, flags, payload)] = parse_frames(conn.data_to_send())
+    assert (ftype, flags) == (FrameType.HELLO, FLAG_JSON)
+    assert json.loads(payload) == {
+        "protocol": "pipekit/1",
+        "codecs": ["cbor", "json"],
+        "name": "src",
+        "max_frame": 4096,
+        "high_water": DEFAULT_HIGH_WATER,
+    }
+
+
+def test_initiator_hello_carries_the_token() -> None:
+    conn = Connection(initiator=True, token="s3cret")
+    [(_, _, payload)] = parse_frames(conn.data_to_send())
+    assert json.loads(payload)["token"] == "s3cret"
+
+
+def test_acceptor_sends_nothing_before_the_initiators_hello() -> None:
+    assert Connection(initiator=False).data_to_send() == b""
+
+
+def test_acceptor_answers_with_the_chosen_codec() -> None:
+    i = Connection(initiator=True)
+    a = Connection(initiator=False, name="sink", high_water=10, max_frame=2048)
+    a.receive_data(i.data_to_send())
+    [(ftype, flags, payload)] = parse_frames(a.data_to_send())
+    assert (ftype, flags) == (FrameType.HELLO, FLAG_JSON)
+    assert json.loads(payload) == {
+        "protocol": "pipekit/1",
+        "codec": "msgpack",
+        "name": "sink",
+        "max_frame": 2048,
+        "high_water": 10,
+    }
+
+
+def test_handshake_complete_reports_the_peer_hello_and_codec_on_both_sides() -> None:
+    i = Connection(initiator=True, name="src")
+    a = Connection(initiator=False, name="sink", max_frame=2048)
+    [a_event] = a.receive_data(i.data_to_send())
+    [i_event] = i.receive_data(a.data_to_send())
+    assert isinstance(a_event, HandshakeComplete) and isinstance(i_event, HandshakeComplete)
+    assert (a_event.codec, a_event.peer["name"]) == ("msgpack", "src")
+    assert (i_event.codec, i_event.peer["name"]) == ("msgpack", "sink")
+    assert i.peer_max_frame == 2048 and a.peer_max_frame == DEFAULT_MAX_FRAME
+    assert i.codec_name == a.codec_name == "msgpack"
+
+
+@pytest.mark.parametrize(
+    ("offered", "supported", "chosen"),
+    [
+        (["cbor", "msgpack", "json"], ["json", "msgpack"], "msgpack"),
+        (["json", "cbor"], ["msgpack", "cbor", "json"], "json"),
+        (["msgpack", "cbor", "json"], ["cbor"], "cbor"),
+    ],
+)
+def test_codec_negotiation_picks_the_initiators_first_choice_the_acceptor_supports(
+    offered: list[str], supported: list[str], chosen: str
+) -> None:
+    i, a = connect({"codecs": offered}, {"codecs": supported})
+    assert i.codec_name == a.codec_name == chosen
+
+
+def test_acceptor_skips_offered_codecs_it_does_not_know() -> None:
+    a = Connection(initiator=False)
+    [event] = a.receive_data(hello_frame(codecs=["zstd-msgpack", "cbor"]))
+    assert isinstance(event, HandshakeComplete) and event.codec == "cbor"
+
+
+def test_no_common_codec_is_codec_mismatch_and_the_initiator_receives_the_error() -> None:
+    i = Connection(initiator=True, codecs=["json"])
+    a = Connection(initiator=False, codecs=["msgpack", "cbor"])
+    hello = i.data_to_send()
+    events = a.receive_data(hello)
+    assert isinstance(events[-1], ProtocolViolation)
+    assert events[-1].error.kind == "codec_mismatch"
+    reply = a.data_to_send()
+    assert frame_types(reply) == [FrameType.ERROR]  # an ERROR and no HELLO answer
+    [event] = i.receive_data(reply)
+    assert isinstance(event, ErrorReceived) and event.kind == "codec_mismatch"
+    assert not i.handshake_complete
+
+
+def test_no_common_codec_queues_an_error_of_kind_codec_mismatch() -> None:
+    i = Connection(initiator=True, codecs=["json"])
+    a = Connection(initiator=False, codecs=["msgpack"])
+    assert_violation(a, i.data_to_send(), "codec_mismatch")
+
+
+def test_initiator_refuses_an_answer_choosing_a_codec_it_did_not_offer() -> None:
+    i = Connection(initiator=True, codecs=["cbor"])
+    i.data_to_send()
+    assert_violation(i, answer_frame(codec="msgpack"), "codec_mismatch")
+
+
+@pytest.mark.parametrize("protocol", ["pipekit/2", "pipekit/0", 1, None])
+def test_other_protocol_version_is_version_mismatch(protocol: Any) -> None:
+    a = Connection(initiator=False)
+    assert_violation(a, hello_frame(protocol=protocol), "version_mismatch")
+
+
+def test_missing_protocol_field_is_version_mismatch() -> None:
+    a = Connection(initiator=False)
+    assert_violation(a, hello_frame(drop=["protocol"]), "version_mismatch")
+
+
+def test_initiator_refuses_an_answer_of_another_version() -> None:
+    i = fresh("initiator")
+    assert_violation(i, answer_frame(protocol="pipekit/2"), "version_mismatch")
+
+
+def test_wrong_token_is_auth_failed() -> None:
+    a = Connection(initiator=False, expected_token="s3cret")
+    assert_violation(a, hello_frame(token="guess"), "auth_failed")
+
+
+def test_missing_token_is_auth_failed() -> None:
+    a = Connection(initiator=False, expected_token="s3cret")
+    assert_violation(a, hello_frame(), "auth_failed")
+
+
+def test_non_string_token_is_auth_failed() -> None:
+    a = Connection(initiator=False, expected_token="s3cret")
+    assert_violation(a, hello_frame(token=12345), "auth_failed")
+
+
+def test_correct_token_completes_the_handshake() -> None:
+    i, a = connect({"token": "s3cret"}, {"expected_token": "s3cret"})
+    assert i.handshake_complete and a.handshake_complete
+
+
+def test_token_is_not_exposed_in_peer() -> None:
+    i = Connection(initiator=True, token="s3cret")
+    a = Connection(initiator=False, expected_token="s3cret")
+    [event] = a.receive_data(i.data_to_send())
+    assert isinstance(event, HandshakeComplete)
+    assert a.peer is not None and "token" not in a.peer
+    assert "token" not in event.peer
+
+
+def test_token_is_ignored_by_an_acceptor_that_expects_none() -> None:
+    _, a = connect({"token": "s3cret"})
+    assert a.peer is not None and "token" not in a.peer
+
+
+def test_send_before_the_handshake_raises_protocol_error() -> None:
+    i = Connection(initiator=True)
+    i.data_to_send()
+    with pytest.raises(ProtocolError) as info:
+        i.send({"i": 1})
+    assert info.value.kind == "state"
+    assert i.data_to_send() == b""
+
+
+def test_send_many_before_the_handshake_raises_protocol_error() -> None:
+    with pytest.raises(ProtocolError):
+        Connection(initiator=False).send_many([1, 2])
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"max_frame": 1023},
+        {"max_frame": 2**32},
+        {"max_frame": "big"},
+        {"max_frame": True},
+        {"high_water": 0},
+        {"high_water": 1.5},
+        {"name": 5},
+        {"codecs": "msgpack"},
+        {"codecs": ["msgpack", 1]},
+    ],
+    ids=repr,
+)
+def test_hello_with_an_invalid_field_is_malformed(fields: dict[str, Any]) -> None:
+    assert_violation(Connection(initiator=False), hello_frame(**fields), "malformed")
+
+
+@pytest.mark.parametrize("field", ["max_frame", "high_water", "name", "codecs"])
+def test_hello_missing_a_required_field_is_malformed(field: str) -> None:
+    assert_violation(Connection(initiator=False), hello_frame(drop=[field]), "malformed")
+
+
+def test_hello_twice_is_malformed() -> None:
+    _, a = connect()
+    assert_violation(a, hello_frame(), "malformed")
+
+
+def test_hello_without_the_json_flag_is_malformed() -> None:
+    assert_violation(Connection(initiator=False), hello_frame(flags=0), "malformed")
+
+
+@pytest.mark.parametrize("payload", [b"\xff\xfe", b"{not json", b""], ids=["utf8", "json", "empty"])
+def test_hello_payload_that_is_not_json_is_malformed(payload: bytes) -> None:
+    frame = encode_frame(FrameType.HELLO, payload, json_flag=True)
+    assert_violation(Connection(initiator=False), frame, "malformed")
+
+
+@pytest.mark.parametrize("payload", [b"[1,2]", b'"pipekit/1"', b"null"])
+def test_hello_payload_that_is_not_a_json_object_is_malformed(payload: bytes) -> None:
+    frame = encode_frame(FrameType.HELLO, payload, json_flag=True)
+    assert_violation(Connection(initiator=False), frame, "malformed")
+
+
+def test_hello_above_64_kib_before_the_handshake_is_oversize() -> None:
+    header = HEADER.pack(HELLO_MAX_FRAME + 1, FrameType.HELLO, FLAG_JSON)
+    assert_violation(Connection(initiator=False), header, "oversize")
+
+
+def test_hello_of_exactly_64_kib_is_accepted() -> None:
+    frame = hello_frame(pad="")
+    frame = hello_frame(pad="x" * (HEADER_SIZE + HELLO_MAX_FRAME - len(frame)))
+    assert len(frame) == HEADER_SIZE + HELLO_MAX_FRAME
+    [event] = Connection(initiator=False).receive_data(frame)
+    assert isinstance(event, HandshakeComplete)
+
+
+def test_acceptor_end_and_ping_queued_before_the_handshake_follow_its_hello_answer() -> None:
+    i = Connection(initiator=True)
+    a = Connection(initiator=False)
+    a.ping(b"p")
+    a.end()
+    assert a.data_to_send() == b""
+    a.receive_data(i.data_to_send())
+    reply = a.data_to_send()
+    assert frame_types(reply) == [FrameType.HELLO, FrameType.PING, FrameType.END]
+    events = i.receive_data(reply)
+    assert [type(e) for e in events] == [HandshakeComplete, PingReceived, EndReceived]
+
+
+def test_initiator_may_send_end_before_the_answer() -> None:
+    i = Connection(initiator=True)
+    a = Connection(initiator=False)
+    i.end()
+    events = a.receive_data(i.data_to_send())
+    assert [type(e) for e in events] == [HandshakeComplete, EndReceived]
+
+
+# --- frames out of order ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        data_frame(1),
+        encode_frame(FrameType.END),
+        encode_frame(FrameType.PING),
+        encode_frame(FrameType.PONG),
+        encode_frame(FrameType.PAUSE),
+        encode_frame(FrameType.RESUME),
+    ],
+    ids=["DATA", "END", "PING", "PONG", "PAUSE", "RESUME"],
+)
+def test_frame_before_hello_is_malformed(frame: bytes) -> None:
+    assert_violation(Connection(initiator=False), frame, "malformed")
+
+
+def test_data_before_the_hello_answer_is_malformed() -> None:
+    assert_violation(fresh("initiator"), data_frame(1), "malformed")
+
+
+def test_error_before_the_handshake_is_reported() -> None:
+    [event] = Connection(initiator=False).receive_data(error_frame(kind="busy", message="later"))
+    assert event == ErrorReceived("busy", "later", {})
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [data_frame(1), encode_frame(FrameType.END), error_frame(kind="x", message="y")],
+    ids=["DATA", "END", "ERROR"],
+)
+def test_frame_after_end_is_malformed(frame: bytes) -> None:
+    _, a = connect()
+    assert a.receive_data(encode_frame(FrameType.END)) == [EndReceived()]
+    assert_violation(a, frame, "malformed")
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [data_frame(1), encode_frame(FrameType.END), error_frame(kind="x", message="y")],
+    ids=["DATA", "END", "ERROR"],
+)
+def test_frame_after_error_is_malformed(frame: bytes) -> None:
+    _, a = connect()
+    [event] = a.receive_data(error_frame(kind="x", message="y"))
+    assert isinstance(event, ErrorReceived)
+    assert_violation(a, frame, "malformed")
+
+
+def test_control_frames_after_end_are_accepted() -> None:
+    _, a = connect()
+    events = a.receive_data(
+        encode_frame(FrameType.END)
+        + encode_frame(FrameType.PING, b"x")
+        + encode_frame(FrameType.PAUSE)
+        + encode_frame(FrameType.RESUME)
+    )
+    assert [type(e) for e in events] == [EndReceived, PingReceived, PauseReceived, ResumeReceived]
+
+
+# --- header checks ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("flags", [0x0002, 0x0003, 0x8000, 0xFFFF], ids=hex)
+def test_reserved_flag_bits_are_malformed(flags: int) -> None:
+    _, a = connect()
+    assert_violation(a, HEADER.pack(0, FrameType.END, flags), "malformed")
+
+
+@pytest.mark.parametrize("ftype", [0, 9, 0x0100, 0xFFFF])
+def test_unknown_frame_type_is_malformed(ftype: int) -> None:
+    _, a = connect()
+    assert_violation(a, HEADER.pack(0, ftype, 0), "malformed")
+
+
+def test_oversize_length_is_refused_from_the_header_alone() -> None:
+    _, a = connect(acceptor={"max_frame": 1024})
+    assert_violation(a, HEADER.pack(1025, FrameType.DATA, 0), "oversize")
+
+
+def test_length_above_max_frame_is_refused_for_every_frame_type() -> None:
+    _, a = connect(acceptor={"max_frame": 1024})
+    assert_violation(a, HEADER.pack(1025, FrameType.PING, 0), "oversize")
+
+
+def test_max_u32_length_is_refused_at_once() -> None:
+    _, a = connect()
+    assert_violation(a, HEADER.pack(0xFFFFFFFF, FrameType.DATA, 0), "oversize")
+
+
+def test_oversize_header_allocates_far_less_than_the_declared_length() -> None:
+    _, a = connect()
+    header = HEADER.pack(0xFFFFFFFF, FrameType.DATA, 0)
+    tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        events = a.receive_data(header)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert isinstance(events[-1], ProtocolViolation)
+    assert events[-1].error.kind == "oversize"
+    assert peak < 64 * 1024  # the frame claimed 4 GiB
+
+
+def test_frame_of_exactly_max_frame_is_accepted() -> None:
+    i, a = connect(acceptor={"max_frame": 1024})
+    message = "x" * (1024 - 3)  # msgpack str 16: 0xda + u16 length + the bytes
+    i.send(message)
+    assert messages_of(a.receive_data(i.data_to_send())) == [message]
+
+
+def test_header_of_an_allowed_length_waits_for_the_payload() -> None:
+    _, a = connect()
+    assert a.receive_data(HEADER.pack(DEFAULT_MAX_FRAME, FrameType.DATA, 0)) == []
+
+
+def test_header_checks_run_before_the_payload_is_complete() -> None:
+    _, a = connect()
+    assert_violation(a, HEADER.pack(100, 42, 0) + b"\x00" * 10, "malformed")
+
+
+# --- payload checks -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("codec", "payload"),
+    [
+        ("msgpack", b"\xc1"),
+        ("msgpack", b"\x92\x01"),
+        ("cbor", b"\xff"),
+        ("cbor", b"\x82\x01"),
+        ("json", b"{"),
+        ("json", b'"\xff"'),
+        ("json", b"1 2"),
+    ],
+    ids=[
+        "msgpack-never-used",
+        "msgpack-truncated",
+        "cbor-break",
+        "cbor-truncated",
+        "json-truncated",
+        "json-utf8",
+        "json-two-values-one-line",
+    ],
+)
+def test_undecodable_data_payload_is_undecodable(codec: str, payload: bytes) -> None:
+    _, a = connect({"codecs": [codec]})
+    assert_violation(a, encode_frame(FrameType.DATA, payload), "undecodable")
+
+
+def test_undecodable_json_flagged_data_is_undecodable() -> None:
+    _, a = connect()
+    frame = encode_frame(FrameType.DATA, b"\x81\xa1i\x01", json_flag=True)  # msgpack bytes
+    assert_violation(a, frame, "undecodable")
+
+
+def test_json_flagged_data_is_json_whatever_the_codec() -> None:
+    _, a = connect({"codecs": ["cbor"]})
+    frame = encode_frame(FrameType.DATA, b'{"i":1}\n[2]\n\n"three"\n', json_flag=True)
+    assert a.receive_data(frame) == [MessagesReceived([{"i": 1}, [2], "three"])]
+
+
+@pytest.mark.parametrize(
+    "ftype", [FrameType.END, FrameType.PAUSE, FrameType.RESUME], ids=lambda t: t.name
+)
+def test_non_empty_payload_on_end_pause_resume_is_malformed(ftype: FrameType) -> None:
+    _, a = connect()
+    assert_violation(a, encode_frame(ftype, b"\x00"), "malformed")
+
+
+def test_error_without_the_json_flag_is_malformed() -> None:
+    _, a = connect()
+    frame = encode_frame(FrameType.ERROR, b'{"kind":"x","message":"y"}')
+    assert_violation(a, frame, "malformed")
+
+
+@pytest.mark.parametrize("payload", [b"not json", b'["x","y"]', b"\xff"])
+def test_error_payload_that_is_not_a_json_object_is_malformed(payload: bytes) -> None:
+    _, a = connect()
+    assert_violation(a, encode_frame(FrameType.ERROR, payload, json_flag=True), "malformed")
+
+
+@pytest.mark.parametrize(
+    "body", [{"message": "y"}, {"kind": "x"}, {"kind": 1, "message": "y"}], ids=repr
+)
+def test_error_without_string_kind_and_message_is_malformed(body: dict[str, Any]) -> None:
+    _, a = connect()
+    assert_violation(a, error_frame(**body), "malformed")
+
+
+# --- transport EOF ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cut", [1, 7, 8, 12], ids=lambda n: f"{n}-bytes")
+def test_eof_inside_a_frame_is_malformed(cut: int) -> None:
+    _, a = connect()
+    assert a.receive_data(data_frame("x" * 10)[:cut]) == []
+    [event] = a.receive_eof()
+    assert isinstance(event, ProtocolViolation) and event.error.kind == "malformed"
+    [(ftype, _, payload)] = parse_frames(a.data_to_send())
+    assert ftype == FrameType.ERROR and json.loads(payload)["kind"] == "malformed"
+
+
+def test_eof_between_frames_reports_nothing() -> None:
+    _, a = connect()
+    a.receive_data(data_frame(1))
+    assert a.receive_eof() == []
+
+
+def test_eof_after_a_violation_reports_nothing_more() -> None:
+    _, a = connect()
+    a.receive_data(HEADER.pack(0, 99, 0) + b"\x00\x00")
+    assert a.receive_eof() == []
+
+
+# --- what a violation does ----------------------------------------------------------
+
+
+def test_events_before_a_violation_are_still_returned() -> None:
+    _, a = connect()
+    events = a.receive_data(data_frame(1, 2) + HEADER.pack(0, 99, 0))
+    assert events[0] == MessagesReceived([1, 2])
+    assert isinstance(events[1], ProtocolViolation)
+
+
+def test_violation_drops_queued_data_and_sends_only_the_error() -> None:
+    _, a = connect()
+    a.send("queued")
+    a.receive_data(HEADER.pack(0, 99, 0))
+    assert frame_types(a.data_to_send()) == [FrameType.ERROR]
+
+
+def test_violation_fails_both_directions() -> None:
+    _, a = connect()
+    a.receive_data(HEADER.pack(0, 99, 0))
+    with pytest.raises(ProtocolError):
+        a.send(1)
+    assert a.failure is not None and not a.can_send
+
+
+def test_violation_after_our_own_end_queues_no_error_frame() -> None:
+    _, a = connect()
+    a.end()
+    a.data_to_send()
+    [event] = a.receive_data(HEADER.pack(0, 99, 0))
+    assert isinstance(event, ProtocolViolation)
+    assert a.data_to_send() == b""
+
+
+def test_violation_error_goes_out_even_while_paused_by_the_peer() -> None:
+    _, a = connect()
+    a.receive_data(encode_frame(FrameType.PAUSE))
+    a.receive_data(HEADER.pack(0, 99, 0))
+    assert frame_types(a.data_to_send()) == [FrameType.ERROR]
+
+
+# --- DATA ---------------------------------------------------------------------------
+
+
+def test_data_frame_with_several_messages_delivers_them_in_order() -> None:
+    _, a = connect()
+    assert a.receive_data(data_frame({"i": 1}, {"i": 2}, "x")) == [
+        MessagesReceived([{"i": 1}, {"i": 2}, "x"])
+    ]
+
+
+def test_data_frames_in_one_chunk_merge_into_one_messages_event() -> None:
+    _, a = connect()
+    assert a.receive_data(data_frame(1) + data_frame(2, 3)) == [MessagesReceived([1, 2, 3])]
+
+
+def test_empty_data_frame_delivers_nothing() -> None:
+    _, a = connect()
+    assert a.receive_data(encode_frame(FrameType.DATA)) == []
+
+
+@pytest.mark.parametrize("codec", CODEC_NAMES)
+def test_messages_cross_with_each_codec(codec: str) -> None:
+    i, a = connect({"codecs": [codec]})
+    sent = [{"i": 1, "v": "x"}, [1, 2.5, None, True], "line\nbreak", 0, -(2**40)]
+    for m in sent:
+        i.send(m)
+    assert messages_of(a.receive_data(i.data_to_send())) == sent
+
+
+def test_json_messages_are_coalesced_with_newline_separators() -> None:
+    i, _ = connect({"codecs": ["json"]})
+    i.send(1)
+    i.send(2)
+    i.send({"x": 1})
+    [(_, flags, payload)] = parse_frames(i.data_to_send())
+    assert (flags, payload) == (0, b'1\n2\n{"x":1}')
+
+
+def test_json_coalesced_frames_respect_the_peer_max_frame_with_separators() -> None:
+    i, a = connect({"codecs": ["json"]}, {"max_frame": 1024})
+    message = "x" * 100  # 102 bytes encoded, 103 with its separator
+    for _ in range(50):
+        i.send(message)
+    data = i.data_to_send()
+    assert max(len(p) for _, _, p in parse_frames(data)) == 9 * 103 - 1  # 10 would be 1029
+    assert messages_of(a.receive_data(data)) == [message] * 50
+
+
+def test_send_many_queues_every_message() -> None:
+    i, a = connect()
+    i.send_many([1, 2, 3])
+    assert messages_of(a.receive_data(i.data_to_send())) == [1, 2, 3]
+
+
+def test_send_many_queues_nothing_if_one_message_is_too_large() -> None:
+    i, _ = connect(acceptor={"max_frame": 1024})
+    with pytest.raises(ProtocolError) as info:
+        i.send_many([1, "x" * 2000, 3])
+    assert info.value.kind == "oversize"
+    assert i.data_to_send() == b"" and i.messages_sent == 0
+
+
+def test_send_after_end_raises_protocol_error() -> None:
+    i, _ = connect()
+    i.end()
+    with pytest.raises(ProtocolError) as info:
+        i.send(1)
+    assert info.value.kind == "state"
+
+
+def test_end_twice_raises_protocol_error() -> None:
+    i, _ = connect()
+    i.end()
+    with pytest.raises(ProtocolError):
+        i.end()
+
+
+def test_end_is_queued_after_the_data_sent_before_it() -> None:
+    i, a = connect()
+    i.send(1)
+    i.end()
+    assert a.receive_data(i.data_to_send()) == [MessagesReceived([1]), EndReceived()]
+
+
+# --- coalescing ---------------------------------------------------------------------
+
+
+def test_a_lone_message_is_returned_at_once() -> None:
+    i, _ = connect()
+    i.send({"i": 1, "v": "x"})
+    assert i.data_to_send() == encode_frame(FrameType.DATA, msgpack.packb({"i": 1, "v": "x"}))
+
+
+def test_many_sends_coalesce_into_frames_of_about_coalesce_bytes() -> None:
+    i, a = connect()
+    sent = [{"i": n, "v": "x" * 50} for n in range(5000)]
+    for m in sent:
+        i.send(m)
+    data = i.data_to_send()
+    frames = parse_frames(data)
+    largest = max(len(msgpack.packb(m)) for m in sent)
+    assert len(frames) > 1
+    assert all(t == FrameType.DATA for t, _, _ in frames)
+    assert all(len(p) <= DEFAULT_COALESCE_BYTES for _, _, p in frames)
+    assert all(len(p) > DEFAULT_COALESCE_BYTES - largest for _, _, p in frames[:-1])
+    assert messages_of(a.receive_data(data)) == sent
+
+
+def test_coalesce_bytes_is_configurable() -> None:
+    i, _ = connect({"coalesce_bytes": 100})
+    for n in range(100):
+        i.send(n)  # one byte each
+    frames = parse_frames(i.data_to_send())
+    assert [len(p) for _, _, p in frames] == [100]
+    for n in range(150):
+        i.send(n + 1000)  # three bytes each
+    assert [len(p) for _, _, p in parse_frames(i.data_to_send())] == [99, 99, 99, 99, 54]
+
+
+def test_coalesced_frames_never_exceed_the_peer_max_frame() -> None:
+    i, a = connect(acceptor={"max_frame": 1024})
+    sent = ["y" * n for n in range(0, 1000, 7)]
+    for m in sent:
+        i.send(m)
+    data = i.data_to_send()
+    assert all(len(p) <= 1024 for _, _, p in parse_frames(data))
+    assert messages_of(a.receive_data(data)) == sent
+
+
+def test_a_message_larger_than_the_coalesce_target_gets_its_own_frame() -> None:
+    i, _ = connect({"coalesce_bytes": 16})
+    i.send(1)
+    i.send("z" * 100)
+    i.send(2)
+    assert [len(p) for _, _, p in parse_frames(i.data_to_send())] == [1, 102, 1]
+
+
+def test_a_message_larger_than_the_peer_max_frame_raises_oversize_and_queues_nothing() -> None:
+    i, _ = connect(acceptor={"max_frame": 1024})
+    with pytest.raises(ProtocolError) as info:
+        i.send("x" * 1024)
+    assert info.value.kind == "oversize"
+    assert i.buffered_bytes == 0 and i.messages_sent == 0
+    assert i.data_to_send() == b""
+
+
+def test_data_to_send_is_empty_when_nothing_is_queued() -> None:
+    i, _ = connect()
+    assert i.data_to_send() == b""
+
+
+# --- flow control -------------------------------------------------------------------
+
+
+def test_pause_is_queued_when_unconsumed_reaches_high_water() -> None:
+    i, a = connect(acceptor={"high_water": 4})
+    i.send_many([1, 2, 3])
+    a.receive_data(i.data_to_send())
+    assert a.data_to_send() == b""
+    i.send(4)
+    a.receive_data(i.data_to_send())
+    assert a.data_to_send() == encode_frame(FrameType.PAUSE)
+
+
+def test_pause_is_sent_once_while_the_peer_stays_paused() -> None:
+    _, a = connect(acceptor={"high_water": 1})
+    a.receive_data(data_frame(1) + data_frame(2) + data_frame(3))
+    assert a.data_to_send() == encode_frame(FrameType.PAUSE)
+
+
+def test_resume_is_queued_when_consumed_drops_to_low_water() -> None:
+    _, a = connect(acceptor={"high_water": 4, "low_water": 1})
+    a.receive_data(data_frame(1, 2, 3, 4))
+    a.data_to_send()
+    a.consumed(2)
+    assert a.data_to_send() == b""
+    a.consumed(1)
+    assert a.data_to_send() == encode_frame(FrameType.RESUME)
+
+
+def test_resume_waits_for_half_the_high_water_by_default() -> None:
+    _, a = connect(acceptor={"high_water": 10})
+    a.receive_data(data_frame(*range(10)))
+    a.data_to_send()
+    a.consumed(4)
+    assert a.data_to_send() == b""
+    a.consumed(1)
+    assert a.data_to_send() == encode_frame(FrameType.RESUME)
+
+
+def test_no_resume_after_the_peer_ended() -> None:
+    _, a = connect(acceptor={"high_water": 1})
+    a.receive_data(data_frame(1) + encode_frame(FrameType.END))
+    a.data_to_send()
+    a.consumed(1)
+    assert a.data_to_send() == b""
+
+
+def test_pause_from_the_peer_is_reported_and_blocks_sending() -> None:
+    i, _ = connect()
+    assert i.receive_data(encode_frame(FrameType.PAUSE)) == [PauseReceived()]
+    assert i.peer_paused and not i.can_send
+
+
+def test_resume_from_the_peer_is_reported_and_unblocks_sending() -> None:
+    i, _ = connect()
+    i.receive_data(encode_frame(FrameType.PAUSE))
+    assert i.receive_data(encode_frame(FrameType.RESUME)) == [ResumeReceived()]
+    assert i.can_send
+
+
+def test_paused_sender_holds_back_data_and_end_but_lets_pong_through() -> None:
+    i, _ = connect()
+    i.receive_data(encode_frame(FrameType.PAUSE))
+    i.send(1)
+    i.end()
+    i.receive_data(encode_frame(FrameType.PING, b"hi"))
+    assert i.data_to_send() == encode_frame(FrameType.PONG, b"hi")
+    i.receive_data(encode_frame(FrameType.RESUME))
+    assert frame_types(i.data_to_send()) == [FrameType.DATA, FrameType.END]
+
+
+def test_paused_sender_holds_back_error_behind_data() -> None:
+    i, _ = connect()
+    i.receive_data(encode_frame(FrameType.PAUSE))
+    i.send(1)
+    i.fail("boom", "it broke")
+    assert i.data_to_send() == b""
+    i.receive_data(encode_frame(FrameType.RESUME))
+    assert frame_types(i.data_to_send()) == [FrameType.DATA, FrameType.ERROR]
+
+
+def test_paused_sender_still_sends_ping() -> None:
+    i, _ = connect()
+    i.receive_data(encode_frame(FrameType.PAUSE))
+    i.send(1)
+    i.ping(b"t")
+    assert i.data_to_send() == encode_frame(FrameType.PING, b"t")
+
+
+def test_end_sent_while_paused_is_delivered_after_all_data_once_resumed() -> None:
+    i, a = connect(acceptor={"high_water": 2})
+    events: list[Event] = []
+    for n in range(6):
+        i.send(n)
+        events += a.receive_data(i.data_to_send())
+        i.receive_data(a.data_to_send())  # the PAUSE, once 2 messages are unconsumed
+    i.end()
+    assert i.peer_paused and i.data_to_send() == b""  # messages 2..5 and END wait
+    a.consumed(2)
+    i.receive_data(a.data_to_send())  # RESUME
+    events += a.receive_data(i.data_to_send())
+    assert events == [
+        MessagesReceived([0]),
+        MessagesReceived([1]),
+        MessagesReceived([2, 3, 4, 5]),
+        EndReceived(),
+    ]
+
+
+def test_data_past_pause_slack_after_pause_is_a_flow_control_error() -> None:
+    i, a = connect(acceptor={"high_water": 1, "pause_slack": 100})
+    i.send("first")
+    a.receive_data(i.data_to_send())
+    assert a.data_to_send() == encode_frame(FrameType.PAUSE)  # never delivered to i
+    i.send("x" * 60)
+    assert a.receive_data(i.data_to_send()) == [MessagesReceived(["x" * 60])]
+    i.send("y" * 60)
+    error = assert_violation(a, i.data_to_send(), "flow_control", FlowControlError)
+    assert "flow control violated" in error.message
+
+
+def test_data_of_exactly_pause_slack_after_pause_is_accepted() -> None:
+    _, a = connect(acceptor={"high_water": 1, "pause_slack": 6})
+    a.receive_data(data_frame(1))
+    frame = data_frame("xxxxx")  # 6 payload bytes
+    assert a.receive_data(frame) == [MessagesReceived(["xxxxx"])]
+
+
+def test_pause_slack_counts_again_from_zero_after_a_new_pause() -> None:
+    _, a = connect(acceptor={"high_water": 1, "low_water": 0, "pause_slack": 6})
+    a.receive_data(data_frame(1) + data_frame("xxxxx"))
+    a.consumed(2)
+    a.receive_data(data_frame(2))  # pauses again
+    assert a.receive_data(data_frame("yyyyy")) == [MessagesReceived(["yyyyy"])]
+
+
+def test_the_flow_control_error_reaches_the_peer_as_error_received() -> None:
+    i, a = connect(acceptor={"high_water": 1, "pause_slack": 0})
+    a.receive_data(data_frame(1) + data_frame(2))
+    events = i.receive_data(a.data_to_send())
+    assert [type(e) for e in events] == [PauseReceived, ErrorReceived]
+    assert isinstance(events[1], ErrorReceived) and events[1].kind == "flow_control"
+
+
+# --- PING, PONG, ERROR --------------------------------------------------------------
+
+
+def test_ping_is_answered_by_a_pong_echoing_its_payload() -> None:
+    _, a = connect()
+    assert a.receive_data(encode_frame(FrameType.PING, b"\x00\x01abc")) == [
+        PingReceived(b"\x00\x01abc")
+    ]
+    assert a.data_to_send() == encode_frame(FrameType.PONG, b"\x00\x01abc")
+
+
+def test_ping_round_trip_reports_pong() -> None:
+    i, a = connect()
+    i.ping(b"42")
+    a.receive_data(i.data_to_send())
+    assert i.receive_data(a.data_to_send()) == [PongReceived(b"42")]
+
+
+def test_error_from_the_peer_becomes_error_received_with_details() -> None:
+    i, a = connect()
+    i.fail("bad_input", "field 'v' missing", module="parse", line=3)
+    assert a.receive_data(i.data_to_send()) == [
+        ErrorReceived("bad_input", "field 'v' missing", {"module": "parse", "line": 3})
+    ]
+
+
+def test_fail_queues_error_after_the_data_sent_before_it() -> None:
+    i, a = connect()
+    i.send(1)
+    i.fail("boom", "it broke")
+    events = a.receive_data(i.data_to_send())
+    assert events == [MessagesReceived([1]), ErrorReceived("boom", "it broke", {})]
+
+
+def test_fail_after_end_is_a_no_op() -> None:
+    i, _ = connect()
+    i.end()
+    i.data_to_send()
+    i.fail("boom", "too late")
+    assert i.data_to_send() == b""
+
+
+def test_the_other_direction_stays_open_after_end() -> None:
+    i, a = connect()
+    i.end()
+    a.receive_data(i.data_to_send())
+    a.send("reply")
+    assert messages_of(i.receive_data(a.data_to_send())) == ["reply"]
+
+
+# --- any chunking decodes the same ---------------------------------------------------
+
+Normalized = list[tuple[str, Any]]
+
+
+def normalize(events: Iterable[Event]) -> Normalized:
+    """Events with message batching erased: one entry per message or frame."""
+    out: Normalized = []
+    for e in events:
+        if isinstance(e, MessagesReceived):
+            out.extend(("message", m) for m in e.messages)
+        elif isinstance(e, HandshakeComplete):
+            out.append(("handshake", e.codec))
+        elif isinstance(e, PingReceived):
+            out.append(("ping", e.payload))
+        elif isinstance(e, PongReceived):
+            out.append(("pong", e.payload))
+        elif isinstance(e, PauseReceived):
+            out.append(("pause", None))
+        elif isinstance(e, ResumeReceived):
+            out.append(("resume", None))
+        elif isinstance(e, EndReceived):
+            out.append(("end", None))
+        else:
+            out.append(("unexpected", e))
+    return out
+
+
+def message_values(*, binary: bool) -> st.SearchStrategy[Any]:
+    scalars: st.SearchStrategy[Any] = st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(min_value=-(2**63), max_value=2**64 - 1),
+        st.floats(allow_nan=False, allow_infinity=False),
+        st.text(max_size=20),
+        *([st.binary(max_size=20)] if binary else []),
+    )
+    return st.recursive(
+        scalars,
+        lambda inner: (
+            st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4)
+        ),
+        max_leaves=8,
+    )
+
+
+@st.composite
+def valid_streams(draw: st.DrawFn) -> tuple[bytes, Normalized]:
+    """A byte stream written by a real initiator, and the events it must decode to.
+
+    It starts with the initiator's HELLO and ends with END; in between: DATA (sent
+    messages, coalesced), PING, PONG (the initiator answering a PING), PAUSE and RESUME
+    (the initiator's own receive flow control, driven by feeding it DATA)."""
+    codec = draw(st.sampled_from(CODEC_NAMES))
+    values = message_values(binary=codec != "json")
+    ops: list[tuple[str, Any]] = draw(
+        st.lists(
+            st.one_of(
+                st.tuples(st.just("send"), st.lists(values, min_size=1, max_size=6)),
+                st.tuples(st.just("ping"), st.binary(max_size=8)),
+                st.tuples(st.just("pong"), st.binary(max_size=8)),
+                st.tuples(st.just("flow"), st.none()),
+            ),
+            max_size=10,
+        )
+    )
+    coalesce = draw(st.sampled_from([8, 64, DEFAULT_COALESCE_BYTES]))
+    initiator = Connection(initiator=True, codecs=[codec], high_water=1, coalesce_bytes=coalesce)
+    acceptor = Connection(initiator=False)
+    stream = bytearray(initiator.data_to_send())
+    acceptor.receive_data(bytes(stream))
+    initiator.receive_data(acceptor.data_to_send())
+    expected: Normalized = [("handshake", codec)]
+    for op, arg in ops:
+        if op == "send":
+            for message in arg:
+                initiator.send(message)
+            expected.extend(("message", m) for m in arg)
+        elif op == "ping":
+            initiator.ping(arg)
+            expected.append(("ping", arg))
+        elif op == "pong":
+            initiator.receive_data(encode_frame(FrameType.PING, arg))
+            expected.append(("pong", arg))
+        elif not initiator.paused_peer:
+            initiator.receive_data(encode_frame(FrameType.DATA, get_codec(codec).encode(0)))
+            expected.append(("pause", None))
+        else:
+            initiator.consumed(initiator.unconsumed)
+            expected.append(("resume", None))
+        stream += initiator.data_to_send()
+    initiator.end()
+    stream += initiator.data_to_send()
+    expected.append(("end", None))
+    return bytes(stream), expected
+
+
+def decode_in_chunks(stream: bytes, cuts: Iterable[int]) -> Normalized:
+    acceptor = Connection(initiator=False, high_water=10**9)
+    events: list[Event] = []
+    start = 0
+    for cut in [*sorted(cuts), len(stream)]:
+        events.extend(acceptor.receive_data(stream[start:cut]))
+        start = max(start, cut)
+    events.extend(acceptor.receive_eof())
+    return normalize(events)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(case=valid_streams(), data=st.data())
+def test_any_split_of_a_valid_stream_decodes_to_the_same_events(
+    case: tuple[bytes, Normalized], data: st.DataObject
+) -> None:
+    stream, expected = case
+    cuts = data.draw(st.lists(st.integers(min_value=0, max_value=len(stream)), max_size=40))
+    whole = decode_in_chunks(stream, [])
+    assert whole == expected
+    assert decode_in_chunks(stream, cuts) == whole
+    assert decode_in_chunks(stream, range(1, len(stream))) == whole  # one byte at a time
+
+
+# --- docs/protocol.md is generated from this code ------------------------------------
+
+
+def dump_frame(frame: bytes) -> str:
+    """Render one frame the way docs/protocol.md shows it."""
+    length, ftype, flags = HEADER.unpack_from(frame)
+    name = FrameType(ftype).name
+    head = " ".join(f"{b:02x}" for b in frame[:HEADER_SIZE])
+    flag_note = " (JSON)" if flags & FLAG_JSON else ""
+    lines = [f"{head}   {name}, length {length}, flags 0x{flags:04x}{flag_note}"]
+    payload = frame[HEADER_SIZE:]
+    for offset in range(0, len(payload), 16):
+        chunk = payload[offset : offset + 16]
+        hexes = " ".join(f"{b:02x}" for b in chunk)
+        text = "".join(chr(b) if 0x20 <= b < 0x7F else "." for b in chunk)
+        lines.append(f"    {hexes:<47}  |{text}|")
+    return "\n".join(lines)
+
+
+def dump(data: bytes) -> str:
+    """Render every frame of ``data``, one after the other."""
+    out = []
+    pos = 0
+    while pos < len(data):
+        length = HEADER.unpack_from(data, pos)[0]
+        out.append(dump_frame(data[pos : pos + HEADER_SIZE + length]))
+        pos += HEADER_SIZE + length
+    return "\n".join(out)
+
+
+def spec_frame_examples() -> list[tuple[str, bytes]]:
+    """One example of every frame type, as docs/protocol.md section 9 shows them."""
+    offer = Connection(initiator=True, name="producer", codecs=["msgpack", "json"], token="s3cret")
+    answer = Connection(initiator=False, name="consumer", high_water=1000)
+    hello_offer = offer.data_to_send()
+    answer.receive_data(hello_offer)
+    hello_answer = answer.data_to_send()
+    offer.receive_data(hello_answer)
+    offer.send({"i": 1, "v": "x"})
+    data = offer.data_to_send()
+    offer.fail("bad_input", "field 'v' missing", module="parse")
+    error = offer.data_to_send()
+    refuse = Connection(initiator=False)
+    refuse.receive_data(hello_frame(protocol="pipekit/2"))
+    json_lines = b'{"i":1,"v":"x"}\n{"i":2,"v":"y"}'
+    return [
+        ("HELLO (offer)", hello_offer),
+        ("HELLO (answer)", hello_answer),
+        ("DATA", data),
+        ("DATA (JSON flag)", encode_frame(FrameType.DATA, json_lines, json_flag=True)),
+        ("END", encode_frame(FrameType.END)),
+        ("ERROR", error),
+        ("ERROR (refusing a handshake)", refuse.data_to_send()),
+        ("PING", encode_frame(FrameType.PING, b"t1")),
+        ("PONG", encode_frame(FrameType.PONG, b"t1")),
+        ("PAUSE", encode_frame(FrameType.PAUSE)),
+        ("RESUME", encode_frame(FrameType.RESUME)),
+    ]
+
+
+def spec_session() -> list[tuple[str, bytes, list[Event]]]:
+    """The sample session of docs/protocol.md: (direction, bytes written, events the
+    other side's receive_data returned)."""
+    producer = Connection(initiator=True, name="producer")
+    consumer = Connection(initiator=False, name="consumer", high_water=2)
+    steps: list[tuple[str, bytes, list[Event]]] = []
+
+    def write(source: Connection, sink: Connection) -> None:
+        data = source.data_to_send()
+        direction = "P -> C" if source is producer else "C -> P"
+        steps.append((direction, data, sink.receive_data(data)))
+
+    write(producer, consumer)  # HELLO
+    write(consumer, producer)  # HELLO answer
+    producer.send({"i": 1, "v": "x"})
+    producer.send({"i": 2, "v": "y"})
+    write(producer, consumer)  # DATA with two messages
+    write(consumer, producer)  # PAUSE: 2 unconsumed messages = high water
+    producer.send({"i": 3, "v": "z"})
+    producer.end()
+    producer.ping(b"t1")
+    write(producer, consumer)  # only the PING: DATA and END wait for RESUME
+    write(consumer, producer)  # PONG
+    consumer.consumed(2)
+    write(consumer, producer)  # RESUME
+    write(producer, consumer)  # DATA + END
+    consumer.consumed(1)
+    consumer.end()
+    write(consumer, producer)  # END
+    return steps
+
+
+def test_spec_sample_session_produces_the_documented_events() -> None:
+    events = [[type(e).__name__ for e in step[2]] for step in spec_session()]
+    assert events == [
+        ["HandshakeComplete"],
+        ["HandshakeComplete"],
+        ["MessagesReceived"],
+        ["PauseReceived"],
+        ["PingReceived"],
+        ["PongReceived"],
+        ["ResumeReceived"],
+        ["MessagesReceived", "EndReceived"],
+        ["EndReceived"],
+    ]
+
+
+def test_spec_frame_examples_match_the_code() -> None:
+    text = DOC.read_text(encoding="utf-8")
+    for title, frame in spec_frame_examples():
+        assert dump(frame) in text, f"docs/protocol.md: example {title!r} is out of date"
+
+
+def test_spec_sample_session_matches_the_code() -> None:
+    text = DOC.read_text(encoding="utf-8")
+    position = text.index("## 10. Sample session")
+    for number, (direction, data, _) in enumerate(spec_session(), 1):
+        block = f"{direction}\n{dump(data)}"
+        found = text.find(block, position)
+        assert found >= 0, f"docs/protocol.md: session write {number} is out of date"
+        position = found + len(block)
