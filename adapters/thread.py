@@ -328,6 +328,11 @@ class ThreadModule:
         )
         fn = self.fn
         mode = self.mode
+        # A one-in/one-out port function gets one duplex port: that object counts the
+        # traffic and may hold unread messages, so account and requeue through it.
+        duplex: _DuplexThreadPort | None = None
+        if mode == "port" and len(ins) == 1 and len(outs) == 1:
+            duplex = _DuplexThreadPort(tports[self.inputs[0]], tports[self.outputs[0]])
 
         def body() -> None:
             try:
@@ -336,14 +341,14 @@ class ThreadModule:
                     for result in fn(iter(inp)):
                         out.send(result)
                 elif mode == "port":
-                    if len(tports) == 2 and len(ins) == 1 and len(outs) == 1:
-                        fn(_DuplexThreadPort(tports[self.inputs[0]], tports[self.outputs[0]]))
+                    if duplex is not None:
+                        fn(duplex)
                     else:
                         fn(**tports)
                 else:  # async: its own trio loop on the same lanes
-                    trio.run(self._async_body, ins, outs, runner)
+                    trio.run(self._async_body, ins, outs, runner, tports)
             except BaseException:
-                for p in tports.values():
+                for p in [duplex] if duplex is not None else tports.values():
                     p.requeue_unread()
                 raise
             # The kernel ENDs the outputs when the module returns; nothing to do here.
@@ -354,11 +359,19 @@ class ThreadModule:
         finally:
             for n, tport in tports.items():
                 pipe = ports[n]
+                sent, received = tport.messages_sent, tport.messages_received
+                if duplex is not None:
+                    sent = duplex.messages_sent if n in outs else 0
+                    received = duplex.messages_received if n in ins else 0
                 if isinstance(pipe, LocalPipe):
-                    pipe.add_counts(sent=tport.messages_sent, received=tport.messages_received)
+                    pipe.add_counts(sent=sent, received=received)
 
     async def _async_body(
-        self, ins: dict[str, Lane], outs: dict[str, tuple[Lane, ...]], runner: _ThreadRunner
+        self,
+        ins: dict[str, Lane],
+        outs: dict[str, tuple[Lane, ...]],
+        runner: _ThreadRunner,
+        tports: dict[str, ThreadPort],
     ) -> None:
         pipes: dict[str, LocalPipe] = {
             n: LocalPipe(lane, (), name=f"{self.name}.{n}") for n, lane in ins.items()
@@ -367,14 +380,19 @@ class ThreadModule:
             {n: LocalPipe(None, lanes, name=f"{self.name}.{n}") for n, lanes in outs.items()}
         )
         token = trio.lowlevel.current_trio_token()
-        with trio.CancelScope() as scope:
+        try:
+            with trio.CancelScope() as scope:
 
-            def cancel_from_kernel() -> None:
-                with contextlib.suppress(trio.RunFinishedError):
-                    token.run_sync_soon(scope.cancel)
+                def cancel_from_kernel() -> None:
+                    with contextlib.suppress(trio.RunFinishedError):
+                        token.run_sync_soon(scope.cancel)
 
-            runner.on_interrupt(cancel_from_kernel)
-            await self.fn(**pipes)
+                runner.on_interrupt(cancel_from_kernel)
+                await self.fn(**pipes)
+        finally:
+            for n, p in pipes.items():  # credit this loop's traffic to the kernel's ports
+                tports[n].messages_sent += p.stats.messages_sent
+                tports[n].messages_received += p.stats.messages_received
         for pipe in pipes.values():
             pipe.detach()
         if scope.cancelled_caught:
@@ -395,6 +413,11 @@ class ThreadModule:
         fn = self.fn
         abort = runner.abort
         load = [0] * n  # batches dispatched to each worker and not yet collected
+        # At most this many batches in flight per worker (one being processed, one
+        # queued), so a put into a work lane never blocks: the dispatcher must never
+        # wait behind a worker that is stuck while another one is idle.
+        per_worker = 2
+        slot_freed = [trio.Event()]
         worker_of: dict[int, int] = {}
         failure: list[Exception] = []
 
@@ -402,7 +425,7 @@ class ThreadModule:
             try:
                 while True:
                     try:
-                        jobs = lane.get_many_blocking(None, abort)
+                        jobs = lane.get_many_blocking(1, abort)
                     except trio.EndOfChannel:
                         return
                     done = [(seq, *process_batch(fn, batch)) for seq, batch in jobs]
@@ -423,12 +446,16 @@ class ThreadModule:
                             batch = await inp.receive_batch(self.batch)
                         except trio.EndOfChannel:
                             break
-                        k = min(range(n), key=load.__getitem__)
                         try:
+                            while min(load) >= per_worker:  # every worker is busy
+                                slot_freed[0] = trio.Event()
+                                await slot_freed[0].wait()
+                            k = min(range(n), key=load.__getitem__)
                             await work[k].put((seq, batch))
                         except BaseException:
-                            if in_lane is not None:
+                            if isinstance(inp, LocalPipe) and in_lane is not None:
                                 in_lane.unget(batch)  # never reached a worker: not lost
+                                inp.add_counts(received=-len(batch))  # nor received
                             raise
                         load[k] += 1
                         worker_of[seq] = k
@@ -454,6 +481,7 @@ class ThreadModule:
                     return
                 for seq, res, errs in items:
                     load[worker_of.pop(seq)] -= 1
+                    slot_freed[0].set()
                     if self.ordered:
                         pending[seq] = (res, errs)
                     else:
@@ -492,8 +520,10 @@ async def open_thread_port(
 
     What the trio side sends, the thread receives, and the other way round. When ``fn``
     returns, its sending direction ENDs; if it raises, the trio side's ``receive``
-    raises that error. On exit the trio side ENDs, the thread is interrupted if still
-    blocked and is joined (at most ``grace`` seconds).
+    raises that error. On a normal exit the trio side ENDs and stops reading (the
+    thread's further sends raise :class:`trio.BrokenResourceError`) and waits for the
+    thread to finish with what was sent before the END; if the block raises or is
+    cancelled, the thread is interrupted and joined (at most ``grace`` seconds).
     """
     label = str(name or getattr(fn, "__name__", "thread"))
     to_thread = Lane(capacity)
@@ -516,7 +546,12 @@ async def open_thread_port(
     runner.start(body, "0")
     try:
         yield pipe
+        # Leaving normally: END the thread's input and stop reading its output, then
+        # let it finish with what was sent before the END. It is interrupted only if
+        # this wait is cancelled.
         await pipe.end()
+        pipe.close_nowait()
+        await runner.wait()
     finally:
         pipe.close_nowait()
         await runner.shutdown()

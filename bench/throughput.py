@@ -82,13 +82,20 @@ THREAD_PORT = Target(1_000_000)
 FRAMED = Target(1_000_000)
 
 
+def batch_of(start: int, n: int) -> list[dict[str, Any]]:
+    """A batch of fresh messages ``start`` .. ``min(start + BATCH, n) - 1``."""
+    return [{"i": i, "v": "x" * 16} for i in range(start, min(start + BATCH, n))]
+
+
 def expected_total(n: int) -> int:
     return n * (n - 1) // 2
 
 
 def check(name: str, n: int, total: int) -> None:
     if total != expected_total(n):
-        raise RuntimeError(f"{name}: checksum {total} != {expected_total(n)}: messages lost or duplicated")
+        raise RuntimeError(
+            f"{name}: checksum {total} != {expected_total(n)}: messages lost or duplicated"
+        )
 
 
 # --- child processes ---------------------------------------------------------------------
@@ -119,18 +126,21 @@ def child_process(target: Callable[..., None], *args: Any) -> Iterator[BaseProce
     ctx = multiprocessing.get_context("fork")
     proc = ctx.Process(target=_child_main, args=(os.getpid(), target, args), daemon=True)
     proc.start()
-    clean = False
+    clean = hung = False
     try:
         yield proc
         clean = True
     finally:
         proc.join(30 if clean else 0)
         if proc.is_alive():
+            hung = clean
             proc.terminate()
             proc.join(2)
         if proc.is_alive():
             proc.kill()
             proc.join()
+    if hung:
+        raise RuntimeError("benchmark child process did not exit within 30 s; it was killed")
     if proc.exitcode != 0:
         raise RuntimeError(f"benchmark child process failed with exit code {proc.exitcode}")
 
@@ -145,7 +155,7 @@ def bench_inproc_batch(n: int) -> float:
 
         async def produce() -> None:
             for start in range(0, n, BATCH):
-                await a.send_batch([{"i": i, "v": "x" * 16} for i in range(start, min(start + BATCH, n))])
+                await a.send_batch(batch_of(start, n))
             await a.end()
 
         async def consume() -> None:
@@ -199,7 +209,7 @@ def bench_inproc_each(n: int) -> float:
 def bench_pipeline(n: int) -> float:
     total = 0
 
-    def messages() -> Iterator[dict[str, Any]]:
+    def generate() -> Iterator[dict[str, Any]]:
         for i in range(n):
             yield {"i": i, "v": "x" * 16}
 
@@ -207,7 +217,7 @@ def bench_pipeline(n: int) -> float:
         nonlocal total
         total += msg["i"]
 
-    pipeline = pk.source(messages) | pk.sink(add)
+    pipeline = pk.source(generate) | pk.sink(add)
     t0 = time.perf_counter()
     pipeline.run()
     elapsed = time.perf_counter() - t0
@@ -250,10 +260,11 @@ def bench_trio_to_thread(n: int) -> float:
             t0 = time.perf_counter()
             async with open_thread_port(consume) as pipe:
                 for start in range(0, n, BATCH):
-                    await pipe.send_batch([{"i": i, "v": "x" * 16} for i in range(start, min(start + BATCH, n))])
+                    await pipe.send_batch(batch_of(start, n))
                 await pipe.end()
-                # Wait for the thread's answer: leaving the block interrupts the thread,
-                # and whatever it has not taken from the lane yet would be dropped.
+                # The clock stops once the thread has consumed everything: its total
+                # comes back (older versions of open_thread_port also interrupted a
+                # thread that was still reading when the block was left).
                 total = await pipe.receive()
                 elapsed = time.perf_counter() - t0
         check(TRIO_TO_THREAD, n, total)
@@ -270,11 +281,13 @@ def _trio_stream(sock: socket.socket) -> trio.SocketStream:
 
 
 async def _framed_produce(sock: socket.socket, n: int, wait_for_go: bool) -> None:
-    async with framed_pipe(_trio_stream(sock), initiator=True, codecs=("msgpack",), name="producer") as pipe:
+    async with framed_pipe(
+        _trio_stream(sock), initiator=True, codecs=("msgpack",), name="producer"
+    ) as pipe:
         if wait_for_go:
             await pipe.receive()
         for start in range(0, n, BATCH):
-            await pipe.send_batch([{"i": i, "v": "x" * 16} for i in range(start, min(start + BATCH, n))])
+            await pipe.send_batch(batch_of(start, n))
         # Leaving the block ENDs and flushes.
 
 
@@ -353,7 +366,7 @@ def _mp_child_batch(conn: Connection, other: Connection, n: int) -> None:
     other.close()
     conn.recv()  # go
     for start in range(0, n, BATCH):
-        conn.send([{"i": i, "v": "x" * 16} for i in range(start, min(start + BATCH, n))])
+        conn.send(batch_of(start, n))
     conn.close()
 
 
@@ -451,13 +464,16 @@ def format_table(n: int, rates: dict[str, list[float]]) -> list[str]:
             result = "PASS" if ok else "MISS"
             passed += ok
             missed += not ok
-        rows.append((bench.name, f"{rate:,.0f}", f"±{spread:.0f}%", f"{ratio:.2f}x", target, result))
+        rows.append(
+            (bench.name, f"{rate:,.0f}", f"±{spread:.0f}%", f"{ratio:.2f}x", target, result)
+        )
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     right = {1, 2, 3}
 
     def line(cells: tuple[str, ...]) -> str:
         return "  ".join(
-            c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+            c.rjust(w) if i in right else c.ljust(w)
+            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
         ).rstrip()
 
     out = [line(header), line(tuple("-" * w for w in widths))]
@@ -468,8 +484,12 @@ def format_table(n: int, rates: dict[str, list[float]]) -> list[str]:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="pipekit small-message throughput benchmark")
-    parser.add_argument("--messages", type=int, default=1_000_000, help="messages per row (default 1,000,000)")
-    parser.add_argument("--repeat", type=int, default=3, help="runs per row; the median is shown (default 3)")
+    parser.add_argument(
+        "--messages", type=int, default=1_000_000, help="messages per row (default 1,000,000)"
+    )
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="runs per row; the median is shown (default 3)"
+    )
     parser.add_argument("--quick", action="store_true", help="smoke run: 20,000 messages, 1 run")
     args = parser.parse_args(argv)
     if args.quick:
@@ -501,9 +521,19 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _interrupted(exc: BaseException) -> bool:
+    """Ctrl-C, possibly wrapped in the exception group of a trio nursery."""
+    if isinstance(exc, BaseExceptionGroup):
+        return any(_interrupted(e) for e in exc.exceptions)
+    return isinstance(exc, KeyboardInterrupt)
+
+
 if __name__ == "__main__":
     try:
-        sys.exit(main())
-    except KeyboardInterrupt:
+        code = main()
+    except BaseException as exc:
+        if not _interrupted(exc):
+            raise
         print("\ninterrupted", file=sys.stderr)
-        sys.exit(130)
+        code = 130
+    sys.exit(code)

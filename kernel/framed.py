@@ -165,7 +165,10 @@ class FramedPipe(Pipe):
             while True:
                 data = conn.data_to_send()
                 if data:
-                    self._writer_idle = trio.Event()
+                    # Events are replaced only once set, never while a task may still be
+                    # waiting on them (a replaced unset event would strand its waiters).
+                    if self._writer_idle.is_set():
+                        self._writer_idle = trio.Event()
                     await send_all(data)
                     self._space_event.set()
                     continue
@@ -208,7 +211,8 @@ class FramedPipe(Pipe):
                 self._check_send()
                 if conn.can_send and conn.buffered_bytes < limit:
                     return
-                self._space_event = trio.Event()
+                if self._space_event.is_set():  # shared by every waiting sender
+                    self._space_event = trio.Event()
                 await self._space_event.wait()
         finally:
             self._paused_seconds += trio.current_time() - start
@@ -264,7 +268,8 @@ class FramedPipe(Pipe):
                 raise trio.ClosedResourceError(f"{self.name}: pipe is closed")
             if self._rx_done is not None:
                 raise self._rx_done
-            self._rx_event = trio.Event()
+            if self._rx_event.is_set():  # shared by every waiting receiver
+                self._rx_event = trio.Event()
             await self._rx_event.wait()
 
     async def receive(self) -> Any:
@@ -307,7 +312,8 @@ class FramedPipe(Pipe):
             self._tx_event.set()
             if self.conn.buffered_bytes and self._writer_idle.is_set():
                 # Held back by the peer's PAUSE: wait for RESUME or a failure.
-                self._space_event = trio.Event()
+                if self._space_event.is_set():
+                    self._space_event = trio.Event()
                 await self._space_event.wait()
             else:
                 await self._writer_idle.wait()
@@ -387,37 +393,64 @@ async def framed_pipe(
         expected_token=expected_token,
     )
     pipe = FramedPipe(stream, conn, name=conn.name, send_buffer=send_buffer, read_size=read_size)
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(pipe._reader)
-        nursery.start_soon(pipe._writer)
-        try:
-            with trio.move_on_after(
-                handshake_timeout if handshake_timeout is not None else float("inf")
-            ):
-                await pipe._handshake.wait()
-            if not pipe._handshake.is_set():
-                conn.fail(
-                    "handshake_timeout", f"handshake did not complete within {handshake_timeout} s"
-                )
-                pipe._tx_event.set()
-                with trio.move_on_after(1):
-                    await pipe._flush()
-                raise ProtocolError(
-                    f"{conn.name}: handshake did not complete within {handshake_timeout} s",
-                    kind="handshake_timeout",
-                )
-            if pipe._handshake_error is not None:
-                raise pipe._handshake_error
+    body_error: BaseException | None = None
+    unwrapped: BaseException | None = None
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(pipe._reader)
+            nursery.start_soon(pipe._writer)
             try:
-                yield pipe
-            except BaseException as exc:
-                if not isinstance(exc, trio.Cancelled) and not pipe._closed:
-                    await pipe.fail(exc)
+                with trio.move_on_after(
+                    handshake_timeout if handshake_timeout is not None else float("inf")
+                ):
+                    await pipe._handshake.wait()
+                if not pipe._handshake.is_set():
+                    conn.fail(
+                        "handshake_timeout",
+                        f"handshake did not complete within {handshake_timeout} s",
+                    )
+                    pipe._tx_event.set()
                     with trio.move_on_after(1):
                         await pipe._flush()
-                raise
-            await pipe.aclose()
-        finally:
-            pipe._closed = True
-            nursery.cancel_scope.cancel()
-            await trio.aclose_forcefully(stream)
+                    raise ProtocolError(
+                        f"{conn.name}: handshake did not complete within {handshake_timeout} s",
+                        kind="handshake_timeout",
+                    )
+                if pipe._handshake_error is not None:
+                    # A refused HELLO queued an ERROR with the reason: send it first.
+                    with trio.move_on_after(1):
+                        await pipe._flush()
+                    raise pipe._handshake_error
+                try:
+                    yield pipe
+                except BaseException as exc:
+                    body_error = exc
+                    if not isinstance(exc, trio.Cancelled) and not pipe._closed:
+                        await pipe.fail(exc)
+                        with trio.move_on_after(1):
+                            await pipe._flush()
+                    raise
+                await pipe.aclose()
+            finally:
+                pipe._closed = True
+                # Close the transport *before* cancelling the nursery: inside a cancelled
+                # scope, the Cancelled raised within aclose_forcefully would belong to the
+                # nursery's scope, escape this finally and replace - and so silently
+                # swallow - the exception in flight (the body's or the handshake's).
+                try:
+                    await trio.aclose_forcefully(stream)
+                finally:
+                    nursery.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        # Raise the body's exception, or the handshake's error, as itself rather than
+        # wrapped in the nursery's ExceptionGroup (a group the body raised stays intact).
+        inner: BaseException = group
+        while isinstance(inner, BaseExceptionGroup) and len(inner.exceptions) == 1:
+            if inner is body_error:
+                break
+            inner = inner.exceptions[0]
+        if inner is group:
+            raise
+        unwrapped = inner
+    if unwrapped is not None:
+        raise unwrapped  # outside the except block: keeps its own __context__

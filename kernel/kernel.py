@@ -548,6 +548,7 @@ async def open_kernel(
     and that exception propagates.
     """
     kernel: Kernel | None = None
+    unwrapped: BaseException | None = None
     try:
         async with trio.open_nursery() as nursery:
             kernel = Kernel(nursery, name=name, capacity=capacity)
@@ -560,14 +561,19 @@ async def open_kernel(
                 raise
     except BaseExceptionGroup as group:
         if kernel is not None and kernel._failure is not None:
-            raise kernel._failure from None
-        real = [e for e in _flatten(group) if not isinstance(e, trio.Cancelled)]
-        if len(real) == 1:
-            raise real[0] from None
-        raise
+            unwrapped = kernel._failure
+        else:
+            real = [e for e in _flatten(group) if not isinstance(e, trio.Cancelled)]
+            if len(real) != 1:
+                raise
+            unwrapped = real[0]
     finally:
         if kernel is not None:
             kernel._release()
+    if unwrapped is not None:
+        # Raised outside the except block and without "from": the exception keeps its
+        # own __cause__ (a ModuleError's is the module's exception) and __context__.
+        raise unwrapped
     if kernel is not None and kernel._failure is not None:
         raise kernel._failure
 

@@ -458,8 +458,8 @@ class Connection:
 
     def receive_eof(self) -> list[Event]:
         """The transport closed. Returns a :class:`ProtocolViolation` if that cut a
-        frame in half or came before the handshake, otherwise nothing (an EOF without
-        END is a broken connection, which the adapter reports as such)."""
+        frame in half, otherwise nothing: an EOF without END (or before the handshake)
+        is a broken connection, which the adapter reports as such."""
         if self.failure is not None:
             return []
         if self._buffered:

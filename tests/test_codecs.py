@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from itertools import accumulate
+from itertools import accumulate, pairwise
 from typing import Any
 
 import pytest
@@ -31,19 +31,19 @@ def values(codec: str) -> st.SearchStrategy[Any]:
         lambda inner: (
             st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=8), inner, max_size=5)
         ),
-        max_leaves=12,
+        max_leaves=6,
     )
 
 
 @st.composite
 def codec_and_messages(draw: st.DrawFn, codecs: list[str] | None = None) -> tuple[str, list[Any]]:
     codec = draw(st.sampled_from(codecs or CODEC_NAMES))
-    return codec, draw(st.lists(values(codec), max_size=8))
+    return codec, draw(st.lists(values(codec), max_size=5))
 
 
 def chunks(data: bytes, cuts: list[int]) -> list[bytes]:
     bounds = [0, *sorted(cuts), len(data)]
-    return [data[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
+    return [data[a:b] for a, b in pairwise(bounds)]
 
 
 # --- the registry -------------------------------------------------------------------
@@ -70,7 +70,7 @@ def test_codec_names_are_in_default_preference_order() -> None:
 # --- round trips --------------------------------------------------------------------
 
 
-@settings(max_examples=200)
+@settings(max_examples=100)
 @given(case=codec_and_messages())
 def test_each_message_round_trips(case: tuple[str, list[Any]]) -> None:
     name, messages = case
@@ -79,7 +79,7 @@ def test_each_message_round_trips(case: tuple[str, list[Any]]) -> None:
         assert codec.decode_many(codec.encode(message)) == [message]
 
 
-@settings(max_examples=200)
+@settings(max_examples=100)
 @given(case=codec_and_messages())
 def test_encode_many_then_decode_many_round_trips(case: tuple[str, list[Any]]) -> None:
     name, messages = case
@@ -132,7 +132,7 @@ def test_json_decode_many_skips_blank_lines() -> None:
 # --- streaming decoders -------------------------------------------------------------
 
 
-@settings(max_examples=200)
+@settings(max_examples=100)
 @given(case=codec_and_messages(), trailing_newline=st.booleans(), data=st.data())
 def test_stream_decoder_gives_the_same_messages_for_any_chunking(
     case: tuple[str, list[Any]], trailing_newline: bool, data: st.DataObject
@@ -150,7 +150,7 @@ def test_stream_decoder_gives_the_same_messages_for_any_chunking(
         assert out == messages
 
 
-@settings(max_examples=200)
+@settings(max_examples=100)
 @given(case=codec_and_messages(SELF_DELIMITING), data=st.data())
 def test_stream_cut_inside_a_message_fails_on_close(
     case: tuple[str, list[Any]], data: st.DataObject
@@ -163,7 +163,7 @@ def test_stream_cut_inside_a_message_fails_on_close(
     inside = [n for n in range(len(stream)) if n not in boundaries]
     if not inside:
         return
-    cut = data.draw(st.sampled_from(inside))
+    cut = inside[data.draw(st.integers(min_value=0, max_value=len(inside) - 1))]
     decoder = codec.stream_decoder()
     decoder.feed(stream[:cut])
     with pytest.raises(ProtocolError) as info:
@@ -171,7 +171,7 @@ def test_stream_cut_inside_a_message_fails_on_close(
     assert info.value.kind == "undecodable"
 
 
-@settings(max_examples=200)
+@settings(max_examples=100)
 @given(case=codec_and_messages(SELF_DELIMITING), data=st.data())
 def test_payload_cut_inside_a_message_is_undecodable(
     case: tuple[str, list[Any]], data: st.DataObject
@@ -184,7 +184,7 @@ def test_payload_cut_inside_a_message_is_undecodable(
     inside = [n for n in range(len(payload)) if n not in boundaries]
     if not inside:
         return
-    cut = data.draw(st.sampled_from(inside))
+    cut = inside[data.draw(st.integers(min_value=0, max_value=len(inside) - 1))]
     with pytest.raises(ProtocolError) as info:
         codec.decode_many(payload[:cut])
     assert info.value.kind == "undecodable"
@@ -264,8 +264,19 @@ def test_decode_many_rejects_invalid_input(name: str, garbage: bytes) -> None:
 # --- unencodable messages -----------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", CODEC_NAMES)
-@pytest.mark.parametrize("message", [object(), {1, 2}, 1j], ids=["object", "set", "complex"])
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("msgpack", object()),
+        ("msgpack", {1, 2}),
+        ("msgpack", 1j),
+        ("cbor", object()),  # CBOR has tags for sets and complex numbers
+        ("json", object()),
+        ("json", {1, 2}),
+        ("json", 1j),
+    ],
+    ids=repr,
+)
 def test_unencodable_message_raises_codec_error(name: str, message: Any) -> None:
     with pytest.raises(CodecError):
         get_codec(name).encode(message)

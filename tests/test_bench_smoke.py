@@ -1,0 +1,40 @@
+"""Smoke test of the throughput benchmark: it runs and prints every row.
+
+It asserts nothing about speed: benchmarks are never timed tests (DESIGN.md section 6).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+ROWS = [
+    "in-process pipe: send_batch(256) -> batches()",
+    "in-process pipe: send() -> async for (per msg)",
+    "pipeline: pk.source(gen) | pk.sink(fn)",
+    "thread port: thread send() -> trio batches()",
+    "thread port: trio send_batch(256) -> thread iter",
+    "framed socketpair: 1 process, 1 loop (1 core)",
+    "framed socketpair: child -> parent (2 cores)",
+    "baseline mp.Pipe: send()/recv() per msg",
+    "baseline mp.Pipe: send(list of 256)",
+]
+
+
+def test_throughput_quick_run_prints_every_row() -> None:
+    proc = subprocess.run(
+        [sys.executable, "bench/throughput.py", "--quick"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    report = f"exit code {proc.returncode}\n--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}"
+    assert proc.returncode == 0, report
+    assert "machine: nproc=" in proc.stdout, report
+    for row in ROWS:
+        assert row in proc.stdout, f"row {row!r} missing\n{report}"

@@ -1,0 +1,147 @@
+"""The command line: ``pipekit demo``, ``pipekit run FILE[:NAME]``, ``python -m pipekit``."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pipekit.cli import main
+from pipekit.demo import generate_lines, parse_line
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_demo_prints_the_aggregate_and_per_stage_statistics(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["demo", "--lines", "5000", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    expected = sum(1 for line in generate_lines(5000) if parse_line(line) is not None)
+    assert f"requests parsed: {expected:,}" in out
+    for stage in (
+        "source(generate)",
+        "map(parse_line)",
+        "filter(is_record)",
+        "thread(enrich)",
+        "sink(add)",
+    ):
+        assert stage in out
+    # The statistics table counts every line into the parser and every record out of the filter.
+    parse_row = next(line for line in out.splitlines() if line.startswith("map(parse_line)"))
+    assert "5,000" in parse_row
+    filter_row = next(line for line in out.splitlines() if line.startswith("filter(is_record)"))
+    assert f"{expected:,}" in filter_row
+
+
+def test_demo_is_reproducible_for_a_seed(capsys: pytest.CaptureFixture[str]) -> None:
+    main(["demo", "--lines", "3000", "--seed", "3", "--quiet"])
+    first = capsys.readouterr().out.split("per-stage statistics")[0]
+    main(["demo", "--lines", "3000", "--seed", "3", "--quiet", "--workers", "3"])
+    second = capsys.readouterr().out.split("per-stage statistics")[0]
+    assert first == second
+
+
+def _write(tmp_path: Path, body: str) -> Path:
+    path = tmp_path / "flow.py"
+    path.write_text(body)
+    return path
+
+
+def test_run_executes_the_pipeline_named_pipeline_by_default(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = _write(
+        tmp_path,
+        "import pipekit as pk\npipeline = pk.source(range(20)) | pk.map(lambda x: x * 3)\n",
+    )
+    assert main(["run", str(path), "--show", "3"]) == 0
+    captured = capsys.readouterr()
+    assert "collected 20 message(s)" in captured.out
+    assert "  0\n  3\n  6\n  ... (17 more)" in captured.out
+    assert "per-stage statistics" in captured.err
+
+
+def test_run_takes_a_variable_name_after_a_colon(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = _write(
+        tmp_path,
+        "import pipekit as pk\nother = pk.source(['a', 'b']) | pk.map(str.upper) | pk.collect()\n",
+    )
+    assert main(["run", f"{path}:other", "--quiet"]) == 0
+    assert capsys.readouterr().out.splitlines()[:3] == ["collected 2 message(s)", "  'A'", "  'B'"]
+
+
+def test_run_imports_modules_next_to_the_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "helpers_for_flow.py").write_text("def double(x):\n    return 2 * x\n")
+    path = _write(
+        tmp_path,
+        "import pipekit as pk\nfrom helpers_for_flow import double\n"
+        "pipeline = pk.source([1, 2]) | pk.map(double)\n",
+    )
+    assert main(["run", str(path), "--quiet"]) == 0
+    assert "  2\n  4" in capsys.readouterr().out
+
+
+def test_run_reports_a_failing_stage_and_exits_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = _write(
+        tmp_path,
+        "import pipekit as pk\n"
+        "def parse(x):\n    raise ValueError(f'bad record {x}')\n"
+        "pipeline = pk.source([1]) | pk.map(parse)\n",
+    )
+    assert main(["run", str(path), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "module 'map(parse)' failed" in err
+    assert "caused by ValueError: bad record 1" in err
+
+
+@pytest.mark.parametrize(
+    ("body", "spec_suffix", "message"),
+    [
+        ("x = 1\n", "", "defines no 'pipeline'"),
+        ("pipeline = 42\n", "", "is a int, not a pipekit Pipeline"),
+    ],
+)
+def test_run_rejects_what_is_not_a_pipeline(
+    tmp_path: Path, body: str, spec_suffix: str, message: str
+) -> None:
+    path = _write(tmp_path, body)
+    with pytest.raises(SystemExit, match=message):
+        main(["run", str(path) + spec_suffix])
+
+
+def test_run_rejects_a_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit, match="no such file"):
+        main(["run", str(tmp_path / "nope.py")])
+
+
+def test_python_dash_m_pipekit_behaves_like_the_command(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pipekit",
+            "run",
+            str(ROOT / "examples" / "wordcount.py"),
+            "--quiet",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    helped = subprocess.run(
+        [sys.executable, "-m", "pipekit", "--help"], capture_output=True, text=True, timeout=60
+    )
+    assert helped.returncode == 0
+    assert "demo" in helped.stdout
+    assert "run" in helped.stdout

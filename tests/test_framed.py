@@ -1,0 +1,724 @@
+"""The framed pipe: pipekit/1 over trio byte streams (in-memory pairs and real sockets)."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+from collections.abc import AsyncIterator, Callable, Iterable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+
+from pipekit.kernel import (
+    FlowControlError,
+    FramedPipe,
+    ProtocolError,
+    RemoteError,
+    framed_pipe,
+)
+from pipekit.kernel.protocol import (
+    Connection,
+    EndReceived,
+    ErrorReceived,
+    Event,
+    FrameType,
+    HandshakeComplete,
+    MessagesReceived,
+    PauseReceived,
+    PongReceived,
+    encode_frame,
+)
+
+HANG_GUARD = 10  # seconds; a guard against hangs, never used to synchronise
+
+StreamPair = tuple[trio.abc.Stream, trio.abc.Stream]
+FramedPair = tuple[FramedPipe, FramedPipe]
+OpenFramedPair = Callable[..., AbstractAsyncContextManager[FramedPair]]
+
+
+class RawPeer:
+    """The far end of a framed pipe, driven by hand with a protocol ``Connection``."""
+
+    def __init__(self, stream: trio.abc.Stream, *, initiator: bool, **kw: Any) -> None:
+        self.stream = stream
+        self.conn = Connection(initiator=initiator, **kw)
+        self.events: list[Event] = []
+        self.eof = False
+
+    async def flush(self) -> None:
+        data = self.conn.data_to_send()
+        if data:
+            await self.stream.send_all(data)
+
+    async def read_once(self) -> None:
+        data = await self.stream.receive_some()
+        if not data:
+            self.eof = True
+            return
+        self.events.extend(self.conn.receive_data(data))
+
+    async def handshake(self) -> None:
+        await self.flush()
+        while not self.conn.handshake_complete:
+            await self.read_once()
+            assert not self.eof, "peer closed during the handshake"
+        await self.flush()
+
+    async def read_until_eof(self) -> None:
+        while not self.eof:
+            await self.read_once()
+
+    def encode_data(self, messages: Iterable[Any]) -> bytes:
+        assert self.conn.codec is not None
+        return encode_frame(FrameType.DATA, self.conn.codec.encode_many(messages))
+
+
+@asynccontextmanager
+async def honest_and_raw(
+    honest_stream: trio.abc.Stream,
+    raw_stream: trio.abc.Stream,
+    *,
+    honest_initiates: bool = True,
+    **kw: Any,
+) -> AsyncIterator[tuple[FramedPipe, RawPeer]]:
+    """A real framed pipe facing a hand-driven peer, both past the handshake."""
+    raw = RawPeer(raw_stream, initiator=not honest_initiates)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(raw.handshake)
+        async with framed_pipe(honest_stream, initiator=honest_initiates, **kw) as pipe:
+            await trio.testing.wait_all_tasks_blocked()
+            assert raw.conn.handshake_complete
+            yield pipe, raw
+            nursery.cancel_scope.cancel()
+
+
+async def drain(pipe: FramedPipe) -> list[Any]:
+    """Receive until END."""
+    out: list[Any] = []
+    while True:
+        try:
+            out.append(await pipe.receive())
+        except trio.EndOfChannel:
+            return out
+
+
+# -- order, codecs, half-close ---------------------------------------------------------
+
+
+async def test_order_is_preserved_for_100k_messages_sent_one_by_one(
+    stream_pair: StreamPair, framed_pair: OpenFramedPair
+) -> None:
+    n = 100_000
+    with trio.fail_after(HANG_GUARD):
+        async with framed_pair(*stream_pair) as (a, b), trio.open_nursery() as nursery:
+            received: list[Any] = []
+
+            async def consume() -> None:
+                received.extend(await drain(b))
+
+            nursery.start_soon(consume)
+            for i in range(n):
+                await a.send(i)
+            await a.end()
+    assert received == list(range(n))
+
+
+async def test_order_is_preserved_for_100k_messages_sent_in_batches(
+    stream_pair: StreamPair, framed_pair: OpenFramedPair
+) -> None:
+    n = 100_000
+    with trio.fail_after(HANG_GUARD):
+        async with framed_pair(*stream_pair) as (a, b), trio.open_nursery() as nursery:
+            received: list[Any] = []
+
+            async def consume() -> None:
+                async for batch in b.batches():
+                    received.extend(batch)
+
+            nursery.start_soon(consume)
+            for start in range(0, n, 1000):
+                await a.send_batch(list(range(start, start + 1000)))
+            await a.end()
+    assert received == list(range(n))
+
+
+SAMPLE = {
+    "text": "héllo",
+    "n": -12345678901,
+    "f": 1.5,
+    "ok": True,
+    "none": None,
+    "l": [1, [2, "3"]],
+}
+
+
+@pytest.mark.parametrize("codec", ["msgpack", "cbor", "json"])
+async def test_each_codec_negotiates_and_round_trips(
+    codec: str, stream_pair: StreamPair, framed_pair: OpenFramedPair
+) -> None:
+    with trio.fail_after(HANG_GUARD):
+        async with framed_pair(*stream_pair, initiator={"codecs": [codec]}) as (a, b):
+            assert a.conn.codec_name == codec
+            assert b.conn.codec_name == codec
+            await a.send(SAMPLE)
+            await a.send_batch([SAMPLE, "two", 3])
+            await b.send(["back", SAMPLE])
+            assert await b.receive() == SAMPLE
+            assert await b.receive_batch() == [SAMPLE, "two", 3]
+            assert await a.receive() == ["back", SAMPLE]
+
+
+async def test_acceptor_chooses_the_first_offered_codec_it_supports(
+    framed_pair: OpenFramedPair,
+) -> None:
+    s1, s2 = trio.testing.memory_stream_pair()
+    with trio.fail_after(HANG_GUARD):
+        async with framed_pair(
+            s1,
+            s2,
+            initiator={"codecs": ["json", "cbor", "msgpack"]},
+            acceptor={"codecs": ["cbor", "msgpack"]},
+        ) as (a, b):
+            assert a.conn.codec_name == b.conn.codec_name == "cbor"
+
+
+async def test_no_common_codec_fails_the_handshake_with_a_readable_reason() -> None:
+    s1, s2 = trio.testing.memory_stream_pair()
+    errors: list[BaseException] = []
+
+    async def side(stream: trio.abc.Stream, initiator: bool, codecs: list[str]) -> None:
+        try:
+            async with framed_pipe(stream, initiator=initiator, codecs=codecs):
+                pass
+        except (ProtocolError, RemoteError) as exc:
+            errors.append(exc)
+
+    with trio.fail_after(HANG_GUARD):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(side, s1, True, ["json"])
+            nursery.start_soon(side, s2, False, ["msgpack"])
+    assert len(errors) == 2
+    assert {getattr(e, "kind", None) for e in errors} == {"codec_mismatch"}
+
+
+async def test_half_close_lets_the_other_side_keep_sending(
+    stream_pair: StreamPair, framed_pair: OpenFramedPair
+) -> None:
+    with trio.fail_after(HANG_GUARD):
+        async with framed_pair(*stream_pair) as (a, b):
+            await a.send("question")
+            await a.end()
+            assert await drain(b) == ["question"]
+            for i in range(3):
+                await b.send(f"answer {i}")
+            await b.end()
+            assert await drain(a) == ["answer 0", "answer 1", "answer 2"]
+
+
+async def test_send_after_end_raises_closed_resource_error(framed_pair: OpenFramedPair) -> None:
+    s1, s2 = trio.testing.memory_stream_pair()
+    with trio.fail_after(HANG_GUARD):
+        async with framed_pair(s1, s2) as (a, _b):
+            await a.end()
+            await a.end()  # idempotent
+            with pytest.raises(trio.ClosedResourceError):
+                await a.send(1)
+
+
+async def test_leaving_the_scope_ends_and_flushes_the_pipe() -> None:
+    s1, s2 = trio.testing.memory_stream_pair()
+    received: list[Any] = []
+
+    async def acceptor() -> None:
+        async with framed_pipe(s2, initiator=False) as b:
+            received.extend(await drain(b))
+
+    with trio.fail_after(HANG_GUARD):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(acceptor)
+            async with framed_pipe(s1, initiator=True) as a:
+                await a.send_batch(list(range(500)))
+    assert received == list(range(500))
+
+
+# -- failures ----------------------------------------------------------------------------
+
+
+async def test_fail_makes_the_peers_receive_raise_remote_error(
+    stream_pair: StreamPair, framed_pair: OpenFramedPair
+) -> None:
+    with trio.fail_after(HANG_GUARD):
+        async with framed_pair(*stream_pair) as (a, b):
+            await a.send("before")
+            await a.fail(ValueError("it broke"))
+            assert await b.receive() == "before"
+            with pytest.raises(RemoteError) as info:
+                await b.receive()
+    assert info.value.kind == "ValueError"
+    assert info.value.message == "it broke"
+
+
+async def test_fail_uses_the_exceptions_kind_attribute(framed_pair: OpenFramedPair) -> None:
+    s1, s2 = trio.testing.memory_stream_pair()
+    with trio.fail_after(HANG_GUARD):
+        async with framed_pair(s1, s2) as (a, b):
+            await a.fail(ProtocolError("custom reason", kind="custom_kind"))
+            with pytest.raises(RemoteError) as info:
+                await b.receive()
+    assert (info.value.kind, info.value.message) == ("custom_kind", "custom reason")
+
+
+async def test_body_exception_propagates_unwrapped_and_fails_the_peer() -> None:
+    s1, s2 = trio.testing.memory_stream_pair()
+    peer_saw: list[BaseException] = []
+
+    async def acceptor() -> None:
+        async with framed_pipe(s2, initiator=False) as b:
+            try:
+                await b.receive()
+            except RemoteError as exc:
+                peer_saw.append(exc)
+
+    with trio.fail_after(HANG_GUARD):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(acceptor)
+            with pytest.raises(KeyError, match="oops"):
+                async with framed_pipe(s1, initiator=True):
+                    raise KeyError("oops")
+    assert len(peer_saw) == 1
+    assert isinstance(peer_saw[0], RemoteError)
+    assert peer_saw[0].kind == "KeyError"
+
+
+async def test_peer_closing_the_transport_without_end_raises_broken_resource(
+    stream_pair: StreamPair,
+) -> None:
+    honest, raw_stream = stream_pair
+    with trio.fail_after(HANG_GUARD):
+        async with honest_and_raw(honest, raw_stream) as (pipe, raw):
+            await raw.stream.send_all(raw.encode_data(["last words"]))
+            await raw.stream.aclose()
+            assert await pipe.receive() == "last words"
+            with pytest.raises(trio.BrokenResourceError) as info:
+                await pipe.receive()
+            assert not isinstance(info.value, RemoteError)
+
+
+async def test_handshake_timeout_raises_protocol_error(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    s1, _silent_peer = trio.testing.memory_stream_pair()
+    start = trio.current_time()
+    with pytest.raises(ProtocolError) as info:
+        async with framed_pipe(s1, initiator=True, handshake_timeout=7):
+            pass  # pragma: no cover - never reached
+    assert info.value.kind == "handshake_timeout"
+    assert 7 <= trio.current_time() - start < 9
+
+
+async def test_oversize_message_raises_locally_and_the_pipe_keeps_working(
+    stream_pair: StreamPair, framed_pair: OpenFramedPair
+) -> None:
+    with trio.fail_after(HANG_GUARD):
+        async with framed_pair(*stream_pair, acceptor={"max_frame": 1024}) as (a, b):
+            with pytest.raises(ProtocolError) as info:
+                await a.send(b"x" * 2000)
+            assert info.value.kind == "oversize"
+            with pytest.raises(ProtocolError):
+                await a.send_batch(["small", b"y" * 2000])
+            await a.send("still fine")
+            await a.end()
+            assert await drain(b) == ["still fine"]
+            assert a.stats.messages_sent == 1
+
+
+async def test_garbage_bytes_from_the_peer_raise_protocol_error_on_receive(
+    stream_pair: StreamPair,
+) -> None:
+    honest, raw_stream = stream_pair
+    with trio.fail_after(HANG_GUARD):
+        async with honest_and_raw(honest, raw_stream) as (pipe, raw):
+            await raw.stream.send_all(raw.encode_data([1, 2]) + b"\xde\xad\xbe\xef" * 8)
+            assert await pipe.receive() == 1
+            assert await pipe.receive() == 2
+            with pytest.raises(ProtocolError) as info:
+                await pipe.receive()
+            assert info.value.kind == "malformed"
+            # The garbage sender is told why and then disconnected.
+            await raw.read_until_eof()
+            errors = [e for e in raw.events if isinstance(e, ErrorReceived)]
+            assert [e.kind for e in errors] == ["malformed"]
+
+
+async def test_garbage_instead_of_hello_fails_the_handshake() -> None:
+    s1, s2 = trio.testing.memory_stream_pair()
+    with trio.fail_after(HANG_GUARD):
+        await s2.send_all(b"GET / HTTP/1.1\r\n\r\n")
+        with pytest.raises(ProtocolError):
+            async with framed_pipe(s1, initiator=False):
+                pass  # pragma: no cover - never reached
+
+
+async def test_wrong_token_is_refused_during_the_handshake() -> None:
+    s1, s2 = trio.testing.memory_stream_pair()
+    errors: dict[str, BaseException] = {}
+
+    async def side(stream: trio.abc.Stream, initiator: bool, kw: dict[str, Any]) -> None:
+        try:
+            async with framed_pipe(stream, initiator=initiator, **kw):
+                pass
+        except (ProtocolError, RemoteError) as exc:
+            errors["initiator" if initiator else "acceptor"] = exc
+
+    with trio.fail_after(HANG_GUARD):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(side, s1, True, {"token": "wrong"})
+            nursery.start_soon(side, s2, False, {"expected_token": "secret"})
+    assert isinstance(errors["initiator"], RemoteError)
+    assert errors["initiator"].kind == "auth_failed"
+    assert isinstance(errors["acceptor"], ProtocolError)
+
+
+async def test_receive_after_local_close_raises_closed_resource_error(
+    framed_pair: OpenFramedPair,
+) -> None:
+    s1, s2 = trio.testing.memory_stream_pair()
+    with trio.fail_after(HANG_GUARD):
+        async with framed_pair(s1, s2) as (a, _b):
+            await a.aclose()
+            with pytest.raises(trio.ClosedResourceError):
+                await a.receive()
+            with pytest.raises(trio.ClosedResourceError):
+                await a.send(1)
+
+
+async def test_close_finishes_even_if_pings_keep_the_writer_busy_while_flushing() -> None:
+    honest_stream, raw_stream = trio.testing.memory_stream_pair()
+    ping = encode_frame(FrameType.PING, b"p")
+    pings_left = 0
+    pump = honest_stream.send_stream.send_all_hook
+    assert pump is not None
+
+    async def pump_then_get_pinged() -> None:
+        # Each write of the honest side is answered at once by a PING, so the writer
+        # finds a PONG to write right after every write: several writes back to back.
+        nonlocal pings_left
+        await pump()
+        if pings_left:
+            pings_left -= 1
+            honest_stream.receive_stream.put_data(ping)
+            await trio.testing.wait_all_tasks_blocked()
+
+    honest_stream.send_stream.send_all_hook = pump_then_get_pinged
+    with trio.fail_after(HANG_GUARD):
+        async with honest_and_raw(honest_stream, raw_stream) as (pipe, raw):
+            await pipe.send("bye")
+            pings_left = 3
+            await pipe.aclose()
+            assert pings_left == 0
+            await raw.read_until_eof()
+    assert [type(e) for e in raw.events if not isinstance(e, PongReceived)] == [
+        HandshakeComplete,
+        MessagesReceived,
+        EndReceived,
+    ]
+    assert sum(isinstance(e, PongReceived) for e in raw.events) == 3
+
+
+# -- liveness and stats -------------------------------------------------------------------
+
+
+async def test_ping_gets_a_pong_with_the_same_payload(
+    stream_pair: StreamPair, framed_pair: OpenFramedPair
+) -> None:
+    with trio.fail_after(HANG_GUARD):
+        async with framed_pair(*stream_pair) as (a, _b):
+            await a.ping(b"are you there")
+            await trio.testing.wait_all_tasks_blocked()
+            assert a.last_pong == b"are you there"
+
+
+async def test_stats_count_messages_and_bytes(
+    stream_pair: StreamPair, framed_pair: OpenFramedPair
+) -> None:
+    with trio.fail_after(HANG_GUARD):
+        async with framed_pair(*stream_pair) as (a, b):
+            await a.send_batch(["x" * 100] * 10)
+            await a.send("y")
+            assert len([await b.receive() for _ in range(11)]) == 11
+            await b.send("z")
+            assert await a.receive() == "z"
+            await trio.testing.wait_all_tasks_blocked()
+            assert a.stats.messages_sent == 11
+            assert b.stats.messages_received == 11
+            assert b.stats.messages_sent == a.stats.messages_received == 1
+            assert a.stats.bytes_sent > 11 * 100
+            assert a.stats.bytes_sent == b.stats.bytes_received
+            assert b.stats.bytes_sent == a.stats.bytes_received
+            assert a.stats.queue_depth == b.stats.queue_depth == 0
+
+
+# -- flow control ---------------------------------------------------------------------------
+
+
+class Counter:
+    def __init__(self) -> None:
+        self.sent = 0
+        self.finished = False
+
+
+async def produce(pipe: FramedPipe, messages: Iterable[Any], counter: Counter) -> None:
+    for msg in messages:
+        await pipe.send(msg)
+        counter.sent += 1
+    counter.finished = True
+
+
+def socket_buffer_bytes(*streams: trio.SocketStream) -> int:
+    return sum(
+        s.socket.getsockopt(socket.SOL_SOCKET, opt)
+        for s in streams
+        for opt in (socket.SO_SNDBUF, socket.SO_RCVBUF)
+    )
+
+
+async def test_sender_facing_a_stalled_reader_blocks_with_bounded_buffers(
+    socket_stream_pair: tuple[trio.SocketStream, trio.SocketStream],
+    framed_pair: OpenFramedPair,
+) -> None:
+    high_water, send_buffer = 64, 4096
+    message = b"m" * 100
+    counter = Counter()
+    with trio.fail_after(HANG_GUARD):
+        async with (
+            framed_pair(
+                *socket_stream_pair,
+                initiator={"send_buffer": send_buffer},
+                acceptor={"high_water": high_water},
+            ) as (a, b),
+            trio.open_nursery() as nursery,
+        ):
+            nursery.start_soon(produce, a, (message for _ in range(100_000)), counter)
+            await trio.testing.wait_all_tasks_blocked()
+            sent = counter.sent
+            await trio.testing.wait_all_tasks_blocked()
+            assert counter.sent == sent  # blocked, not merely slow
+            assert not counter.finished
+            assert a.conn.peer_paused
+            assert b.conn.paused_peer
+            assert a.conn.codec is not None
+            encoded = len(a.conn.codec.encode(message))
+            frame_messages = a.conn.coalesce_bytes // encoded
+            assert high_water <= b.stats.queue_depth <= high_water + frame_messages
+            assert a.conn.buffered_bytes <= send_buffer + encoded
+            in_transit = socket_buffer_bytes(*socket_stream_pair) + send_buffer + encoded
+            assert sent <= b.stats.queue_depth + in_transit // encoded
+            nursery.cancel_scope.cancel()
+
+
+async def test_paused_sender_resumes_when_the_reader_drains_to_low_water(
+    framed_pair: OpenFramedPair,
+) -> None:
+    s1, s2 = trio.testing.memory_stream_pair()
+    counter = Counter()
+    n = 10_000
+    with trio.fail_after(HANG_GUARD):
+        async with framed_pair(s1, s2, acceptor={"high_water": 16}) as (a, b):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(produce, a, range(n), counter)
+                await trio.testing.wait_all_tasks_blocked()
+                assert a.conn.peer_paused
+                blocked_at = counter.sent
+                assert blocked_at < n
+                depth = b.stats.queue_depth
+                # Drain to just above low water (8): the sender stays paused.
+                received = [await b.receive() for _ in range(depth - 9)]
+                await trio.testing.wait_all_tasks_blocked()
+                assert counter.sent == blocked_at
+                assert a.conn.peer_paused
+                # One more reaches low water: RESUME, and the sender moves on.
+                received.append(await b.receive())
+                await trio.testing.wait_all_tasks_blocked()
+                assert counter.sent > blocked_at
+                while len(received) < n:
+                    received.append(await b.receive())
+            assert received == list(range(n))
+            assert counter.finished
+
+
+async def test_concurrent_senders_all_resume_after_the_peer_drains(
+    stream_pair: StreamPair, framed_pair: OpenFramedPair
+) -> None:
+    counters = [Counter(), Counter()]
+    n = 5000
+    with trio.fail_after(HANG_GUARD):
+        async with framed_pair(*stream_pair, acceptor={"high_water": 16}) as (a, b):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(produce, a, (("first", i) for i in range(n)), counters[0])
+                nursery.start_soon(produce, a, (("second", i) for i in range(n)), counters[1])
+                await trio.testing.wait_all_tasks_blocked()
+                assert a.conn.peer_paused
+                assert not any(c.finished for c in counters)
+                received = [await b.receive() for _ in range(2 * n)]
+            assert all(c.finished for c in counters)
+    for who in ("first", "second"):
+        assert [i for w, i in received if w == who] == list(range(n))
+
+
+async def test_concurrent_receivers_are_all_woken_by_arriving_messages(
+    stream_pair: StreamPair, framed_pair: OpenFramedPair
+) -> None:
+    got: dict[str, Any] = {}
+
+    async def receive_one(who: str, pipe: FramedPipe) -> None:
+        got[who] = await pipe.receive()
+
+    with trio.fail_after(HANG_GUARD):
+        async with framed_pair(*stream_pair) as (a, b), trio.open_nursery() as nursery:
+            nursery.start_soon(receive_one, "first", b)
+            nursery.start_soon(receive_one, "second", b)
+            await trio.testing.wait_all_tasks_blocked()
+            await a.send("one")
+            await trio.testing.wait_all_tasks_blocked()
+            assert len(got) == 1
+            await a.send("two")
+    assert sorted(got.values()) == ["one", "two"]
+
+
+async def test_end_sent_while_the_peer_is_paused_still_delivers_everything(
+    stream_pair: StreamPair, framed_pair: OpenFramedPair
+) -> None:
+    with trio.fail_after(HANG_GUARD):
+        async with framed_pair(*stream_pair, acceptor={"high_water": 16}) as (a, b):
+            await a.send_batch(list(range(100)))
+            await trio.testing.wait_all_tasks_blocked()
+            assert a.conn.peer_paused
+            await a.end()
+            await trio.testing.wait_all_tasks_blocked()
+            assert a.conn.peer_paused
+            assert b.stats.queue_depth == 100
+            assert await drain(b) == list(range(100))
+            with pytest.raises(trio.EndOfChannel):
+                await b.receive()
+
+
+async def test_fail_sent_while_the_peer_is_paused_still_delivers_everything_first(
+    stream_pair: StreamPair, framed_pair: OpenFramedPair
+) -> None:
+    with trio.fail_after(HANG_GUARD):
+        async with framed_pair(*stream_pair, acceptor={"high_water": 16}) as (a, b):
+            await a.send_batch(list(range(100)))
+            await trio.testing.wait_all_tasks_blocked()
+            assert a.conn.peer_paused
+            await a.fail(RuntimeError("gave up"))
+            received = []
+            with pytest.raises(RemoteError) as info:
+                while True:
+                    received.append(await b.receive())
+            assert received == list(range(100))
+            assert (info.value.kind, info.value.message) == ("RuntimeError", "gave up")
+
+
+async def test_producer_loop_ending_after_backpressure_delivers_everything(
+    stream_pair: StreamPair, framed_pair: OpenFramedPair
+) -> None:
+    counter = Counter()
+    with trio.fail_after(HANG_GUARD):
+        async with framed_pair(*stream_pair, acceptor={"high_water": 16}) as (a, b):
+            async with trio.open_nursery() as nursery:
+
+                async def produce_and_end() -> None:
+                    await produce(a, range(10_000), counter)
+                    await a.end()
+
+                nursery.start_soon(produce_and_end)
+                await trio.testing.wait_all_tasks_blocked()
+                assert a.conn.peer_paused
+                assert not counter.finished
+                assert await drain(b) == list(range(10_000))
+            assert counter.finished
+
+
+async def test_peer_ignoring_pause_is_disconnected_for_violating_flow_control(
+    stream_pair: StreamPair,
+) -> None:
+    honest_stream, raw_stream = stream_pair
+    high_water, pause_slack = 8, 4096
+    frames_written = 0
+    with trio.fail_after(HANG_GUARD):
+        async with honest_and_raw(
+            honest_stream,
+            raw_stream,
+            honest_initiates=False,
+            high_water=high_water,
+            pause_slack=pause_slack,
+        ) as (pipe, raw):
+            frame = raw.encode_data([b"v" * 100] * 10)  # ~1 KiB, 10 messages
+
+            async def flood() -> None:
+                nonlocal frames_written
+                try:
+                    while not raw.eof:
+                        await raw.stream.send_all(frame)
+                        frames_written += 1
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    pass
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(flood)
+                # The honest side must hang up on us: EOF, or - on a socket, since it
+                # closes with our unread DATA still queued - a connection reset.
+                with contextlib.suppress(trio.BrokenResourceError):
+                    await raw.read_until_eof()
+            kinds = [type(e) for e in raw.events]
+            assert PauseReceived in kinds
+            errors = [e for e in raw.events if isinstance(e, ErrorReceived)]
+            assert len(errors) == 1
+            assert errors[0].kind == "flow_control"
+            assert "flow control violated" in errors[0].message
+            assert kinds.index(PauseReceived) < kinds.index(ErrorReceived)
+            assert kinds[-1] is ErrorReceived  # and then the disconnect
+
+            # Memory stayed bounded: high water + the frame that crossed it + the slack.
+            frame_msgs = 10
+            slack_msgs = (pause_slack // (len(frame) - 8) + 1) * frame_msgs
+            assert pipe.stats.queue_depth <= high_water + frame_msgs + slack_msgs
+            assert pipe.stats.bytes_received <= 64 * 1024
+
+            # The honest reader gets what was accepted, then the violation.
+            drained = 0
+            with pytest.raises(FlowControlError) as info:
+                while True:
+                    await pipe.receive()
+                    drained += 1
+            assert "flow control violated" in str(info.value)
+            assert info.value.kind == "flow_control"
+            assert drained <= high_water + frame_msgs + slack_msgs
+
+
+# -- memory ----------------------------------------------------------------------------------
+
+
+async def test_stalled_reader_offered_a_million_messages_keeps_rss_flat(
+    socket_stream_pair: tuple[trio.SocketStream, trio.SocketStream],
+    framed_pair: OpenFramedPair,
+    rss: Callable[[], int],
+) -> None:
+    counter = Counter()
+    # Lazily generated distinct ~100-byte messages: ~100 MB if they were all buffered.
+    messages = (i.to_bytes(8, "big") * 12 for i in range(1_000_000))
+    with trio.fail_after(HANG_GUARD):
+        async with framed_pair(*socket_stream_pair) as (a, b), trio.open_nursery() as nursery:
+            before = rss()
+            nursery.start_soon(produce, a, messages, counter)
+            await trio.testing.wait_all_tasks_blocked()
+            grown = rss() - before
+            assert a.conn.peer_paused
+            assert not counter.finished
+            assert counter.sent < 100_000
+            assert b.stats.queue_depth >= b.conn.high_water
+            nursery.cancel_scope.cancel()
+    assert grown < 20 * 1024 * 1024

@@ -1,0 +1,464 @@
+"""Tests of declarative pipelines (``pipekit.pipeline``): ``pk.source(...) | ... | pk.sink``.
+
+Every test asserts exact results. Pipelines run with ``Pipeline.run()`` from plain
+(synchronous) tests and with ``await Pipeline.arun()`` from trio tests; a trio test that
+could hang runs under ``trio.fail_after`` as a guard only.
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
+
+import pytest
+import trio
+import trio.testing
+
+import pipekit as pk
+from pipekit.kernel import ModuleStats
+
+HANG_GUARD = 10.0  # seconds; only ever reached when something is broken
+
+
+def double(x: int) -> int:
+    return 2 * x
+
+
+def is_even(x: int) -> bool:
+    return x % 2 == 0
+
+
+def plus_one(x: int) -> int:
+    return x + 1
+
+
+# --- composition and results ------------------------------------------------------------
+
+
+def test_full_pipeline_to_sink_gives_exact_results_in_order() -> None:
+    seen: list[int] = []
+    p = (
+        pk.source(range(10_000))
+        | pk.map(double)
+        | pk.filter(lambda x: x % 3 == 0)
+        | pk.thread(plus_one)
+        | pk.sink(seen.append)
+    )
+    assert p.run() is None
+    assert seen == [2 * x + 1 for x in range(10_000) if (2 * x) % 3 == 0]
+
+
+def test_run_returns_the_collected_list() -> None:
+    p = pk.source(range(10_000)) | pk.map(double) | pk.filter(is_even) | pk.thread(plus_one)
+    result = (p | pk.collect()).run()
+    assert result == [2 * x + 1 for x in range(10_000)]
+
+
+def test_pipeline_without_sink_returns_its_output_as_a_list() -> None:
+    assert (pk.source(range(100)) | pk.filter(is_even)).run() == list(range(0, 100, 2))
+
+
+def test_source_alone_returns_its_items() -> None:
+    assert (pk.source(["a", "b"]) | pk.collect()).run() == ["a", "b"]
+
+
+def test_iterable_piped_into_a_stage_becomes_the_source() -> None:
+    p = [1, 2, 3] | pk.map(double)
+    assert isinstance(p, pk.Pipeline)
+    assert p.run() == [2, 4, 6]
+
+
+def test_pipelines_compose_with_pipelines() -> None:
+    head = pk.source(range(10)) | pk.map(double)
+    tail = pk.filter(lambda x: x > 10) | pk.map(plus_one)
+    assert (head | tail).run() == [13, 15, 17, 19]
+
+
+def test_same_stage_twice_gets_distinct_names() -> None:
+    p = pk.source(range(5)) | pk.map(double) | pk.map(double)
+    assert p.run() == [4 * x for x in range(5)]
+    assert list(p.stats) == ["source(range)", "map(double)", "map(double)#2", "collect"]
+
+
+async def test_arun_inside_trio_returns_the_result() -> None:
+    p = pk.source(range(1000)) | pk.thread(double) | pk.collect()
+    with trio.fail_after(HANG_GUARD):
+        assert await p.arun() == [2 * x for x in range(1000)]
+
+
+async def test_run_inside_trio_raises_runtime_error_pointing_to_arun() -> None:
+    p = pk.source(range(3)) | pk.collect()
+    with pytest.raises(RuntimeError, match=r"await pipeline\.arun\(\)"):
+        p.run()
+
+
+# --- sources -------------------------------------------------------------------------------
+
+
+def test_list_source() -> None:
+    assert (pk.source([3, 1, 2]) | pk.map(double)).run() == [6, 2, 4]
+
+
+def test_generator_function_source_is_called_afresh_on_each_run() -> None:
+    calls = [0]
+
+    def numbers() -> Iterator[int]:
+        calls[0] += 1
+        yield from range(1000)
+
+    p = pk.source(numbers) | pk.map(double)
+    first = p.run()
+    second = p.run()
+    assert first == second == [2 * x for x in range(1000)]
+    assert calls[0] == 2
+
+
+def test_async_generator_source() -> None:
+    async def numbers() -> AsyncIterator[int]:
+        for i in range(500):
+            if i % 50 == 0:
+                await trio.lowlevel.checkpoint()
+            yield i
+
+    p = pk.source(numbers) | pk.map(double)
+    assert p.run() == [2 * x for x in range(500)]
+    assert p.run() == [2 * x for x in range(500)]  # called afresh
+
+
+def test_source_rejects_a_non_iterable() -> None:
+    with pytest.raises(TypeError):
+        pk.source(42)  # type: ignore[arg-type]
+
+
+# --- async and threaded maps ------------------------------------------------------------
+
+
+def test_async_map_with_workers_keeps_order_and_runs_concurrently() -> None:
+    in_flight = [0]
+    most = [0]
+
+    async def slow_double(x: int) -> int:
+        in_flight[0] += 1
+        most[0] = max(most[0], in_flight[0])
+        for _ in range((x * 7) % 5):  # finish out of order
+            await trio.lowlevel.checkpoint()
+        in_flight[0] -= 1
+        return 2 * x
+
+    result = (pk.source(range(2000)) | pk.map(slow_double, workers=4)).run()
+    assert result == [2 * x for x in range(2000)]
+    assert most[0] == 4
+
+
+def test_async_map_unordered_yields_the_same_multiset() -> None:
+    async def slow_double(x: int) -> int:
+        for _ in range((x * 7) % 5):
+            await trio.lowlevel.checkpoint()
+        return 2 * x
+
+    result = (pk.source(range(2000)) | pk.map(slow_double, workers=4, ordered=False)).run()
+    assert sorted(result) == [2 * x for x in range(2000)]
+
+
+def test_async_filter() -> None:
+    async def keep(x: int) -> bool:
+        await trio.lowlevel.checkpoint()
+        return x % 3 == 0
+
+    assert (pk.source(range(30)) | pk.filter(keep, workers=3)).run() == list(range(0, 30, 3))
+
+
+def test_sync_map_with_workers_runs_in_worker_threads_and_keeps_order() -> None:
+    workers = 4
+    main = threading.get_ident()
+    barrier = threading.Barrier(workers)
+    local = threading.local()
+
+    def tag(x: int) -> tuple[int, int]:
+        if not getattr(local, "met", False):
+            local.met = True
+            barrier.wait(timeout=HANG_GUARD)  # only passes once 4 threads got work
+        return x, threading.get_ident()
+
+    result = (pk.source(range(20_000)) | pk.map(tag, workers=workers)).run()
+    assert [x for x, _ in result] == list(range(20_000))
+    idents = {ident for _, ident in result}
+    assert len(idents) == workers
+    assert main not in idents
+
+
+def test_sync_map_with_workers_unordered_yields_the_same_multiset() -> None:
+    result = (pk.source(range(20_000)) | pk.map(double, workers=4, ordered=False)).run()
+    assert collections.Counter(result) == collections.Counter(2 * x for x in range(20_000))
+
+
+def test_sync_map_without_workers_runs_on_the_event_loop_thread() -> None:
+    main = threading.get_ident()
+    result = (pk.source(range(10)) | pk.map(lambda _: threading.get_ident())).run()
+    assert result == [main] * 10
+
+
+def test_thread_stage_runs_off_the_event_loop_thread() -> None:
+    main = threading.get_ident()
+    result = (pk.source(range(10)) | pk.thread(lambda _: threading.get_ident())).run()
+    assert len(result) == 10
+    assert main not in result
+
+
+def test_threaded_filter_with_workers_keeps_order() -> None:
+    result = (pk.source(range(10_000)) | pk.filter(is_even, workers=3)).run()
+    assert result == list(range(0, 10_000, 2))
+
+
+# --- errors --------------------------------------------------------------------------------
+
+
+def _failing(raised: list[Exception], at: int) -> Callable[[int], int]:
+    def parse(x: int) -> int:
+        if x == at:
+            exc = ValueError(f"cannot parse {x}")
+            raised.append(exc)
+            raise exc
+        return x
+
+    return parse
+
+
+@pytest.mark.parametrize("kind", ["map", "filter", "thread", "thread-workers", "sink"])
+def test_stage_failure_surfaces_as_module_error_naming_the_stage(kind: str) -> None:
+    raised: list[Exception] = []
+    parse = _failing(raised, 500)
+    stage = {
+        "map": lambda: pk.map(parse),
+        "filter": lambda: pk.filter(parse),
+        "thread": lambda: pk.thread(parse),
+        "thread-workers": lambda: pk.map(parse, workers=3),
+        "sink": lambda: pk.sink(parse),
+    }[kind]()
+    with pytest.raises(pk.ModuleError) as info:
+        (pk.source(range(1000)) | stage).run()
+    expected = {"map": "map(parse)", "filter": "filter(parse)", "thread": "thread(parse)"}
+    expected.update({"thread-workers": "map(parse)", "sink": "sink(parse)"})
+    assert info.value.module == expected[kind]
+    assert len(raised) == 1
+    assert info.value.__cause__ is raised[0]
+
+
+def test_async_map_failure_surfaces_as_module_error_naming_the_stage() -> None:
+    raised: list[Exception] = []
+
+    async def parse(x: int) -> int:
+        await trio.lowlevel.checkpoint()
+        if x == 7:
+            raised.append(KeyError(x))
+            raise raised[-1]
+        return x
+
+    with pytest.raises(pk.ModuleError) as info:
+        (pk.source(range(100)) | pk.map(parse, workers=4)).run()
+    assert info.value.module == "map(parse)"
+    assert info.value.__cause__ is raised[0]
+
+
+def test_source_failure_surfaces_as_module_error_naming_the_source() -> None:
+    raised: list[Exception] = []
+
+    def lines() -> Iterator[int]:
+        yield from range(10)
+        raised.append(OSError("disk on fire"))
+        raise raised[-1]
+
+    with pytest.raises(pk.ModuleError) as info:
+        (pk.source(lines) | pk.map(double)).run()
+    assert info.value.module == "source(lines)"
+    assert info.value.__cause__ is raised[0]
+
+
+async def test_failure_cancels_the_other_stages_and_nothing_hangs() -> None:
+    raised: list[Exception] = []
+    p = pk.source(itertools.count()) | pk.map(_failing(raised, 5000)) | pk.thread(double)
+    with trio.fail_after(HANG_GUARD), pytest.raises(pk.ModuleError) as info:
+        await p.arun()
+    assert info.value.module == "map(parse)"
+    assert info.value.__cause__ is raised[0]
+    states = {name: st.state for name, st in p.stats.items()}
+    assert states["map(parse)"] == "failed"
+    # the endless source and the stages after the failure were all stopped
+    assert all(st.finished_at is not None for st in p.stats.values())
+    assert not [name for name, state in states.items() if state in ("pending", "running")]
+
+
+# --- restarts ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("make", [pk.map, pk.thread], ids=["map", "thread"])
+def test_restart_on_failure_loses_only_the_failing_messages(
+    make: Callable[..., pk.Stage],
+) -> None:
+    def parse(x: int) -> int:
+        if x % 1000 == 999:
+            raise ValueError(x)
+        return x
+
+    p = pk.source(range(10_000)) | make(parse, restart="on-failure", max_restarts=20, backoff=0)
+    assert p.run() == [x for x in range(10_000) if x % 1000 != 999]
+    stats = p.stats["map(parse)" if make is pk.map else "thread(parse)"]
+    # several failures may land in the same incarnation (batches in flight)
+    assert 1 <= stats.restarts <= 10
+    assert (stats.messages_in, stats.messages_out) == (10_000, 9_990)
+
+
+def test_restart_limit_reached_fails_the_pipeline() -> None:
+    def parse(x: int) -> int:
+        if x % 1000 == 999:
+            raise ValueError(x)
+        return x
+
+    p = pk.source(range(10_000)) | pk.map(parse, restart="on-failure", max_restarts=3, backoff=0)
+    with pytest.raises(pk.ModuleError) as info:
+        p.run()
+    assert info.value.module == "map(parse)"
+    assert isinstance(info.value.__cause__, ValueError)
+    assert p.stats["map(parse)"].restarts == 3
+
+
+# --- validation ----------------------------------------------------------------------------
+
+
+def test_pipeline_not_starting_with_a_source_is_rejected() -> None:
+    with pytest.raises(ValueError, match="source"):
+        (pk.map(double) | pk.collect()).run()
+
+
+def test_sink_in_the_middle_is_rejected() -> None:
+    with pytest.raises(ValueError, match="sink"):
+        (pk.source(range(3)) | pk.sink(print) | pk.map(double)).run()
+
+
+def test_second_source_is_rejected() -> None:
+    with pytest.raises(ValueError, match="source"):
+        (pk.source(range(3)) | pk.source(range(3))).run()
+
+
+def test_thread_stage_rejects_async_functions() -> None:
+    async def fetch(x: int) -> int:
+        return x
+
+    with pytest.raises(TypeError, match=r"pk\.map"):
+        pk.thread(fetch)
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda: pk.map(double, workers=0),
+        lambda: pk.map(double, buffer=0),
+        lambda: pk.thread(double, workers=0),
+    ],
+)
+def test_bad_stage_options_are_rejected(build: Callable[[], pk.Stage]) -> None:
+    with pytest.raises(ValueError):
+        build()
+
+
+# --- bounded memory ------------------------------------------------------------------------
+
+
+async def test_blocked_sink_bounds_what_the_source_pulls() -> None:
+    n = 1_000_000
+    buffer, source_batch = 64, 16
+    pulled = [0]
+
+    def numbers() -> Iterator[int]:
+        for i in range(n):
+            pulled[0] += 1
+            yield i
+
+    release = trio.Event()
+    sink_reached = trio.Event()
+
+    async def store(x: int) -> None:
+        sink_reached.set()
+        await release.wait()
+
+    p = (
+        pk.source(numbers, batch=source_batch)
+        | pk.map(double, buffer=buffer)
+        | pk.thread(plus_one, buffer=buffer)
+        | pk.sink(store, buffer=buffer)
+    )
+    # What may be in flight: the source's chunk; for each of the three stages a full
+    # input buffer plus one batch (at most a buffer's worth) in hand; inside the thread
+    # stage, two batches at its worker and two at its collector.
+    bound = source_batch + 3 * (buffer + buffer) + 4 * buffer
+    with trio.fail_after(HANG_GUARD):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(p.arun)
+            await sink_reached.wait()
+            last = -1
+            while pulled[0] != last:  # until the pipeline has filled up
+                last = pulled[0]
+                await trio.testing.wait_all_tasks_blocked()
+            assert buffer < pulled[0] <= bound
+            nursery.cancel_scope.cancel()
+    assert bound * 1000 < n
+
+
+# --- progress and statistics ------------------------------------------------------------
+
+
+async def test_progress_callback_gets_live_and_final_per_stage_stats() -> None:
+    calls: list[dict[str, ModuleStats]] = []
+    first_report = trio.Event()
+
+    def progress(stats: dict[str, ModuleStats]) -> None:
+        calls.append(stats)
+        first_report.set()
+
+    async def store(x: int) -> None:
+        await first_report.wait()  # hold the pipeline until a live report came in
+
+    p = pk.source(range(1000)) | pk.map(double) | pk.filter(lambda x: x % 4 == 0) | pk.sink(store)
+    with trio.fail_after(HANG_GUARD):
+        await p.arun(progress=progress, interval=0.01)
+    names = ["source(range)", "map(double)", "filter(<lambda>)", "sink(store)"]
+    assert len(calls) >= 2
+    assert all(list(c) == names for c in calls)
+    assert calls[0]["sink(store)"].state == "running"
+    final = calls[-1]
+    counts = {name: (st.messages_in, st.messages_out, st.state) for name, st in final.items()}
+    assert counts == {
+        "source(range)": (0, 1000, "done"),
+        "map(double)": (1000, 1000, "done"),
+        "filter(<lambda>)": (1000, 500, "done"),
+        "sink(store)": (500, 0, "done"),
+    }
+
+
+def test_stats_after_run_count_messages_per_stage() -> None:
+    p = pk.source(range(10_000)) | pk.thread(double, workers=2) | pk.filter(lambda x: x % 3 == 0)
+    result = p.run()
+    assert len(result) == 3334
+    counts = {name: (st.messages_in, st.messages_out) for name, st in p.stats.items()}
+    assert counts == {
+        "source(range)": (0, 10_000),
+        "thread(double)": (10_000, 10_000),
+        "filter(<lambda>)": (10_000, 3334),
+        "collect": (3334, 0),
+    }
+    assert all(st.state == "done" for st in p.stats.values())
+
+
+def test_topology_names_the_stages_in_order() -> None:
+    p = pk.source(range(3)) | pk.map(double) | pk.collect()
+    with pytest.raises(RuntimeError):
+        p.topology()
+    p.run()
+    topo = p.topology()
+    assert [m["name"] for m in topo.modules] == ["source(range)", "map(double)", "collect"]
+    assert [(e["from"], e["to"]) for e in topo.edges] == [
+        ("source(range)", "map(double)"),
+        ("map(double)", "collect"),
+    ]
