@@ -417,6 +417,10 @@ class ThreadModule:
         # queued), so a put into a work lane never blocks: the dispatcher must never
         # wait behind a worker that is stuck while another one is idle.
         per_worker = 2
+        # Ordered results wait for their predecessors; with one worker stuck the others
+        # may run ahead by at most this many batches, so the reorder buffer is bounded.
+        window = 4 * n
+        delivered = [0]  # batches delivered in order so far
         slot_freed = [trio.Event()]
         worker_of: dict[int, int] = {}
         failure: list[Exception] = []
@@ -447,7 +451,9 @@ class ThreadModule:
                         except trio.EndOfChannel:
                             break
                         try:
-                            while min(load) >= per_worker:  # every worker is busy
+                            while min(load) >= per_worker or (
+                                self.ordered and seq - delivered[0] >= window
+                            ):  # every worker is busy, or the reorder window is full
                                 slot_freed[0] = trio.Event()
                                 await slot_freed[0].wait()
                             k = min(range(n), key=load.__getitem__)
@@ -490,6 +496,8 @@ class ThreadModule:
                     res, errs = pending.pop(next_seq)
                     next_seq += 1
                     await deliver(res, errs, scope)
+                    delivered[0] = next_seq
+                    slot_freed[0].set()
 
         dispatcher = trio.CancelScope()
         async with trio.open_nursery() as nursery:

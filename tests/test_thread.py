@@ -786,3 +786,52 @@ def test_thread_module_rejects_bad_options(kwargs: dict[str, Any], error: type[E
     fn: Callable[[Any], Any] = lambda x: x  # noqa: E731
     with pytest.raises(error):
         ThreadModule(fn, **kwargs)
+
+
+async def test_ordered_map_bounds_results_waiting_behind_a_stuck_worker() -> None:
+    """One worker blocks on its message; the others may run ahead only by the reorder
+    window (4 batches per worker), so what waits for re-sequencing stays bounded."""
+    release = threading.Event()
+    reached_window = threading.Event()
+    processed = [0]
+    lock = threading.Lock()
+    window = 4 * 3
+
+    def work(x: int) -> int:
+        if x == 0:
+            release.wait(timeout=10)
+            return x
+        with lock:
+            processed[0] += 1
+            if processed[0] >= window - 2:
+                reached_window.set()
+        return x
+
+    async def produce(out: Pipe) -> None:
+        for i in range(2_000):
+            await out.send(i)
+
+    got: list[int] = []
+
+    async def consume(inp: Pipe) -> None:
+        async for batch in inp.batches():
+            got.extend(batch)
+
+    module = ThreadModule(work, workers=3, batch=1)
+    async with trio.open_nursery() as nursery:
+
+        async def run_kernel() -> None:
+            async with open_kernel(capacity=16) as k:
+                a, b, c = k.add(produce), k.add(module, name="work"), k.add(consume)
+                k.connect(a, b)
+                k.connect(b, c)
+
+        nursery.start_soon(run_kernel)
+        assert await trio.to_thread.run_sync(reached_window.wait, 10)
+        # The free workers have filled the window; give them every chance to go on.
+        for _ in range(5):
+            await trio.testing.wait_all_tasks_blocked(cushion=0.02)
+        assert got == []
+        assert processed[0] <= window, f"{processed[0]} results waited behind the stuck worker"
+        release.set()
+    assert got == list(range(2_000))
