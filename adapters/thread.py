@@ -118,9 +118,12 @@ class ThreadPort:
             raise trio.ClosedResourceError(f"{self.name}: sending direction already ended")
 
     def send(self, value: Any) -> None:
-        self._check_send()
-        for lane in self._tx:
-            lane.put_many_blocking((value,), self._abort)
+        if self._ended:
+            self._check_send()
+        tx = self._tx
+        if len(tx) != 1 or self._abort.is_set() or not tx[0].try_put(value):
+            for lane in tx:
+                lane.put_many_blocking((value,), self._abort)
         self.messages_sent += 1
 
     def send_batch(self, values: Sequence[Any]) -> None:

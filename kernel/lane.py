@@ -137,6 +137,13 @@ class Lane:
             await trio.lowlevel.checkpoint()
         else:
             await trio.lowlevel.checkpoint_if_cancelled()
+        if self.try_put(item):
+            return 0.0
+        return await self._put_slow((item,), 0)
+
+    def try_put(self, item: Any) -> bool:
+        """Queue one message if there is room now (from any thread); False if the lane
+        is full, ended or its reader closed (the blocking calls then raise)."""
         with self._lock:
             if len(self._items) < self.capacity and not self._reader_closed and self._writers > 0:
                 self._items.append(item)
@@ -144,8 +151,8 @@ class Lane:
                 if waiter is not None:
                     self._reader_waiter = None
                     waiter.wake()
-                return 0.0
-        return await self._put_slow((item,), 0)
+                return True
+        return False
 
     async def put_many(self, items: Sequence[Any]) -> float:
         """Queue ``items`` in order, waiting whenever the lane is full. Returns the
