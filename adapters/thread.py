@@ -33,7 +33,7 @@ import trio
 
 from ..kernel.errors import PipekitError
 from ..kernel.lane import DEFAULT_CAPACITY, Lane
-from ..kernel.modules import batch_failure, process_batch
+from ..kernel.modules import batch_failure, is_input_name, is_output_name, process_batch
 from ..kernel.pipe import LocalPipe, Pipe, error_for_peer
 
 __all__ = ["ThreadModule", "ThreadPort", "open_thread_port"]
@@ -57,8 +57,10 @@ class ThreadPort:
         abort: threading.Event,
         *,
         name: str = "thread-port",
+        writer_key: object = None,
     ) -> None:
         self.name = name
+        self.writer_key = writer_key
         self._rx = receive_lane
         self._tx = tuple(send_lanes)
         self._abort = abort
@@ -137,7 +139,7 @@ class ThreadPort:
         if not self._ended:
             self._ended = True
             for lane in self._tx:
-                lane.end_writer()
+                lane.end_writer(self.writer_key)
 
     def fail(self, exc: BaseException) -> None:
         if not self._ended:
@@ -271,8 +273,8 @@ class ThreadModule:
             raise ValueError(f"mode {mode!r} needs exactly one input and one output port")
         if mode == "async":
             params = list(inspect.signature(fn).parameters)
-            inputs = tuple(p for p in params if p in ("inp", "inputs") or p.startswith("in_"))
-            outputs = tuple(p for p in params if p in ("out", "outputs") or p.startswith("out_"))
+            inputs = tuple(p for p in params if is_input_name(p))
+            outputs = tuple(p for p in params if is_output_name(p))
         self.fn = fn
         self.mode: Mode = mode
         self.workers = workers
@@ -325,7 +327,9 @@ class ThreadModule:
         }
         tports.update(
             {
-                n: ThreadPort(None, lanes, runner.abort, name=f"{self.name}.{n}")
+                n: ThreadPort(
+                    None, lanes, runner.abort, name=f"{self.name}.{n}", writer_key=_key(ports[n])
+                )
                 for n, lanes in outs.items()
             }
         )
@@ -346,6 +350,8 @@ class ThreadModule:
                 elif mode == "port":
                     if duplex is not None:
                         fn(duplex)
+                    elif len(tports) == 1:  # a source or a sink: its one port
+                        fn(*tports.values())
                     else:
                         fn(**tports)
                 else:  # async: its own trio loop on the same lanes
@@ -380,7 +386,10 @@ class ThreadModule:
             n: LocalPipe(lane, (), name=f"{self.name}.{n}") for n, lane in ins.items()
         }
         pipes.update(
-            {n: LocalPipe(None, lanes, name=f"{self.name}.{n}") for n, lanes in outs.items()}
+            {
+                n: LocalPipe(None, lanes, name=f"{self.name}.{n}", writer_key=tports[n].writer_key)
+                for n, lanes in outs.items()
+            }
         )
         token = trio.lowlevel.current_trio_token()
         try:
@@ -511,11 +520,23 @@ class ThreadModule:
             raise failure[0]
 
 
+def _key(pipe: Pipe) -> object:
+    """The writer key of a kernel port, so that ending it here and in the kernel
+    counts once."""
+    return pipe.writer_key if isinstance(pipe, LocalPipe) else None
+
+
 class _DuplexThreadPort(ThreadPort):
     """One object for a ``port``-mode function with one input and one output."""
 
     def __init__(self, inp: ThreadPort, out: ThreadPort) -> None:
-        super().__init__(inp._rx, out._tx, inp._abort, name=inp.name.rsplit(".", 1)[0])
+        super().__init__(
+            inp._rx,
+            out._tx,
+            inp._abort,
+            name=inp.name.rsplit(".", 1)[0],
+            writer_key=out.writer_key,
+        )
 
 
 @asynccontextmanager
@@ -531,7 +552,8 @@ async def open_thread_port(
 
     What the trio side sends, the thread receives, and the other way round. When ``fn``
     returns, its sending direction ENDs; if it raises, the trio side's ``receive``
-    raises that error. On a normal exit the trio side ENDs and stops reading (the
+    raises that error (and if it never did, leaving the block raises it). On a normal
+    exit the trio side ENDs and stops reading (the
     thread's further sends raise :class:`trio.BrokenResourceError`) and waits for the
     thread to finish with what was sent before the END; if the block raises or is
     cancelled, the thread is interrupted and joined (at most ``grace`` seconds).
@@ -544,6 +566,8 @@ async def open_thread_port(
     port = ThreadPort(to_thread, (from_thread,), runner.abort, name=f"{label}:thread")
     pipe = LocalPipe(from_thread, (to_thread,), name=f"{label}:trio")
 
+    failures: list[Exception] = []
+
     def body() -> None:
         try:
             fn(port)
@@ -551,6 +575,8 @@ async def open_thread_port(
             port.fail(exc)
             if not isinstance(exc, Exception):
                 raise
+            if not (from_thread.reader_closed and isinstance(exc, trio.BrokenResourceError)):
+                failures.append(exc)  # not merely "the trio side stopped reading"
         else:
             port.end()
 
@@ -563,6 +589,8 @@ async def open_thread_port(
         await pipe.end()
         pipe.close_nowait()
         await runner.wait()
+        if failures and not from_thread.error_delivered:
+            raise failures[0]  # the trio side never received it: do not swallow it
     finally:
         pipe.close_nowait()
         await runner.shutdown()

@@ -332,6 +332,10 @@ class FramedPipe(Pipe):
                 self._tx_event.set()
             if self._tx_broken is None:
                 await self._flush()
+            elif self.conn.failure is not None and not self._writer_stopped:
+                # A violation: let the writer deliver the ERROR frame with the reason.
+                with trio.move_on_after(1):
+                    await self._flush()
         finally:
             self._closed = True
             self._rx_event.set()

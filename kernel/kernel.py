@@ -134,11 +134,13 @@ class Topology:
     def to_dot(self) -> str:
         lines = ["digraph pipekit {", "  rankdir=LR;", "  node [shape=box];"]
         for m in self.modules:
-            label = m["name"] if m["restart"] == "never" else f"{m['name']}\\n({m['restart']})"
-            lines.append(f"  {json.dumps(m['name'])} [label={json.dumps(label)}];")
+            label = _dot_quote(m["name"])
+            if m["restart"] != "never":
+                label = label[:-1] + "\\n(" + m["restart"] + ')"'  # a DOT line break
+            lines.append(f"  {_dot_quote(m['name'])} [label={label}];")
         for e in self.edges:
-            label = json.dumps(f"{e['from_port']}->{e['to_port']}")
-            lines.append(f"  {json.dumps(e['from'])} -> {json.dumps(e['to'])} [label={label}];")
+            label = _dot_quote(f"{e['from_port']}->{e['to_port']}")
+            lines.append(f"  {_dot_quote(e['from'])} -> {_dot_quote(e['to'])} [label={label}];")
         lines.append("}")
         return "\n".join(lines) + "\n"
 
@@ -151,6 +153,11 @@ class Topology:
         for e in self.edges:
             lines.append(f"  {ids[e['from']]} -->|{e['from_port']}->{e['to_port']}| {ids[e['to']]}")
         return "\n".join(lines) + "\n"
+
+
+def _dot_quote(text: str) -> str:
+    """A DOT double-quoted string (only ``"`` and ``\\`` need escaping)."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 class ModuleHandle:
@@ -215,6 +222,7 @@ class Kernel:
         self._idle = trio.Event()
         self._idle.set()
         self._stopped = False
+        self._exited = False
 
     # -- building ---------------------------------------------------------------------
 
@@ -234,6 +242,8 @@ class Kernel:
         """Add a module (see :func:`~pipekit.kernel.modules.as_module` for the forms).
 
         ``capacity`` bounds each of its input buffers (default: the kernel's)."""
+        if self._exited:
+            raise WiringError(f"kernel {self.name!r} has exited: cannot add modules to it")
         mod = as_module(module, inputs=inputs, outputs=outputs)
         base = name or getattr(mod, "name", None) or getattr(module, "__name__", None) or "module"
         if name is not None and name in self._modules:
@@ -364,7 +374,9 @@ class Kernel:
         for port, lane in entry.in_lanes.items():
             ports[port] = LocalPipe(lane, (), name=f"{entry.name}.{port}")
         for port, lanes in entry.out_lanes.items():
-            ports[port] = LocalPipe(None, lanes, name=f"{entry.name}.{port}")
+            ports[port] = LocalPipe(
+                None, lanes, name=f"{entry.name}.{port}", writer_key=(entry.name, port)
+            )
         return ports
 
     def _inputs_ended(self, entry: _Entry) -> bool:
@@ -462,9 +474,9 @@ class Kernel:
 
     def _finish(self, entry: _Entry) -> None:
         entry.stats.state = "done"
-        for lanes in entry.out_lanes.values():
+        for port, lanes in entry.out_lanes.items():
             for lane in lanes:
-                lane.end_writer()
+                lane.end_writer((entry.name, port))  # a no-op if the module ended it
         for lane in entry.in_lanes.values():
             lane.close_reader()
 
@@ -569,6 +581,7 @@ async def open_kernel(
             unwrapped = real[0]
     finally:
         if kernel is not None:
+            kernel._exited = True
             kernel._release()
     if unwrapped is not None:
         # Raised outside the except block and without "from": the exception keeps its

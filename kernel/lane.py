@@ -79,6 +79,9 @@ class Lane:
         self._reader_closed = False
         self._reader_waiter: _Waiter | None = None
         self._writer_waiters: list[_Waiter] = []
+        self._ended_keys: set[object] = set()
+        self.error_delivered = False
+        """True once the reader has been handed the failure this lane ended with."""
         self._put_calls = 0
         self._get_calls = 0
         self.blocked_seconds = 0.0
@@ -221,11 +224,18 @@ class Lane:
             self._writer_waiters.clear()
             self._wake_reader()
 
-    def end_writer(self) -> None:
-        """One writer is done. The lane ends when the last writer is done."""
+    def end_writer(self, key: object = None) -> None:
+        """One writer is done. The lane ends when the last writer is done.
+
+        A writer that may be ended from several places (its module and the kernel)
+        passes the same ``key`` each time; only the first call with a key counts."""
         with self._lock:
             if self._writers <= 0:
                 return
+            if key is not None:
+                if key in self._ended_keys:
+                    return
+                self._ended_keys.add(key)
             self._writers -= 1
             if self._writers == 0:
                 self._wake_reader()
@@ -266,6 +276,7 @@ class Lane:
             return batch
         if self._writers <= 0:
             if self._error is not None:
+                self.error_delivered = True
                 raise self._error
             raise trio.EndOfChannel
         return None

@@ -4,8 +4,9 @@ A module has named input and output ports and an async ``run(ports)``. The easy 
 are plain functions, turned into modules by :func:`as_module`:
 
 * ``async def stage(inp, out)``: a coroutine function whose parameters are its ports;
-  parameters named ``inp``/``inputs``/``in_*`` are inputs and ``out``/``outputs``/
-  ``out_*`` are outputs (a source has only ``out``, a sink only ``inp``);
+  parameters named ``inp``/``inputs``/``inbox``/``in_*`` are inputs and
+  ``out``/``outputs``/``outbox``/``out_*`` are outputs (a source has only ``out``, a
+  sink only ``inp``);
 * ``def f(msg) -> msg``: a per-message function, run over batches on the kernel's loop
   (keep it quick; blocking code belongs in a thread module).
 """
@@ -24,6 +25,8 @@ __all__ = [
     "Module",
     "as_module",
     "batch_failure",
+    "is_input_name",
+    "is_output_name",
     "process_batch",
 ]
 
@@ -42,11 +45,15 @@ class Module(Protocol):
         ...
 
 
-def _is_input(name: str) -> bool:
+def is_input_name(name: str) -> bool:
+    """Whether a parameter name denotes an input port (``inp``, ``inputs``, ``inbox``,
+    ``in_*``)."""
     return name in ("inp", "inputs", "inbox") or name.startswith("in_")
 
 
-def _is_output(name: str) -> bool:
+def is_output_name(name: str) -> bool:
+    """Whether a parameter name denotes an output port (``out``, ``outputs``,
+    ``outbox``, ``out_*``)."""
     return name in ("out", "outputs", "outbox") or name.startswith("out_")
 
 
@@ -136,8 +143,8 @@ def as_module(
             for p in inspect.signature(obj).parameters.values()
             if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
         ]
-        ins = inputs if inputs is not None else tuple(p for p in params if _is_input(p))
-        outs = outputs if outputs is not None else tuple(p for p in params if _is_output(p))
+        ins = inputs if inputs is not None else tuple(p for p in params if is_input_name(p))
+        outs = outputs if outputs is not None else tuple(p for p in params if is_output_name(p))
         unknown = [p for p in params if p not in ins and p not in outs]
         if unknown:
             raise TypeError(

@@ -116,8 +116,11 @@ class LocalPipe(Pipe):
         send_lanes: Sequence[Lane] = (),
         *,
         name: str = "pipe",
+        writer_key: object = None,
     ) -> None:
         self.name = name
+        self.writer_key = writer_key
+        """Identifies this end as a writer of its send lanes (see :meth:`Lane.end_writer`)."""
         self._rx = receive_lane
         self._tx = tuple(send_lanes)
         self._ended = not self._tx
@@ -183,7 +186,7 @@ class LocalPipe(Pipe):
         if not self._ended:
             self._ended = True
             for lane in self._tx:
-                lane.end_writer()
+                lane.end_writer(self.writer_key)
 
     async def fail(self, exc: BaseException) -> None:
         await trio.lowlevel.checkpoint()

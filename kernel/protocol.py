@@ -394,7 +394,7 @@ class Connection:
         if self.codec is None and not self.initiator:
             # An acceptor's first frame is its HELLO answer (or the ERROR refusing the
             # handshake): nothing queued before the handshake may precede it.
-            if self.failure is None:
+            if self.failure is None and self.send_state != _Direction.FAILED:
                 return b""
             self._control = []
         parts = self._control

@@ -83,7 +83,10 @@ def _load_pipeline(spec: str) -> Pipeline:
     if obj is None:
         raise SystemExit(f"pipekit run: {path} defines no {name!r}")
     if callable(obj) and not isinstance(obj, Pipeline):
-        obj = obj()
+        try:
+            obj = obj()
+        except TypeError as exc:
+            raise SystemExit(f"pipekit run: calling {path}:{name}() failed: {exc}") from None
     if not isinstance(obj, Pipeline):
         raise SystemExit(
             f"pipekit run: {path}:{name} is a {type(obj).__name__}, not a pipekit Pipeline"

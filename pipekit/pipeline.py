@@ -90,9 +90,16 @@ class Pipeline:
 
     def __init__(self, stages: Sequence[Stage]) -> None:
         self.stages = list(stages)
-        self.stats: dict[str, ModuleStats] = {}
-        """Per-stage statistics of the last (or current) run, by stage name."""
+        self._stats: dict[str, ModuleStats] = {}
         self._kernel: Kernel | None = None
+        self._running = False
+
+    @property
+    def stats(self) -> dict[str, ModuleStats]:
+        """Per-stage statistics by stage name: live during a run, final after it."""
+        if self._running and self._kernel is not None:
+            return self._kernel.stats()
+        return self._stats
 
     def __or__(self, other: Stage | Pipeline) -> Pipeline:
         if isinstance(other, Pipeline):
@@ -124,9 +131,12 @@ class Pipeline:
         Raises :class:`~pipekit.ModuleError` naming the stage that failed."""
         try:
             trio.lowlevel.current_task()
+            inside_trio = True
         except RuntimeError:
-            return trio.run(self.arun)
-        raise RuntimeError("Pipeline.run() called inside trio: use 'await pipeline.arun()'")
+            inside_trio = False
+        if inside_trio:
+            raise RuntimeError("Pipeline.run() called inside trio: use 'await pipeline.arun()'")
+        return trio.run(self.arun)
 
     async def arun(
         self,
@@ -159,7 +169,7 @@ class Pipeline:
                     )
                 for a, b in itertools.pairwise(handles):
                     k.connect(a, b)
-                self.stats = k.stats()
+                self._running = True
                 await k.start()
                 if progress is not None:
                     with trio.CancelScope() as reporting:
@@ -168,8 +178,9 @@ class Pipeline:
                             await k.join()
                             reporting.cancel()
         finally:
+            self._running = False
             if self._kernel is not None:
-                self.stats = self._kernel.stats()
+                self._stats = self._kernel.stats()
             if progress is not None:
                 progress(self.stats)
         sink_module = modules[-1]

@@ -145,3 +145,9 @@ def test_python_dash_m_pipekit_behaves_like_the_command(tmp_path: Path) -> None:
     assert helped.returncode == 0
     assert "demo" in helped.stdout
     assert "run" in helped.stdout
+
+
+def test_run_reports_a_factory_that_needs_arguments(tmp_path: Path) -> None:
+    path = _write(tmp_path, "def pipeline(n):\n    raise AssertionError('not called')\n")
+    with pytest.raises(SystemExit, match=r"calling .*:pipeline\(\) failed: .*missing 1 required"):
+        main(["run", str(path)])

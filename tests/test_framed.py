@@ -722,3 +722,52 @@ async def test_stalled_reader_offered_a_million_messages_keeps_rss_flat(
             assert b.stats.queue_depth >= b.conn.high_water
             nursery.cancel_scope.cancel()
     assert grown < 20 * 1024 * 1024
+
+
+async def _read_all(stream: trio.abc.ReceiveStream) -> bytes:
+    data = b""
+    while chunk := await stream.receive_some():
+        data += chunk
+    return data
+
+
+async def test_acceptor_handshake_timeout_tells_the_silent_peer_why(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    ours, theirs = trio.testing.memory_stream_pair()
+    with pytest.raises(ProtocolError) as info:
+        async with framed_pipe(ours, initiator=False, handshake_timeout=3):
+            pass  # pragma: no cover - never reached
+    assert info.value.kind == "handshake_timeout"
+    peer = Connection(initiator=True)
+    events = peer.receive_data(await _read_all(theirs))
+    assert [type(e) for e in events] == [ErrorReceived]
+    error = events[0]
+    assert isinstance(error, ErrorReceived)
+    assert error.kind == "handshake_timeout"
+
+
+async def test_error_for_a_violation_reaches_the_peer_even_if_the_body_handles_it() -> None:
+    ours, theirs = trio.testing.memory_stream_pair()
+    peer = Connection(initiator=True)
+    with trio.fail_after(HANG_GUARD):
+        async with trio.open_nursery() as nursery:
+            got: list[bytes] = []
+
+            async def misbehave() -> None:
+                await theirs.send_all(peer.data_to_send())
+                peer.receive_data(await theirs.receive_some())  # the answer HELLO
+                await theirs.send_all(b"\x00\x00\x00\x00\x00\x63\x00\x00")  # type 99
+                got.append(await _read_all(theirs))
+
+            nursery.start_soon(misbehave)
+            async with framed_pipe(ours, initiator=False) as pipe:
+                with pytest.raises(ProtocolError):
+                    await pipe.receive()
+                # Handled: the body leaves normally, at once.
+    events = peer.receive_data(got[0])
+    assert [type(e) for e in events] == [ErrorReceived]
+    error = events[0]
+    assert isinstance(error, ErrorReceived)
+    assert error.kind == "malformed"
+    assert "unknown frame type 99" in error.message

@@ -18,6 +18,7 @@ from pipekit.kernel import (
     ModuleError,
     Pipe,
     RestartPolicy,
+    Topology,
     WiringError,
     as_module,
     open_kernel,
@@ -736,3 +737,50 @@ async def test_kernel_leaves_no_task_thread_or_file_descriptor_behind(
     else:
         assert received == list(range(len(received)))
         assert len(received) <= 500
+
+
+async def test_a_module_that_ends_its_own_output_does_not_end_a_merge_early() -> None:
+    got: list[object] = []
+    quick_done = trio.Event()
+
+    async def quick(out: Pipe) -> None:
+        await out.send("quick")
+        await out.end()  # ended here, and again by the kernel when it returns
+        quick_done.set()
+
+    async def slow(out: Pipe) -> None:
+        await quick_done.wait()
+        for i in range(5):
+            await out.send(i)
+
+    async def consume(inp: Pipe) -> None:
+        async for x in inp:
+            got.append(x)
+
+    with trio.fail_after(10):
+        async with open_kernel() as k:
+            k.merge([k.add(quick), k.add(slow)], k.add(consume))
+    assert got == ["quick", 0, 1, 2, 3, 4]
+
+
+def test_dot_export_breaks_the_label_line_before_the_restart_policy() -> None:
+    topo = Topology(
+        modules=[
+            {"name": 'say "hi"', "restart": "on-failure", "inputs": [], "outputs": ["out"]},
+            {"name": "b", "restart": "never", "inputs": ["inp"], "outputs": []},
+        ],
+        edges=[
+            {"from": 'say "hi"', "from_port": "out", "to": "b", "to_port": "inp", "kind": "connect"}
+        ],
+    )
+    dot = topo.to_dot()
+    assert '"say \\"hi\\"" [label="say \\"hi\\"\\n(on-failure)"];' in dot
+    assert "\\\\n" not in dot
+    assert '"b" [label="b"];' in dot
+
+
+async def test_adding_a_module_after_the_kernel_exited_is_refused() -> None:
+    async with open_kernel() as k:
+        pass
+    with pytest.raises(WiringError, match="has exited"):
+        k.add(lambda x: x)

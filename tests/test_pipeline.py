@@ -462,3 +462,37 @@ def test_topology_names_the_stages_in_order() -> None:
         ("source(range)", "map(double)"),
         ("map(double)", "collect"),
     ]
+
+
+async def test_stats_are_live_during_a_run() -> None:
+    release = trio.Event()
+    seen: list[int] = []
+
+    async def hold(x: int) -> None:
+        seen.append(x)
+        if len(seen) == 10:
+            await release.wait()
+
+    pipeline = pk.source(range(20)) | pk.sink(hold)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(pipeline.arun)
+        await trio.testing.wait_all_tasks_blocked()
+        live = pipeline.stats
+        assert live["sink(hold)"].state == "running"
+        assert live["source(range)"].messages_out == 20
+        release.set()
+    assert pipeline.stats["sink(hold)"].state == "done"
+
+
+def test_errors_from_run_carry_no_unrelated_context() -> None:
+    def boom(x: int) -> int:
+        raise ValueError("boom")
+
+    with pytest.raises(pk.ModuleError) as info:
+        (pk.source([1]) | pk.map(boom)).run()
+    seen: list[BaseException] = []
+    exc: BaseException | None = info.value
+    while exc is not None and len(seen) < 10:
+        seen.append(exc)
+        exc = exc.__cause__ or exc.__context__
+    assert not any(isinstance(e, RuntimeError) for e in seen), seen

@@ -837,3 +837,38 @@ async def test_ordered_map_bounds_results_waiting_behind_a_stuck_worker() -> Non
         assert processed[0] <= window, f"{processed[0]} results waited behind the stuck worker"
         release.set()
     assert got == list(range(2_000))
+
+
+async def test_a_thread_port_that_ends_its_own_output_does_not_end_a_merge_early() -> None:
+    first_sent = threading.Event()
+
+    def quick(port: ThreadPort) -> None:
+        port.send("quick")
+        port.end()  # ended here, and again by the kernel when the module returns
+        first_sent.set()
+
+    async def slow(out: Pipe) -> None:
+        await trio.to_thread.run_sync(first_sent.wait, HANG_GUARD)
+        for i in range(5):
+            await out.send(i)
+
+    got: list[object] = []
+
+    async def consume(inp: Pipe) -> None:
+        async for x in inp:
+            got.append(x)
+
+    with trio.fail_after(HANG_GUARD):
+        async with open_kernel() as k:
+            q = k.add(ThreadModule(quick, mode="port", inputs=()))
+            k.merge([q, k.add(slow)], k.add(consume))
+    assert got == ["quick", 0, 1, 2, 3, 4]
+
+
+async def test_open_thread_port_raises_a_thread_error_nobody_received() -> None:
+    def broken(port: ThreadPort) -> None:
+        raise KeyError("lost?")
+
+    with pytest.raises(KeyError, match="lost"):
+        async with open_thread_port(broken):
+            pass
