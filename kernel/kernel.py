@@ -382,15 +382,16 @@ class Kernel:
     def _inputs_ended(self, entry: _Entry) -> bool:
         return all(lane.ended and lane.depth == 0 for lane in entry.in_lanes.values())
 
-    def _account(self, entry: _Entry, ports: Mapping[str, Pipe]) -> None:
-        st = entry.stats
+    @staticmethod
+    def _add_traffic(stats: ModuleStats, entry: _Entry, ports: Mapping[str, Pipe]) -> None:
+        """Add the traffic of one incarnation's ``ports`` to ``stats``."""
         for port, pipe in ports.items():
             s = pipe.stats
             if port in entry.in_lanes:
-                st.messages_in += s.messages_received
+                stats.messages_in += s.messages_received
             else:
-                st.messages_out += s.messages_sent
-                st.paused_seconds += s.paused_seconds
+                stats.messages_out += s.messages_sent
+                stats.paused_seconds += s.paused_seconds
 
     async def _supervise(self, entry: _Entry) -> None:
         stats = entry.stats
@@ -408,7 +409,7 @@ class Kernel:
                 except Exception as exc:
                     error = _unwrap(exc)
                 finally:
-                    self._account(entry, ports)
+                    self._add_traffic(entry.stats, entry, ports)
                     entry.ports = {}
                     for pipe in ports.values():
                         pipe.detach()
@@ -507,13 +508,7 @@ class Kernel:
 
     def _live_stats(self, entry: _Entry) -> ModuleStats:
         snap = dataclasses.replace(entry.stats, failures=list(entry.stats.failures))
-        for port, pipe in entry.ports.items():
-            s = pipe.stats
-            if port in entry.in_lanes:
-                snap.messages_in += s.messages_received
-            else:
-                snap.messages_out += s.messages_sent
-                snap.paused_seconds += s.paused_seconds
+        self._add_traffic(snap, entry, entry.ports)
         return snap
 
     def topology(self) -> Topology:
