@@ -17,7 +17,9 @@ from .kernel import (
     WiringError,
     open_kernel,
 )
+from .adapters.stdio import ProcessError
 from .pipeline import Pipeline, Stage, collect, filter, map, sink, source, thread
+from .process import ProcessChain, Worker, cmd, run
 
 __version__ = "0.1.0"
 
@@ -27,15 +29,20 @@ __all__ = [
     "ModuleError",
     "PipekitError",
     "Pipeline",
+    "ProcessChain",
+    "ProcessError",
     "ProtocolError",
     "RemoteError",
     "Stage",
     "WiringError",
+    "Worker",
     "__version__",
+    "cmd",
     "collect",
     "filter",
     "map",
     "open_kernel",
+    "run",
     "sink",
     "source",
     "thread",

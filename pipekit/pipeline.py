@@ -64,13 +64,20 @@ class Stage:
     compose them with ``|``."""
 
     role = "transform"  # source, transform or sink
+    can_lead = False  # a transform that may also start a pipeline (a command)
+    joinable = False  # adjacent joinable stages are merged by joined() (OS pipes)
 
     def __init__(self, label: str, options: _Options) -> None:
         self.label = label
         self.options = options
 
-    def module(self) -> Module:
-        """A fresh kernel module for one run of this stage."""
+    def module(self, *, first: bool = False) -> Module:
+        """A fresh kernel module for one run of this stage (``first``: it leads the
+        pipeline, so it has no input)."""
+        raise NotImplementedError
+
+    def joined(self, following: Sequence[Stage]) -> Stage:
+        """One stage doing the work of ``self`` and the joinable stages after it."""
         raise NotImplementedError
 
     def __or__(self, other: Stage | Pipeline) -> Pipeline:
@@ -112,8 +119,13 @@ class Pipeline:
         return "Pipeline(" + " | ".join(s.label for s in self.stages) + ")"
 
     def _validated(self) -> list[Stage]:
-        stages = list(self.stages)
-        if not stages or stages[0].role != "source":
+        stages: list[Stage] = []
+        for stage in self.stages:  # join runs of adjacent raw-mode commands
+            if stage.joinable and stages and stages[-1].joinable:
+                stages.append(stages.pop().joined([stage]))
+            else:
+                stages.append(stage)
+        if not stages or not (stages[0].role == "source" or stages[0].can_lead):
             raise ValueError("a pipeline must start with a source: pk.source(items) | ...")
         for s in stages[1:]:
             if s.role == "source":
@@ -147,7 +159,7 @@ class Pipeline:
         """Run inside trio and return the sink's result. If ``progress`` is given it is
         called with the live per-stage statistics every ``interval`` seconds."""
         stages = self._validated()
-        modules = [s.module() for s in stages]
+        modules = [s.module(first=i == 0) for i, s in enumerate(stages)]
         try:
             async with open_kernel() as k:
                 self._kernel = k
@@ -250,7 +262,7 @@ class _Source(Stage):
         self.items = items
         self.batch = batch
 
-    def module(self) -> Module:
+    def module(self, *, first: bool = False) -> Module:
         return _SourceModule(self.items, self.batch)
 
 
@@ -372,7 +384,7 @@ class _Transform(Stage):
         self.ordered = ordered
         self.threaded = threaded
 
-    def module(self) -> Module:
+    def module(self, *, first: bool = False) -> Module:
         fn = self.fn
         if self.kind == "filter":
             if inspect.iscoroutinefunction(fn):
@@ -533,7 +545,7 @@ class _Sink(Stage):
         super().__init__("collect" if fn is None else f"sink({_name(fn)})", options)
         self.fn = fn
 
-    def module(self) -> Module:
+    def module(self, *, first: bool = False) -> Module:
         return _SinkModule(self.fn)
 
 
