@@ -7,6 +7,7 @@ declarative pipelines (``pk.source(...) | pk.map(...) | pk.sink(...)``), the CLI
 re-exports of the kernel's errors.
 """
 
+from .adapters.stdio import ProcessError
 from .kernel import (
     CodecError,
     FlowControlError,
@@ -17,7 +18,6 @@ from .kernel import (
     WiringError,
     open_kernel,
 )
-from .adapters.stdio import ProcessError
 from .pipeline import Pipeline, Stage, collect, filter, map, sink, source, thread
 from .process import ProcessChain, Worker, cmd, run
 

@@ -162,7 +162,7 @@ class Worker(Stage):
     async def send_batch(self, messages: Sequence[Any]) -> None:
         await self._pipe_or_raise().send_batch(messages)
 
-    async def receive(self, timeout: float | None = None) -> Any:
+    async def receive(self, timeout: float | None = None) -> Any:  # noqa: ASYNC109
         """The next message from the process. Raises :class:`trio.EndOfChannel` when its
         output ended, :class:`trio.TooSlowError` after ``timeout`` seconds, and
         :class:`ProcessError` if it died."""
@@ -172,7 +172,7 @@ class Worker(Stage):
         with trio.fail_after(timeout):
             return await pipe.receive()
 
-    async def call(self, message: Any, timeout: float | None = None) -> Any:
+    async def call(self, message: Any, timeout: float | None = None) -> Any:  # noqa: ASYNC109
         """Send ``message`` and return the next message the process outputs."""
         await self.send(message)
         return await self.receive(timeout)
