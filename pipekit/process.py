@@ -42,7 +42,8 @@ from .adapters.stdio import (
     open_process,
     worker_spec,
 )
-from .kernel import Module, RestartPolicy
+from .kernel import Module, Pipe, RestartPolicy
+from .kernel.scopes import open_plain_nursery
 from .pipeline import Stage, _Options
 
 __all__ = ["ProcessChain", "Worker", "cmd", "run"]
@@ -54,10 +55,23 @@ Stdio = Literal["pipe", "inherit", "null"]
 class Worker(Stage):
     """A process: a handle and a pipeline stage. Make one with :func:`run` or :func:`cmd`."""
 
-    def __init__(self, spec: ProcessSpec, *, label: str, options: _Options, detach: bool) -> None:
+    def __init__(
+        self,
+        spec: ProcessSpec,
+        *,
+        label: str,
+        options: _Options,
+        detach: bool,
+        workers: int = 1,
+        ordered: bool = True,
+    ) -> None:
         super().__init__(label, options)
+        if workers < 1:
+            raise ValueError("workers must be at least 1")
         self.spec = spec
         self.detach = detach
+        self.workers = workers
+        self.ordered = ordered
         self._stack: AsyncExitStack | None = None
         self._pipe: ProcessPipe | None = None
         self._done = trio.Event() if _in_trio() else None
@@ -76,11 +90,20 @@ class Worker(Stage):
     can_lead = True
 
     def module(self, *, first: bool = False) -> Module:
+        if self.workers > 1:
+            if first:
+                raise ValueError(f"{self.label}: a stage with workers > 1 cannot lead a pipeline")
+            return _FanOutModule(self.spec, self.workers, name=self.label)
         return ProcessModule(self.spec, name=self.label, source=first)
 
     @property
     def joinable(self) -> bool:  # type: ignore[override]
-        return self.raw and self.spec.stdin == "pipe" and self.spec.stdout == "pipe"
+        return (
+            self.raw
+            and self.workers == 1
+            and self.spec.stdin == "pipe"
+            and self.spec.stdout == "pipe"
+        )
 
     def joined(self, following: Sequence[Stage]) -> Stage:
         return _ChainStage([self, *(w for w in following if isinstance(w, Worker))])
@@ -343,6 +366,8 @@ def run(
     stderr: Stdio = "pipe",
     kill_grace: float = 5.0,
     detach: bool = False,
+    workers: int = 1,
+    ordered: bool = True,
     buffer: int | None = None,
     restart: str | RestartPolicy = "never",
     max_restarts: int = 3,
@@ -352,7 +377,16 @@ def run(
     ``.py`` path (its ``main``). The worker reads its input stream and writes results
     (``mode="stream"``), or is called once per item (``mode="item"``); ``init`` names a
     function it calls once first. Its framed channel is a dedicated descriptor, so its
-    stdout (inherited by default) is free for ``print``."""
+    stdout (inherited by default) is free for ``print``.
+
+    As a pipeline stage, ``workers=N`` runs N processes. A stream-mode worker may emit
+    any number of messages per input, so N of them cannot keep order: pass
+    ``ordered=False``."""
+    if workers > 1 and ordered and mode == "stream":
+        raise ValueError(
+            "a stream-mode worker may emit any number of messages per input, so the order "
+            "of N processes' output cannot be kept: pass ordered=False"
+        )
     spec = worker_spec(
         os.fspath(target),
         mode=mode,
@@ -367,7 +401,12 @@ def run(
     )
     label = f"run({os.path.basename(os.fspath(target))})"
     return Worker(
-        spec, label=label, options=_options(buffer, restart, max_restarts, backoff), detach=detach
+        spec,
+        label=label,
+        options=_options(buffer, restart, max_restarts, backoff),
+        detach=detach,
+        workers=workers,
+        ordered=ordered,
     )
 
 
@@ -383,6 +422,8 @@ def cmd(
     stderr: Stdio = "pipe",
     kill_grace: float = 5.0,
     detach: bool = False,
+    workers: int = 1,
+    ordered: bool = True,
     buffer: int | None = None,
     restart: str | RestartPolicy = "never",
     max_restarts: int = 3,
@@ -390,7 +431,13 @@ def cmd(
 ) -> Worker:
     """Any executable as a worker. Messages travel as JSON lines by default
     (``mode="jsonl"``); ``"lines"`` sends and receives text lines, ``"bytes"`` raw
-    chunks, ``"frames"`` pipekit/1 on stdin/stdout."""
+    chunks, ``"frames"`` pipekit/1 on stdin/stdout. ``workers=N`` (with
+    ``ordered=False``) runs N copies in a pipeline, least-loaded first."""
+    if workers > 1 and ordered:
+        raise ValueError(
+            "a command may emit any number of messages per input, so the order of N "
+            "copies' output cannot be kept: pass ordered=False"
+        )
     argv = (os.fspath(program), *(os.fspath(a) for a in args))
     spec = ProcessSpec(
         argv,
@@ -405,8 +452,53 @@ def cmd(
     )
     label = f"cmd({os.path.basename(argv[0])})"
     return Worker(
-        spec, label=label, options=_options(buffer, restart, max_restarts, backoff), detach=detach
+        spec,
+        label=label,
+        options=_options(buffer, restart, max_restarts, backoff),
+        detach=detach,
+        workers=workers,
+        ordered=ordered,
     )
+
+
+class _FanOutModule:
+    """``workers`` copies of one process; each input batch goes to the copy with the
+    fewest messages in flight (sent minus received), outputs are merged as they come.
+    Any copy failing fails the module."""
+
+    inputs: tuple[str, ...] = ("inp",)
+    outputs: tuple[str, ...] = ("out",)
+
+    def __init__(self, spec: ProcessSpec, workers: int, *, name: str, batch: int = 256) -> None:
+        self.spec = spec
+        self.workers = workers
+        self.name = name
+        self.batch = batch
+
+    async def run(self, ports: Mapping[str, Pipe]) -> None:
+        inp, out = ports["inp"], ports["out"]
+        async with AsyncExitStack() as stack:
+            pipes = [
+                await stack.enter_async_context(open_process(self.spec))
+                for _ in range(self.workers)
+            ]
+            async with open_plain_nursery() as nursery:
+                for pipe in pipes:
+                    nursery.start_soon(self._drain, pipe, out)
+
+                def in_flight(p: ProcessPipe) -> int:
+                    s = p.stats
+                    return s.messages_sent - s.messages_received
+
+                async for batch in inp.batches(self.batch):
+                    await min(pipes, key=in_flight).send_batch(batch)
+                for pipe in pipes:
+                    await pipe.end()
+
+    @staticmethod
+    async def _drain(pipe: ProcessPipe, out: Pipe) -> None:
+        async for batch in pipe.batches():
+            await out.send_batch(batch)
 
 
 class _ChainStage(Stage):
