@@ -243,13 +243,18 @@ class FramedPipe(Pipe):
         self.conn.end()
         self._tx_event.set()
 
-    async def fail(self, exc: BaseException) -> None:
+    async def fail(self, exc: BaseException, **details: Any) -> None:
+        """End the sending direction with an ERROR frame: ``kind`` is ``exc.kind`` if it
+        has one, else its type name; ``message`` is ``str(exc)``; ``details`` are extra
+        JSON fields of the payload (for example a ``traceback``)."""
         await trio.lowlevel.checkpoint()
         if self._closed or self._tx_broken is not None:
             return
         kind = getattr(exc, "kind", None)
         self.conn.fail(
-            kind if isinstance(kind, str) else type(exc).__name__, str(exc) or type(exc).__name__
+            kind if isinstance(kind, str) else type(exc).__name__,
+            str(exc) or type(exc).__name__,
+            **details,
         )
         self._tx_event.set()
 
@@ -425,6 +430,11 @@ async def framed_pipe(
                     with trio.move_on_after(1):
                         await pipe._flush()
                     raise pipe._handshake_error
+                if not initiator:
+                    # Put the HELLO answer on the wire before handing the pipe over, so a
+                    # body that blocks the loop at once cannot stall the peer's handshake.
+                    with trio.move_on_after(1):
+                        await pipe._flush()
                 try:
                     yield pipe
                 except BaseException as exc:

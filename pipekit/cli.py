@@ -113,6 +113,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_worker(args: argparse.Namespace) -> int:
+    from .child import run_worker
+
+    return run_worker(args.target, mode=args.mode, init=args.init)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pipekit", description="Stream pipelines with real backpressure."
@@ -137,6 +143,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--quiet", action="store_true", help="no progress and no statistics")
     run.set_defaults(func=cmd_run)
+
+    worker = sub.add_parser(
+        "worker",
+        help="serve a Python function as a process worker (the child side of pk.run)",
+        description="Serve TARGET to the parent process over pipekit/1: on the socket whose "
+        "descriptor is in $PIPEKIT_FD, else on stdin/stdout. See pipekit.child.",
+    )
+    worker.add_argument(
+        "target", metavar="TARGET", help="package.module:function, file.py or file.py:function"
+    )
+    worker.add_argument(
+        "--mode",
+        choices=("stream", "item"),
+        default="stream",
+        help="stream: the target owns the stream (default); item: fn(item) -> result",
+    )
+    worker.add_argument(
+        "--init", metavar="INIT", help="a zero-argument callable run once before any message"
+    )
+    worker.set_defaults(func=cmd_worker)
     return parser
 
 
