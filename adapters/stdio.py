@@ -29,8 +29,10 @@ import fcntl
 import os
 import signal
 import socket
+import struct
 import subprocess
 import sys
+import termios
 from collections import deque
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -62,6 +64,8 @@ ErrorKind = Literal["spawn_failed", "terminated", "timeout", "io_error"]
 PIPE_SIZE = 1 << 20  # F_SETPIPE_SZ for the pipes we create (capped by the system)
 READ_SIZE = 1 << 20
 STDERR_TAIL = 16 * 1024
+STDERR_SETTLE = 0.5  # seconds an error waits for the stderr of an exited process
+STDOUT_DRAIN = 1.0  # seconds a failed write to a framed child waits for its stdout's end
 _F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 
 
@@ -181,25 +185,40 @@ class _Child:
         self.process = process
         self.pid = process.pid
         self.stderr_tail = bytearray()
+        self.stderr_closed = trio.Event()
         self.timed_out = False
         self.killed_by_us = False
+        self.feeds_next = False
+        """True for a process whose stdout is the next one's stdin in a chain."""
 
     @property
     def stderr(self) -> str:
         return self.stderr_tail.decode("utf-8", "replace")
 
     async def capture_stderr(self, stream: trio.lowlevel.FdStream) -> None:
-        async with stream:
-            while True:
-                try:
-                    chunk = await stream.receive_some(65536)
-                except (trio.BrokenResourceError, trio.ClosedResourceError):
-                    return
-                if not chunk:
-                    return
-                self.stderr_tail += chunk
-                if len(self.stderr_tail) > 2 * STDERR_TAIL:
-                    del self.stderr_tail[:-STDERR_TAIL]
+        try:
+            async with stream:
+                while True:
+                    try:
+                        chunk = await stream.receive_some(65536)
+                    except (trio.BrokenResourceError, trio.ClosedResourceError):
+                        return
+                    if not chunk:
+                        return
+                    self.stderr_tail += chunk
+                    if len(self.stderr_tail) > 2 * STDERR_TAIL:
+                        del self.stderr_tail[:-STDERR_TAIL]
+        finally:
+            self.stderr_closed.set()
+
+    async def settle(self) -> None:
+        """Once the process has exited, let the stderr capture read what is left in
+        the pipe, so that an error built now carries the whole tail (bounded: a
+        grandchild may hold the pipe open)."""
+        if self.process.returncode is None:
+            return
+        with trio.move_on_after(STDERR_SETTLE):
+            await self.stderr_closed.wait()
 
     async def enforce_timeout(self) -> None:
         assert self.spec.timeout is not None
@@ -207,6 +226,13 @@ class _Child:
         if self.process.returncode is None:
             self.timed_out = True
             await self.terminate()
+
+    async def watch(self) -> None:
+        """When the process fails, the rest of its group goes with it: descendants
+        that still hold its stdout would otherwise hide the failure until they exit."""
+        await self.process.wait()
+        if self.failed:
+            self.signal_group(signal.SIGKILL)
 
     def signal_group(self, sig: int) -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -256,6 +282,9 @@ class _Child:
     @property
     def failed(self) -> bool:
         code = self.process.returncode
+        if code == -signal.SIGPIPE and self.feeds_next:
+            # As in a shell: the next process stopped reading (``seq | head``).
+            return self.timed_out
         return self.timed_out or (code is not None and code != 0 and not self.killed_by_us)
 
 
@@ -305,8 +334,11 @@ async def _spawn(
     stream = trio.lowlevel.FdStream(err_r) if err_r is not None else None
     if stream is not None:
         nursery.start_soon(child.capture_stderr, stream)
+    else:
+        child.stderr_closed.set()
     if spec.timeout is not None:
         nursery.start_soon(child.enforce_timeout)
+    nursery.start_soon(child.watch)
     return child, stream
 
 
@@ -317,6 +349,8 @@ def _encoder(mode: Mode) -> Any:
     if mode == "bytes":
 
         def encode_bytes(messages: Sequence[Any]) -> bytes:
+            if len(messages) == 1 and type(messages[0]) is bytes:
+                return messages[0]  # a bulk chunk: no copy
             return b"".join(
                 m if isinstance(m, bytes | bytearray | memoryview) else bytes(m) for m in messages
             )
@@ -374,6 +408,94 @@ def _decoder(mode: Mode) -> StreamDecoder:
     if mode == "jsonl":
         return get_codec("json").stream_decoder()
     return _LineDecoder()
+
+
+# --- pipekit/1 over stdin/stdout ------------------------------------------------------
+
+
+def _readable_bytes(fd: int) -> int:
+    """Bytes waiting to be read in the pipe ``fd`` (FIONREAD)."""
+    try:
+        return int(struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"))[0])
+    except OSError:
+        return 0
+
+
+class _FramedStdout(trio.abc.ReceiveStream):
+    """A framed child's stdout that knows whether its reader has seen everything the
+    child wrote so far (see :class:`_FramedStdin`)."""
+
+    def __init__(self, stream: trio.lowlevel.FdStream) -> None:
+        self.stream = stream
+        self._eof = False
+        self._started = False
+        self._reading = False
+        self._changed = trio.Event()
+
+    def _change(self) -> None:
+        self._changed.set()
+        self._changed = trio.Event()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        self._started = self._reading = True
+        self._change()
+        try:
+            data = await self.stream.receive_some(max_bytes)
+            if not data:
+                self._eof = True
+            return bytes(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            self._eof = True
+            raise
+        finally:
+            self._reading = False
+            self._change()
+
+    def _settled(self) -> bool:
+        if self._eof:
+            return True
+        if not self._started:
+            return False
+        if not self._reading:
+            return True  # the reader stopped: it found what it needed (an error)
+        return _readable_bytes(self.stream.fileno()) == 0
+
+    async def wait_settled(self) -> None:
+        """Wait until the reader has been handed all that is readable now, or saw EOF."""
+        while not self._settled():
+            await self._changed.wait()
+
+    async def aclose(self) -> None:
+        self._eof = True
+        self._change()
+        await self.stream.aclose()
+
+
+class _FramedStdin(trio.abc.SendStream):
+    """A framed child's stdin. Unlike a socket's, the two pipes of a child are
+    independent: when a write fails because the child closed its stdin (it exited or
+    stopped reading), what it wrote last - garbage, or an ERROR frame saying why - may
+    still wait in its stdout. The failure is raised only once the reader has been
+    handed that (bounded by ``STDOUT_DRAIN``), so that the error names the real cause
+    rather than a broken pipe."""
+
+    def __init__(self, stream: trio.lowlevel.FdStream, stdout: _FramedStdout) -> None:
+        self.stream = stream
+        self.stdout = stdout
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        try:
+            await self.stream.send_all(data)
+        except trio.BrokenResourceError:
+            with trio.move_on_after(STDOUT_DRAIN):
+                await self.stdout.wait_settled()
+            raise
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self.stream.wait_send_all_might_not_block()
+
+    async def aclose(self) -> None:
+        await self.stream.aclose()
 
 
 # --- the pipe -----------------------------------------------------------------------
@@ -440,23 +562,31 @@ class ProcessPipe(Pipe):
     async def wait(self) -> int:
         """Wait for every process to exit; return the last one's return code. Raises
         :class:`ProcessError` if one of them failed (non-zero exit, signal, timeout)."""
-        for c in self._children:
-            await c.process.wait()
-        self._raise_if_failed()
+        await self._wait_all()
+        await self._raise_if_failed()
         code = self._children[-1].process.returncode
         assert code is not None
         return code
 
-    def _raise_if_failed(self) -> None:
+    async def _wait_all(self) -> None:
+        """Wait for every process to exit and for its stderr tail to be complete."""
+        for c in self._children:
+            await c.process.wait()
+        for c in self._children:
+            await c.settle()
+
+    async def _raise_if_failed(self) -> None:
         for c in self._children:
             if c.failed:
+                await c.settle()
                 raise c.error()
 
-    def _describe(self, exc: BaseException) -> BaseException:
+    async def _describe(self, exc: BaseException) -> BaseException:
         """Turn a transport error into one that names the process (and its stderr)."""
         child = self._children[-1]
         if isinstance(exc, RemoteError):
             return exc
+        await child.settle()
         if isinstance(exc, ProtocolError):
             err = ProtocolError(
                 f"{child.spec.label} (pid {child.pid}): {exc.message}"
@@ -482,11 +612,13 @@ class ProcessPipe(Pipe):
                 await child.process.wait()
         for c in self._children:
             if c.failed:
+                await c.settle()
                 err = c.error()
                 err.__cause__ = exc
                 return err
         if isinstance(exc, ProtocolError | RemoteError):
-            return self._describe(exc)
+            return await self._describe(exc)
+        await child.settle()
         err = child.error(
             f"{child.spec.label} (pid {child.pid}): connection broken: {exc}", kind="io_error"
         )
@@ -505,6 +637,8 @@ class ProcessPipe(Pipe):
             try:
                 await self._framed.send_batch(values)
             except (ProtocolError, trio.BrokenResourceError) as exc:
+                if isinstance(exc, ProtocolError) and exc.kind == "oversize":
+                    raise  # refused before anything was queued: the channel is intact
                 raise await self._outcome(exc) from exc
             return
         if self._ended or self._stdin is None:
@@ -590,7 +724,7 @@ class ProcessPipe(Pipe):
                 try:
                     tail = self._decoder.close()
                 except ProtocolError as exc:
-                    raise self._describe(exc) from exc
+                    raise await self._describe(exc) from exc
                 if tail:
                     return tail
                 continue
@@ -598,15 +732,14 @@ class ProcessPipe(Pipe):
             try:
                 batch = self._decoder.feed(data)
             except ProtocolError as exc:
-                raise self._describe(exc) from exc
+                raise await self._describe(exc) from exc
             if batch:
                 return batch
 
     async def _finish_stream(self) -> None:
         """The output ended: the stream ends cleanly only if every process succeeds."""
-        for c in self._children:
-            await c.process.wait()
-        self._raise_if_failed()
+        await self._wait_all()
+        await self._raise_if_failed()
 
     async def aclose(self) -> None:
         self._closed = True
@@ -726,6 +859,7 @@ async def open_chain(specs: Sequence[ProcessSpec]) -> AsyncIterator[ProcessPipe]
                     pass_fds=fds,
                     extra_env=extra,
                 )
+                child.feeds_next = not is_last
                 children.append(child)
                 prev_out = next_in
             for fd in to_close:
@@ -740,7 +874,8 @@ async def open_chain(specs: Sequence[ProcessSpec]) -> AsyncIterator[ProcessPipe]
                     )
                 else:
                     assert pipe._stdin is not None and pipe._stdout is not None
-                    transport = trio.StapledStream(pipe._stdin, pipe._stdout)
+                    stdout = _FramedStdout(pipe._stdout)
+                    transport = trio.StapledStream(_FramedStdin(pipe._stdin, stdout), stdout)
                     pipe._stdin = pipe._stdout = None
                 try:
                     async with framed_pipe(
@@ -764,7 +899,7 @@ async def open_chain(specs: Sequence[ProcessSpec]) -> AsyncIterator[ProcessPipe]
             # Normal exit: the processes finish what they were given.
             for c in children:
                 await c.process.wait()
-            pipe._raise_if_failed()
+            await pipe._raise_if_failed()
         except BaseException:
             for fd in to_close:
                 with contextlib.suppress(OSError):
@@ -827,8 +962,15 @@ class ProcessModule:
                 await proc.send_batch(batch)
         except trio.BrokenResourceError:
             # The process stopped reading. Whether that is a failure is for the output
-            # side to tell (a dead process raises there); upstream learns, as with
-            # SIGPIPE, that nobody reads any more.
+            # side to tell (a dead process raises there, and the input stays open for a
+            # restarted process to go on with); if it exits cleanly (like head),
+            # upstream learns, as with SIGPIPE, that nobody reads any more.
+            try:
+                await proc.wait()
+            except ProcessError:
+                return
             await inp.aclose()
             return
+        except ProcessError:
+            return  # the process failed (a framed send says so): the output side raises it
         await proc.end()

@@ -195,6 +195,7 @@ class _Entry:
     module: Module
     policy: RestartPolicy
     capacity: int
+    max_bytes: int | None
     stats: ModuleStats
     started: bool = False
     ports: dict[str, LocalPipe] = field(default_factory=dict)  # the running incarnation's
@@ -238,10 +239,13 @@ class Kernel:
         backoff: float = 0.1,
         backoff_max: float = 10.0,
         capacity: int | None = None,
+        max_bytes: int | None = None,
     ) -> ModuleHandle:
         """Add a module (see :func:`~pipekit.kernel.modules.as_module` for the forms).
 
-        ``capacity`` bounds each of its input buffers (default: the kernel's)."""
+        ``capacity`` bounds each of its input buffers in messages (default: the
+        kernel's); ``max_bytes`` also bounds the total size of ``bytes``/``str`` messages
+        in each (for modules fed bulk data)."""
         if self._exited:
             raise WiringError(f"kernel {self.name!r} has exited: cannot add modules to it")
         mod = as_module(module, inputs=inputs, outputs=outputs)
@@ -263,7 +267,7 @@ class Kernel:
         cap = capacity if capacity is not None else self.capacity
         if cap < 1:
             raise ValueError("capacity must be at least 1")
-        self._modules[unique] = _Entry(unique, mod, policy, cap, ModuleStats(unique))
+        self._modules[unique] = _Entry(unique, mod, policy, cap, max_bytes, ModuleStats(unique))
         return ModuleHandle(self, unique)
 
     def _port(self, ref: ModuleHandle | PortRef | str, direction: str) -> PortRef:
@@ -343,7 +347,9 @@ class Kernel:
         for entry in pending:
             for port in entry.module.inputs:
                 writers = sum(1 for e in self._edges if e.dst == PortRef(entry.name, port))
-                entry.in_lanes[port] = Lane(entry.capacity, writers=writers)
+                entry.in_lanes[port] = Lane(
+                    entry.capacity, writers=writers, max_bytes=entry.max_bytes
+                )
         for entry in pending:
             for port in entry.module.outputs:
                 entry.out_lanes[port] = [

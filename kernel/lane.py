@@ -3,8 +3,9 @@
 A lane carries Python objects by reference from its writers to its one reader. It is the
 in-memory transport under in-process pipes, kernel edges and thread ports:
 
-* bounded: a writer blocks while ``capacity`` messages are queued and resumes once the
-  reader has drained the lane to ``low_water`` (the in-memory PAUSE / RESUME);
+* bounded: a writer blocks while ``capacity`` messages (and, optionally, ``max_bytes``
+  of ``bytes``/``str`` messages) are queued and resumes once the reader has drained the
+  lane to ``low_water`` (the in-memory PAUSE / RESUME);
 * batched: ``put_many`` / ``get_many`` move lists, and a waiting side is woken once per
   batch (one pending wake-up), never once per message;
 * usable from trio tasks (``await lane.put(...)``) and from plain threads
@@ -60,15 +61,38 @@ class _ThreadWaiter:
 _Waiter = _TrioWaiter | _ThreadWaiter
 
 
+def _weight(item: Any) -> int:
+    """What a message counts against a lane's byte budget."""
+    t = type(item)
+    if t is bytes or t is str or t is bytearray:
+        return len(item)
+    if t is memoryview:
+        return int(item.nbytes)
+    return 0
+
+
 class Lane:
     """A bounded single-reader, multi-writer queue. See the module docstring."""
 
     def __init__(
-        self, capacity: int = DEFAULT_CAPACITY, *, writers: int = 1, low_water: int | None = None
+        self,
+        capacity: int = DEFAULT_CAPACITY,
+        *,
+        writers: int = 1,
+        low_water: int | None = None,
+        max_bytes: int | None = None,
     ) -> None:
         if capacity < 1:
             raise ValueError("capacity must be at least 1")
+        if max_bytes is not None and max_bytes < 1:
+            raise ValueError("max_bytes must be at least 1")
         self.capacity = capacity
+        self.max_bytes = max_bytes
+        """Optional second bound: the total size of queued ``bytes``/``str`` messages
+        (other messages weigh nothing). A lone message larger than it is still admitted
+        into an empty lane."""
+        self._weighed = max_bytes is not None
+        self._bytes = 0
         self.low_water = capacity // 2 if low_water is None else low_water
         if not 0 <= self.low_water < capacity:
             raise ValueError("low_water must be in [0, capacity)")
@@ -122,6 +146,10 @@ class Lane:
         if free <= 0:
             return start
         stop = min(len(items), start + free)
+        if self._weighed:
+            stop = self._fit_bytes(items, start, stop)
+            if stop == start:
+                return start
         if start == 0 and stop == len(items):
             self._items.extend(items)
         else:
@@ -131,6 +159,31 @@ class Lane:
             self._reader_waiter = None
             waiter.wake()
         return stop
+
+    def _fit_bytes(self, items: Sequence[Any], start: int, stop: int) -> int:
+        """How far the byte budget lets ``items[start:stop]`` in; updates the count."""
+        assert self.max_bytes is not None
+        total = self._bytes
+        i = start
+        while i < stop:
+            w = _weight(items[i])
+            if total + w > self.max_bytes and (total or self._items or i > start):
+                break
+            total += w
+            i += 1
+        self._bytes = total
+        return i
+
+    def _drained(self) -> bool:
+        """Writers waiting on a full lane may go on (the low-water marks are reached)."""
+        return len(self._items) <= self.low_water and (
+            not self._weighed or self._bytes <= (self.max_bytes or 0) // 2
+        )
+
+    @property
+    def queued_bytes(self) -> int:
+        """Total size of queued ``bytes``/``str`` messages (0 unless ``max_bytes``)."""
+        return self._bytes
 
     async def put(self, item: Any) -> float:
         """Queue one message, waiting while the lane is full. Returns the seconds spent
@@ -148,6 +201,10 @@ class Lane:
         """Queue one message if there is room now (from any thread); False if the lane
         is full, ended or its reader closed (the blocking calls then raise)."""
         with self._lock:
+            if self._weighed:
+                if self._reader_closed or self._writers <= 0:
+                    return False
+                return self._offer((item,), 0) == 1
             if len(self._items) < self.capacity and not self._reader_closed and self._writers > 0:
                 self._items.append(item)
                 waiter = self._reader_waiter
@@ -215,6 +272,8 @@ class Lane:
             if self._reader_closed:
                 return
             self._items.extendleft(reversed(items))
+            if self._weighed:
+                self._bytes += sum(map(_weight, items))
 
     def wake_all(self) -> None:
         """Wake every waiter so it re-checks its abort condition."""
@@ -269,7 +328,9 @@ class Lane:
                 items.clear()
             else:
                 batch = [items.popleft() for _ in range(max_items)]
-            if self._writer_waiters and len(items) <= self.low_water:
+            if self._weighed:
+                self._bytes -= sum(map(_weight, batch))
+            if self._writer_waiters and self._drained():
                 for w in self._writer_waiters:
                     w.wake()
                 self._writer_waiters.clear()
@@ -292,7 +353,7 @@ class Lane:
             await trio.lowlevel.checkpoint_if_cancelled()
         with self._lock:
             items = self._items
-            if items and not self._reader_closed:
+            if items and not self._reader_closed and not self._weighed:
                 item = items.popleft()
                 if self._writer_waiters and len(items) <= self.low_water:
                     for w in self._writer_waiters:
@@ -350,6 +411,7 @@ class Lane:
         with self._lock:
             self._reader_closed = True
             self._items.clear()
+            self._bytes = 0
             for w in self._writer_waiters:
                 w.wake()
             self._writer_waiters.clear()

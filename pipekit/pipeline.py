@@ -48,12 +48,16 @@ __all__ = [
 ]
 
 SOURCE_BATCH = 256
+BULK_BUFFER_BYTES = 4 * 1024 * 1024
+"""Byte budget of the buffer after a stage that emits bulk data (a process): its
+messages can be megabyte chunks, so a message count alone would not bound memory."""
 _DROP = object()
 
 
 @dataclass(frozen=True)
 class _Options:
     buffer: int | None = None
+    buffer_bytes: int | None = None
     restart: str | RestartPolicy = "never"
     max_restarts: int = 3
     backoff: float = 0.1
@@ -65,6 +69,7 @@ class Stage:
 
     role = "transform"  # source, transform or sink
     can_lead = False  # a transform that may also start a pipeline (a command)
+    bulk_output = False  # emits possibly large bytes/str chunks (a process)
     joinable = False  # adjacent joinable stages are merged by joined() (OS pipes)
 
     def __init__(self, label: str, options: _Options) -> None:
@@ -164,6 +169,7 @@ class Pipeline:
             async with open_kernel() as k:
                 self._kernel = k
                 handles = []
+                previous: Stage | None = None
                 for stage, mod in zip(stages, modules, strict=True):
                     label, n = stage.label, 2
                     while label in k.stats():
@@ -177,8 +183,11 @@ class Pipeline:
                             max_restarts=o.max_restarts,
                             backoff=o.backoff,
                             capacity=o.buffer,
+                            max_bytes=o.buffer_bytes
+                            or (BULK_BUFFER_BYTES if previous and previous.bulk_output else None),
                         )
                     )
+                    previous = stage
                 for a, b in itertools.pairwise(handles):
                     k.connect(a, b)
                 self._running = True
@@ -222,7 +231,7 @@ def _options(
 ) -> _Options:
     if buffer is not None and buffer < 1:
         raise ValueError("buffer must be at least 1")
-    return _Options(buffer, restart, max_restarts, backoff)
+    return _Options(buffer=buffer, restart=restart, max_restarts=max_restarts, backoff=backoff)
 
 
 # --- sources ------------------------------------------------------------------------

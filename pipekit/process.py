@@ -55,6 +55,8 @@ Stdio = Literal["pipe", "inherit", "null"]
 class Worker(Stage):
     """A process: a handle and a pipeline stage. Make one with :func:`run` or :func:`cmd`."""
 
+    bulk_output = True
+
     def __init__(
         self,
         spec: ProcessSpec,
@@ -77,7 +79,8 @@ class Worker(Stage):
         self._done = trio.Event() if _in_trio() else None
         self._returncode: int | None = None
         self.output: list[Any] = []
-        """What :meth:`complete` collected from the process's output."""
+        """What :meth:`complete` (or a :meth:`background` run) collected from the
+        process's output."""
 
     # -- as a stage ------------------------------------------------------------------
 
@@ -132,6 +135,9 @@ class Worker(Stage):
                     self._pipe = pipe
                     started.set()
                     await pipe.end()
+                    if self.spec.stdout == "pipe":  # read it, or a chatty job blocks
+                        async for batch in _batches_quietly(pipe):
+                            self.output.extend(batch)
                     await _wait_quietly(pipe)
             except BaseException as exc:  # reported to start() or kept for wait()
                 failure.append(exc)
@@ -350,7 +356,7 @@ def _in_trio() -> bool:
 def _options(
     buffer: int | None, restart: str | RestartPolicy, max_restarts: int, backoff: float
 ) -> _Options:
-    return _Options(buffer, restart, max_restarts, backoff)
+    return _Options(buffer=buffer, restart=restart, max_restarts=max_restarts, backoff=backoff)
 
 
 def run(
@@ -507,6 +513,7 @@ class _ChainStage(Stage):
 
     can_lead = True
     joinable = True
+    bulk_output = True
 
     def __init__(self, workers: list[Worker]) -> None:
         super().__init__(" | ".join(w.label for w in workers), workers[0].options)

@@ -460,3 +460,42 @@ def test_lane_rejects_invalid_bounds() -> None:
         Lane(0)
     with pytest.raises(ValueError):
         Lane(10, low_water=10)
+
+
+async def test_byte_budget_blocks_a_writer_before_the_message_count_does() -> None:
+    lane = Lane(1000, max_bytes=10_000)
+    chunk = b"x" * 1000
+    sent = 0
+
+    async def writer() -> None:
+        nonlocal sent
+        for _ in range(50):
+            await lane.put(chunk)
+            sent += 1
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(writer)
+        await trio.testing.wait_all_tasks_blocked()
+        assert sent == 10
+        assert lane.queued_bytes == 10_000
+        assert lane.depth == 10
+        # Draining to half the budget lets the writer go on.
+        assert len(await lane.get_many(6)) == 6
+        await trio.testing.wait_all_tasks_blocked()
+        assert sent == 16
+        nursery.cancel_scope.cancel()
+
+
+async def test_byte_budget_admits_a_lone_oversize_message_into_an_empty_lane() -> None:
+    lane = Lane(10, max_bytes=100)
+    await lane.put(b"y" * 1000)  # would deadlock if refused
+    assert lane.queued_bytes == 1000
+    assert await lane.get() == b"y" * 1000
+    assert lane.queued_bytes == 0
+
+
+async def test_byte_budget_ignores_messages_that_are_not_bytes_or_text() -> None:
+    lane = Lane(5, max_bytes=1)
+    await lane.put_many([{"big": "x" * 1000}] * 5)
+    assert lane.depth == 5
+    assert lane.queued_bytes == 0

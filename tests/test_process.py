@@ -1,0 +1,888 @@
+"""Tests of ``pk.cmd`` / ``pk.run`` (:mod:`pipekit.process`): processes as handles, as
+pipeline stages, and in shell-style compositions - all with real executables (``cat``,
+``grep``, ``jq``, ``awk``, ``sort``, ``gzip``, ``head``, ``seq``, ``sh``, ``yes``) and real
+Python workers (``python -m pipekit worker``).
+
+Process state is read from ``/proc``: our children by their parent pid (a zombie has
+state ``Z``), pipes by their ``pipe:[inode]`` links, what a process wrote from
+``/proc/<pid>/io``, where it sleeps from ``/proc/<pid>/wchan``. The death of a process
+that is not our child (a grandchild) is awaited on a pidfd. Waiting for something
+outside trio (a process blocking in ``write``, a restart) is a condition loop around
+``wait_all_tasks_blocked`` under a deadline, never a fixed sleep; timeouts only guard
+against hangs, and the one timing assertion (kill -9 to error) is a bound.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import hashlib
+import itertools
+import os
+import random
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+
+import pipekit as pk
+from pipekit.adapters.stdio import PIPE_SIZE, READ_SIZE
+from pipekit.pipeline import BULK_BUFFER_BYTES
+
+HANG_GUARD = 15.0  # seconds; only ever reached when something is broken
+MISSING_PROGRAM = "pipekit-test-no-such-program"
+MB = 1024 * 1024
+
+
+# --- /proc helpers --------------------------------------------------------------------
+
+
+def proc_stat(pid: int) -> tuple[str, str, int] | None:
+    """``(comm, state, ppid)`` of a process, or None if it no longer exists."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            text = f.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    comm = text[text.index("(") + 1 : text.rindex(")")]
+    state, ppid = text[text.rindex(")") + 2 :].split()[:2]
+    return comm, state, int(ppid)
+
+
+def children() -> dict[int, tuple[str, str]]:
+    """Our child processes (alive or zombie): pid -> (comm, state)."""
+    me = os.getpid()
+    found: dict[int, tuple[str, str]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            stat = proc_stat(int(entry))
+            if stat is not None and stat[2] == me:
+                found[int(entry)] = (stat[0], stat[1])
+    return found
+
+
+def only_child() -> int:
+    kids = children()
+    assert len(kids) == 1, f"expected one child process, found {kids}"
+    return next(iter(kids))
+
+
+def assert_no_children() -> None:
+    """No child of ours is left: none running (no orphan-to-be), none a zombie."""
+    left = children()
+    assert not left, f"child processes left behind (pid: (comm, state)): {left}"
+
+
+async def pidfd_exited(fd: int) -> None:
+    """Wait until the process of pidfd ``fd`` has exited (works for processes that are
+    not our children, which we cannot wait for); closes ``fd``."""
+    try:
+        with trio.fail_after(HANG_GUARD):
+            await trio.lowlevel.wait_readable(fd)
+    finally:
+        os.close(fd)
+
+
+def fd_link(pid: int | str, fd: int | str) -> str:
+    return os.readlink(f"/proc/{pid}/fd/{fd}")
+
+
+def our_fd_links() -> set[str]:
+    links = set()
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(FileNotFoundError):  # the one listdir itself used
+            links.add(fd_link("self", fd))
+    return links
+
+
+def blocked_in_pipe_write(pid: int) -> bool:
+    stat = proc_stat(pid)
+    if stat is None or stat[1] != "S":
+        return False
+    with open(f"/proc/{pid}/wchan") as f:
+        wchan = f.read().strip()
+    # "pipe_write" (or "anon_pipe_write"); kernels that hide wchan show "0".
+    return "pipe_write" in wchan or wchan in ("", "0")
+
+
+def bytes_written(pid: int) -> int:
+    with open(f"/proc/{pid}/io") as f:
+        fields = dict(line.split(": ") for line in f.read().splitlines())
+    return int(fields["wchar"])
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    """Let every task run until ``condition()`` holds (something outside trio - a
+    process, the kernel - has to catch up); fails after ``HANG_GUARD``."""
+    with trio.fail_after(HANG_GUARD):
+        while not condition():
+            await trio.testing.wait_all_tasks_blocked()
+
+
+# --- Python workers ------------------------------------------------------------------
+
+PRINTING_WORKER = """
+import sys
+
+def main(messages):
+    for m in messages:
+        print("about to echo", end="")             # a partial line
+        sys.stdout.write("." * 5000)                # a long unterminated one
+        print(" ECHO-LINE", repr(m)[:40])
+        print("more noise", end="", flush=True)     # flushed mid-line
+        yield m
+    print("a last partial line without newline", end="")
+"""
+
+PID_WORKER = """
+import os
+
+def main(messages):
+    pid = os.getpid()
+    for m in messages:
+        yield [pid, m]
+"""
+
+FAILING_WORKER = """
+def main(messages):
+    for m in messages:
+        if m == 3:
+            raise ValueError(f"cannot handle {m}")
+        yield m * 10
+"""
+
+
+@pytest.fixture
+def worker_file(tmp_path: Path) -> Callable[[str], str]:
+    """``worker_file(source)`` writes a worker module and returns its path."""
+    counter = itertools.count()
+
+    def write(source: str) -> str:
+        path = tmp_path / f"worker_{next(counter)}.py"
+        path.write_text(source)
+        return str(path)
+
+    return write
+
+
+def env_without_channel() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k != "PIPEKIT_FD"}
+
+
+# --- 1. real tools, byte-identical to bash --------------------------------------------
+
+GREP = '"level":"error"'
+JQ = "[.user, .path, .ms] | @tsv"
+AWK = '$3 > 1000 { print $2 "\\t" $1 "\\t" $3 * 2 }'
+BASH_PIPELINE = (
+    f"cat \"$INPUT\" | grep -F '{GREP}' | jq -r '{JQ}' | awk -F'\\t' '{AWK}'"
+    " | LC_ALL=C sort | gzip -c | gzip -dc"
+)
+C_LOCALE = {**os.environ, "LC_ALL": "C"}
+
+
+@dataclass(frozen=True)
+class Corpus:
+    path: Path
+    size: int
+    expected: bytes
+
+
+def write_corpus(path: Path, size: int) -> None:
+    """``size`` bytes of JSON lines with varied fields, the same on every run."""
+    rng = random.Random(20240617)
+    levels = ["debug", "info", "info", "info", "warn", "error"]
+    users = [f"user{i:04d}" for i in range(500)]
+    paths = ["/", "/api/v1/items", "/api/v1/users", "/login", "/static/app.js", "/q?x=ü"]
+    lines: list[str] = []
+    total = 0
+    for i in itertools.count():
+        line = (
+            f'{{"id":{i},"level":"{rng.choice(levels)}","user":"{rng.choice(users)}",'
+            f'"path":"{rng.choice(paths)}","ms":{rng.randint(1, 5000)},'
+            f'"bytes":{rng.randint(0, 10**6)},"msg":"{"x" * rng.randint(0, 60)}"}}\n'
+        )
+        if total + len(line.encode()) > size:
+            break
+        lines.append(line)
+        total += len(line.encode())
+    data = "".join(lines).encode()
+    path.write_bytes(data + b"#" * (size - len(data) - 1) + b"\n")  # exactly ``size``
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> Corpus:
+    """A 50 MB input and what bash makes of it through the reference pipeline."""
+    path = tmp_path_factory.mktemp("corpus") / "input.jsonl"
+    write_corpus(path, 50 * MB)
+    expected = subprocess.run(
+        ["bash", "-c", "set -o pipefail; " + BASH_PIPELINE],
+        env={**os.environ, "INPUT": str(path)},
+        capture_output=True,
+        check=True,
+    ).stdout
+    assert len(expected) > 1 * MB  # a real workload for sort and gzip
+    return Corpus(path, path.stat().st_size, expected)
+
+
+def digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+async def test_command_chain_output_is_byte_identical_to_bash(corpus: Corpus) -> None:
+    p = (
+        pk.cmd("cat", corpus.path, mode="bytes")
+        | pk.cmd("grep", "-F", GREP, mode="bytes")
+        | pk.cmd("jq", "-r", JQ, mode="bytes")
+        | pk.cmd("awk", "-F\t", AWK, mode="bytes")
+        | pk.cmd("sort", mode="bytes", env=C_LOCALE)
+        | pk.cmd("gzip", "-c", mode="bytes")
+        | pk.cmd("gzip", "-dc", mode="bytes")
+    )
+    with trio.fail_after(HANG_GUARD):
+        chunks = await p.arun()
+    assert digest(b"".join(chunks)) == digest(corpus.expected)
+    # The seven commands ran as one stage: joined by OS pipes, not pumped through Python.
+    chain = "cmd(cat) | cmd(grep) | cmd(jq) | cmd(awk) | cmd(sort) | cmd(gzip) | cmd(gzip)"
+    assert list(p.stats) == [chain, "collect"]
+    assert_no_children()
+
+
+async def test_pipeline_with_python_stages_between_commands_is_byte_identical_to_bash(
+    corpus: Corpus,
+) -> None:
+    lines_in: list[int] = []
+
+    def count_line(line: str) -> str:
+        lines_in.append(len(line.encode("utf-8", "surrogateescape")) + 1)
+        return line
+
+    p = (
+        pk.cmd("cat", corpus.path, mode="lines")  # all 50 MB cross into Python as lines
+        | pk.map(count_line)
+        | pk.filter(lambda line: GREP in line)
+        | pk.cmd("grep", "-F", GREP, mode="lines")
+        | pk.cmd("jq", "-r", JQ, mode="lines")
+        | pk.map(str.rstrip)  # a no-op on jq's lines, but in Python
+        | pk.cmd("awk", "-F\t", AWK, mode="lines")
+        | pk.cmd("sort", mode="bytes", env=C_LOCALE)
+        | pk.map(bytes)  # bytes chunks through Python
+        | pk.cmd("gzip", "-c", mode="bytes")
+        | pk.cmd("gzip", "-dc", mode="bytes")
+    )
+    with trio.fail_after(HANG_GUARD):
+        chunks = await p.arun()
+    assert digest(b"".join(chunks)) == digest(corpus.expected)
+    assert sum(lines_in) == corpus.size
+    assert list(p.stats) == [
+        "cmd(cat)",
+        "map(count_line)",
+        "filter(<lambda>)",
+        "cmd(grep) | cmd(jq)",
+        "map(rstrip)",
+        "cmd(awk) | cmd(sort)",
+        "map(bytes)",
+        "cmd(gzip) | cmd(gzip)",
+        "collect",
+    ]
+    assert_no_children()
+
+
+# --- pipelines --------------------------------------------------------------------------
+
+
+async def test_a_command_can_lead_a_pipeline() -> None:
+    p = pk.cmd("seq", "1", "1000", mode="lines") | pk.map(int)
+    assert await p.arun() == list(range(1, 1001))
+
+
+async def test_adjacent_raw_commands_are_joined_by_an_os_pipe() -> None:
+    seen: dict[str, Any] = {}
+    inspected = trio.Event()
+
+    async def lines() -> AsyncIterator[str]:
+        yield "12"
+        await inspected.wait()  # both commands wait for more input meanwhile
+        yield "34"
+
+    def inspect_processes(line: str) -> None:
+        seen.setdefault("lines", []).append(line)
+        if not inspected.is_set():  # how are the two running commands connected?
+            cats = [pid for pid, (comm, _) in children().items() if comm == "cat"]
+            seen["links"] = {(fd_link(a, 1), fd_link(b, 0)) for a in cats for b in cats if a != b}
+            seen["ours"] = our_fd_links()
+            inspected.set()
+
+    p = (
+        pk.source(lines)
+        | pk.cmd("cat", mode="lines")  # cat does not buffer its output
+        | pk.cmd("cat", mode="lines")
+        | pk.sink(inspect_processes)
+    )
+    with trio.fail_after(HANG_GUARD):
+        await p.arun()
+    assert seen["lines"] == ["12", "34"]
+    # One cat's stdout is the other's stdin ...
+    (between,) = [out for out, inp in seen["links"] if out == inp]
+    assert between.startswith("pipe:")
+    # ... and that pipe is not one of ours: the bytes between them bypass Python.
+    assert between not in seen["ours"]
+    assert list(p.stats) == ["source(lines)", "cmd(cat) | cmd(cat)", "sink(inspect_processes)"]
+
+
+async def test_a_frames_command_is_not_joined_to_its_neighbours(
+    worker_file: Callable[[str], str],
+) -> None:
+    path = worker_file(PID_WORKER)
+    framed = pk.cmd(
+        sys.executable, "-m", "pipekit", "worker", path, mode="frames", env=env_without_channel()
+    )
+    p = (
+        pk.source(range(3))
+        | pk.cmd("cat", mode="jsonl")
+        | framed
+        | pk.cmd("jq", "-c", ".[1]")
+        | pk.cmd("cat", mode="lines")
+    )
+    assert await p.arun() == ["0", "1", "2"]
+    assert list(p.stats) == [
+        "source(range)",
+        "cmd(cat)",
+        f"cmd({os.path.basename(sys.executable)})",
+        "cmd(jq) | cmd(cat)",
+        "collect",
+    ]
+
+
+async def test_head_ends_the_pipeline_normally_while_upstream_has_more() -> None:
+    p = pk.source(itertools.count()) | pk.cmd("head", "-n", "3", mode="lines")
+    with trio.fail_after(HANG_GUARD):
+        assert await p.arun() == ["0", "1", "2"]
+    assert p.stats["source(count)"].state == "done"
+    assert_no_children()
+
+
+async def test_head_in_a_command_chain_ends_normally_as_in_a_shell() -> None:
+    # seq dies of SIGPIPE once head exits: as in a shell, that is no failure.
+    p = pk.cmd("seq", "1", "100000000", mode="lines") | pk.cmd("head", "-n", "3", mode="lines")
+    with trio.fail_after(HANG_GUARD):
+        assert await p.arun() == ["1", "2", "3"]
+    assert_no_children()
+
+
+# --- modes --------------------------------------------------------------------------------
+
+
+async def test_jsonl_is_the_default_mode_of_a_command() -> None:
+    records = [{"name": f"n{i}", "tags": ["a", i]} for i in range(500)]
+    p = pk.source(records) | pk.cmd("jq", "-c", "{name, n: .tags[1]}")
+    assert await p.arun() == [{"name": f"n{i}", "n": i} for i in range(500)]
+
+
+async def test_lines_mode_carries_text_lines() -> None:
+    p = pk.source(["b", "ä", "a"]) | pk.cmd("sort", mode="lines", env=C_LOCALE)
+    assert await p.arun() == ["a", "b", "ä"]
+
+
+async def test_bytes_mode_carries_bytes_chunks() -> None:
+    data = bytes(range(256)) * 20_000
+    chunks = [data[i : i + 65536] for i in range(0, len(data), 65536)]
+    got = await (pk.source(chunks) | pk.cmd("gzip", "-c", mode="bytes")).arun()
+    assert all(isinstance(c, bytes) for c in got)
+    assert gzip.decompress(b"".join(got)) == data
+
+
+async def test_frames_mode_over_stdio_speaks_pipekit1_with_a_python_child(
+    worker_file: Callable[[str], str],
+) -> None:
+    path = worker_file(PRINTING_WORKER)  # prints: harmless, the child moves them to stderr
+    messages: list[Any] = [{"i": i, "b": b"\x00\xff" * i} for i in range(300)]
+    worker = pk.cmd(
+        sys.executable, "-m", "pipekit", "worker", path, mode="frames", env=env_without_channel()
+    )
+    assert await (pk.source(messages) | worker).arun() == messages
+
+
+# --- the Worker handle --------------------------------------------------------------------
+
+
+async def test_worker_sends_receives_and_calls() -> None:
+    async with pk.cmd("cat", mode="lines") as w:
+        assert isinstance(w.pid, int) and w.is_alive()
+        await w.send("one")
+        assert await w.receive(timeout=HANG_GUARD) == "one"
+        assert await w.call("two", timeout=HANG_GUARD) == "two"
+        await w.send_batch(["three", "four"])
+        assert [await w.receive(), await w.receive()] == ["three", "four"]
+
+
+async def test_worker_receive_timeout_raises_too_slow_and_the_worker_stays_usable() -> None:
+    async with pk.cmd("cat", mode="lines") as w:
+        with pytest.raises(trio.TooSlowError):
+            await w.receive(timeout=0.05)  # cat outputs nothing unless fed
+        assert await w.call("still here", timeout=HANG_GUARD) == "still here"
+
+
+async def test_worker_receive_raises_end_of_channel_when_the_output_ends() -> None:
+    async with pk.cmd("echo", "bye", mode="lines") as w:
+        assert await w.receive() == "bye"
+        with pytest.raises(trio.EndOfChannel):
+            await w.receive()
+
+
+async def test_worker_close_ends_its_input_and_returns_the_exit_code() -> None:
+    async with pk.cmd("sh", "-c", "cat; echo done >&2", mode="lines") as w:
+        await w.send("x")
+        assert await w.close() == 0
+        assert await w.receive() == "x"
+        assert w.exit_code == 0
+        assert not w.is_alive()
+        assert w.stderr == "done\n"
+
+
+async def test_worker_wait_returns_a_non_zero_code_and_the_block_raises_it() -> None:
+    with pytest.raises(pk.ProcessError) as info:
+        async with pk.cmd("sh", "-c", "echo nope >&2; exit 3", mode="lines") as w:
+            assert await w.wait() == 3
+            assert w.exit_code == 3
+    assert (info.value.kind, info.value.exit_code, info.value.stderr) == ("terminated", 3, "nope\n")
+
+
+async def test_worker_kill_sigkills_it_at_once() -> None:
+    async with pk.cmd("cat", mode="lines") as w:
+        pid = w.pid
+        w.kill()
+        assert await w.wait() == -signal.SIGKILL
+        assert w.exit_code == -signal.SIGKILL
+        assert not w.is_alive()
+    assert pid is not None and proc_stat(pid) is None
+    assert_no_children()
+
+
+async def test_worker_is_killed_when_its_block_raises() -> None:
+    class Boom(Exception):
+        pass
+
+    with pytest.raises(Boom):
+        async with pk.cmd("cat", mode="lines") as w:
+            raise Boom
+    assert w.exit_code == -signal.SIGKILL
+    assert_no_children()
+
+
+async def test_worker_handle_needs_to_be_started() -> None:
+    w = pk.cmd("cat")
+    assert w.pid is None and not w.is_alive() and w.exit_code is None
+    with pytest.raises(RuntimeError, match="not started"):
+        await w.send("x")
+
+
+# --- failures, typed by kind --------------------------------------------------------------
+
+
+async def test_missing_program_is_spawn_failed_naming_it() -> None:
+    with pytest.raises(pk.ProcessError) as info:
+        async with pk.cmd(MISSING_PROGRAM):
+            pass  # pragma: no cover
+    assert (info.value.kind, info.value.program) == ("spawn_failed", MISSING_PROGRAM)
+    assert MISSING_PROGRAM in str(info.value)
+
+
+async def test_missing_program_fails_the_pipeline_naming_stage_and_program() -> None:
+    p = pk.source([1]) | pk.cmd(MISSING_PROGRAM)
+    with pytest.raises(pk.ModuleError) as info:
+        await p.arun()
+    assert info.value.module == f"cmd({MISSING_PROGRAM})"
+    cause = info.value.__cause__
+    assert isinstance(cause, pk.ProcessError)
+    assert (cause.kind, cause.program) == ("spawn_failed", MISSING_PROGRAM)
+
+
+async def test_non_zero_exit_fails_the_pipeline_as_terminated_with_code_and_stderr() -> None:
+    p = pk.source(["a", "b"]) | pk.cmd(
+        "sh", "-c", "cat; echo 'disk full' >&2; exit 3", mode="lines"
+    )
+    with pytest.raises(pk.ModuleError) as info:
+        await p.arun()
+    cause = info.value.__cause__
+    assert isinstance(cause, pk.ProcessError)
+    assert (cause.kind, cause.exit_code, cause.signal) == ("terminated", 3, None)
+    assert cause.stderr == "disk full\n"
+    assert "disk full" in str(info.value)
+
+
+async def test_death_by_signal_is_terminated_with_the_signal() -> None:
+    with pytest.raises(pk.ProcessError) as info:
+        async with pk.cmd("sh", "-c", "kill -TERM $$", mode="lines") as w:
+            await w.receive()
+    assert (info.value.kind, info.value.signal, info.value.exit_code) == (
+        "terminated",
+        signal.SIGTERM,
+        None,
+    )
+
+
+async def test_timeout_kills_the_command_with_kind_timeout() -> None:
+    p = pk.cmd("sleep", "60", mode="lines", timeout=0.2) | pk.collect()
+    with trio.fail_after(HANG_GUARD), pytest.raises(pk.ModuleError) as info:
+        await p.arun()
+    cause = info.value.__cause__
+    assert isinstance(cause, pk.ProcessError)
+    assert cause.kind == "timeout"
+    assert_no_children()
+
+
+async def test_garbage_on_a_framed_channel_fails_with_a_protocol_error_naming_the_child() -> None:
+    script = 'echo "bad child $$" >&2; printf "\\377\\377\\377\\377garbage"'
+    p = pk.source([1]) | pk.cmd("sh", "-c", script, mode="frames")
+    with pytest.raises(pk.ModuleError) as info:
+        await p.arun()
+    cause = info.value.__cause__
+    assert isinstance(cause, pk.ProtocolError)
+    assert cause.kind == "malformed"
+    pid = getattr(cause, "pid", None)
+    assert str(cause).startswith(f"sh (pid {pid}): reserved flag bits set")
+    assert f"--- stderr (tail) ---\nbad child {pid}" in str(cause)
+    assert_no_children()
+
+
+# --- shell-style composition ---------------------------------------------------------------
+
+
+async def test_then_runs_the_next_command_only_after_success() -> None:
+    echo = pk.cmd("echo", "ran", mode="lines")
+    assert await pk.cmd("true").then(echo).run() == 0
+    assert echo.output == ["ran"]
+
+    skipped = pk.cmd("echo", "ran", mode="lines")
+    assert await pk.cmd("false").then(skipped).run() == 1
+    assert skipped.output == [] and skipped.pid is None
+
+
+async def test_otherwise_runs_the_next_command_only_after_failure() -> None:
+    echo = pk.cmd("echo", "fallback", mode="lines")
+    assert await pk.cmd("sh", "-c", "exit 3").otherwise(echo).run() == 0
+    assert echo.output == ["fallback"]
+
+    skipped = pk.cmd("echo", "fallback", mode="lines")
+    assert await pk.cmd("true").otherwise(skipped).run() == 0
+    assert skipped.pid is None
+
+
+async def test_a_chain_returns_the_code_of_the_last_command_that_ran() -> None:
+    assert await pk.cmd("sh", "-c", "exit 3").then(pk.cmd("true")).run() == 3
+    assert await pk.cmd("false").otherwise(pk.cmd("sh", "-c", "exit 4")).run() == 4
+    # false && x || echo: x is skipped, echo runs
+    echo = pk.cmd("echo", "rescued", mode="lines")
+    chain = pk.cmd("false").then(pk.cmd(MISSING_PROGRAM)).otherwise(echo)
+    assert await chain.run() == 0
+    assert echo.output == ["rescued"]
+
+
+async def test_a_chain_raises_spawn_failed_for_a_missing_program() -> None:
+    with pytest.raises(pk.ProcessError) as info:
+        await pk.cmd("true").then(pk.cmd(MISSING_PROGRAM)).run()
+    assert info.value.kind == "spawn_failed"
+
+
+async def test_background_returns_while_the_process_runs(tmp_path: Path) -> None:
+    fifo = tmp_path / "go"
+    os.mkfifo(fifo)
+    job = pk.cmd("sh", "-c", f"read word < {fifo}; echo got $word", mode="lines").background()
+    await job.start()  # returns although the job waits on the fifo
+    assert job.is_alive()
+    await trio.to_thread.run_sync(fifo.write_text, "go\n")
+    with trio.fail_after(HANG_GUARD):
+        assert await job.wait() == 0
+    assert job.output == ["got go"]
+    assert not job.is_alive()
+
+
+async def test_background_job_output_is_read_so_a_chatty_job_cannot_block() -> None:
+    job = pk.cmd("seq", "1", "300000", mode="lines").background()
+    await job.start()
+    with trio.fail_after(HANG_GUARD):
+        assert await job.wait() == 0
+    assert len(job.output) == 300_000 and job.output[-1] == "300000"
+
+
+async def test_background_of_a_missing_program_raises_spawn_failed() -> None:
+    with pytest.raises(pk.ProcessError) as info:
+        await pk.cmd(MISSING_PROGRAM).background().start()
+    assert info.value.kind == "spawn_failed"
+
+
+async def test_background_chain_runs_apart_and_reports_its_code() -> None:
+    job = pk.cmd("false").otherwise(pk.cmd("sh", "-c", "exit 7")).background()
+    with trio.fail_after(HANG_GUARD):
+        assert await job.wait() == 7
+
+
+def test_background_job_is_terminated_when_the_trio_run_ends() -> None:
+    jobs: list[pk.Worker] = []
+
+    async def main() -> None:
+        job = pk.cmd("sleep", "1000").background()
+        await job.start()
+        jobs.append(job)
+
+    trio.run(main)
+    pid = jobs[0].pid
+    assert pid is not None and proc_stat(pid) is None
+    assert_no_children()
+
+
+# --- Python workers ------------------------------------------------------------------------
+
+
+async def test_python_worker_that_prints_freely_delivers_every_message_intact(
+    worker_file: Callable[[str], str], capfd: pytest.CaptureFixture[str]
+) -> None:
+    messages: list[Any] = [
+        {"i": i, "text": "é\n" * (i % 50), "blob": bytes(range(256)) * (i % 5), "nested": [i, {}]}
+        for i in range(2000)
+    ]
+    messages += ["x" * 500_000, b"\n" * 1000, None, 3.5]
+    p = pk.source(messages) | pk.run(worker_file(PRINTING_WORKER))
+    with trio.fail_after(HANG_GUARD):
+        assert await p.arun() == messages
+    out = capfd.readouterr().out  # the worker's stdout is ours: the prints went there
+    assert out.count("ECHO-LINE") == len(messages)
+    assert out.endswith("a last partial line without newline")
+
+
+async def test_python_worker_handle_calls_and_closes(worker_file: Callable[[str], str]) -> None:
+    async with pk.run(worker_file(PID_WORKER)) as w:
+        pid, echoed = await w.call({"k": [1, 2]}, timeout=HANG_GUARD)
+        assert pid == w.pid and echoed == {"k": [1, 2]}
+        assert await w.close() == 0
+    assert_no_children()
+
+
+async def test_python_worker_exception_fails_the_pipeline_with_its_traceback(
+    worker_file: Callable[[str], str],
+) -> None:
+    got: list[Any] = []
+    p = pk.source(range(10)) | pk.run(worker_file(FAILING_WORKER)) | pk.sink(got.append)
+    with pytest.raises(pk.ModuleError) as info:
+        await p.arun()
+    assert got == [0, 10, 20]  # what it sent before failing is delivered
+    text = str(info.value)
+    assert "ValueError" in text and "cannot handle 3" in text
+    assert_no_children()
+
+
+# --- kill -9, restarts, cancellation: no zombies, no orphans --------------------------
+
+
+@dataclass(frozen=True)
+class Victim:
+    """A stage whose process the tests kill: how to make it, and - from its first
+    output message - which pid leads it and which grandchild (if any) it started."""
+
+    make: Callable[..., pk.Worker]
+    leader: Callable[[Any], int]
+    grandchild: Callable[[Any], int | None]
+
+
+def command_victim() -> Victim:
+    return Victim(
+        lambda **kw: pk.cmd("cat", mode="lines", **kw),
+        lambda msg: only_child(),
+        lambda msg: None,
+    )
+
+
+def shell_victim() -> Victim:
+    return Victim(
+        lambda **kw: pk.cmd("sh", "-c", "sleep 1000 & echo $!; exec cat", mode="lines", **kw),
+        lambda msg: only_child(),
+        lambda msg: int(msg),
+    )
+
+
+def python_victim(path: str) -> Victim:
+    return Victim(
+        lambda **kw: pk.run(path, **kw),
+        lambda msg: int(msg[0]),
+        lambda msg: None,
+    )
+
+
+@pytest.fixture(params=["command", "shell-with-grandchild", "python-worker"])
+def victim(request: pytest.FixtureRequest, worker_file: Callable[[str], str]) -> Victim:
+    if request.param == "command":
+        return command_victim()
+    if request.param == "shell-with-grandchild":
+        return shell_victim()
+    return python_victim(worker_file(PID_WORKER))
+
+
+async def numbers() -> AsyncIterator[int]:
+    for i in itertools.count():
+        yield i
+
+
+async def test_kill9_of_a_worker_mid_stream_raises_an_error_naming_it_within_a_second(
+    victim: Victim,
+) -> None:
+    stage = victim.make()
+    killed: dict[str, Any] = {}
+
+    def kill_on_first(msg: Any) -> None:
+        if not killed:
+            grandchild = victim.grandchild(msg)
+            killed["pidfd"] = os.pidfd_open(grandchild) if grandchild is not None else None
+            killed["pid"] = victim.leader(msg)
+            killed["at"] = trio.current_time()
+            os.kill(killed["pid"], signal.SIGKILL)
+
+    p = pk.source(numbers) | stage | pk.sink(kill_on_first)
+    with trio.fail_after(HANG_GUARD), pytest.raises(pk.ModuleError) as info:
+        await p.arun()
+    elapsed = trio.current_time() - killed["at"]
+    assert elapsed < 1.0, f"the error took {elapsed:.3f} s after the kill"
+    assert info.value.module == stage.label
+    cause = info.value.__cause__
+    assert isinstance(cause, pk.ProcessError)
+    assert (cause.kind, cause.signal, cause.pid) == ("terminated", signal.SIGKILL, killed["pid"])
+    assert f"(pid {killed['pid']}) was killed by signal SIGKILL" in str(cause)
+    assert stage.spec.label in str(cause)
+    # Reaped, and nothing left: no zombie, no orphan (the grandchild died with its group).
+    assert proc_stat(killed["pid"]) is None
+    assert_no_children()
+    if killed["pidfd"] is not None:
+        await pidfd_exited(killed["pidfd"])
+
+
+@pytest.mark.parametrize("kind", ["command", "python-worker"])
+async def test_restart_on_failure_continues_the_stream_after_kill9(
+    kind: str, worker_file: Callable[[str], str]
+) -> None:
+    victim = command_victim() if kind == "command" else python_victim(worker_file(PID_WORKER))
+    stage = victim.make(restart="on-failure", backoff=0)
+    before, after = 100, 1000
+    killed = trio.Event()
+    killed_pids: list[int] = []
+    got: list[Any] = []
+
+    async def items() -> AsyncIterator[int]:
+        for i in range(before):
+            yield i
+        await killed.wait()
+        # The items from here on are sent after the kill, once the stage restarted.
+        await until(lambda: p.stats[stage.label].restarts >= 1)
+        for i in range(before, before + after):
+            yield i
+
+    def kill_on_first(msg: Any) -> None:
+        if not killed_pids:
+            killed_pids.append(victim.leader(msg))
+            os.kill(killed_pids[0], signal.SIGKILL)
+            killed.set()
+        got.append(msg)
+
+    p = pk.source(items) | stage | pk.sink(kill_on_first)
+    with trio.fail_after(HANG_GUARD):
+        await p.arun()
+    values = [int(m) if kind == "command" else m[1] for m in got]
+    assert values[-after:] == list(range(before, before + after))  # all of them, in order
+    assert values == sorted(set(values))  # nothing duplicated or reordered before
+    stats = p.stats[stage.label]
+    assert stats.restarts == 1 and stats.state == "done"
+    assert "SIGKILL" in stats.failures[0]
+    if kind == "python-worker":
+        assert {m[0] for m in got[-after:]}.isdisjoint(killed_pids)  # a new process
+    assert_no_children()
+
+
+async def test_cancelling_a_running_pipeline_leaves_no_process_behind(victim: Victim) -> None:
+    first = trio.Event()
+    found: dict[str, Any] = {}
+
+    def note(msg: Any) -> None:
+        if not first.is_set():
+            found["leader"] = victim.leader(msg)
+            grandchild = victim.grandchild(msg)
+            found["grandchild"] = os.pidfd_open(grandchild) if grandchild is not None else None
+            first.set()
+
+    p = pk.source(numbers) | victim.make() | pk.sink(note)
+    with trio.fail_after(HANG_GUARD):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(p.arun)
+            await first.wait()
+            assert proc_stat(found["leader"]) is not None
+            nursery.cancel_scope.cancel()
+    assert proc_stat(found["leader"]) is None  # terminated and reaped
+    assert_no_children()
+    if found["grandchild"] is not None:
+        await pidfd_exited(found["grandchild"])
+
+
+# --- backpressure --------------------------------------------------------------------------
+
+
+async def flood_until_blocked(buffer: int | None, rss: Callable[[], int]) -> tuple[int, int]:
+    """Run ``yes`` (bytes) into a sink that never returns; once the child is blocked
+    in ``write`` and nothing moves any more, return (bytes it wrote, our RSS growth)."""
+    gate = trio.Event()
+    received: list[int] = []
+
+    async def hold(chunk: bytes) -> None:
+        received.append(len(chunk))
+        await gate.wait()
+
+    p = pk.cmd("yes", "flood", mode="bytes") | pk.sink(hold, buffer=buffer)
+    before = rss()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(p.arun)
+        await until(lambda: len(children()) == 1)
+        pid = only_child()
+        last = (-1, -1)
+
+        def settled() -> bool:
+            nonlocal last
+            now = (bytes_written(pid), p.stats["cmd(yes)"].messages_out)
+            still, last = now == last, now
+            return bool(received) and still and blocked_in_pipe_write(pid)
+
+        await until(settled)
+        written = bytes_written(pid)
+        growth = rss() - before
+        assert blocked_in_pipe_write(pid)
+        assert received == [received[0]]  # the sink still holds the first chunk
+        nursery.cancel_scope.cancel()
+    assert_no_children()
+    return written, growth
+
+
+async def test_flooding_child_is_held_back_by_pipe_backpressure(
+    rss: Callable[[], int],
+) -> None:
+    buffer = 4
+    written, growth = await flood_until_blocked(buffer, rss)
+    # In flight at most: the pipe's buffer, one chunk the stage holds, ``buffer`` chunks
+    # queued for the sink and the batch the sink took (each chunk <= one read).
+    assert written <= PIPE_SIZE + (1 + 2 * buffer) * READ_SIZE
+    assert growth < 20 * MB
+
+
+async def test_flooding_child_stays_within_20_mb_with_default_buffers(
+    rss: Callable[[], int],
+) -> None:
+    written, growth = await flood_until_blocked(None, rss)
+    # The buffer after a process stage has a byte budget (BULK_BUFFER_BYTES), so with
+    # default buffers at most: that budget queued, as much again in the batch the sink
+    # took, and one read held by the stage. What the child wrote, less what its pipe
+    # holds, is in our memory (RSS alone can hide it when the allocator reuses memory).
+    assert written - PIPE_SIZE <= 2 * BULK_BUFFER_BYTES + 2 * READ_SIZE
+    assert written - PIPE_SIZE < 20 * MB
+    assert growth < 20 * MB
