@@ -13,7 +13,7 @@ from typing import Any
 import trio
 
 from .kernel import ModuleError, ModuleStats
-from .pipeline import Pipeline
+from .pipeline import Pipeline, Stage
 from .report import format_progress, format_stats
 
 __all__ = ["main"]
@@ -82,6 +82,8 @@ def _load_pipeline(spec: str) -> Pipeline:
     obj = getattr(module, name, None)
     if obj is None:
         raise SystemExit(f"pipekit run: {path} defines no {name!r}")
+    if isinstance(obj, Stage):
+        obj = Pipeline([obj])
     if callable(obj) and not isinstance(obj, Pipeline):
         try:
             obj = obj()
@@ -173,7 +175,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ModuleError as exc:
         cause = exc.__cause__
         print(f"pipekit: {exc}", file=sys.stderr)
-        if cause is not None and not isinstance(cause, ModuleError):
+        if cause is not None and not isinstance(cause, ModuleError) and str(cause) not in str(exc):
             print(f"  caused by {type(cause).__name__}: {cause}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

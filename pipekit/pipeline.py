@@ -227,11 +227,26 @@ def _name(fn: Any) -> str:
 
 
 def _options(
-    buffer: int | None, restart: str | RestartPolicy, max_restarts: int, backoff: float
+    buffer: int | None,
+    restart: str | RestartPolicy,
+    max_restarts: int,
+    backoff: float,
+    buffer_bytes: int | None = None,
 ) -> _Options:
+    """Stage options. ``buffer`` bounds the stage's input buffer in messages;
+    ``buffer_bytes`` also bounds the total size of ``bytes``/``str`` messages in it
+    (default: none, or BULK_BUFFER_BYTES when the previous stage is a process)."""
     if buffer is not None and buffer < 1:
         raise ValueError("buffer must be at least 1")
-    return _Options(buffer=buffer, restart=restart, max_restarts=max_restarts, backoff=backoff)
+    if buffer_bytes is not None and buffer_bytes < 1:
+        raise ValueError("buffer_bytes must be at least 1")
+    return _Options(
+        buffer=buffer,
+        buffer_bytes=buffer_bytes,
+        restart=restart,
+        max_restarts=max_restarts,
+        backoff=backoff,
+    )
 
 
 # --- sources ------------------------------------------------------------------------
@@ -466,6 +481,7 @@ def map(
     workers: int = 1,
     ordered: bool = True,
     buffer: int | None = None,
+    buffer_bytes: int | None = None,
     restart: str | RestartPolicy = "never",
     max_restarts: int = 3,
     backoff: float = 0.1,
@@ -474,7 +490,12 @@ def map(
     ``workers`` calls in flight; a plain function runs on the event loop, or in
     ``workers`` threads when ``workers > 1`` (like :func:`thread`)."""
     return _Transform(
-        "map", fn, workers, ordered, False, _options(buffer, restart, max_restarts, backoff)
+        "map",
+        fn,
+        workers,
+        ordered,
+        False,
+        _options(buffer, restart, max_restarts, backoff, buffer_bytes),
     )
 
 
@@ -484,6 +505,7 @@ def filter(
     workers: int = 1,
     ordered: bool = True,
     buffer: int | None = None,
+    buffer_bytes: int | None = None,
     restart: str | RestartPolicy = "never",
     max_restarts: int = 3,
     backoff: float = 0.1,
@@ -496,7 +518,7 @@ def filter(
         workers,
         ordered,
         False,
-        _options(buffer, restart, max_restarts, backoff),
+        _options(buffer, restart, max_restarts, backoff, buffer_bytes),
     )
 
 
@@ -506,6 +528,7 @@ def thread(
     workers: int = 1,
     ordered: bool = True,
     buffer: int | None = None,
+    buffer_bytes: int | None = None,
     restart: str | RestartPolicy = "never",
     max_restarts: int = 3,
     backoff: float = 0.1,
@@ -515,7 +538,12 @@ def thread(
     if inspect.iscoroutinefunction(fn):
         raise TypeError("pk.thread() takes a blocking function; use pk.map() for async functions")
     return _Transform(
-        "thread", fn, workers, ordered, True, _options(buffer, restart, max_restarts, backoff)
+        "thread",
+        fn,
+        workers,
+        ordered,
+        True,
+        _options(buffer, restart, max_restarts, backoff, buffer_bytes),
     )
 
 
@@ -562,14 +590,15 @@ def sink(
     fn: Callable[[Any], Any],
     *,
     buffer: int | None = None,
+    buffer_bytes: int | None = None,
     restart: str | RestartPolicy = "never",
     max_restarts: int = 3,
     backoff: float = 0.1,
 ) -> Stage:
     """Call ``fn`` (plain or ``async``) on every message; the end of a pipeline."""
-    return _Sink(fn, _options(buffer, restart, max_restarts, backoff))
+    return _Sink(fn, _options(buffer, restart, max_restarts, backoff, buffer_bytes))
 
 
-def collect(*, buffer: int | None = None) -> Stage:
+def collect(*, buffer: int | None = None, buffer_bytes: int | None = None) -> Stage:
     """A sink that gathers every message: ``run()`` returns them as a list."""
-    return _Sink(None, _options(buffer, "never", 0, 0.1))
+    return _Sink(None, _options(buffer, "never", 0, 0.1, buffer_bytes))

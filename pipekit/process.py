@@ -44,7 +44,7 @@ from .adapters.stdio import (
 )
 from .kernel import Module, Pipe, RestartPolicy
 from .kernel.scopes import open_plain_nursery
-from .pipeline import Stage, _Options
+from .pipeline import Stage, _Options, _options
 
 __all__ = ["ProcessChain", "Worker", "cmd", "run"]
 
@@ -93,6 +93,11 @@ class Worker(Stage):
     can_lead = True
 
     def module(self, *, first: bool = False) -> Module:
+        if not first and self.spec.stdin != "pipe" and not self.spec.channel:
+            raise ValueError(
+                f"{self.label} has stdin={self.spec.stdin!r} and cannot take the messages of "
+                "the stage before it: only a pipeline's first stage may leave stdin unconnected"
+            )
         if self.workers > 1:
             if first:
                 raise ValueError(f"{self.label}: a stage with workers > 1 cannot lead a pipeline")
@@ -353,12 +358,6 @@ def _in_trio() -> bool:
     return True
 
 
-def _options(
-    buffer: int | None, restart: str | RestartPolicy, max_restarts: int, backoff: float
-) -> _Options:
-    return _Options(buffer=buffer, restart=restart, max_restarts=max_restarts, backoff=backoff)
-
-
 def run(
     target: str | os.PathLike[str],
     *,
@@ -375,6 +374,7 @@ def run(
     workers: int = 1,
     ordered: bool = True,
     buffer: int | None = None,
+    buffer_bytes: int | None = None,
     restart: str | RestartPolicy = "never",
     max_restarts: int = 3,
     backoff: float = 0.1,
@@ -388,6 +388,11 @@ def run(
     As a pipeline stage, ``workers=N`` runs N processes. A stream-mode worker may emit
     any number of messages per input, so N of them cannot keep order: pass
     ``ordered=False``."""
+    if stdout == "pipe":
+        raise ValueError(
+            "a Python worker's stdout carries its print() output, not messages: "
+            "use stdout='inherit' (the default) or 'null'"
+        )
     if workers > 1 and ordered and mode == "stream":
         raise ValueError(
             "a stream-mode worker may emit any number of messages per input, so the order "
@@ -409,7 +414,7 @@ def run(
     return Worker(
         spec,
         label=label,
-        options=_options(buffer, restart, max_restarts, backoff),
+        options=_options(buffer, restart, max_restarts, backoff, buffer_bytes),
         detach=detach,
         workers=workers,
         ordered=ordered,
@@ -431,6 +436,7 @@ def cmd(
     workers: int = 1,
     ordered: bool = True,
     buffer: int | None = None,
+    buffer_bytes: int | None = None,
     restart: str | RestartPolicy = "never",
     max_restarts: int = 3,
     backoff: float = 0.1,
@@ -460,7 +466,7 @@ def cmd(
     return Worker(
         spec,
         label=label,
-        options=_options(buffer, restart, max_restarts, backoff),
+        options=_options(buffer, restart, max_restarts, backoff, buffer_bytes),
         detach=detach,
         workers=workers,
         ordered=ordered,

@@ -100,7 +100,8 @@ def test_run_reports_a_failing_stage_and_exits_1(
     assert main(["run", str(path), "--quiet"]) == 1
     err = capsys.readouterr().err
     assert "module 'map(parse)' failed" in err
-    assert "caused by ValueError: bad record 1" in err
+    assert "ValueError: bad record 1" in err
+    assert err.count("bad record 1") == 1  # the cause is named once, not repeated
 
 
 @pytest.mark.parametrize(
@@ -151,3 +152,16 @@ def test_run_reports_a_factory_that_needs_arguments(tmp_path: Path) -> None:
     path = _write(tmp_path, "def pipeline(n):\n    raise AssertionError('not called')\n")
     with pytest.raises(SystemExit, match=r"calling .*:pipeline\(\) failed: .*missing 1 required"):
         main(["run", str(path)])
+
+
+def test_run_accepts_a_lone_stage(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = _write(
+        tmp_path, "import pipekit as pk\npipeline = pk.cmd('seq', '1', '3', mode='lines')\n"
+    )
+    assert main(["run", str(path), "--quiet"]) == 0
+    assert capsys.readouterr().out.splitlines()[:4] == [
+        "collected 3 message(s)",
+        "  '1'",
+        "  '2'",
+        "  '3'",
+    ]

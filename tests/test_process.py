@@ -886,3 +886,20 @@ async def test_flooding_child_stays_within_20_mb_with_default_buffers(
     assert written - PIPE_SIZE <= 2 * BULK_BUFFER_BYTES + 2 * READ_SIZE
     assert written - PIPE_SIZE < 20 * MB
     assert growth < 20 * MB
+
+
+def test_a_python_worker_refuses_stdout_pipe_with_a_clear_reason() -> None:
+    with pytest.raises(ValueError, match="print"):
+        pk.run("anything.py", stdout="pipe")
+
+
+def test_a_command_without_stdin_cannot_take_a_previous_stages_messages() -> None:
+    with pytest.raises(ValueError, match="stdin='null'"):
+        (pk.source([1]) | pk.cmd("cat", stdin="null")).run()
+
+
+def test_buffer_bytes_bounds_the_stage_after_a_command() -> None:
+    stage = pk.sink(lambda chunk: None, buffer_bytes=1024)
+    assert stage.options.buffer_bytes == 1024
+    with pytest.raises(ValueError, match="buffer_bytes"):
+        pk.sink(lambda chunk: None, buffer_bytes=0)
