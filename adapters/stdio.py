@@ -62,7 +62,13 @@ Stdio = Literal["pipe", "inherit", "null"]
 ErrorKind = Literal["spawn_failed", "terminated", "timeout", "io_error"]
 
 PIPE_SIZE = 1 << 20  # F_SETPIPE_SZ for the pipes we create (capped by the system)
-READ_SIZE = 1 << 20
+READ_SIZE = 1 << 20  # bytes asked for per read of a lines/jsonl stdout
+BYTES_READ_SIZE = 256 * 1024
+"""Bytes asked for per read of a ``bytes``-mode stdout (the largest chunk received).
+Not 1 MiB: each read allocates a buffer of the size asked for, and glibc gives a freed
+block of ~1 MiB straight back to the kernel (munmap, or a heap trim), so 1 MiB reads
+page-faulted every buffer in afresh (~250 faults per MiB read) and bytes through ``cat``
+often ran at half speed or less (``bench/processes.py``)."""
 STDERR_TAIL = 16 * 1024
 STDERR_SETTLE = 0.5  # seconds an error waits for the stderr of an exited process
 STDOUT_DRAIN = 1.0  # seconds a failed write to a framed child waits for its stdout's end
@@ -190,6 +196,8 @@ class _Child:
         self.killed_by_us = False
         self.feeds_next = False
         """True for a process whose stdout is the next one's stdin in a chain."""
+        self.output_abandoned = False
+        """True once we stopped reading its stdout before the end (a block left early)."""
 
     @property
     def stderr(self) -> str:
@@ -282,8 +290,8 @@ class _Child:
     @property
     def failed(self) -> bool:
         code = self.process.returncode
-        if code == -signal.SIGPIPE and self.feeds_next:
-            # As in a shell: the next process stopped reading (``seq | head``).
+        if code == -signal.SIGPIPE and (self.feeds_next or self.output_abandoned):
+            # As in a shell: its reader stopped reading (``seq | head``).
             return self.timed_out
         return self.timed_out or (code is not None and code != 0 and not self.killed_by_us)
 
@@ -518,6 +526,7 @@ class ProcessPipe(Pipe):
         self._framed: FramedPipe | None = None
         self._encode: Any = None
         self._decoder: StreamDecoder | None = None
+        self._read_size = READ_SIZE
         self._inbox: deque[Any] = deque()
         self._eof = False
         self._ended = False
@@ -716,7 +725,7 @@ class ProcessPipe(Pipe):
                 await self._finish_stream()
                 raise trio.EndOfChannel
             try:
-                data = await self._stdout.receive_some(READ_SIZE)
+                data = await self._stdout.receive_some(self._read_size)
             except trio.BrokenResourceError as exc:
                 raise await self._outcome(exc) from exc
             if not data:
@@ -887,6 +896,7 @@ async def open_chain(specs: Sequence[ProcessSpec]) -> AsyncIterator[ProcessPipe]
                     ) as framed:
                         pipe._framed = framed
                         yield pipe
+                        await _discard_rest(framed, children[-1])
                 except (ProtocolError, trio.BrokenResourceError) as exc:
                     if pipe._framed is None:  # the handshake failed: say why, with stderr
                         raise await pipe._outcome(exc) from exc
@@ -894,8 +904,12 @@ async def open_chain(specs: Sequence[ProcessSpec]) -> AsyncIterator[ProcessPipe]
             else:
                 pipe._encode = _encoder(first.mode)
                 pipe._decoder = _decoder(last.mode)
+                if last.mode == "bytes":
+                    pipe._read_size = BYTES_READ_SIZE
                 yield pipe
                 await pipe.end()
+                if pipe._stdout is not None and not pipe._eof:
+                    await _discard_raw(pipe, children[-1])
             # Normal exit: the processes finish what they were given.
             for c in children:
                 await c.process.wait()
@@ -910,6 +924,44 @@ async def open_chain(specs: Sequence[ProcessSpec]) -> AsyncIterator[ProcessPipe]
                 await c.terminate()
             await pipe.aclose()
             nursery.cancel_scope.cancel()
+
+
+async def _discard_raw(pipe: ProcessPipe, child: _Child) -> None:
+    """A raw block is left normally before the output ended: discard the output until
+    the process exits, so a writer cannot block forever on a full pipe. After
+    ``kill_grace`` seconds we stop reading (as a shell reader that exits): a process
+    that then dies of SIGPIPE, or has to be terminated, has not failed."""
+    stdout = pipe._stdout
+    assert stdout is not None
+    with trio.move_on_after(child.spec.kill_grace):
+        try:
+            while await stdout.receive_some(pipe._read_size):
+                pass
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+        return
+    child.output_abandoned = True
+    await trio.aclose_forcefully(stdout)
+    pipe._stdout = None
+    with trio.move_on_after(child.spec.kill_grace):
+        await child.process.wait()
+    await child.terminate()
+
+
+async def _discard_rest(framed: FramedPipe, child: _Child) -> None:
+    """A framed block is left normally: END our side and discard what the worker still
+    sends until its END (so it can finish instead of dying on a closed channel). A
+    worker still sending after ``kill_grace`` seconds is terminated (not a failure: we
+    stopped listening); how it ended otherwise is told by its exit status."""
+    await framed.end()
+    with trio.move_on_after(child.spec.kill_grace):
+        try:
+            async for _ in framed.batches():
+                pass
+        except (ProtocolError, trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+        return
+    await child.terminate()
 
 
 # --- as a kernel module -----------------------------------------------------------------

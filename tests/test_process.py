@@ -903,3 +903,31 @@ def test_buffer_bytes_bounds_the_stage_after_a_command() -> None:
     assert stage.options.buffer_bytes == 1024
     with pytest.raises(ValueError, match="buffer_bytes"):
         pk.sink(lambda chunk: None, buffer_bytes=0)
+
+
+async def test_leaving_a_command_block_with_unread_output_does_not_hang() -> None:
+    with trio.fail_after(10):  # a hang guard, not a speed check
+        async with pk.cmd("seq", "1", "1000000", mode="lines") as w:
+            assert await w.receive() == "1"
+    # Its remaining output was discarded and it finished.
+    assert w.exit_code == 0
+
+
+async def test_leaving_an_endless_command_block_stops_it_after_the_grace_period(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with pk.cmd("yes", mode="lines", kill_grace=2) as w:
+        assert await w.receive() == "y"
+    # Stopped like a shell's ``yes | head -1``: by SIGPIPE or TERM, not reported as a failure.
+    assert w.exit_code in (-signal.SIGPIPE, -signal.SIGTERM)
+
+
+async def test_leaving_a_worker_block_with_unread_output_lets_the_worker_finish(
+    tmp_path: Path,
+) -> None:
+    script = tmp_path / "chatty.py"
+    script.write_text("def main(port):\n    for i in range(200_000):\n        port.send(i)\n")
+    with trio.fail_after(10):
+        async with pk.run(str(script)) as w:
+            assert await w.receive() == 0
+    assert w.exit_code == 0
