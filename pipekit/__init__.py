@@ -19,6 +19,7 @@ from .kernel import (
     open_kernel,
 )
 from .pipeline import Pipeline, Stage, collect, filter, map, sink, source, thread
+from .pool import WorkerError, WorkerPool
 from .process import ProcessChain, Worker, cmd, run
 
 __version__ = "0.1.0"
@@ -36,6 +37,8 @@ __all__ = [
     "Stage",
     "WiringError",
     "Worker",
+    "WorkerError",
+    "WorkerPool",
     "__version__",
     "cmd",
     "collect",

@@ -38,3 +38,61 @@ def test_throughput_quick_run_prints_every_row() -> None:
     assert "machine: nproc=" in proc.stdout, report
     for row in ROWS:
         assert row in proc.stdout, f"row {row!r} missing\n{report}"
+
+
+POOL_ROWS = [
+    "serial (this process)",
+    "pk.WorkerPool(2).map",
+    "multiprocessing.Pool(2).map [fork]",
+    "pk.WorkerPool(2).map noop",
+    "multiprocessing.Pool(2).map noop [fork]",
+    "multiprocessing.Pool(2).imap noop chunksize=1 [fork]",
+]
+
+
+def test_pool_bench_quick_run_prints_every_row() -> None:
+    proc = subprocess.run(
+        [sys.executable, "bench/pool.py", "--quick"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    report = f"exit code {proc.returncode}\n--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}"
+    assert proc.returncode == 0, report
+    assert "machine: nproc=" in proc.stdout, report
+    for row in POOL_ROWS:
+        assert row in proc.stdout, f"row {row!r} missing\n{report}"
+
+
+def test_processes_bench_quick_run_prints_every_row() -> None:
+    rows = [
+        "frames echo: worker_spec port echo",
+        "frames echo: mp.Pipe echo per msg",
+        "bytes through cat: open_process(bytes)",
+        "bytes through cat: os.pipe blocking r/w",
+        "spawn to first reply: pk.run",
+        "spawn to first reply: mp spawn",
+        "spawn to first reply: mp fork",
+        "spawn to first reply: bare python child",
+        "round trip: pk.run call(), port worker",
+        "round trip: pk.run call(), async worker",
+        "round trip: trio <-> trio socket echo",
+        "round trip: OS pipes, python readline",
+        "round trip: OS pipes, cat",
+        "WorkerPool: bench/pool.py",
+    ]
+    proc = subprocess.run(
+        [sys.executable, "bench/processes.py", "--quick"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    report = f"exit code {proc.returncode}\n--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}"
+    assert proc.returncode == 0, report
+    assert "machine: nproc=" in proc.stdout, report
+    for row in rows:
+        assert row in proc.stdout, f"row {row!r} missing\n{report}"

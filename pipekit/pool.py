@@ -1,0 +1,1052 @@
+"""Process worker pools: ``pk.WorkerPool`` calls a Python function once per item in a
+fixed number of reused worker processes.
+
+::
+
+    async with pk.WorkerPool("myapp.nlp:tag", size=4, init="myapp.nlp:load_model") as pool:
+        tags = await pool.map(sentences)              # input order; errors as values
+        async for index, tag in pool.imap_unordered(more):
+            ...
+        one = await pool.submit(sentence)
+
+Each worker is ``python -m pipekit worker TARGET --mode item [--init INIT]``
+(:func:`~pipekit.adapters.stdio.worker_spec`): it calls ``INIT`` once, then
+``TARGET(item)`` for every item it is sent, and answers in request order over its
+framed channel (msgpack by default, so items and results are msgpack values: tuples
+come back as lists).
+
+**Errors are values.** A failed item never raises out of :meth:`WorkerPool.map`,
+:meth:`~WorkerPool.imap_unordered` or :meth:`~WorkerPool.submit`: its result is a
+:class:`WorkerError`, and ``isinstance(result, pk.WorkerError)`` is how to tell. Its
+``kind`` is the exception's class name when the function raised (the worker goes on),
+``"terminated"`` when the item crashed its worker, ``"timeout"`` when it took longer than
+``timeout`` seconds, or ``"CodecError"``/``"ProtocolError"`` when it could not be encoded.
+
+**Dispatch.** Each item goes to the live worker with the fewest unanswered items, and a
+worker never has more than ``max_inflight`` of them; items queued for one worker are
+sent in one write. Whatever is fed in (``map`` takes any iterable, also a lazy or
+endless one) is pulled only as workers have room for it, so memory stays bounded.
+
+**Crashes and timeouts.** A worker that dies (``os._exit``, a signal, a segfault,
+``sys.exit`` in the function) or is killed for a timeout is replaced by a fresh process.
+The worker runtime answers in batches, so when several items were unanswered on it the
+pool cannot know which one it was running: it then *isolates* them - each is sent again,
+alone, to a worker with nothing else to do. The item that crashes (or times out) in
+isolation is the culprit and comes back as the error value; the others complete
+normally. When a worker dies holding a single unanswered item, that item is the culprit
+at once. Consequently an item may run twice - once in the batch that was lost with the
+crashed worker, once in isolation - but never more, and only if it was unanswered on a
+worker that died; make functions idempotent where that matters (or use
+``max_inflight=1``, where every item is isolated and none runs twice). A worker killed
+from outside while holding several items therefore costs no item at all: they are all
+retried and succeed.
+
+The pool fails as a whole (the ``async with`` raises) only if a worker cannot be started,
+if ``INIT`` raises (a :class:`WorkerError` with the remote traceback), or if fresh workers
+keep dying before answering anything (:data:`MAX_BARREN_DEATHS` in a row).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+from collections import deque
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Literal
+
+import trio
+
+from .adapters.stdio import ProcessError, ProcessPipe, ProcessSpec, open_process, worker_spec
+from .kernel import CodecError, PipekitError, ProtocolError, RemoteError
+from .kernel.scopes import open_plain_nursery
+
+__all__ = ["MAX_BARREN_DEATHS", "PoolStats", "WorkerError", "WorkerPool"]
+
+Stdio = Literal["pipe", "inherit", "null"]
+
+MAX_BARREN_DEATHS = 5
+"""Fresh workers that may die in a row, pool-wide, before any worker answers an item,
+before the pool gives up (their items are isolated and retried in between)."""
+
+PROCESS_KINDS = frozenset({"spawn_failed", "terminated", "timeout", "io_error"})
+
+_FAIRNESS_EVERY = 64
+
+
+class WorkerError(PipekitError):
+    """A failed item, delivered as a value in place of its result.
+
+    ``kind``: the exception's class name if the function raised (``"ValueError"``...),
+    ``"terminated"`` if the item crashed its worker, ``"timeout"`` if it ran longer than
+    the pool's ``timeout``, ``"CodecError"`` or ``"ProtocolError"`` if the item could not
+    be sent (not encodable, or larger than a frame). ``message``: the exception's text or
+    what happened to the process. ``index``: the item's position in the input of
+    ``map``/``imap_unordered`` (None for ``submit``). ``traceback``: the remote traceback
+    text when the function raised, else ``""``. ``remote``: True when the exception was
+    raised in the worker. ``pid``, ``exit_code``, ``signal`` and ``stderr`` (its tail)
+    describe the worker process for ``terminated``/``timeout``; the
+    :class:`~pipekit.ProcessError` is then the ``__cause__``.
+
+    ``str(error)`` is ``"kind: message"``.
+    """
+
+    def __init__(
+        self,
+        kind: str,
+        message: str,
+        *,
+        index: int | None = None,
+        traceback: str = "",
+        remote: bool = False,
+        pid: int | None = None,
+        exit_code: int | None = None,
+        signal: int | None = None,
+        stderr: str = "",
+    ) -> None:
+        super().__init__(f"{kind}: {message}")
+        self.kind = kind
+        self.message = message
+        self.index = index
+        self.traceback = traceback
+        self.remote = remote
+        self.pid = pid
+        self.exit_code = exit_code
+        self.signal = signal
+        self.stderr = stderr
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild_worker_error, (self.kind, self.message, dict(self.__dict__)))
+
+    def __repr__(self) -> str:
+        where = f", index={self.index}" if self.index is not None else ""
+        pid = f", pid={self.pid}" if self.pid is not None else ""
+        return f"WorkerError({self.kind!r}, {self.message!r}{where}{pid})"
+
+
+def _rebuild_worker_error(kind: str, message: str, state: dict[str, Any]) -> WorkerError:
+    err = WorkerError(kind, message)
+    err.__dict__.update(state)
+    return err
+
+
+@dataclass(frozen=True, slots=True)
+class PoolStats:
+    """A snapshot of a pool's counters."""
+
+    size: int
+    """Worker processes the pool keeps running."""
+    live: int
+    """Worker processes running and accepting items right now."""
+    submitted: int
+    """Items accepted (fed by ``map``/``imap_unordered`` or submitted)."""
+    completed: int
+    """Results delivered, error values included."""
+    errors: int
+    """Error values delivered (:class:`WorkerError`)."""
+    crashes: int
+    """Worker processes that died on their own (not counting timeouts)."""
+    timeouts: int
+    """Worker processes killed because an item ran past ``timeout``."""
+    replacements: int
+    """Worker processes started to replace dead ones."""
+    retried: int
+    """Items sent again (in isolation) after their worker died with them unanswered."""
+    inflight: int
+    """Items sent to workers and not answered yet."""
+    pending: int
+    """Items accepted and waiting for a worker."""
+
+
+# --- runs: who waits for which results ---------------------------------------------------
+
+
+class _Run:
+    """The consumer of a set of items (one ``map``, ``imap_unordered`` or ``submit``)."""
+
+    __slots__ = ("cancelled", "closed_error", "event", "outstanding", "wake_at")
+
+    def __init__(self) -> None:
+        self.outstanding = 0  # fed and not yet consumed
+        self.wake_at = -1  # set the event when outstanding falls to this
+        self.event = trio.Event()
+        self.cancelled = False  # nobody wants the results any more
+        self.closed_error: BaseException | None = None  # the pool closed under us
+
+    def complete(self, index: int | None, value: Any) -> None:
+        raise NotImplementedError
+
+    def close(self, error: BaseException) -> None:
+        self.closed_error = error
+        self.event.set()
+
+    async def wait(self) -> None:
+        """Wait for :meth:`complete` (or the pool's closing) to set the event."""
+        if self.closed_error is not None:
+            raise self.closed_error
+        self.event = trio.Event()
+        await self.event.wait()
+        if self.closed_error is not None:
+            raise self.closed_error
+
+
+class _MapRun(_Run):
+    __slots__ = ("results",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.results: list[Any] = []
+
+    def complete(self, index: int | None, value: Any) -> None:
+        self.results[index] = value  # type: ignore[index]
+        self.outstanding -= 1
+        if self.outstanding <= self.wake_at:
+            self.event.set()
+
+
+class _StreamRun(_Run):
+    __slots__ = ("ready",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ready: deque[tuple[int, Any]] = deque()
+
+    def complete(self, index: int | None, value: Any) -> None:
+        if self.cancelled:
+            return
+        self.ready.append((index, value))  # type: ignore[arg-type]
+        self.event.set()
+
+
+class _OneRun(_Run):
+    __slots__ = ("done", "value")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.value: Any = None
+        self.done = False
+
+    def complete(self, index: int | None, value: Any) -> None:
+        self.value = value
+        self.done = True
+        self.outstanding = 0
+        self.event.set()
+
+
+# A queued item: (run, index, item). In flight: (message id, run, index, item).
+_Entry = tuple[_Run, int | None, Any]
+_Flight = tuple[int, _Run, int | None, Any]
+
+
+# --- one worker process ---------------------------------------------------------------
+
+
+class _Worker:
+    """One live worker process and the tasks that serve it."""
+
+    def __init__(self, pool: WorkerPool, slot: int, pipe: ProcessPipe) -> None:
+        self.pool = pool
+        self.slot = slot
+        self.pipe = pipe
+        self.pid: int = pipe.pid if pipe.pid is not None else -1
+        self.inflight: deque[_Flight] = deque()
+        self.outbox: list[tuple[int, Any]] = []
+        self.tx_event = trio.Event()
+        self.busy_event = trio.Event()  # the watchdog waits for the first item
+        self.head_since = 0.0  # when the oldest unanswered item became the oldest
+        self.answered = 0
+        self.warming = pool.init is not None  # one item at a time until the first answer
+        self.isolating = False  # holds an item being isolated: nothing else goes here
+        self.dead = False
+        self.closing = False
+        self.fatal: BaseException | None = None  # the pool must fail with this
+        self.scope = trio.CancelScope()
+
+    def capacity(self, limit: int) -> int:
+        if self.isolating or self.dead or self.closing:
+            return 0
+        return 1 if self.warming else limit
+
+    async def serve(self) -> None:
+        """Run until the worker dies, is killed, or the pool closes it."""
+        with self.scope:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._send_loop)
+                if self.pool.timeout is not None:
+                    nursery.start_soon(self._watchdog, self.pool.timeout)
+                await self._receive_loop()
+                nursery.cancel_scope.cancel()
+
+    def request_close(self) -> None:
+        """END the worker's input once everything queued is sent."""
+        self.closing = True
+        self.tx_event.set()
+
+    async def _send_loop(self) -> None:
+        pipe = self.pipe
+        while True:
+            if not self.outbox:
+                if self.closing:
+                    # If this fails, the receiving side reports how the worker ended.
+                    with contextlib.suppress(
+                        trio.BrokenResourceError, trio.ClosedResourceError, PipekitError
+                    ):
+                        await pipe.end()
+                    return
+                self.tx_event = trio.Event()
+                await self.tx_event.wait()
+                continue
+            batch, self.outbox = self.outbox, []
+            try:
+                await pipe.send_batch(batch)
+            except (CodecError, ProtocolError) as exc:
+                if isinstance(exc, ProtocolError) and exc.kind != "oversize":
+                    return  # the channel broke: the receiving side reports it
+                if not await self._send_one_by_one(batch):
+                    return
+            except (trio.BrokenResourceError, trio.ClosedResourceError, PipekitError):
+                return  # the worker died: the receiving side reports it
+
+    async def _send_one_by_one(self, batch: list[tuple[int, Any]]) -> bool:
+        """Send a batch that could not be encoded as a whole; each item that cannot be
+        encoded gets its error value. False if the channel broke."""
+        for message in batch:
+            try:
+                await self.pipe.send(message)
+            except (CodecError, ProtocolError) as exc:
+                if isinstance(exc, ProtocolError) and exc.kind != "oversize":
+                    return False
+                self.pool._unsendable(self, message[0], exc)
+            except (trio.BrokenResourceError, trio.ClosedResourceError, PipekitError):
+                return False
+        return True
+
+    async def _receive_loop(self) -> None:
+        pipe = self.pipe
+        inflight = self.inflight
+        pool = self.pool
+        while True:
+            try:
+                batch = await pipe.receive_batch()
+            except trio.EndOfChannel:
+                if not self.dead and (inflight or not self.closing):
+                    pool._worker_died(
+                        self,
+                        ProcessError(
+                            "io_error",
+                            f"{self.describe()} ended its output",
+                            program=pipe.name,
+                            pid=self.pid,
+                        ),
+                    )
+                return
+            except (trio.BrokenResourceError, trio.ClosedResourceError, PipekitError) as exc:
+                if not self.dead:
+                    pool._worker_died(self, exc)
+                return
+            if self.dead:
+                return
+            done = 0
+            try:
+                for mid, ok, value in batch:
+                    if not inflight or inflight[0][0] != mid:
+                        raise ValueError(f"answer to request {mid!r}, none was expected")
+                    flight = inflight.popleft()
+                    done += 1
+                    if not ok:
+                        value = pool._remote_error(self, flight, value)
+                    flight[1].complete(flight[2], value)
+            except (ValueError, TypeError) as exc:
+                # Not an answer to the oldest request: not an item-mode worker, or a bug.
+                if done:
+                    self.answered += done
+                    pool._answered(self, done)
+                pool._worker_died(
+                    self, ProtocolError(f"{self.describe()} sent a bad answer: {exc}")
+                )
+                return
+            self.answered += done
+            pool._answered(self, done)
+
+    async def _watchdog(self, limit: float) -> None:
+        inflight = self.inflight
+        while True:
+            if not inflight:
+                self.busy_event = trio.Event()
+                await self.busy_event.wait()
+                continue
+            allowance = limit
+            if self.answered == 0 and self.pool.init is not None:
+                allowance += self.pool.init_timeout or 0.0
+            deadline = self.head_since + allowance
+            if trio.current_time() >= deadline:
+                self.pool._timed_out(self, allowance)
+                return
+            await trio.sleep_until(deadline)
+
+    def describe(self) -> str:
+        return f"worker {self.slot} (pid {self.pid})"
+
+
+# --- the pool ---------------------------------------------------------------------------
+
+
+class WorkerPool:
+    """``size`` worker processes calling ``target`` once per item; see the module
+    docstring for dispatch, errors, crashes and timeouts.
+
+    ``target`` is ``"package.module:function"`` or ``"path/to/file.py:function"``;
+    ``init`` (same form) is a zero-argument function each worker calls once before its
+    first item (load a model there). ``max_inflight`` bounds the unanswered items per
+    worker (higher: more throughput for tiny items, more items to isolate after a crash).
+    ``timeout`` (seconds, per item) kills the worker running an item that takes longer;
+    an item's clock starts when the worker has answered every item sent before it, and
+    the first item of a fresh worker also gets ``init_timeout`` when there is an
+    ``init``. ``env``, ``cwd``, ``stdout``, ``stderr``, ``kill_grace``, ``python`` and
+    ``codecs`` are the workers' process options (:func:`~pipekit.adapters.stdio.worker_spec`).
+
+    Use it as ``async with WorkerPool(...) as pool``: entering starts every worker and
+    waits for their handshakes; leaving ENDs idle workers, kills those still busy with
+    items nobody waits for any more, and reaps them all - after an exception or a
+    cancellation every worker is terminated (SIGTERM, SIGKILL after ``kill_grace``).
+    """
+
+    def __init__(
+        self,
+        target: str | os.PathLike[str],
+        size: int | None = None,
+        *,
+        init: str | os.PathLike[str] | None = None,
+        max_inflight: int = 128,
+        timeout: float | None = None,
+        init_timeout: float | None = 60.0,
+        env: Mapping[str, str] | None = None,
+        cwd: str | os.PathLike[str] | None = None,
+        stdout: Stdio = "inherit",
+        stderr: Stdio = "pipe",
+        kill_grace: float = 5.0,
+        python: str | None = None,
+        codecs: Sequence[str] = ("msgpack",),
+    ) -> None:
+        if size is None:
+            size = os.cpu_count() or 1
+        if size < 1:
+            raise ValueError("size must be at least 1")
+        if not 1 <= max_inflight <= 4096:
+            raise ValueError("max_inflight must be between 1 and 4096")
+        if timeout is not None and timeout <= 0:
+            raise ValueError("timeout must be positive")
+        self.target = os.fspath(target)
+        self.size = size
+        self.init = os.fspath(init) if init is not None else None
+        self.max_inflight = max_inflight
+        self.timeout = timeout
+        self.init_timeout = init_timeout
+        self.spec: ProcessSpec = worker_spec(
+            self.target,
+            mode="item",
+            init=self.init,
+            python=python,
+            env=env,
+            cwd=cwd,
+            stdout=stdout,
+            stderr=stderr,
+            kill_grace=kill_grace,
+            codecs=tuple(codecs),
+        )
+        self._workers: list[_Worker | None] = [None] * size
+        self._live: list[_Worker] = []
+        self._pending: deque[_Entry] = deque()
+        self._suspects: deque[_Entry] = deque()
+        self._runs: set[_Run] = set()
+        self._ids = itertools.count()
+        self._started = trio.Event()
+        self._stack: AsyncExitStack | None = None
+        self._opened = False
+        self._closing = False
+        self._failed = False
+        self._barren_deaths = 0
+        # counters
+        self._submitted = 0
+        self._completed = 0
+        self._errors = 0
+        self._crashes = 0
+        self._timeouts = 0
+        self._replacements = 0
+        self._retried = 0
+
+    # -- lifetime ---------------------------------------------------------------------
+
+    async def __aenter__(self) -> WorkerPool:
+        if self._opened:
+            raise RuntimeError("a WorkerPool can be entered only once")
+        self._opened = True
+        stack = AsyncExitStack()
+        await stack.enter_async_context(self._lifetime())
+        self._stack = stack
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        stack, self._stack = self._stack, None
+        if stack is None:
+            return None
+        return await stack.__aexit__(exc_type, exc, tb)
+
+    @asynccontextmanager
+    async def _lifetime(self) -> AsyncIterator[None]:
+        async with open_plain_nursery() as nursery:
+            for slot in range(self.size):
+                nursery.start_soon(self._run_slot, slot, name=f"pipekit:pool:{slot}")
+            await self._started.wait()
+            try:
+                yield
+            except BaseException:
+                self._shut(trio.ClosedResourceError("the worker pool was aborted"))
+                nursery.cancel_scope.cancel()
+                raise
+            self._shut(trio.ClosedResourceError("the worker pool is closed"))
+            for worker in list(self._live):
+                if worker.inflight:
+                    self._kill(worker)  # nobody waits for these results any more
+                else:
+                    worker.request_close()
+
+    def _shut(self, error: BaseException) -> None:
+        self._closing = True
+        for run in list(self._runs):
+            run.cancelled = True
+            run.close(error)
+        self._runs.clear()
+        self._pending.clear()
+        self._suspects.clear()
+
+    async def _run_slot(self, slot: int) -> None:
+        while not self._closing:
+            worker: _Worker | None = None
+            try:
+                async with open_process(self.spec) as pipe:
+                    worker = _Worker(self, slot, pipe)
+                    self._register(worker)
+                    await worker.serve()
+            except (PipekitError, trio.BrokenResourceError) as exc:
+                if worker is None:  # cannot start a worker: the pool fails
+                    if self._failed:
+                        return  # another slot already fails the pool
+                    self._failed = True
+                    raise
+                if not worker.dead:
+                    self._worker_died(worker, exc)
+            if worker is not None:
+                self._unregister(worker)
+            if worker is not None and worker.fatal is not None:
+                if self._failed:
+                    return  # another slot already fails the pool
+                self._failed = True
+                raise worker.fatal
+            if self._closing:
+                return
+
+    def _register(self, worker: _Worker) -> None:
+        self._workers[worker.slot] = worker
+        self._live.append(worker)
+        if not self._started.is_set() and len(self._live) == self.size:
+            self._started.set()
+        if self._closing:
+            worker.request_close()
+        else:
+            self._dispatch()
+
+    def _unregister(self, worker: _Worker) -> None:
+        if self._workers[worker.slot] is worker:
+            self._workers[worker.slot] = None
+        if worker in self._live:
+            self._live.remove(worker)
+
+    # -- dispatch ---------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closing:
+            raise trio.ClosedResourceError("the worker pool is closed")
+        if not self._started.is_set() or self._stack is None:
+            raise RuntimeError("use the pool inside 'async with WorkerPool(...) as pool'")
+
+    def _dispatch(self) -> None:
+        """Hand queued items to workers: isolated items first (each to an idle worker),
+        then the rest, each to the worker with the fewest unanswered items."""
+        live = self._live
+        if not live:
+            return
+        suspects = self._suspects
+        while suspects:
+            idle = None
+            for w in live:
+                if not w.inflight and not w.dead and not w.closing:
+                    idle = w
+                    break
+            if idle is None:
+                return  # the others wait until the suspects are placed
+            entry = suspects.popleft()
+            if entry[0].cancelled:
+                continue
+            idle.isolating = True
+            self._assign(idle, entry)
+            idle.tx_event.set()
+        pending = self._pending
+        limit = self.max_inflight
+        while pending:
+            workers: list[_Worker] = []
+            loads: list[int] = []
+            caps: list[int] = []
+            for w in live:
+                cap = w.capacity(limit)
+                n = len(w.inflight)
+                if n < cap:
+                    workers.append(w)
+                    loads.append(n)
+                    caps.append(cap)
+            if not workers:
+                return
+            gives = _water_fill(loads, caps, len(pending))
+            for w, give in zip(workers, gives, strict=True):
+                if give and pending:
+                    self._assign_many(w, give)
+
+    def _assign_many(self, worker: _Worker, count: int) -> None:
+        """Move up to ``count`` queued items to ``worker`` (cancelled ones are dropped)."""
+        pending = self._pending
+        inflight = worker.inflight
+        outbox = worker.outbox
+        ids = self._ids
+        if not inflight:
+            worker.head_since = trio.current_time()
+            worker.busy_event.set()
+        while count and pending:
+            run, index, item = pending.popleft()
+            if run.cancelled:
+                continue
+            mid = next(ids)
+            inflight.append((mid, run, index, item))
+            outbox.append((mid, item))
+            count -= 1
+        worker.tx_event.set()
+
+    def _assign(self, worker: _Worker, entry: _Entry) -> None:
+        run, index, item = entry
+        mid = next(self._ids)
+        if not worker.inflight:
+            worker.head_since = trio.current_time()
+            worker.busy_event.set()
+        worker.inflight.append((mid, run, index, item))
+        worker.outbox.append((mid, item))
+
+    def _drop(self, run: _Run) -> None:
+        """Forget ``run``: its queued items are removed, its answers ignored."""
+        if run.cancelled:
+            return
+        run.cancelled = True
+        self._runs.discard(run)
+        for queue in (self._pending, self._suspects):
+            if any(entry[0] is run for entry in queue):
+                kept = [entry for entry in queue if entry[0] is not run]
+                queue.clear()
+                queue.extend(kept)
+
+    def _enqueue(self, run: _Run, entries: Iterable[_Entry], count: int) -> None:
+        self._pending.extend(entries)
+        self._submitted += count
+        run.outstanding += count
+        self._dispatch()
+
+    # -- answers and failures ---------------------------------------------------------
+
+    def _answered(self, worker: _Worker, count: int) -> None:
+        self._completed += count
+        self._barren_deaths = 0
+        worker.warming = False
+        worker.isolating = False
+        if worker.inflight:
+            worker.head_since = trio.current_time()
+        if worker.closing and not worker.inflight:
+            worker.tx_event.set()
+        self._dispatch()
+
+    def _remote_error(self, worker: _Worker, flight: _Flight, info: Any) -> WorkerError:
+        self._errors += 1
+        if not isinstance(info, dict):
+            info = {"kind": "RemoteError", "message": repr(info)}
+        return WorkerError(
+            str(info.get("kind", "Exception")),
+            str(info.get("message", "")),
+            index=flight[2],
+            traceback=str(info.get("traceback", "")),
+            remote=True,
+            pid=worker.pid,
+        )
+
+    def _deliver_error(self, flight: _Flight, error: WorkerError) -> None:
+        self._errors += 1
+        self._completed += 1
+        flight[1].complete(flight[2], error)
+
+    def _unsendable(self, worker: _Worker, mid: int, exc: BaseException) -> None:
+        """An item could not be encoded: it was never sent; its result is the error."""
+        for i, flight in enumerate(worker.inflight):
+            if flight[0] == mid:
+                del worker.inflight[i]
+                if i == 0:
+                    worker.head_since = trio.current_time()
+                err = WorkerError(type(exc).__name__, str(exc), index=flight[2], pid=worker.pid)
+                err.__cause__ = exc
+                self._deliver_error(flight, err)
+                return
+
+    def _worker_died(self, worker: _Worker, exc: BaseException) -> None:
+        """The worker's channel broke: it crashed (or, rarely, misbehaved)."""
+        if worker.dead:
+            return
+        remote = _remote_cause(exc)
+        if (
+            worker.answered == 0
+            and remote is not None
+            and remote.kind not in ("SystemExit", "KeyboardInterrupt")
+        ):
+            # INIT raised (or the runtime failed before serving): nothing an item did.
+            err = WorkerError(
+                remote.kind,
+                f"{worker.describe()} failed before serving any item "
+                f"(in {self.init or 'its start-up'}): {remote.message}",
+                traceback=str(remote.details.get("traceback", "")),
+                remote=True,
+                pid=worker.pid,
+            )
+            err.__cause__ = exc
+            worker.fatal = err
+            self._requeue(list(worker.inflight), isolate=False)
+            worker.inflight.clear()
+            self._kill(worker)
+            return
+        self._crashes += 1
+        if worker.answered == 0:
+            self._barren_deaths += 1
+            if self._barren_deaths >= MAX_BARREN_DEATHS:
+                err = WorkerError(
+                    "terminated",
+                    f"{MAX_BARREN_DEATHS} fresh workers in a row died before answering any "
+                    f"item; the last: {exc}",
+                    pid=worker.pid,
+                )
+                err.__cause__ = exc
+                worker.fatal = err
+        flights = list(worker.inflight)
+        worker.inflight.clear()
+        self._kill(worker)
+        if len(flights) == 1:
+            (flight,) = flights
+            self._deliver_error(flight, self._crash_error(worker, flight, exc))
+        else:
+            self._requeue(flights, isolate=True)
+        self._dispatch()
+
+    def _timed_out(self, worker: _Worker, allowance: float) -> None:
+        if worker.dead:
+            return
+        self._timeouts += 1
+        flights = list(worker.inflight)
+        worker.inflight.clear()
+        self._kill(worker)
+        if len(flights) == 1:
+            (flight,) = flights
+            where = f"item {flight[2]}" if flight[2] is not None else "the item"
+            message = f"{where} not answered within {allowance:g} s; {worker.describe()} killed"
+            cause = ProcessError("timeout", message, program=self.spec.argv[0], pid=worker.pid)
+            err = WorkerError("timeout", message, index=flight[2], pid=worker.pid)
+            err.__cause__ = cause
+            self._deliver_error(flight, err)
+        else:
+            self._requeue(flights, isolate=True)
+        self._dispatch()
+
+    def _kill(self, worker: _Worker) -> None:
+        """Stop using ``worker`` and SIGKILL its process group; its slot starts a
+        replacement unless the pool is closing."""
+        worker.dead = True
+        if not self._closing and worker.fatal is None:
+            self._replacements += 1
+        if worker in self._live:
+            self._live.remove(worker)
+        worker.outbox = []
+        worker.pipe.kill()
+        worker.scope.cancel()
+
+    def _requeue(self, flights: list[_Flight], *, isolate: bool) -> None:
+        entries = [(run, index, item) for _, run, index, item in flights if not run.cancelled]
+        if isolate:
+            self._retried += len(entries)
+            self._suspects.extend(entries)
+        else:
+            self._pending.extendleft(reversed(entries))
+
+    def _crash_error(self, worker: _Worker, flight: _Flight, exc: BaseException) -> WorkerError:
+        where = f"item {flight[2]}" if flight[2] is not None else "the item"
+        remote = _remote_cause(exc)
+        if isinstance(exc, ProcessError):
+            message = f"{worker.describe()} died while running {where}: "
+            if exc.signal is not None:
+                message += f"killed by signal {_signal_name(exc.signal)}"
+            elif exc.exit_code is not None:
+                message += f"exit code {exc.exit_code}"
+            else:
+                message += exc.kind
+            if remote is not None:
+                message += f" ({remote.kind}: {remote.message})"
+            err = WorkerError(
+                "terminated",
+                message,
+                index=flight[2],
+                traceback=str(remote.details.get("traceback", "")) if remote else "",
+                pid=worker.pid,
+                exit_code=exc.exit_code,
+                signal=exc.signal,
+                stderr=exc.stderr,
+            )
+        else:
+            err = WorkerError(
+                "terminated",
+                f"{worker.describe()} failed while running {where}: {exc}",
+                index=flight[2],
+                pid=worker.pid,
+            )
+        err.__cause__ = exc
+        return err
+
+    # -- the API ----------------------------------------------------------------------
+
+    @property
+    def pids(self) -> list[int]:
+        """The pids of the live workers, in slot order."""
+        return [w.pid for w in self._workers if w is not None and not w.dead]
+
+    @property
+    def replacements(self) -> int:
+        """How many worker processes were started to replace dead ones."""
+        return self._replacements
+
+    @property
+    def stats(self) -> PoolStats:
+        return PoolStats(
+            size=self.size,
+            live=len(self._live),
+            submitted=self._submitted,
+            completed=self._completed,
+            errors=self._errors,
+            crashes=self._crashes,
+            timeouts=self._timeouts,
+            replacements=self._replacements,
+            retried=self._retried,
+            inflight=sum(len(w.inflight) for w in self._live),
+            pending=len(self._pending) + len(self._suspects),
+        )
+
+    @property
+    def _window(self) -> int:
+        return 2 * self.size * self.max_inflight
+
+    async def map(self, items: Iterable[Any]) -> list[Any]:
+        """Run every item; return the results in input order, a failed item's result
+        being its :class:`WorkerError`. ``items`` is pulled lazily, as workers have
+        room (at most about ``2 * size * max_inflight`` items are held at a time)."""
+        self._check_open()
+        run = _MapRun()
+        self._runs.add(run)
+        results = run.results
+        window = self._window
+        low = window // 2
+        iterator = iter(items)
+        index = 0
+        exhausted = False
+        try:
+            while True:
+                if not exhausted and run.outstanding <= low:
+                    want = window - run.outstanding
+                    chunk = list(itertools.islice(iterator, want))
+                    if len(chunk) < want:
+                        exhausted = True
+                    if chunk:
+                        n = len(chunk)
+                        results.extend(itertools.repeat(None, n))
+                        self._enqueue(
+                            run, zip(itertools.repeat(run), range(index, index + n), chunk), n
+                        )
+                        index += n
+                if exhausted and run.outstanding == 0:
+                    await trio.lowlevel.checkpoint()
+                    return results
+                run.wake_at = 0 if exhausted else low
+                if run.outstanding > run.wake_at:
+                    await run.wait()
+        except BaseException:
+            self._drop(run)
+            raise
+        finally:
+            self._runs.discard(run)
+
+    def imap_unordered(self, items: Iterable[Any]) -> UnorderedResults:
+        """Run every item; iterate over ``(index, result)`` pairs as they complete
+        (``index``: the item's position in ``items``; a failed item's result is its
+        :class:`WorkerError`). Every index comes exactly once. ``items`` is pulled
+        lazily; results not yet consumed count against the same bound as ``map``'s.
+
+        ``async for index, result in pool.imap_unordered(items)``; leaving the loop
+        early, call ``aclose()`` (or use ``async with``) so the remaining items are
+        dropped rather than run."""
+        self._check_open()
+        return UnorderedResults(self, items)
+
+    async def submit(self, item: Any) -> Any:
+        """Run one item and return its result (its :class:`WorkerError` if it failed:
+        errors are values here too). Any number of tasks may submit concurrently."""
+        self._check_open()
+        run = _OneRun()
+        self._runs.add(run)
+        try:
+            self._enqueue(run, ((run, None, item),), 1)
+            while not run.done:
+                await run.wait()
+            return run.value
+        except BaseException:
+            self._drop(run)
+            raise
+        finally:
+            self._runs.discard(run)
+
+
+class UnorderedResults:
+    """The iterator :meth:`WorkerPool.imap_unordered` returns: ``(index, result)`` pairs
+    in completion order."""
+
+    def __init__(self, pool: WorkerPool, items: Iterable[Any]) -> None:
+        self._pool = pool
+        self._iterator: Iterator[Any] | None = iter(items)
+        self._run = _StreamRun()
+        self._index = 0
+        self._yields = 0
+        pool._runs.add(self._run)
+
+    def __aiter__(self) -> UnorderedResults:
+        return self
+
+    async def __anext__(self) -> tuple[int, Any]:
+        run = self._run
+        pool = self._pool
+        window = pool._window
+        while True:
+            if run.closed_error is not None:
+                raise run.closed_error
+            if run.cancelled:  # closed (or interrupted) earlier
+                raise StopAsyncIteration
+            if self._iterator is not None and run.outstanding <= window // 2:
+                self._feed(window - run.outstanding)
+            if run.ready:
+                self._yields += 1
+                if self._yields % _FAIRNESS_EVERY == 0:
+                    await trio.lowlevel.checkpoint()
+                else:
+                    await trio.lowlevel.checkpoint_if_cancelled()
+                run.outstanding -= 1
+                return run.ready.popleft()
+            if self._iterator is None and run.outstanding == 0:
+                self._finish()
+                raise StopAsyncIteration
+            try:
+                await run.wait()
+            except BaseException:
+                self._finish()
+                raise
+
+    def _feed(self, want: int) -> None:
+        assert self._iterator is not None
+        chunk = list(itertools.islice(self._iterator, want))
+        if len(chunk) < want:
+            self._iterator = None
+        if chunk:
+            n = len(chunk)
+            run = self._run
+            start = self._index
+            self._index += n
+            self._pool._enqueue(run, zip(itertools.repeat(run), range(start, start + n), chunk), n)
+
+    def _finish(self) -> None:
+        self._iterator = None
+        self._pool._drop(self._run)
+
+    async def aclose(self) -> None:
+        """Stop: items not yet sent are dropped, answers still coming are ignored."""
+        self._finish()
+        self._run.ready.clear()
+        await trio.lowlevel.checkpoint()
+
+    async def __aenter__(self) -> UnorderedResults:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+
+def _water_fill(loads: list[int], caps: list[int], available: int) -> list[int]:
+    """How many of ``available`` items to give each worker so that the least-loaded ones
+    are filled first, level by level (the result of choosing the least-loaded worker for
+    every item in turn), without exceeding ``caps``."""
+    free = sum(caps) - sum(loads)
+    k = min(available, free)
+    if k == free:
+        return [c - n for n, c in zip(loads, caps, strict=True)]
+
+    def amount(level: int) -> int:
+        return sum(min(max(level - n, 0), c - n) for n, c in zip(loads, caps, strict=True))
+
+    lo, hi = min(loads), max(caps)  # amount(lo) == 0 <= k < free == amount(hi)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if amount(mid) <= k:
+            lo = mid
+        else:
+            hi = mid
+    gives = [min(max(lo - n, 0), c - n) for n, c in zip(loads, caps, strict=True)]
+    rest = k - sum(gives)
+    for i, (n, c) in enumerate(zip(loads, caps, strict=True)):
+        if rest and n <= lo < c:
+            gives[i] += 1
+            rest -= 1
+    return gives
+
+
+def _remote_cause(exc: BaseException | None) -> RemoteError | None:
+    seen = 0
+    while exc is not None and seen < 8:
+        if isinstance(exc, RemoteError):
+            return exc
+        exc = exc.__cause__
+        seen += 1
+    return None
+
+
+def _signal_name(number: int) -> str:
+    import signal
+
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return str(number)

@@ -1,0 +1,71 @@
+"""Worker functions for ``test_pool.py``, run inside ``pipekit worker`` child processes
+(targets are given as ``path/to/pool_workers.py:function``)."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+POISON = 4321
+CRASH = 13
+HANG = "hang"
+INIT_LOG_ENV = "POOL_TEST_INIT_LOG"
+
+_init_calls = 0
+
+
+def square(x: int) -> int:
+    return x * x
+
+
+def poisoned(x: int) -> int:
+    """Raises for :data:`POISON`: a per-item failure, the worker goes on."""
+    if x == POISON:
+        raise ValueError(f"poisoned item {x}")
+    return x * x
+
+
+def crash(x: int) -> int:
+    """Kills its own process for :data:`CRASH` (no cleanup, exit code 1)."""
+    if x == CRASH:
+        os._exit(1)
+    return x * x
+
+
+def hang(x: Any) -> Any:
+    """Never returns for :data:`HANG` (what a per-item timeout is for)."""
+    if x == HANG:
+        while True:
+            time.sleep(1)
+    return x
+
+
+def record_init() -> None:
+    """INIT: count the call and append this pid to ``$POOL_TEST_INIT_LOG/<pid>``."""
+    global _init_calls
+    _init_calls += 1
+    log = Path(os.environ[INIT_LOG_ENV]) / str(os.getpid())
+    with log.open("a") as f:
+        f.write("init\n")
+
+
+def whoami(x: int) -> list[int]:
+    """``[pid, init calls in this process, x]``."""
+    return [os.getpid(), _init_calls, x]
+
+
+def failing_init() -> None:
+    raise RuntimeError("cannot load the model")
+
+
+def wait_for_file_or_pid(x: Any) -> int:
+    """A string item blocks until that path exists; every item returns the pid."""
+    if isinstance(x, str):
+        deadline = time.monotonic() + 30
+        while not os.path.exists(x):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{x} never appeared")
+            time.sleep(0.002)
+    return os.getpid()

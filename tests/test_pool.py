@@ -1,0 +1,273 @@
+"""Tests of ``pk.WorkerPool``: real worker processes (``pipekit worker --mode item``)
+running the functions in ``pool_workers.py``.
+
+Nothing here sleeps to synchronise: a blocked worker is released by creating a file it
+waits for, after the test has seen what it needed; the only clocks are the pool's own
+per-item timeout (short, real) and a guard that fails a hung test.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import pickle
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+import trio
+import trio.testing
+from hypothesis import given
+from hypothesis import strategies as st
+from pool_workers import CRASH, HANG, INIT_LOG_ENV, POISON
+
+import pipekit as pk
+from pipekit.pool import _water_fill
+
+WORKERS = Path(__file__).with_name("pool_workers.py")
+HANG_GUARD = 20.0  # seconds; only ever reached when something is broken
+
+
+def target(name: str) -> str:
+    return f"{WORKERS}:{name}"
+
+
+def alive(pid: int) -> bool:
+    """True while ``pid`` exists, zombies included."""
+    return os.path.exists(f"/proc/{pid}")
+
+
+def descendants() -> set[int]:
+    return {p.pid for p in psutil.Process().children(recursive=True)}
+
+
+def init_logs(directory: Path) -> dict[int, str]:
+    """What ``record_init`` wrote: pid -> the text of its log file."""
+    return {int(p.name): p.read_text() for p in directory.iterdir()}
+
+
+def errors_in(results: list[Any]) -> dict[int, pk.WorkerError]:
+    return {i: r for i, r in enumerate(results) if isinstance(r, pk.WorkerError)}
+
+
+async def test_map_keeps_input_order_and_returns_a_poisoned_item_as_an_error_value() -> None:
+    with trio.fail_after(HANG_GUARD):
+        async with pk.WorkerPool(target("poisoned"), size=2) as pool:
+            results = await pool.map(range(10_000))
+    assert len(results) == 10_000
+    errors = errors_in(results)
+    assert list(errors) == [POISON]
+    err = errors[POISON]
+    assert (err.kind, err.index, err.remote) == ("ValueError", POISON, True)
+    assert err.message == f"poisoned item {POISON}"
+    assert "raise ValueError" in err.traceback
+    assert all(results[i] == i * i for i in range(10_000) if i != POISON)
+    assert pool.stats.errors == 1 and pool.stats.crashes == 0
+
+
+async def test_crashing_item_is_terminated_and_its_worker_replaced() -> None:
+    with trio.fail_after(HANG_GUARD):
+        async with pk.WorkerPool(target("crash"), size=2) as pool:
+            first_pids = set(pool.pids)
+            results = await pool.map(range(500))
+            stats = pool.stats
+    errors = errors_in(results)
+    assert list(errors) == [CRASH]
+    err = errors[CRASH]
+    assert (err.kind, err.index, err.exit_code, err.remote) == ("terminated", CRASH, 1, False)
+    assert err.pid in first_pids
+    assert isinstance(err.__cause__, pk.ProcessError)
+    assert all(results[i] == i * i for i in range(500) if i != CRASH)
+    assert stats.crashes >= 1 and stats.replacements >= 1 and stats.errors == 1
+
+
+async def test_crashed_worker_leaves_no_process_behind() -> None:
+    before = descendants()
+    with trio.fail_after(HANG_GUARD):
+        async with pk.WorkerPool(target("crash"), size=2) as pool:
+            seen = set(pool.pids)
+            results = await pool.map(range(300))
+            seen |= set(pool.pids)
+    crashed = errors_in(results)[CRASH].pid
+    assert crashed is not None
+    seen.add(crashed)
+    assert not [pid for pid in seen if alive(pid)]
+    assert descendants() <= before
+
+
+async def test_item_past_the_timeout_is_a_timeout_error_and_its_worker_replaced() -> None:
+    items: list[Any] = list(range(40))
+    items[5] = HANG
+    with trio.fail_after(HANG_GUARD):
+        async with pk.WorkerPool(target("hang"), size=2, timeout=0.5) as pool:
+            results = await pool.map(items)
+            stats = pool.stats
+    errors = errors_in(results)
+    assert list(errors) == [5]
+    err = errors[5]
+    assert (err.kind, err.index) == ("timeout", 5)
+    assert err.pid is not None and not alive(err.pid)
+    assert [r for i, r in enumerate(results) if i != 5] == [i for i in range(40) if i != 5]
+    assert stats.timeouts >= 1 and stats.replacements >= 1
+
+
+async def test_init_runs_once_per_worker_and_workers_are_reused(tmp_path: Path) -> None:
+    env = {**os.environ, INIT_LOG_ENV: str(tmp_path)}
+    with trio.fail_after(HANG_GUARD):
+        async with pk.WorkerPool(
+            target("whoami"), size=3, init=target("record_init"), env=env
+        ) as pool:
+            pids = set(pool.pids)
+            results = await pool.map(range(3000))
+    assert [x for _, _, x in results] == list(range(3000))
+    assert {pid for pid, _, _ in results} == pids and len(pids) == 3
+    assert {calls for _, calls, _ in results} == {1}
+    assert init_logs(tmp_path) == {pid: "init\n" for pid in pids}
+
+
+async def test_busy_worker_gets_no_more_items_least_loaded(tmp_path: Path) -> None:
+    release = tmp_path / "release"
+    items: list[Any] = [str(release), *range(1, 41)]
+    with trio.fail_after(HANG_GUARD):
+        async with pk.WorkerPool(target("wait_for_file_or_pid"), size=2, max_inflight=1) as pool:
+            results = pool.imap_unordered(items)
+            others = [await results.__anext__() for _ in range(40)]
+            # Every item but the blocking one is done, all by the other worker.
+            assert sorted(i for i, _ in others) == list(range(1, 41))
+            other_pids = {pid for _, pid in others}
+            assert len(other_pids) == 1
+            release.touch()
+            index, blocked_pid = await results.__anext__()
+            assert index == 0 and blocked_pid not in other_pids
+            assert set(pool.pids) == {blocked_pid, *other_pids}
+
+
+async def test_imap_unordered_yields_every_index_exactly_once() -> None:
+    with trio.fail_after(HANG_GUARD):
+        async with pk.WorkerPool(target("square"), size=2, max_inflight=16) as pool:
+            pairs = [pair async for pair in pool.imap_unordered(range(2000))]
+    assert sorted(i for i, _ in pairs) == list(range(2000))
+    assert all(result == i * i for i, result in pairs)
+
+
+async def test_imap_unordered_pulls_a_lazy_input_only_as_needed() -> None:
+    pulled = 0
+
+    def endless() -> Iterator[int]:
+        nonlocal pulled
+        for i in itertools.count():
+            pulled += 1
+            yield i
+
+    with trio.fail_after(HANG_GUARD):
+        async with pk.WorkerPool(target("square"), size=2, max_inflight=8) as pool:
+            results = pool.imap_unordered(endless())
+            async with results:
+                got = [await results.__anext__() for _ in range(1000)]
+            stats = pool.stats
+    assert len({i for i, _ in got}) == 1000
+    assert pulled <= 1000 + 2 * 2 * 8
+    assert stats.pending == 0
+
+
+async def test_submit_from_many_tasks() -> None:
+    results: dict[int, Any] = {}
+
+    async def one(pool: pk.WorkerPool, i: int) -> None:
+        results[i] = await pool.submit(i)
+
+    with trio.fail_after(HANG_GUARD):
+        async with pk.WorkerPool(target("square"), size=2) as pool, trio.open_nursery() as n:
+            for i in range(50):
+                n.start_soon(one, pool, i)
+    assert results == {i: i * i for i in range(50)}
+
+
+async def test_cancelling_the_pool_scope_kills_every_worker() -> None:
+    before = descendants()
+    pool = pk.WorkerPool(target("hang"), size=2)
+    with trio.fail_after(HANG_GUARD), trio.CancelScope() as scope:
+        async with pool, trio.open_nursery() as nursery:
+            pids = pool.pids
+            nursery.start_soon(pool.map, [HANG] * 4)
+            await trio.testing.wait_all_tasks_blocked()
+            assert pool.stats.inflight == 4  # both workers hold hanging items
+            scope.cancel()
+    assert scope.cancelled_caught
+    assert len(pids) == 2 and not [pid for pid in pids if alive(pid)]
+    assert descendants() <= before
+
+
+async def test_failing_init_fails_the_pool() -> None:
+    with trio.fail_after(HANG_GUARD), pytest.raises(pk.WorkerError) as info:
+        async with pk.WorkerPool(target("square"), size=2, init=target("failing_init")) as pool:
+            await pool.map(range(100))
+    err = info.value
+    assert (err.kind, err.remote) == ("RuntimeError", True)
+    assert "cannot load the model" in err.message and "failing_init" in err.traceback
+
+
+async def test_unknown_target_fails_on_enter() -> None:
+    with trio.fail_after(HANG_GUARD), pytest.raises(pk.ProcessError) as info:
+        async with pk.WorkerPool(target("no_such_function"), size=2):
+            pass  # pragma: no cover
+    assert info.value.exit_code == 2 and "no_such_function" in info.value.stderr
+
+
+async def test_unencodable_item_is_an_error_value() -> None:
+    with trio.fail_after(HANG_GUARD):
+        async with pk.WorkerPool(target("square"), size=1) as pool:
+            results = await pool.map([1, object(), 3])
+            submitted = await pool.submit(object())
+    assert results[0] == 1 and results[2] == 9
+    assert isinstance(results[1], pk.WorkerError) and results[1].kind == "CodecError"
+    assert isinstance(submitted, pk.WorkerError) and submitted.index is None
+
+
+async def test_item_larger_than_a_frame_is_an_error_value_and_the_worker_stays() -> None:
+    with trio.fail_after(HANG_GUARD):
+        async with pk.WorkerPool(target("square"), size=1) as pool:
+            pids = pool.pids
+            results = await pool.map([2, "x" * (9 << 20), 3])
+            assert pool.pids == pids and pool.stats.crashes == 0
+    assert results[0] == 4 and results[2] == 9
+    assert isinstance(results[1], pk.WorkerError)
+    assert (results[1].kind, results[1].index) == ("ProtocolError", 1)
+
+
+def test_worker_error_pickles_with_its_fields() -> None:
+    err = pk.WorkerError("terminated", "boom", index=3, pid=42, exit_code=1, stderr="tail")
+    copy = pickle.loads(pickle.dumps(err))
+    assert isinstance(copy, pk.WorkerError)
+    assert (copy.kind, copy.message, copy.index, copy.pid, copy.exit_code, copy.stderr) == (
+        "terminated",
+        "boom",
+        3,
+        42,
+        1,
+        "tail",
+    )
+    assert str(copy) == "terminated: boom"
+
+
+@given(
+    st.lists(st.tuples(st.integers(0, 50), st.integers(0, 50)), min_size=1, max_size=6),
+    st.integers(0, 400),
+)
+def test_batch_dispatch_matches_choosing_the_least_loaded_worker_per_item(
+    load_and_room: list[tuple[int, int]], available: int
+) -> None:
+    loads = [n for n, _ in load_and_room]
+    caps = [n + room + 1 for n, room in load_and_room]
+    expected = [0] * len(loads)
+    current = list(loads)
+    for _ in range(available):
+        free = [i for i in range(len(current)) if current[i] < caps[i]]
+        if not free:
+            break
+        best = min(free, key=lambda i: current[i])
+        current[best] += 1
+        expected[best] += 1
+    assert _water_fill(loads, caps, available) == expected
