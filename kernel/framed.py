@@ -132,6 +132,14 @@ class FramedPipe(Pipe):
                 ProtocolError("connection closed before the handshake completed", kind="handshake")
             )
         self._finish_rx(trio.BrokenResourceError(f"{peer} closed the connection without END"))
+        if self.conn.peer_paused:
+            # The peer can never RESUME now: what is held back will not be delivered.
+            self._break_tx(
+                trio.BrokenResourceError(
+                    f"{peer} paused this pipe and then closed the connection: "
+                    f"{self.conn.buffered_bytes} queued bytes cannot be delivered"
+                )
+            )
 
     def _on_transport_error(self, exc: BaseException) -> None:
         if self._closed:
@@ -314,6 +322,8 @@ class FramedPipe(Pipe):
         while not self._writer_stopped and (
             self.conn.buffered_bytes or not self._writer_idle.is_set()
         ):
+            if self._tx_broken is not None and self.conn.failure is None:
+                return  # nothing more can be delivered (a violation's ERROR still can)
             self._tx_event.set()
             if self.conn.buffered_bytes and self._writer_idle.is_set():
                 # Held back by the peer's PAUSE: wait for RESUME or a failure.

@@ -771,3 +771,24 @@ async def test_error_for_a_violation_reaches_the_peer_even_if_the_body_handles_i
     assert isinstance(error, ErrorReceived)
     assert error.kind == "malformed"
     assert "unknown frame type 99" in error.message
+
+
+async def test_a_peer_that_pauses_and_closes_breaks_the_sender_instead_of_hanging() -> None:
+    ours, theirs = trio.testing.memory_stream_pair()
+    peer = Connection(initiator=False, high_water=1)
+    with trio.fail_after(HANG_GUARD):
+        async with trio.open_nursery() as nursery:
+
+            async def pause_then_close() -> None:
+                peer.receive_data(await theirs.receive_some())  # our HELLO
+                await theirs.send_all(peer.data_to_send())  # the answer
+                while not peer.paused_peer:  # read DATA until the peer pauses us
+                    peer.receive_data(await theirs.receive_some())
+                await theirs.send_all(peer.data_to_send())  # PAUSE
+                await theirs.send_eof()  # gone for good: no RESUME will ever come
+
+            nursery.start_soon(pause_then_close)
+            with pytest.raises(trio.BrokenResourceError, match="paused this pipe and then closed"):
+                async with framed_pipe(ours, initiator=True) as pipe:
+                    for i in range(100_000):
+                        await pipe.send(i)
