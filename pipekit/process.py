@@ -42,7 +42,7 @@ from .adapters.stdio import (
     open_process,
     worker_spec,
 )
-from .kernel import Module, Pipe, RestartPolicy
+from .kernel import Module, Pipe, RestartPolicy, batch_failure
 from .kernel.scopes import open_plain_nursery
 from .pipeline import Stage, _Options, _options
 
@@ -74,6 +74,8 @@ class Worker(Stage):
         self.detach = detach
         self.workers = workers
         self.ordered = ordered
+        self.pool_args: dict[str, Any] | None = None
+        """Set for an item-mode Python worker: as a stage it runs on a WorkerPool."""
         self._stack: AsyncExitStack | None = None
         self._pipe: ProcessPipe | None = None
         self._done = trio.Event() if _in_trio() else None
@@ -93,6 +95,10 @@ class Worker(Stage):
     can_lead = True
 
     def module(self, *, first: bool = False) -> Module:
+        if self.pool_args is not None:
+            if first:
+                raise ValueError(f"{self.label}: an item-mode worker cannot lead a pipeline")
+            return _ItemModule(self.pool_args, self.workers, name=self.label)
         if not first and self.spec.stdin != "pipe" and not self.spec.channel:
             raise ValueError(
                 f"{self.label} has stdin={self.spec.stdin!r} and cannot take the messages of "
@@ -385,9 +391,10 @@ def run(
     function it calls once first. Its framed channel is a dedicated descriptor, so its
     stdout (inherited by default) is free for ``print``.
 
-    As a pipeline stage, ``workers=N`` runs N processes. A stream-mode worker may emit
-    any number of messages per input, so N of them cannot keep order: pass
-    ``ordered=False``."""
+    As a pipeline stage, ``workers=N`` runs N processes. An item-mode worker gives one
+    result per message, in order (it runs on a :class:`~pipekit.WorkerPool`); a
+    stream-mode worker may emit any number of messages per input, so N of them cannot
+    keep order: pass ``ordered=False``."""
     if stdout == "pipe":
         raise ValueError(
             "a Python worker's stdout carries its print() output, not messages: "
@@ -411,7 +418,7 @@ def run(
         kill_grace=kill_grace,
     )
     label = f"run({os.path.basename(os.fspath(target))})"
-    return Worker(
+    worker = Worker(
         spec,
         label=label,
         options=_options(buffer, restart, max_restarts, backoff, buffer_bytes),
@@ -419,6 +426,17 @@ def run(
         workers=workers,
         ordered=ordered,
     )
+    if mode == "item":
+        worker.pool_args = {
+            "target": os.fspath(target),
+            "init": init,
+            "env": env,
+            "cwd": cwd,
+            "stdout": stdout,
+            "stderr": stderr,
+            "kill_grace": kill_grace,
+        }
+    return worker
 
 
 def cmd(
@@ -471,6 +489,40 @@ def cmd(
         workers=workers,
         ordered=ordered,
     )
+
+
+class _ItemModule:
+    """An item-mode worker as a stage: ``size`` processes of a :class:`WorkerPool`
+    call the function once per message. Each input batch is mapped in order; a message
+    whose call failed fails the module (with the :class:`WorkerError`) after the other
+    results of its batch are delivered, as with :func:`pipekit.map`."""
+
+    inputs: tuple[str, ...] = ("inp",)
+    outputs: tuple[str, ...] = ("out",)
+
+    def __init__(self, pool_args: Mapping[str, Any], size: int, *, name: str) -> None:
+        self.pool_args = dict(pool_args)
+        self.size = size
+        self.name = name
+
+    async def run(self, ports: Mapping[str, Pipe]) -> None:
+        from .pool import WorkerError, WorkerPool  # the pool builds on this module
+
+        inp, out = ports["inp"], ports["out"]
+        position = 0  # of the batch's first message in this stage's input
+        async with WorkerPool(size=self.size, **self.pool_args) as pool:
+            async for batch in inp.batches():
+                results = await pool.map(batch)
+                good = [r for r in results if not isinstance(r, WorkerError)]
+                if good:
+                    await out.send_batch(good)
+                errors = [r for r in results if isinstance(r, WorkerError)]
+                for err in errors:
+                    if err.index is not None:
+                        err.index += position  # the message's place in the stream
+                if errors:
+                    raise batch_failure(errors)
+                position += len(batch)
 
 
 class _FanOutModule:

@@ -931,3 +931,32 @@ async def test_leaving_a_worker_block_with_unread_output_lets_the_worker_finish(
         async with pk.run(str(script)) as w:
             assert await w.receive() == 0
     assert w.exit_code == 0
+
+
+POOL_WORKERS = Path(__file__).with_name("pool_workers.py")
+
+
+def test_an_item_mode_worker_stage_keeps_order_across_processes() -> None:
+    stage = pk.run(f"{POOL_WORKERS}:square", mode="item", workers=2)
+    assert (pk.source(range(2000)) | stage).run() == [x * x for x in range(2000)]
+
+
+def test_an_item_mode_stage_fails_on_a_failing_item_naming_the_stage() -> None:
+    from pool_workers import POISON
+
+    stage = pk.run(f"{POOL_WORKERS}:poisoned", mode="item")
+    with pytest.raises(pk.ModuleError) as info:
+        (pk.source(range(POISON + 10)) | stage).run()
+    assert info.value.module == "run(pool_workers.py:poisoned)"
+    assert isinstance(info.value.__cause__, pk.WorkerError)
+    assert info.value.__cause__.index == POISON
+
+
+def test_an_item_mode_stage_under_restarts_loses_only_the_failing_item() -> None:
+    from pool_workers import POISON
+
+    stage = pk.run(
+        f"{POOL_WORKERS}:poisoned", mode="item", workers=2, restart="on-failure", backoff=0
+    )
+    got = (pk.source(range(POISON * 2)) | stage).run()
+    assert got == [x * x for x in range(POISON * 2) if x != POISON]
