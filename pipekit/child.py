@@ -35,12 +35,26 @@ framed pipe by batch pumps, so the channel is always read (PAUSE, RESUME, END an
 are never stuck) however long user code blocks; the input ENDs when the parent ENDs,
 and fails with :class:`~pipekit.kernel.RemoteError` if the parent failed it.
 
-**Item mode**: the target is ``fn(item) -> result``. Each request ``[id, item]`` gets the
-reply ``[id, True, result]`` or, if ``fn`` raised an :class:`Exception`,
-``[id, False, {"kind": <exception class name>, "message": str(exc), "traceback": ...}]``
-(also when the result cannot be encoded: kind ``CodecError``, or ``ProtocolError`` if it
-is too large for one frame). Replies keep request order and go out in batches, at the
-latest about 10 ms after the item finished; the worker goes on after a failed item.
+**Item mode**: the target is ``fn(item) -> result``. Two request forms:
+
+* a chunk ``["items", first_id, [item, ...]]`` (``first_id`` an int; item ``k`` has the
+  id ``first_id + k``) is answered by one or more replies
+  ``["items", id, [result, ...], [offset, ...]]``, each covering the next consecutive
+  items of that chunk from ``id`` on, in order; ``offset`` lists the (reply-relative)
+  positions whose entry is an error ``{"kind": <exception class name>, "message":
+  str(exc), "traceback": ...}`` instead of a result. A chunk is answered as soon as its
+  last item finishes; while it runs, the results finished so far go out whenever ~10 ms
+  passed (checked between items);
+* a single ``[id, item]`` (any ``id``) is answered by ``[id, True, result]`` or
+  ``[id, False, {kind, message, traceback}]``; such replies go out in batches, at the
+  latest about 10 ms after the item finished (checked between items) and whenever the
+  worker has no further request in hand.
+
+An error entry is also given when a result cannot be encoded (kind ``CodecError``, or
+``ProtocolError`` if it is too large for one frame). Replies keep request order; the
+worker goes on after a failed item. A result held back is released only between items:
+while one item runs, the finished items *of the same request batch or chunk* before it
+wait for it (``pk.WorkerPool`` copes: a crash or timeout isolates them).
 
 ``--init INIT`` names a zero-argument callable called once, in the worker thread, after
 the handshake and before any message is processed (load a model there: the import of
@@ -131,6 +145,7 @@ StreamShape = Literal["port", "generator", "plain", "async"]
 _PUMP_BATCH = 512  # messages per hand-off from the framed pipe to the worker thread
 _ITEM_BATCH = 256  # requests taken, and replies sent, at once in item mode
 _ITEM_FLUSH = 0.01  # seconds a finished item's reply may wait for company
+_CHUNK = "items"  # tags a chunked request and its replies in item mode
 _GRACE = 1.0  # seconds an interrupted worker thread gets to stop
 _WATCHDOG = 3.0  # seconds after SIGTERM before the process exits whatever it is doing
 
@@ -390,32 +405,93 @@ def _stream_body(
     return body
 
 
+class _Replies:
+    """Item-mode replies held for company, sent at the latest :data:`_ITEM_FLUSH`
+    seconds after the oldest of them was ready (or when a chunk is complete)."""
+
+    __slots__ = ("clock", "flush_at", "held", "send_many")
+
+    def __init__(self, port: ThreadPort) -> None:
+        self.send_many = port.send_batch
+        self.clock = time.monotonic
+        self.held: list[list[Any]] = []
+        self.flush_at = float("inf")
+
+    def add(self, reply: list[Any]) -> None:
+        if not self.held:
+            self.flush_at = self.clock() + _ITEM_FLUSH
+        self.held.append(reply)
+
+    def due(self) -> bool:
+        return self.clock() >= self.flush_at
+
+    def flush(self) -> None:
+        if self.held:
+            held, self.held = self.held, []
+            self.flush_at = float("inf")
+            self.send_many(held)
+
+
+def _run_chunk(fn: Callable[[Any], Any], first: int, items: list[Any], out: _Replies) -> None:
+    """Run a chunk's items; reply with partial results whenever the flush deadline
+    passes between two items, and with the rest (and everything held) at the end."""
+    clock = out.clock
+    results: list[Any] = []
+    failed: list[int] = []
+    append = results.append
+    done = 0  # items of this chunk already replied to
+    flush_at = min(out.flush_at, clock() + _ITEM_FLUSH)
+    for item in items:
+        try:
+            append(fn(item))
+        except Exception as exc:
+            failed.append(len(results) - done)
+            append(_item_error(exc))
+        if clock() >= flush_at:
+            out.held.append([_CHUNK, first + done, results[done:], failed])
+            done = len(results)
+            failed = []
+            out.flush()
+            flush_at = clock() + _ITEM_FLUSH
+    if len(results) > done or not items:
+        out.held.append([_CHUNK, first + done, results[done:], failed])
+    out.flush()
+
+
 def _serve_items(port: ThreadPort, fn: Callable[[Any], Any]) -> None:
-    receive_many, send_many, clock = port.receive_batch, port.send_batch, time.monotonic
+    receive_many = port.receive_batch
+    out = _Replies(port)
     while True:
+        out.flush()  # about to wait for input: nothing may be held over
         try:
             batch = receive_many(_ITEM_BATCH)
         except trio.EndOfChannel:
             return
-        replies: list[list[Any]] = []
-        flush_at = clock() + _ITEM_FLUSH
         for request in batch:
+            if out.held and out.due():
+                out.flush()
+            if type(request) is list and len(request) == 3 and request[0] == _CHUNK:
+                _, first, items = request
+                if type(first) is not int or type(items) is not list:
+                    raise ValueError(
+                        f"item mode expects [{_CHUNK!r}, first_id, items] chunks, "
+                        f"got {request!r:.200}"
+                    )
+                _run_chunk(fn, first, items, out)
+                continue
             try:
                 rid, item = request
             except (TypeError, ValueError):
                 raise ValueError(
-                    f"item mode expects [id, item] requests, got {request!r:.200}"
+                    f"item mode expects [id, item] or [{_CHUNK!r}, first_id, items] "
+                    f"requests, got {request!r:.200}"
                 ) from None
             try:
-                replies.append([rid, True, fn(item)])
+                out.add([rid, True, fn(item)])
             except Exception as exc:
-                replies.append([rid, False, _item_error(exc)])
-            if len(replies) >= _ITEM_BATCH or clock() >= flush_at:
-                send_many(replies)
-                replies = []
-                flush_at = clock() + _ITEM_FLUSH
-        if replies:
-            send_many(replies)
+                out.add([rid, False, _item_error(exc)])
+            if len(out.held) >= _ITEM_BATCH:
+                out.flush()
 
 
 def _item_body(
@@ -437,15 +513,34 @@ def _item_body(
 
 
 async def _send_item_replies(pipe: FramedPipe, replies: list[Any]) -> None:
-    """Send replies one by one, turning each that cannot be encoded into an error reply."""
+    """Send replies one by one, turning each result that cannot be encoded into an error
+    reply (a chunk's reply is split in halves until the culprits are alone)."""
     for reply in replies:
-        try:
-            await pipe.send(reply)
-        except (CodecError, ProtocolError) as exc:
-            if isinstance(exc, ProtocolError) and exc.kind != "oversize":
-                raise
-            rid = reply[0] if isinstance(reply, list) and reply else None
-            await pipe.send([rid, False, _item_error(exc)])
+        await _send_item_reply(pipe, reply)
+
+
+async def _send_item_reply(pipe: FramedPipe, reply: Any) -> None:
+    try:
+        await pipe.send(reply)
+        return
+    except (CodecError, ProtocolError) as exc:
+        if isinstance(exc, ProtocolError) and exc.kind != "oversize":
+            raise
+        error = exc
+    chunk = isinstance(reply, list) and len(reply) == 4 and reply[0] == _CHUNK
+    if not chunk:
+        rid = reply[0] if isinstance(reply, list) and reply else None
+        await pipe.send([rid, False, _item_error(error)])
+        return
+    _, first, results, failed = reply
+    if len(results) <= 1:
+        await pipe.send([_CHUNK, first, [_item_error(error)], [0]])
+        return
+    half = len(results) // 2
+    await _send_item_reply(pipe, [_CHUNK, first, results[:half], [i for i in failed if i < half]])
+    await _send_item_reply(
+        pipe, [_CHUNK, first + half, results[half:], [i - half for i in failed if i >= half]]
+    )
 
 
 async def _bridge(

@@ -13,7 +13,11 @@ Each worker is ``python -m pipekit worker TARGET --mode item [--init INIT]``
 (:func:`~pipekit.adapters.stdio.worker_spec`): it calls ``INIT`` once, then
 ``TARGET(item)`` for every item it is sent, and answers in request order over its
 framed channel (msgpack by default, so items and results are msgpack values: tuples
-come back as lists).
+come back as lists). Items travel in chunks (the item protocol of
+:mod:`pipekit.child`): each request carries consecutive items of one ``map``,
+``imap_unordered`` or ``submit`` as ``["items", first_id, items]``, and each reply
+``["items", id, results, failed_offsets]`` answers the next items of the oldest chunk
+on that worker, so the bookkeeping is per chunk, not per item.
 
 **Errors are values.** A failed item never raises out of :meth:`WorkerPool.map`,
 :meth:`~WorkerPool.imap_unordered` or :meth:`~WorkerPool.submit`: its result is a
@@ -23,14 +27,17 @@ come back as lists).
 ``timeout`` seconds, or ``"CodecError"``/``"ProtocolError"`` when it could not be encoded.
 
 **Dispatch.** Each item goes to the live worker with the fewest unanswered items, and a
-worker never has more than ``max_inflight`` of them; items queued for one worker are
-sent in one write. Whatever is fed in (``map`` takes any iterable, also a lazy or
-endless one) is pulled only as workers have room for it, so memory stays bounded.
+worker never has more than ``max_inflight`` of them. A chunk is as large as the items
+ready and the worker's free room allow (no timer: a lone ``submit`` goes out at once),
+and the chunks queued for one worker are sent in one write. Whatever is fed in
+(``map`` takes any iterable, also a lazy or endless one) is pulled only as workers have
+room for it, so memory stays bounded.
 
 **Crashes and timeouts.** A worker that dies (``os._exit``, a signal, a segfault,
 ``sys.exit`` in the function) or is killed for a timeout is replaced by a fresh process.
 The worker runtime answers in batches, so when several items were unanswered on it the
-pool cannot know which one it was running: it then *isolates* them - each is sent again,
+pool cannot know which one it was running (unanswered items of a chunk alike): it
+then *isolates* them - each is sent again,
 alone, to a worker with nothing else to do. The item that crashes (or times out) in
 isolation is the culprit and comes back as the error value; the others complete
 normally. When a worker dies holding a single unanswered item, that item is the culprit
@@ -75,6 +82,7 @@ before the pool gives up (their items are isolated and retried in between)."""
 PROCESS_KINDS = frozenset({"spawn_failed", "terminated", "timeout", "io_error"})
 
 _FAIRNESS_EVERY = 64
+_CHUNK = "items"  # the tag of chunked requests and replies (pipekit.child's item mode)
 
 
 class WorkerError(PipekitError):
@@ -179,6 +187,10 @@ class _Run:
     def complete(self, index: int | None, value: Any) -> None:
         raise NotImplementedError
 
+    def complete_many(self, start: int | None, values: list[Any]) -> None:
+        """Results for the items ``start``, ``start + 1``, ... (``None``: ``submit``)."""
+        raise NotImplementedError
+
     def close(self, error: BaseException) -> None:
         self.closed_error = error
         self.event.set()
@@ -206,6 +218,13 @@ class _MapRun(_Run):
         if self.outstanding <= self.wake_at:
             self.event.set()
 
+    def complete_many(self, start: int | None, values: list[Any]) -> None:
+        assert start is not None
+        self.results[start : start + len(values)] = values
+        self.outstanding -= len(values)
+        if self.outstanding <= self.wake_at:
+            self.event.set()
+
 
 class _StreamRun(_Run):
     __slots__ = ("ready",)
@@ -218,6 +237,13 @@ class _StreamRun(_Run):
         if self.cancelled:
             return
         self.ready.append((index, value))  # type: ignore[arg-type]
+        self.event.set()
+
+    def complete_many(self, start: int | None, values: list[Any]) -> None:
+        if self.cancelled:
+            return
+        assert start is not None
+        self.ready.extend(zip(range(start, start + len(values)), values, strict=True))
         self.event.set()
 
 
@@ -235,10 +261,35 @@ class _OneRun(_Run):
         self.outstanding = 0
         self.event.set()
 
+    def complete_many(self, start: int | None, values: list[Any]) -> None:
+        self.complete(None, values[0])
 
-# A queued item: (run, index, item). In flight: (message id, run, index, item).
+
+# Queued items: (run, index of the first, items) - consecutive indices of one run
+# (index None: one submitted item). An item to isolate: (run, index, item).
+_Segment = tuple[_Run, int | None, list[Any]]
 _Entry = tuple[_Run, int | None, Any]
-_Flight = tuple[int, _Run, int | None, Any]
+
+
+class _Flight:
+    """A chunk sent to a worker: ``items`` with message ids ``first``, ``first + 1``...
+    and indices ``start``, ``start + 1``... (or None); ``done`` of them are answered."""
+
+    __slots__ = ("done", "first", "items", "run", "start")
+
+    def __init__(self, first: int, run: _Run, start: int | None, items: list[Any]) -> None:
+        self.first = first
+        self.run = run
+        self.start = start
+        self.items = items
+        self.done = 0
+
+    def index(self, offset: int) -> int | None:
+        return None if self.start is None else self.start + offset
+
+    def unanswered(self) -> list[_Entry]:
+        run, items = self.run, self.items
+        return [(run, self.index(k), items[k]) for k in range(self.done, len(items))]
 
 
 # --- one worker process ---------------------------------------------------------------
@@ -253,7 +304,8 @@ class _Worker:
         self.pipe = pipe
         self.pid: int = pipe.pid if pipe.pid is not None else -1
         self.inflight: deque[_Flight] = deque()
-        self.outbox: list[tuple[int, Any]] = []
+        self.load = 0  # unanswered items (in the flights)
+        self.outbox: list[list[Any]] = []
         self.tx_event = trio.Event()
         self.busy_event = trio.Event()  # the watchdog waits for the first item
         self.head_since = 0.0  # when the oldest unanswered item became the oldest
@@ -310,17 +362,29 @@ class _Worker:
             except (trio.BrokenResourceError, trio.ClosedResourceError, PipekitError):
                 return  # the worker died: the receiving side reports it
 
-    async def _send_one_by_one(self, batch: list[tuple[int, Any]]) -> bool:
-        """Send a batch that could not be encoded as a whole; each item that cannot be
-        encoded gets its error value. False if the channel broke."""
+    async def _send_one_by_one(self, batch: list[list[Any]]) -> bool:
+        """Send a batch that could not be encoded as a whole, chunk by chunk; a chunk
+        that cannot be encoded is split in halves until each item that cannot be
+        encoded is alone and gets its error value. False if the channel broke."""
         for message in batch:
-            try:
-                await self.pipe.send(message)
-            except (CodecError, ProtocolError) as exc:
-                if isinstance(exc, ProtocolError) and exc.kind != "oversize":
-                    return False
-                self.pool._unsendable(self, message[0], exc)
-            except (trio.BrokenResourceError, trio.ClosedResourceError, PipekitError):
+            if not await self._send_chunk(message):
+                return False
+        return True
+
+    async def _send_chunk(self, message: list[Any]) -> bool:
+        if self.dead:
+            return False
+        try:
+            await self.pipe.send(message)
+            return True
+        except (CodecError, ProtocolError) as exc:
+            if isinstance(exc, ProtocolError) and exc.kind != "oversize":
+                return False
+            error: BaseException = exc
+        except (trio.BrokenResourceError, trio.ClosedResourceError, PipekitError):
+            return False
+        for part in self.pool._unsendable(self, message[1], error):
+            if not await self._send_chunk(part):
                 return False
         return True
 
@@ -351,15 +415,30 @@ class _Worker:
                 return
             done = 0
             try:
-                for mid, ok, value in batch:
-                    if not inflight or inflight[0][0] != mid:
-                        raise ValueError(f"answer to request {mid!r}, none was expected")
-                    flight = inflight.popleft()
-                    done += 1
-                    if not ok:
-                        value = pool._remote_error(self, flight, value)
-                    flight[1].complete(flight[2], value)
-            except (ValueError, TypeError) as exc:
+                for tag, first, results, failed in batch:
+                    if tag != _CHUNK:
+                        raise ValueError(f"not a chunk reply: {tag!r:.100}")
+                    if not inflight:
+                        raise ValueError(f"answer to request {first!r}, none was expected")
+                    flight = inflight[0]
+                    n = len(results)
+                    if (
+                        first != flight.first + flight.done
+                        or not 0 < n <= len(flight.items) - flight.done
+                    ):
+                        raise ValueError(f"answer to requests {first!r}+{n}, not expected")
+                    if failed:
+                        for offset in failed:
+                            results[offset] = pool._remote_error(
+                                self, flight.index(flight.done + offset), results[offset]
+                            )
+                    flight.run.complete_many(flight.index(flight.done), results)
+                    flight.done += n
+                    self.load -= n
+                    done += n
+                    if flight.done == len(flight.items):
+                        inflight.popleft()
+            except (ValueError, TypeError, IndexError) as exc:
                 # Not an answer to the oldest request: not an item-mode worker, or a bug.
                 if done:
                     self.answered += done
@@ -459,10 +538,11 @@ class WorkerPool:
         )
         self._workers: list[_Worker | None] = [None] * size
         self._live: list[_Worker] = []
-        self._pending: deque[_Entry] = deque()
+        self._pending: deque[_Segment] = deque()
+        self._pending_items = 0  # items in _pending
         self._suspects: deque[_Entry] = deque()
         self._runs: set[_Run] = set()
-        self._ids = itertools.count()
+        self._next_id = 0  # message ids: consecutive within a chunk
         self._started = trio.Event()
         self._stack: AsyncExitStack | None = None
         self._opened = False
@@ -526,6 +606,7 @@ class WorkerPool:
             run.close(error)
         self._runs.clear()
         self._pending.clear()
+        self._pending_items = 0
         self._suspects.clear()
 
     async def _run_slot(self, slot: int) -> None:
@@ -607,45 +688,57 @@ class WorkerPool:
             caps: list[int] = []
             for w in live:
                 cap = w.capacity(limit)
-                n = len(w.inflight)
+                n = w.load
                 if n < cap:
                     workers.append(w)
                     loads.append(n)
                     caps.append(cap)
             if not workers:
                 return
-            gives = _water_fill(loads, caps, len(pending))
+            gives = _water_fill(loads, caps, self._pending_items)
             for w, give in zip(workers, gives, strict=True):
                 if give and pending:
                     self._assign_many(w, give)
 
     def _assign_many(self, worker: _Worker, count: int) -> None:
-        """Move up to ``count`` queued items to ``worker`` (cancelled ones are dropped)."""
+        """Move up to ``count`` queued items to ``worker``, one chunk per queued segment
+        (cancelled ones are dropped)."""
         pending = self._pending
         inflight = worker.inflight
         outbox = worker.outbox
-        ids = self._ids
         if not inflight:
             worker.head_since = trio.current_time()
             worker.busy_event.set()
         while count and pending:
-            run, index, item = pending.popleft()
+            run, start, items = pending.popleft()
+            n = len(items)
             if run.cancelled:
+                self._pending_items -= n
                 continue
-            mid = next(ids)
-            inflight.append((mid, run, index, item))
-            outbox.append((mid, item))
-            count -= 1
+            if n > count:
+                rest = items[count:]
+                items = items[:count]
+                pending.appendleft((run, None if start is None else start + count, rest))
+                n = count
+            self._pending_items -= n
+            first = self._next_id
+            self._next_id = first + n
+            inflight.append(_Flight(first, run, start, items))
+            outbox.append([_CHUNK, first, items])
+            worker.load += n
+            count -= n
         worker.tx_event.set()
 
     def _assign(self, worker: _Worker, entry: _Entry) -> None:
         run, index, item = entry
-        mid = next(self._ids)
+        first = self._next_id
+        self._next_id += 1
         if not worker.inflight:
             worker.head_since = trio.current_time()
             worker.busy_event.set()
-        worker.inflight.append((mid, run, index, item))
-        worker.outbox.append((mid, item))
+        worker.inflight.append(_Flight(first, run, index, [item]))
+        worker.load += 1
+        worker.outbox.append([_CHUNK, first, [item]])
 
     def _drop(self, run: _Run) -> None:
         """Forget ``run``: its queued items are removed, its answers ignored."""
@@ -653,16 +746,22 @@ class WorkerPool:
             return
         run.cancelled = True
         self._runs.discard(run)
-        for queue in (self._pending, self._suspects):
-            if any(entry[0] is run for entry in queue):
-                kept = [entry for entry in queue if entry[0] is not run]
-                queue.clear()
-                queue.extend(kept)
+        if any(segment[0] is run for segment in self._pending):
+            kept = [segment for segment in self._pending if segment[0] is not run]
+            self._pending.clear()
+            self._pending.extend(kept)
+            self._pending_items = sum(len(segment[2]) for segment in kept)
+        if any(entry[0] is run for entry in self._suspects):
+            entries = [entry for entry in self._suspects if entry[0] is not run]
+            self._suspects.clear()
+            self._suspects.extend(entries)
 
-    def _enqueue(self, run: _Run, entries: Iterable[_Entry], count: int) -> None:
-        self._pending.extend(entries)
-        self._submitted += count
-        run.outstanding += count
+    def _enqueue(self, run: _Run, start: int | None, items: list[Any]) -> None:
+        n = len(items)
+        self._pending.append((run, start, items))
+        self._pending_items += n
+        self._submitted += n
+        run.outstanding += n
         self._dispatch()
 
     # -- answers and failures ---------------------------------------------------------
@@ -678,35 +777,58 @@ class WorkerPool:
             worker.tx_event.set()
         self._dispatch()
 
-    def _remote_error(self, worker: _Worker, flight: _Flight, info: Any) -> WorkerError:
+    def _remote_error(self, worker: _Worker, index: int | None, info: Any) -> WorkerError:
         self._errors += 1
         if not isinstance(info, dict):
             info = {"kind": "RemoteError", "message": repr(info)}
         return WorkerError(
             str(info.get("kind", "Exception")),
             str(info.get("message", "")),
-            index=flight[2],
+            index=index,
             traceback=str(info.get("traceback", "")),
             remote=True,
             pid=worker.pid,
         )
 
-    def _deliver_error(self, flight: _Flight, error: WorkerError) -> None:
+    def _deliver_error(self, entry: _Entry, error: WorkerError) -> None:
         self._errors += 1
         self._completed += 1
-        flight[1].complete(flight[2], error)
+        entry[0].complete(entry[1], error)
 
-    def _unsendable(self, worker: _Worker, mid: int, exc: BaseException) -> None:
-        """An item could not be encoded: it was never sent; its result is the error."""
-        for i, flight in enumerate(worker.inflight):
-            if flight[0] == mid:
-                del worker.inflight[i]
-                if i == 0:
-                    worker.head_since = trio.current_time()
-                err = WorkerError(type(exc).__name__, str(exc), index=flight[2], pid=worker.pid)
-                err.__cause__ = exc
-                self._deliver_error(flight, err)
-                return
+    def _unsendable(self, worker: _Worker, first: int, exc: BaseException) -> list[list[Any]]:
+        """A chunk could not be encoded: split it in two (the messages to send instead)
+        or, if it holds one item, that item was never sent and its result is the error."""
+        inflight = worker.inflight
+        for i, flight in enumerate(inflight):
+            if flight.first != first or flight.done:
+                continue
+            items = flight.items
+            if len(items) > 1:
+                half = len(items) // 2
+                a = _Flight(first, flight.run, flight.start, items[:half])
+                b = _Flight(first + half, flight.run, flight.index(half), items[half:])
+                inflight[i] = a
+                inflight.insert(i + 1, b)
+                return [[_CHUNK, a.first, a.items], [_CHUNK, b.first, b.items]]
+            del inflight[i]
+            worker.load -= 1
+            if i == 0:
+                worker.head_since = trio.current_time()
+            err = WorkerError(type(exc).__name__, str(exc), index=flight.start, pid=worker.pid)
+            err.__cause__ = exc
+            self._deliver_error((flight.run, flight.start, items[0]), err)
+            if worker.closing and not inflight:
+                worker.tx_event.set()
+            self._dispatch()
+            return []
+        return []
+
+    @staticmethod
+    def _take_unanswered(worker: _Worker) -> list[_Entry]:
+        entries = [entry for flight in worker.inflight for entry in flight.unanswered()]
+        worker.inflight.clear()
+        worker.load = 0
+        return entries
 
     def _worker_died(self, worker: _Worker, exc: BaseException) -> None:
         """The worker's channel broke: it crashed (or, rarely, misbehaved)."""
@@ -729,8 +851,7 @@ class WorkerPool:
             )
             err.__cause__ = exc
             worker.fatal = err
-            self._requeue(list(worker.inflight), isolate=False)
-            worker.inflight.clear()
+            self._requeue(self._take_unanswered(worker), isolate=False)
             self._kill(worker)
             return
         self._crashes += 1
@@ -745,33 +866,32 @@ class WorkerPool:
                 )
                 err.__cause__ = exc
                 worker.fatal = err
-        flights = list(worker.inflight)
-        worker.inflight.clear()
+        entries = self._take_unanswered(worker)
         self._kill(worker)
-        if len(flights) == 1:
-            (flight,) = flights
-            self._deliver_error(flight, self._crash_error(worker, flight, exc))
+        if len(entries) == 1:
+            (entry,) = entries
+            self._deliver_error(entry, self._crash_error(worker, entry[1], exc))
         else:
-            self._requeue(flights, isolate=True)
+            self._requeue(entries, isolate=True)
         self._dispatch()
 
     def _timed_out(self, worker: _Worker, allowance: float) -> None:
         if worker.dead:
             return
         self._timeouts += 1
-        flights = list(worker.inflight)
-        worker.inflight.clear()
+        entries = self._take_unanswered(worker)
         self._kill(worker)
-        if len(flights) == 1:
-            (flight,) = flights
-            where = f"item {flight[2]}" if flight[2] is not None else "the item"
+        if len(entries) == 1:
+            (entry,) = entries
+            index = entry[1]
+            where = f"item {index}" if index is not None else "the item"
             message = f"{where} not answered within {allowance:g} s; {worker.describe()} killed"
             cause = ProcessError("timeout", message, program=self.spec.argv[0], pid=worker.pid)
-            err = WorkerError("timeout", message, index=flight[2], pid=worker.pid)
+            err = WorkerError("timeout", message, index=index, pid=worker.pid)
             err.__cause__ = cause
-            self._deliver_error(flight, err)
+            self._deliver_error(entry, err)
         else:
-            self._requeue(flights, isolate=True)
+            self._requeue(entries, isolate=True)
         self._dispatch()
 
     def _kill(self, worker: _Worker) -> None:
@@ -786,16 +906,17 @@ class WorkerPool:
         worker.pipe.kill()
         worker.scope.cancel()
 
-    def _requeue(self, flights: list[_Flight], *, isolate: bool) -> None:
-        entries = [(run, index, item) for _, run, index, item in flights if not run.cancelled]
+    def _requeue(self, entries: list[_Entry], *, isolate: bool) -> None:
+        entries = [entry for entry in entries if not entry[0].cancelled]
         if isolate:
             self._retried += len(entries)
             self._suspects.extend(entries)
         else:
-            self._pending.extendleft(reversed(entries))
+            self._pending.extendleft((run, index, [item]) for run, index, item in reversed(entries))
+            self._pending_items += len(entries)
 
-    def _crash_error(self, worker: _Worker, flight: _Flight, exc: BaseException) -> WorkerError:
-        where = f"item {flight[2]}" if flight[2] is not None else "the item"
+    def _crash_error(self, worker: _Worker, index: int | None, exc: BaseException) -> WorkerError:
+        where = f"item {index}" if index is not None else "the item"
         remote = _remote_cause(exc)
         if isinstance(exc, ProcessError):
             message = f"{worker.describe()} died while running {where}: "
@@ -810,7 +931,7 @@ class WorkerPool:
             err = WorkerError(
                 "terminated",
                 message,
-                index=flight[2],
+                index=index,
                 traceback=str(remote.details.get("traceback", "")) if remote else "",
                 pid=worker.pid,
                 exit_code=exc.exit_code,
@@ -821,7 +942,7 @@ class WorkerPool:
             err = WorkerError(
                 "terminated",
                 f"{worker.describe()} failed while running {where}: {exc}",
-                index=flight[2],
+                index=index,
                 pid=worker.pid,
             )
         err.__cause__ = exc
@@ -851,8 +972,8 @@ class WorkerPool:
             timeouts=self._timeouts,
             replacements=self._replacements,
             retried=self._retried,
-            inflight=sum(len(w.inflight) for w in self._live),
-            pending=len(self._pending) + len(self._suspects),
+            inflight=sum(w.load for w in self._live),
+            pending=self._pending_items + len(self._suspects),
         )
 
     @property
@@ -882,9 +1003,7 @@ class WorkerPool:
                     if chunk:
                         n = len(chunk)
                         results.extend(itertools.repeat(None, n))
-                        self._enqueue(
-                            run, zip(itertools.repeat(run), range(index, index + n), chunk), n
-                        )
+                        self._enqueue(run, index, chunk)
                         index += n
                 if exhausted and run.outstanding == 0:
                     await trio.lowlevel.checkpoint()
@@ -917,7 +1036,7 @@ class WorkerPool:
         run = _OneRun()
         self._runs.add(run)
         try:
-            self._enqueue(run, ((run, None, item),), 1)
+            self._enqueue(run, None, [item])
             while not run.done:
                 await run.wait()
             return run.value
@@ -977,11 +1096,9 @@ class UnorderedResults:
         if len(chunk) < want:
             self._iterator = None
         if chunk:
-            n = len(chunk)
-            run = self._run
             start = self._index
-            self._index += n
-            self._pool._enqueue(run, zip(itertools.repeat(run), range(start, start + n), chunk), n)
+            self._index += len(chunk)
+            self._pool._enqueue(self._run, start, chunk)
 
     def _finish(self) -> None:
         self._iterator = None

@@ -401,6 +401,51 @@ async def test_item_mode_replies_in_order_with_failures_as_values(tmp_path: Path
     assert ok is False and error["kind"] == "CodecError"
 
 
+async def test_item_mode_chunks_reply_with_results_and_failed_offsets(tmp_path: Path) -> None:
+    target = write(
+        tmp_path,
+        "chunks.py",
+        """
+        def square(x):
+            if x % 100 == 7:
+                raise ValueError(f"bad {x}")
+            if x == 250:
+                return "y" * (9 << 20)  # larger than a frame
+            return x * x
+        """,
+    )
+    requests: list[Any] = [
+        ["items", 1000 * k, list(range(100 * k, 100 * k + 100))] for k in range(5)
+    ]
+    requests.insert(2, ["single", 3])  # the one-item form still works
+    async with spawn(target + ":square", "--mode", "item") as c:
+        async with connect(c) as pipe:
+            replies = await echo(pipe, requests)
+        assert await c.wait() == 0, c.stderr
+    assert ["single", True, 9] in replies
+    got: dict[int, tuple[bool, Any]] = {}
+    for reply in replies:
+        if reply[0] == "single":
+            continue
+        tag, first, results, failed = reply
+        assert tag == "items" and results
+        for offset, value in enumerate(results):
+            assert first + offset not in got
+            got[first + offset] = (offset not in failed, value)
+    ids = sorted(got)
+    assert ids == [1000 * k + j for k in range(5) for j in range(100)]
+    for k in range(5):
+        for j in range(100):
+            x = 100 * k + j
+            ok, value = got[1000 * k + j]
+            if x % 100 == 7:
+                assert not ok and value["kind"] == "ValueError" and value["message"] == f"bad {x}"
+            elif x == 250:
+                assert not ok and value["kind"] == "ProtocolError"
+            else:
+                assert ok and value == x * x
+
+
 @pytest.mark.parametrize("mode", ["item", "stream"])
 async def test_init_runs_once_before_any_message(tmp_path: Path, mode: str) -> None:
     target = write(

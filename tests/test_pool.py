@@ -185,6 +185,22 @@ async def test_submit_from_many_tasks() -> None:
     assert results == {i: i * i for i in range(50)}
 
 
+async def test_a_fast_result_is_not_held_back_by_a_hanging_item_after_it() -> None:
+    fast: list[Any] = []
+    with trio.fail_after(HANG_GUARD):
+        async with pk.WorkerPool(target("hang"), size=1) as pool, trio.open_nursery() as nursery:
+
+            async def submit_fast() -> None:
+                fast.append(await pool.submit("fast"))
+                nursery.cancel_scope.cancel()  # the hanging item is abandoned
+
+            nursery.start_soon(submit_fast)
+            while pool.stats.submitted < 1:  # the fast item is queued first
+                await trio.lowlevel.checkpoint()
+            nursery.start_soon(pool.submit, HANG)
+    assert fast == ["fast"]
+
+
 async def test_cancelling_the_pool_scope_kills_every_worker() -> None:
     before = descendants()
     pool = pk.WorkerPool(target("hang"), size=2)
