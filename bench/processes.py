@@ -3,9 +3,9 @@ against a baseline measured in the same run.
 
 Run from the checkout::
 
-    python bench/processes.py                # the full run (about 2 minutes on 2 cores)
+    python bench/processes.py                # the full run (75-105 s on 2 cores)
     python bench/processes.py --quick        # smoke run (a few seconds, + bench/pool.py --quick)
-    python bench/processes.py --repeat 5
+    python bench/processes.py --repeat 3 --no-pool
 
 Sections (see ``bench/README.md`` for what exactly each row times):
 
@@ -16,8 +16,8 @@ Sections (see ``bench/README.md`` for what exactly each row times):
    child, one ``send``/``recv`` per message. Target: >= 1,000,000 msg/s and >= 3x.
 2. **bytes through cat**: ``--mib`` MiB in 1 MiB chunks through ``cat`` with
    ``open_process(["cat"], mode="bytes")``; against ``os.pipe -> cat -> os.pipe`` with
-   plain blocking ``os.write`` (a thread) and ``os.read`` (1 MiB pipe buffers, as
-   pipekit's). Target: >= 90% of the raw figure.
+   plain blocking ``os.write`` (a thread) and ``os.read`` (pipe buffers and read size
+   as pipekit's). Target: >= 90% of the raw figure.
 3. **spawn to first reply**: asking for a Python worker until its first reply arrives
    (``pk.run``: start, send 1, receive 1), median of ``--spawns``; against
    ``multiprocessing`` with the spawn context (``Process`` + ``Pipe``). No target.
@@ -75,10 +75,13 @@ if TYPE_CHECKING:
 BATCH = 256
 """Messages per ``send_batch`` in the frames echo."""
 MP_WINDOW = 64
-"""Messages the ``multiprocessing.Pipe`` echo parent sends before it reads their echo."""
+"""Messages the ``multiprocessing.Pipe`` echo parent sends before it reads their echo.
+(Faster than a sender thread, which trades the GIL per message. Keep it small: each
+message is one socket buffer entry of ~1 KiB, and a window that fills both directions'
+buffers deadlocks the parent and the child; 1024 does.)"""
 CHUNK = 1 << 20
 """Bytes per chunk sent through cat. (The raw baseline reads with pipekit's read size
-and enlarges its pipes as pipekit does: ``adapters/stdio.py`` ``READ_SIZE`` and
+and enlarges its pipes as pipekit does: ``adapters/stdio.py`` ``BYTES_READ_SIZE`` and
 ``PIPE_SIZE``.)"""
 TIMEOUT = 120.0
 """Seconds after which one measurement gives up (a hang is a failure, not a result)."""
@@ -394,8 +397,8 @@ def cat_pipekit(chunks: int) -> float:
 def cat_raw(chunks: int) -> float:
     """The same through ``os.pipe -> cat -> os.pipe``: a writer thread doing blocking
     ``os.write`` of each chunk, the main thread blocking ``os.read``; pipe buffers and
-    read size as pipekit's (``F_SETPIPE_SZ`` 1 MiB, reads of ``READ_SIZE``)."""
-    from pipekit.adapters.stdio import PIPE_SIZE, READ_SIZE
+    read size as pipekit's (``F_SETPIPE_SZ`` ``PIPE_SIZE``, reads of ``BYTES_READ_SIZE``)."""
+    from pipekit.adapters.stdio import BYTES_READ_SIZE, PIPE_SIZE
 
     chunk = _payload()
     failure: list[BaseException] = []
@@ -421,7 +424,7 @@ def cat_raw(chunks: int) -> float:
                 fds.close(in_r, out_w)
                 t0 = time.perf_counter()
                 writer.start()
-                read, size = os.read, READ_SIZE
+                read, size = os.read, BYTES_READ_SIZE
                 while data := read(out_r, size):
                     received += len(data)
                 elapsed = time.perf_counter() - t0
@@ -645,17 +648,19 @@ def run_pool_bench(quick: bool, repeat: int) -> PoolReport:
 @contextlib.contextmanager
 def child_with_output(argv: Sequence[str]) -> Iterator[subprocess.Popen[bytes]]:
     """A child whose stdout we collect, in its own session. If we are interrupted, it
-    gets SIGINT too (to its process group), SIGKILL if it lingers, and is reaped."""
+    gets SIGINT too (it, not its pool workers: it shuts them down itself); if it is
+    still running 10 s later, its whole process group gets SIGKILL. Always reaped."""
     proc = subprocess.Popen(list(argv), stdout=subprocess.PIPE, start_new_session=True)
     try:
         yield proc
     finally:
         if proc.returncode is None:
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGINT)
+                os.kill(proc.pid, signal.SIGINT)
             try:
                 proc.wait(10)
             except subprocess.TimeoutExpired:
+                # Still running, so the group (named by its pid) is certainly its own.
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
@@ -732,8 +737,14 @@ ROWS: list[Row] = [
 
 
 def format_table(rows: list[Row]) -> tuple[list[str], int, int]:
+    """The table, and the number of targets met and missed.
+
+    A row's ratio is the median over runs of its figure divided by its baseline's figure
+    *of the same run* (the two are measured back to back): on a noisy machine that
+    cancels the slow and fast phases that a ratio of the two medians would compare
+    across runs. The per-run range of the ratio follows in brackets."""
     by_name = {r.name: r for r in rows}
-    header = ("name", "median", "p90", "spread", "ratio", "target", "result")
+    header = ("name", "median", "p90", "spread", "ratio (range)", "target", "result")
     lines: list[tuple[str, ...]] = []
     passed = missed = 0
     for row in rows:
@@ -744,9 +755,18 @@ def format_table(rows: list[Row]) -> tuple[list[str], int, int]:
             ratio = "1.00x"
             value = 1.0
         else:
-            base = by_name[row.baseline].figure
-            value = figure / base
-            ratio = f"{value:.0%} of raw" if row.unit == "GB/s" else f"{value:.2f}x"
+            base = by_name[row.baseline].rounds
+            paired = [mine / theirs for mine, theirs in zip(row.rounds, base, strict=True)]
+            value = statistics.median(paired)
+            low, high = min(paired), max(paired)
+            if row.unit == "GB/s":
+                ratio = f"{value:.0%} of raw"
+                extra = f" ({low:.0%}-{high:.0%})"
+            else:
+                ratio = f"{value:.2f}x"
+                extra = f" ({low:.2f}-{high:.2f})"
+            if len(paired) > 1:
+                ratio += extra
         if row.met is None:
             result = row.note or "-"
         else:
@@ -896,6 +916,10 @@ def main(argv: list[str] | None = None) -> int:
         pool = run_pool_bench(cfg.quick, cfg.repeat)
     for text in table:
         print(text)
+    print(
+        "ratio: median over runs of (row / its baseline measured in the same run); "
+        "for ms and µs, above 1 is slower"
+    )
     print(f"targets: {passed} PASS, {missed} MISS (a MISS is a result, not a failure)")
     print(f"\n{POOL}: {pool.status}")
     for text in pool.lines:

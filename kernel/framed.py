@@ -123,7 +123,8 @@ class FramedPipe(Pipe):
                 self._finish_rx(event.error)
                 self._break_tx(event.error)
                 self._fail_handshake(event.error)
-        self._tx_event.set()  # PAUSE, RESUME, PONG, the answer HELLO or an ERROR may be queued
+        if self.conn.has_data_to_send:  # PAUSE, RESUME, PONG, the answer HELLO, an ERROR
+            self._tx_event.set()
 
     def _on_eof(self) -> None:
         peer = (self.conn.peer or {}).get("name", "peer")

@@ -277,6 +277,12 @@ class Connection:
         return self._pending_size + self._stream_size + sum(len(f) for f in self._control)
 
     @property
+    def has_data_to_send(self) -> bool:
+        """True when :meth:`data_to_send` may return something (control frames, or
+        DATA/END/ERROR queued, possibly held back by the peer's PAUSE)."""
+        return bool(self._control or self._stream or self._pending)
+
+    @property
     def can_send(self) -> bool:
         """True when :meth:`send` would put DATA on the wire without waiting."""
         return (

@@ -228,6 +228,8 @@ class Worker(Stage):
         """Wait for the process to exit; return its return code (negative: killed by
         that signal). A non-zero code is returned, not raised."""
         pipe = self._pipe_or_raise()
+        if self.detach and self._done is not None:
+            await self._done.wait()  # the job has exited and its output is read
         code = await _wait_quietly(pipe)
         self._returncode = code
         return code
