@@ -62,6 +62,8 @@ from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from _common import run_main
+
 HERE = Path(__file__).resolve()
 ROOT = HERE.parent.parent
 # Benchmark the checkout this file lives in, whatever else is installed.
@@ -930,19 +932,5 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _interrupted(exc: BaseException) -> bool:
-    """Ctrl-C, possibly wrapped in the exception group of a trio nursery."""
-    if isinstance(exc, BaseExceptionGroup):
-        return any(_interrupted(e) for e in exc.exceptions)
-    return isinstance(exc, KeyboardInterrupt)
-
-
 if __name__ == "__main__":
-    try:
-        code = main()
-    except BaseException as exc:
-        if not _interrupted(exc):
-            raise
-        print("\ninterrupted", file=sys.stderr)
-        code = 130
-    sys.exit(code)
+    run_main(main)

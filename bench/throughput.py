@@ -34,6 +34,8 @@ from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
 
+from _common import run_main
+
 # Benchmark the checkout this file lives in, whatever else is installed.
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
@@ -521,19 +523,5 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _interrupted(exc: BaseException) -> bool:
-    """Ctrl-C, possibly wrapped in the exception group of a trio nursery."""
-    if isinstance(exc, BaseExceptionGroup):
-        return any(_interrupted(e) for e in exc.exceptions)
-    return isinstance(exc, KeyboardInterrupt)
-
-
 if __name__ == "__main__":
-    try:
-        code = main()
-    except BaseException as exc:
-        if not _interrupted(exc):
-            raise
-        print("\ninterrupted", file=sys.stderr)
-        code = 130
-    sys.exit(code)
+    run_main(main)
