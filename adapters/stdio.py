@@ -326,15 +326,23 @@ async def _spawn(
             pass_fds=tuple(pass_fds),
             start_new_session=True,
         )
-    except OSError as exc:
+    except BaseException as exc:
         if err_r is not None:
             os.close(err_r)
-        reason = exc.strerror or str(exc)
-        raise ProcessError(
-            "spawn_failed",
-            f"cannot start {spec.argv[0]!r}: {reason}",
-            program=spec.argv[0],
-        ) from exc
+        if not isinstance(exc, OSError | ValueError | TypeError):
+            raise
+        # OSError: no such program, no permission, bad cwd; ValueError/TypeError: a NUL
+        # byte or a non-string in argv or env.
+        reason = getattr(exc, "strerror", None) or str(exc)
+        if (
+            isinstance(exc, OSError)
+            and spec.cwd is not None
+            and exc.filename == os.fspath(spec.cwd)
+        ):
+            message = f"cannot start {spec.argv[0]!r} in {os.fspath(spec.cwd)!r}: {reason}"
+        else:
+            message = f"cannot start {spec.argv[0]!r}: {reason}"
+        raise ProcessError("spawn_failed", message, program=spec.argv[0]) from exc
     finally:
         if err_r is not None and err_w is not None:
             os.close(err_w)
@@ -745,9 +753,24 @@ class ProcessPipe(Pipe):
             if batch:
                 return batch
 
+    def _input_open(self) -> bool:
+        if self._framed is not None:
+            return self._framed.conn.send_state == "open"
+        return not self._ended and self._stdin is not None
+
     async def _finish_stream(self) -> None:
-        """The output ended: the stream ends cleanly only if every process succeeds."""
-        await self._wait_all()
+        """The output ended: the stream ends cleanly only if every process succeeds.
+
+        A process may close its output and still read its input until we END it, so
+        while our input is open the wait is bounded; a failure after that is reported
+        by :meth:`wait` and when the block exits."""
+        if self._input_open():
+            with trio.move_on_after(min(1.0, self._children[-1].spec.kill_grace)):
+                await self._wait_all()
+            if self.is_alive():
+                return
+        else:
+            await self._wait_all()
         await self._raise_if_failed()
 
     async def aclose(self) -> None:
@@ -816,9 +839,9 @@ async def open_chain(specs: Sequence[ProcessSpec]) -> AsyncIterator[ProcessPipe]
     pipe = ProcessPipe(children, name=name)
     to_close: list[int] = []
 
+    channel_ours: socket.socket | None = None
     async with open_plain_nursery() as nursery:
         try:
-            channel_ours: socket.socket | None = None
             channel_fd = -1
             if first.channel:
                 channel_ours, channel_theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -910,20 +933,48 @@ async def open_chain(specs: Sequence[ProcessSpec]) -> AsyncIterator[ProcessPipe]
                 await pipe.end()
                 if pipe._stdout is not None and not pipe._eof:
                     await _discard_raw(pipe, children[-1])
-            # Normal exit: the processes finish what they were given.
+            # Normal exit: the processes finish what they were given. If we had to stop
+            # the last one, the ones before it get a bounded wait too, then are stopped.
+            abandoned = children[-1].output_abandoned or children[-1].killed_by_us
             for c in children:
-                await c.process.wait()
+                if abandoned and c is not children[-1]:
+                    with trio.move_on_after(c.spec.kill_grace):
+                        await c.process.wait()
+                    if c.process.returncode is None:
+                        await c.terminate()
+                else:
+                    await c.process.wait()
             await pipe._raise_if_failed()
         except BaseException:
             for fd in to_close:
                 with contextlib.suppress(OSError):
                     os.close(fd)
+            if channel_ours is not None:
+                channel_ours.close()  # closing it twice (after the framed pipe) is harmless
             raise
         finally:
-            for c in children:
-                await c.terminate()
+            await _terminate_all(children)
             await pipe.aclose()
             nursery.cancel_scope.cancel()
+
+
+async def _terminate_all(children: Sequence[_Child]) -> None:
+    """:meth:`_Child.terminate` for several processes at once: SIGTERM to every group,
+    one grace period, SIGKILL to what is left, reap. Shielded."""
+    with trio.CancelScope(shield=True):
+        alive = [c for c in children if c.process.returncode is None]
+        for c in alive:
+            c.killed_by_us = True
+            c.signal_group(signal.SIGTERM)
+        if alive:
+            with trio.move_on_after(max(c.spec.kill_grace for c in alive)):
+                for c in alive:
+                    await c.process.wait()
+        for c in children:
+            if c.process.returncode is None:
+                c.signal_group(signal.SIGKILL)
+            await c.process.wait()
+            c.signal_group(signal.SIGKILL)  # whatever the leader left in its group
 
 
 async def _discard_raw(pipe: ProcessPipe, child: _Child) -> None:
@@ -953,13 +1004,13 @@ async def _discard_rest(framed: FramedPipe, child: _Child) -> None:
     sends until its END (so it can finish instead of dying on a closed channel). A
     worker still sending after ``kill_grace`` seconds is terminated (not a failure: we
     stopped listening); how it ended otherwise is told by its exit status."""
-    await framed.end()
     with trio.move_on_after(child.spec.kill_grace):
         try:
+            await framed.end()
             async for _ in framed.batches():
                 pass
         except (ProtocolError, trio.BrokenResourceError, trio.ClosedResourceError):
-            pass
+            pass  # the channel broke: the exit status tells why
         return
     await child.terminate()
 

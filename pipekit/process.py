@@ -49,6 +49,10 @@ from .pipeline import Stage, _Options, _options
 __all__ = ["ProcessChain", "Worker", "cmd", "run"]
 
 Mode = Literal["frames", "lines", "jsonl", "bytes"]
+OUTPUT_MESSAGES = 100_000
+"""Messages :attr:`Worker.output` keeps (the most recent)."""
+OUTPUT_BYTES = 16 * 1024 * 1024
+"""Bytes of ``bytes``/``str`` messages :attr:`Worker.output` keeps (the most recent)."""
 Stdio = Literal["pipe", "inherit", "null"]
 
 
@@ -82,7 +86,11 @@ class Worker(Stage):
         self._returncode: int | None = None
         self.output: list[Any] = []
         """What :meth:`complete` (or a :meth:`background` run) collected from the
-        process's output."""
+        process's output: the most recent :data:`OUTPUT_MESSAGES` messages, at most
+        :data:`OUTPUT_BYTES` of bytes/text."""
+        self.output_truncated = False
+        """True if older output was dropped to keep :attr:`output` bounded."""
+        self._output_bytes = 0
 
     # -- as a stage ------------------------------------------------------------------
 
@@ -125,7 +133,8 @@ class Worker(Stage):
     # -- as a handle -----------------------------------------------------------------
 
     async def start(self) -> Worker:
-        """Start the process (``async with`` does this for you)."""
+        """Start the process (``async with`` does this for you; without it, call
+        :meth:`aclose` from the same task when done)."""
         if self._pipe is not None:
             raise RuntimeError(f"{self.label} is already started")
         if self.detach:
@@ -148,7 +157,7 @@ class Worker(Stage):
                     await pipe.end()
                     if self.spec.stdout == "pipe":  # read it, or a chatty job blocks
                         async for batch in _batches_quietly(pipe):
-                            self.output.extend(batch)
+                            self._keep_output(batch)
                     await _wait_quietly(pipe)
             except BaseException as exc:  # reported to start() or kept for wait()
                 failure.append(exc)
@@ -176,13 +185,32 @@ class Worker(Stage):
             return None
         stack, self._stack = self._stack, None
         try:
-            if exc is not None:
-                self.kill()
-            else:
-                await self._pipe_or_raise().end()
+            # open_process ENDs the input and waits on a normal exit, and terminates
+            # the process group (TERM, then KILL after kill_grace) otherwise.
             return await stack.__aexit__(exc_type, exc, tb)
         finally:
             self._finish()
+
+    async def aclose(self) -> None:
+        """Leave a worker started with :meth:`start` (what ``async with`` does on exit):
+        END its input, wait for it, reap it. Call it from the task that started it."""
+        await self.__aexit__(None, None, None)
+
+    def _keep_output(self, batch: Sequence[Any]) -> None:
+        """Append to :attr:`output`, dropping the oldest messages past the bounds."""
+        self.output.extend(batch)
+        self._output_bytes += sum(len(m) for m in batch if isinstance(m, bytes | str))
+        drop = 0
+        while len(self.output) - drop > OUTPUT_MESSAGES or (
+            self._output_bytes > OUTPUT_BYTES and len(self.output) - drop > 1
+        ):
+            m = self.output[drop]
+            if isinstance(m, bytes | str):
+                self._output_bytes -= len(m)
+            drop += 1
+        if drop:
+            del self.output[:drop]
+            self.output_truncated = True
 
     def _finish(self) -> None:
         if self._pipe is not None:
@@ -267,7 +295,7 @@ class Worker(Stage):
                 await pipe.end()
                 if self.spec.stdout == "pipe":
                     async for batch in _batches_quietly(pipe):
-                        self.output.extend(batch)
+                        self._keep_output(batch)
                 return await _wait_quietly(pipe)
         except ProcessError as exc:
             if exc.kind == "spawn_failed":
@@ -530,7 +558,8 @@ class _ItemModule:
 class _FanOutModule:
     """``workers`` copies of one process; each input batch goes to the copy with the
     fewest messages in flight (sent minus received), outputs are merged as they come.
-    Any copy failing fails the module."""
+    Any copy failing fails the module with its :class:`ProcessError`; a copy that stops
+    reading and exits cleanly ends the module's input (like ``head`` in a shell)."""
 
     inputs: tuple[str, ...] = ("inp",)
     outputs: tuple[str, ...] = ("out",)
@@ -557,7 +586,15 @@ class _FanOutModule:
                     return s.messages_sent - s.messages_received
 
                 async for batch in inp.batches(self.batch):
-                    await min(pipes, key=in_flight).send_batch(batch)
+                    target = min(pipes, key=in_flight)
+                    try:
+                        await target.send_batch(batch)
+                    except trio.BrokenResourceError:
+                        # That copy stopped reading: a failure surfaces as its
+                        # ProcessError; a clean exit ends our input, as SIGPIPE would.
+                        await target.wait()
+                        await inp.aclose()
+                        break
                 for pipe in pipes:
                     await pipe.end()
 

@@ -30,11 +30,13 @@ from typing import Any
 
 import pytest
 import trio
+import trio.lowlevel
 import trio.testing
 
 import pipekit as pk
 from pipekit.adapters.stdio import PIPE_SIZE, READ_SIZE
 from pipekit.pipeline import BULK_BUFFER_BYTES
+from pipekit.process import OUTPUT_BYTES, OUTPUT_MESSAGES
 
 HANG_GUARD = 15.0  # seconds; only ever reached when something is broken
 MISSING_PROGRAM = "pipekit-test-no-such-program"
@@ -466,12 +468,27 @@ async def test_worker_kill_sigkills_it_at_once() -> None:
     assert_no_children()
 
 
-async def test_worker_is_killed_when_its_block_raises() -> None:
+async def test_worker_is_terminated_when_its_block_raises() -> None:
     class Boom(Exception):
         pass
 
     with pytest.raises(Boom):
         async with pk.cmd("cat", mode="lines") as w:
+            raise Boom
+    assert w.exit_code == -signal.SIGTERM  # TERM first; KILL only after kill_grace
+    assert_no_children()
+
+
+async def test_a_worker_ignoring_term_is_killed_after_the_grace_period(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    class Boom(Exception):
+        pass
+
+    with pytest.raises(Boom):
+        async with pk.cmd("sh", "-c", "trap '' TERM; cat", mode="lines", kill_grace=3) as w:
+            await w.send("ready?")
+            assert await w.receive() == "ready?"  # the trap is set once sh runs cat
             raise Boom
     assert w.exit_code == -signal.SIGKILL
     assert_no_children()
@@ -610,7 +627,21 @@ async def test_background_job_output_is_read_so_a_chatty_job_cannot_block() -> N
     await job.start()
     with trio.fail_after(HANG_GUARD):
         assert await job.wait() == 0
-    assert len(job.output) == 300_000 and job.output[-1] == "300000"
+    # Every line was read (so the job could finish); the most recent ones are kept.
+    assert len(job.output) == OUTPUT_MESSAGES and job.output[-1] == "300000"
+    assert job.output_truncated
+
+
+async def test_background_job_output_is_bounded_in_bytes(rss: Callable[[], int]) -> None:
+    before = rss()
+    job = pk.cmd("head", "-c", str(200 * MB), "/dev/zero", mode="bytes").background()
+    await job.start()
+    with trio.fail_after(HANG_GUARD):
+        assert await job.wait() == 0
+    kept = sum(len(chunk) for chunk in job.output)
+    assert kept <= OUTPUT_BYTES
+    assert job.output_truncated
+    assert rss() - before < OUTPUT_BYTES + 40 * MB
 
 
 async def test_background_of_a_missing_program_raises_spawn_failed() -> None:
@@ -960,3 +991,105 @@ def test_an_item_mode_stage_under_restarts_loses_only_the_failing_item() -> None
     )
     got = (pk.source(range(POISON * 2)) | stage).run()
     assert got == [x * x for x in range(POISON * 2) if x != POISON]
+
+
+# --- regressions found in review -------------------------------------------------------
+
+
+async def test_cancellation_at_block_exit_leaves_no_process_and_a_sane_trio() -> None:
+    with trio.move_on_after(0) as scope:  # already expired when the block ends
+        async with pk.cmd("sleep", "30", mode="lines", kill_grace=1):
+            pass
+    assert scope.cancelled_caught
+    assert_no_children()
+    await trio.lowlevel.checkpoint()  # the cancel-scope stack is intact: trio keeps running
+
+
+async def test_end_of_output_is_not_held_back_while_the_process_still_reads(
+    tmp_path: Path,
+) -> None:
+    script = "read x; echo got $x; exec >&-; cat >/dev/null"
+    with trio.fail_after(HANG_GUARD):
+        async with pk.cmd("sh", "-c", script, mode="lines") as w:
+            await w.send("a")
+            assert await w.receive() == "got a"
+            with pytest.raises(trio.EndOfChannel):
+                await w.receive()
+    assert w.exit_code == 0
+
+
+async def test_a_crashed_framed_worker_is_reported_with_its_exit_code_and_stderr(
+    tmp_path: Path,
+) -> None:
+    script = tmp_path / "crash.py"
+    script.write_text(
+        "import os, sys\n"
+        "def main(port):\n"
+        "    port.receive()\n"
+        "    sys.stderr.write('about to crash\\n'); sys.stderr.flush()\n"
+        "    os._exit(3)\n"
+    )
+    with pytest.raises(pk.ProcessError) as info:
+        async with pk.run(str(script)) as w:
+            await w.send("go")
+            with contextlib.suppress(pk.ProcessError, trio.EndOfChannel):
+                await w.receive()
+            for _ in range(20):  # keep sending into the dead worker
+                with contextlib.suppress(pk.ProcessError, trio.BrokenResourceError):
+                    await w.send_batch(list(range(10_000)))
+    assert info.value.kind == "terminated"
+    assert info.value.exit_code == 3
+    assert "about to crash" in info.value.stderr
+
+
+def test_fan_out_copies_that_stop_reading_end_the_input_like_head() -> None:
+    stage = pk.cmd("head", "-n", "1", mode="lines", workers=2, ordered=False)
+    got = (pk.source(str(i) for i in range(100_000)) | stage).run()
+    assert 1 <= len(got) <= 2
+
+
+def test_a_fan_out_copy_that_fails_reports_its_exit_code() -> None:
+    stage = pk.cmd("sh", "-c", "head -n 1; exit 3", mode="lines", workers=2, ordered=False)
+    with pytest.raises(pk.ModuleError) as info:
+        (pk.source(str(i) for i in range(100_000)) | stage).run()
+    assert isinstance(info.value.__cause__, pk.ProcessError)
+    assert info.value.__cause__.exit_code == 3
+
+
+async def test_leaving_a_chain_early_stops_the_upstream_processes_too() -> None:
+    from pipekit.adapters.stdio import ProcessSpec, open_chain
+
+    specs = [
+        ProcessSpec(("sleep", "30"), mode="lines", kill_grace=0.2),
+        ProcessSpec(("cat",), mode="lines", kill_grace=0.2),
+    ]
+    with trio.fail_after(HANG_GUARD):  # a hang guard: `sleep 30` must not be awaited
+        async with open_chain(specs):
+            pass
+    assert_no_children()
+
+
+async def test_a_nul_byte_in_argv_is_spawn_failed_and_leaks_nothing() -> None:
+    before = set(os.listdir("/proc/self/fd"))
+    with pytest.raises(pk.ProcessError) as info:
+        async with pk.cmd("echo", "a\0b"):
+            pass
+    assert info.value.kind == "spawn_failed"
+    assert set(os.listdir("/proc/self/fd")) == before
+
+
+async def test_terminating_several_processes_takes_one_grace_period(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    from pipekit.adapters.stdio import ProcessSpec, open_chain
+
+    ignore = ("sh", "-c", "trap '' TERM; cat")
+    specs = [ProcessSpec(ignore, mode="lines", kill_grace=5) for _ in range(3)]
+    start = trio.current_time()
+    with trio.move_on_after(1):
+        async with open_chain(specs) as chain:
+            await chain.send("x")
+            assert await chain.receive() == "x"  # every sh has set its trap
+            await trio.sleep_forever()
+    assert trio.current_time() - start < 1 + 5 + 1  # not 3 x 5 s
+    assert_no_children()
