@@ -32,6 +32,17 @@ import pytest
 import trio
 import trio.lowlevel
 import trio.testing
+from proc_helpers import (
+    assert_no_children,
+    blocked_in_pipe_write,
+    bytes_written,
+    children,
+    fd_link,
+    only_child,
+    our_fd_links,
+    pidfd_exited,
+    proc_stat,
+)
 
 import pipekit as pk
 from pipekit.adapters.stdio import PIPE_SIZE, READ_SIZE
@@ -44,80 +55,6 @@ MB = 1024 * 1024
 
 
 # --- /proc helpers --------------------------------------------------------------------
-
-
-def proc_stat(pid: int) -> tuple[str, str, int] | None:
-    """``(comm, state, ppid)`` of a process, or None if it no longer exists."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            text = f.read()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    comm = text[text.index("(") + 1 : text.rindex(")")]
-    state, ppid = text[text.rindex(")") + 2 :].split()[:2]
-    return comm, state, int(ppid)
-
-
-def children() -> dict[int, tuple[str, str]]:
-    """Our child processes (alive or zombie): pid -> (comm, state)."""
-    me = os.getpid()
-    found: dict[int, tuple[str, str]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            stat = proc_stat(int(entry))
-            if stat is not None and stat[2] == me:
-                found[int(entry)] = (stat[0], stat[1])
-    return found
-
-
-def only_child() -> int:
-    kids = children()
-    assert len(kids) == 1, f"expected one child process, found {kids}"
-    return next(iter(kids))
-
-
-def assert_no_children() -> None:
-    """No child of ours is left: none running (no orphan-to-be), none a zombie."""
-    left = children()
-    assert not left, f"child processes left behind (pid: (comm, state)): {left}"
-
-
-async def pidfd_exited(fd: int) -> None:
-    """Wait until the process of pidfd ``fd`` has exited (works for processes that are
-    not our children, which we cannot wait for); closes ``fd``."""
-    try:
-        with trio.fail_after(HANG_GUARD):
-            await trio.lowlevel.wait_readable(fd)
-    finally:
-        os.close(fd)
-
-
-def fd_link(pid: int | str, fd: int | str) -> str:
-    return os.readlink(f"/proc/{pid}/fd/{fd}")
-
-
-def our_fd_links() -> set[str]:
-    links = set()
-    for fd in os.listdir("/proc/self/fd"):
-        with contextlib.suppress(FileNotFoundError):  # the one listdir itself used
-            links.add(fd_link("self", fd))
-    return links
-
-
-def blocked_in_pipe_write(pid: int) -> bool:
-    stat = proc_stat(pid)
-    if stat is None or stat[1] != "S":
-        return False
-    with open(f"/proc/{pid}/wchan") as f:
-        wchan = f.read().strip()
-    # "pipe_write" (or "anon_pipe_write"); kernels that hide wchan show "0".
-    return "pipe_write" in wchan or wchan in ("", "0")
-
-
-def bytes_written(pid: int) -> int:
-    with open(f"/proc/{pid}/io") as f:
-        fields = dict(line.split(": ") for line in f.read().splitlines())
-    return int(fields["wchar"])
 
 
 async def until(condition: Callable[[], bool]) -> None:

@@ -11,7 +11,6 @@ never a fixed sleep; timeouts only guard against hangs.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import sys
@@ -23,6 +22,17 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
+from proc_helpers import (
+    assert_no_children,
+    blocked_in_pipe_write,
+    bytes_written,
+    children,
+    fd_link,
+    open_pidfd,
+    our_fd_links,
+    pidfd_exited,
+    proc_stat,
+)
 
 from pipekit.adapters.stdio import (
     PIPE_SIZE,
@@ -42,80 +52,6 @@ MISSING_PROGRAM = "pipekit-test-no-such-program"
 
 
 # --- /proc helpers --------------------------------------------------------------------
-
-
-def proc_stat(pid: int) -> tuple[str, str, int] | None:
-    """``(comm, state, ppid)`` of a process, or None if it no longer exists."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            text = f.read()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    comm = text[text.index("(") + 1 : text.rindex(")")]
-    state, ppid = text[text.rindex(")") + 2 :].split()[:2]
-    return comm, state, int(ppid)
-
-
-def children() -> dict[int, tuple[str, str]]:
-    """Our child processes (alive or zombie): pid -> (comm, state)."""
-    me = os.getpid()
-    found: dict[int, tuple[str, str]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            stat = proc_stat(int(entry))
-            if stat is not None and stat[2] == me:
-                found[int(entry)] = (stat[0], stat[1])
-    return found
-
-
-def assert_no_children() -> None:
-    """No child of ours is left: none running (no orphan-to-be), none a zombie."""
-    left = children()
-    assert not left, f"child processes left behind (pid: (comm, state)): {left}"
-
-
-def open_pidfd(pid: int) -> int:
-    """A pidfd for ``pid``: it becomes readable when the process exits, also for a
-    process that is not our child (which we cannot reap or wait for)."""
-    return os.pidfd_open(pid)
-
-
-async def pidfd_exited(fd: int) -> None:
-    """Wait until the process of ``fd`` (from :func:`open_pidfd`) has exited."""
-    try:
-        with trio.fail_after(HANG_GUARD):
-            await trio.lowlevel.wait_readable(fd)
-    finally:
-        os.close(fd)
-
-
-def fd_link(pid: int | str, fd: int | str) -> str:
-    return os.readlink(f"/proc/{pid}/fd/{fd}")
-
-
-def our_fd_links() -> set[str]:
-    """What each of our open descriptors refers to (``pipe:[inode]``, paths...)."""
-    links = set()
-    for fd in os.listdir("/proc/self/fd"):
-        with contextlib.suppress(FileNotFoundError):  # the one listdir itself used
-            links.add(fd_link("self", fd))
-    return links
-
-
-def blocked_in_pipe_write(pid: int) -> bool:
-    stat = proc_stat(pid)
-    if stat is None or stat[1] != "S":
-        return False
-    with open(f"/proc/{pid}/wchan") as f:
-        wchan = f.read().strip()
-    # "pipe_write" (or "anon_pipe_write"); kernels that hide wchan show "0".
-    return "pipe_write" in wchan or wchan in ("", "0")
-
-
-def bytes_written(pid: int) -> int:
-    with open(f"/proc/{pid}/io") as f:
-        fields = dict(line.split(": ") for line in f.read().splitlines())
-    return int(fields["wchar"])
 
 
 @contextmanager
