@@ -1,6 +1,6 @@
-"""Smoke test of the throughput benchmark: it runs and prints every row.
+"""Smoke tests of the benchmarks: each runs (``--quick``) and prints every row.
 
-It asserts nothing about speed: benchmarks are never timed tests (DESIGN.md section 6).
+They assert nothing about speed: benchmarks are never timed tests (DESIGN.md section 6).
 """
 
 from __future__ import annotations
@@ -9,65 +9,31 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
-ROWS = [
-    "in-process pipe: send_batch(256) -> batches()",
-    "in-process pipe: send() -> async for (per msg)",
-    "pipeline: pk.source(gen) | pk.sink(fn)",
-    "thread port: thread send() -> trio batches()",
-    "thread port: trio send_batch(256) -> thread iter",
-    "framed socketpair: 1 process, 1 loop (1 core)",
-    "framed socketpair: child -> parent (2 cores)",
-    "baseline mp.Pipe: send()/recv() per msg",
-    "baseline mp.Pipe: send(list of 256)",
-]
-
-
-def test_throughput_quick_run_prints_every_row() -> None:
-    proc = subprocess.run(
-        [sys.executable, "bench/throughput.py", "--quick"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    report = f"exit code {proc.returncode}\n--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}"
-    assert proc.returncode == 0, report
-    assert "machine: nproc=" in proc.stdout, report
-    for row in ROWS:
-        assert row in proc.stdout, f"row {row!r} missing\n{report}"
-
-
-POOL_ROWS = [
-    "serial (this process)",
-    "pk.WorkerPool(2).map",
-    "multiprocessing.Pool(2).map [fork]",
-    "pk.WorkerPool(2).map noop",
-    "multiprocessing.Pool(2).map noop [fork]",
-    "multiprocessing.Pool(2).imap noop chunksize=1 [fork]",
-]
-
-
-def test_pool_bench_quick_run_prints_every_row() -> None:
-    proc = subprocess.run(
-        [sys.executable, "bench/pool.py", "--quick"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    report = f"exit code {proc.returncode}\n--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}"
-    assert proc.returncode == 0, report
-    assert "machine: nproc=" in proc.stdout, report
-    for row in POOL_ROWS:
-        assert row in proc.stdout, f"row {row!r} missing\n{report}"
-
-
-def test_processes_bench_quick_run_prints_every_row() -> None:
-    rows = [
+ROWS = {
+    "bench/throughput.py": [
+        "in-process pipe: send_batch(256) -> batches()",
+        "in-process pipe: send() -> async for (per msg)",
+        "pipeline: pk.source(gen) | pk.sink(fn)",
+        "thread port: thread send() -> trio batches()",
+        "thread port: trio send_batch(256) -> thread iter",
+        "framed socketpair: 1 process, 1 loop (1 core)",
+        "framed socketpair: child -> parent (2 cores)",
+        "baseline mp.Pipe: send()/recv() per msg",
+        "baseline mp.Pipe: send(list of 256)",
+    ],
+    "bench/pool.py": [
+        "serial (this process)",
+        "pk.WorkerPool(2).map",
+        "multiprocessing.Pool(2).map [fork]",
+        "pk.WorkerPool(2).map noop",
+        "multiprocessing.Pool(2).map noop [fork]",
+        "multiprocessing.Pool(2).imap noop chunksize=1 [fork]",
+    ],
+    "bench/processes.py": [
         "frames echo: worker_spec port echo",
         "frames echo: mp.Pipe echo per msg",
         "bytes through cat: open_process(bytes)",
@@ -82,9 +48,14 @@ def test_processes_bench_quick_run_prints_every_row() -> None:
         "round trip: OS pipes, python readline",
         "round trip: OS pipes, cat",
         "WorkerPool: bench/pool.py",
-    ]
+    ],
+}
+
+
+@pytest.mark.parametrize("script", sorted(ROWS))
+def test_quick_run_prints_every_row(script: str) -> None:
     proc = subprocess.run(
-        [sys.executable, "bench/processes.py", "--quick"],
+        [sys.executable, script, "--quick"],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -94,5 +65,5 @@ def test_processes_bench_quick_run_prints_every_row() -> None:
     report = f"exit code {proc.returncode}\n--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}"
     assert proc.returncode == 0, report
     assert "machine: nproc=" in proc.stdout, report
-    for row in rows:
+    for row in ROWS[script]:
         assert row in proc.stdout, f"row {row!r} missing\n{report}"
