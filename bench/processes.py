@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
 import fcntl
 import math
 import multiprocessing
@@ -58,11 +57,10 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
-from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from _common import run_main
+from _common import die_with_parent, reaped, run_main
 
 HERE = Path(__file__).resolve()
 ROOT = HERE.parent.parent
@@ -166,15 +164,6 @@ def child_env() -> dict[str, str]:
 # --- the multiprocessing children --------------------------------------------------------
 
 
-def _die_with_parent(parent: int) -> None:
-    """Linux: have the kernel SIGKILL this child if the parent dies, however it dies."""
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    if os.getppid() != parent:  # the parent died before prctl took effect
-        os._exit(1)
-
-
 def _mp_echo(conn: Connection) -> None:
     """Echo every message until ``None`` (or the parent's end closes)."""
     recv, send = conn.recv, conn.send
@@ -189,7 +178,7 @@ def _mp_echo(conn: Connection) -> None:
 
 def _mp_echo_forked(parent: int, conn: Connection, other: Connection) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when we stop
-    _die_with_parent(parent)
+    die_with_parent(parent)
     other.close()
     _mp_echo(conn)
 
@@ -200,33 +189,8 @@ def _mp_echo_spawned(parent: int, conn: Connection) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when we stop
     with contextlib.suppress(EOFError):
         conn.send(conn.recv())
-    _die_with_parent(parent)
+    die_with_parent(parent)
     _mp_echo(conn)
-
-
-@contextlib.contextmanager
-def reaped(proc: BaseProcess) -> Iterator[BaseProcess]:
-    """Make sure ``proc`` is gone on exit: on a normal exit it must finish by itself
-    (within 30 s) with exit code 0; on an error or Ctrl-C it is terminated, then
-    killed, and always joined."""
-    clean = hung = False
-    try:
-        yield proc
-        clean = True
-    finally:
-        if proc.pid is not None:
-            proc.join(30 if clean else 0)
-            if proc.is_alive():
-                hung = clean
-                proc.terminate()
-                proc.join(2)
-            if proc.is_alive():
-                proc.kill()
-                proc.join()
-    if hung:
-        raise RuntimeError("benchmark child process did not exit within 30 s; it was killed")
-    if proc.exitcode != 0:
-        raise RuntimeError(f"benchmark child process failed with exit code {proc.exitcode}")
 
 
 @contextlib.contextmanager

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
 import multiprocessing
 import os
 import platform
@@ -34,7 +33,7 @@ from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
 
-from _common import run_main
+from _common import die_with_parent, reaped, run_main
 
 # Benchmark the checkout this file lives in, whatever else is installed.
 ROOT = Path(__file__).resolve().parent.parent
@@ -103,19 +102,10 @@ def check(name: str, n: int, total: int) -> None:
 # --- child processes ---------------------------------------------------------------------
 
 
-def _die_with_parent(parent: int) -> None:
-    """Linux: have the kernel SIGKILL this child if the parent dies, however it dies."""
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    if os.getppid() != parent:  # the parent died before prctl took effect
-        os._exit(1)
-
-
 def _child_main(parent: int, target: Callable[..., None], args: tuple[Any, ...]) -> None:
     # Ctrl-C goes to the whole process group; the parent alone decides when we stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _die_with_parent(parent)
+    die_with_parent(parent)
     target(*args)
 
 
@@ -128,23 +118,8 @@ def child_process(target: Callable[..., None], *args: Any) -> Iterator[BaseProce
     ctx = multiprocessing.get_context("fork")
     proc = ctx.Process(target=_child_main, args=(os.getpid(), target, args), daemon=True)
     proc.start()
-    clean = hung = False
-    try:
+    with reaped(proc):
         yield proc
-        clean = True
-    finally:
-        proc.join(30 if clean else 0)
-        if proc.is_alive():
-            hung = clean
-            proc.terminate()
-            proc.join(2)
-        if proc.is_alive():
-            proc.kill()
-            proc.join()
-    if hung:
-        raise RuntimeError("benchmark child process did not exit within 30 s; it was killed")
-    if proc.exitcode != 0:
-        raise RuntimeError(f"benchmark child process failed with exit code {proc.exitcode}")
 
 
 # --- 1. in-process pipe ------------------------------------------------------------------
