@@ -4,11 +4,13 @@
 tasks: a reader that never stops reading the transport (so PAUSE, RESUME, END and ERROR
 are never stuck behind data) and a writer that sends whatever the machine has queued in
 one write (so messages queued while a write is under way are coalesced). Every adapter
-that carries bytes (stdio, unix, tcp, websocket) reuses it.
+that carries bytes reuses it: stdio, unix and tcp over a byte stream, websocket over a
+:class:`MessageTransport` that carries one frame per message.
 """
 
 from __future__ import annotations
 
+import abc
 from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -34,7 +36,7 @@ from .protocol import (
     ResumeReceived,
 )
 
-__all__ = ["DEFAULT_SEND_BUFFER", "FramedPipe", "framed_pipe"]
+__all__ = ["DEFAULT_SEND_BUFFER", "FramedPipe", "MessageTransport", "framed_pipe"]
 
 DEFAULT_SEND_BUFFER = 256 * 1024
 """Encoded bytes a sender may queue before ``send`` waits for the writer."""
@@ -42,12 +44,30 @@ DEFAULT_READ_SIZE = 256 * 1024
 _FAIRNESS_EVERY = 64
 
 
+class MessageTransport(trio.abc.AsyncResource):
+    """A transport that carries whole messages, one pipekit/1 frame each (WebSocket).
+
+    ``receive_message`` returns the next message, ``None`` once the peer closed cleanly,
+    and raises :class:`~pipekit.kernel.ProtocolError` for a message it cannot carry (the
+    pipe then refuses the connection with that reason) or :class:`trio.BrokenResourceError`
+    when the connection broke. ``send_message`` sends one frame."""
+
+    @abc.abstractmethod
+    async def send_message(self, frame: bytes) -> None: ...
+
+    @abc.abstractmethod
+    async def receive_message(self) -> bytes | None: ...
+
+
+Transport = trio.abc.Stream | MessageTransport
+
+
 class FramedPipe(Pipe):
     """A :class:`Pipe` speaking pipekit/1 over a byte stream. Made by :func:`framed_pipe`."""
 
     def __init__(
         self,
-        stream: trio.abc.Stream,
+        stream: Transport,
         conn: Connection,
         *,
         name: str,
@@ -56,6 +76,7 @@ class FramedPipe(Pipe):
     ) -> None:
         self.name = name
         self.stream = stream
+        self._per_frame = isinstance(stream, MessageTransport)
         self.conn = conn
         self._send_buffer = send_buffer
         self._read_size = read_size
@@ -70,6 +91,8 @@ class FramedPipe(Pipe):
         self._space_event = trio.Event()
         self._writer_idle = trio.Event()
         self._writer_stopped = False
+        self._closed_event = trio.Event()
+        self._chunks_received = 0
         self._paused_seconds = 0.0
         self._send_calls = 0
         self._receive_calls = 0
@@ -83,23 +106,71 @@ class FramedPipe(Pipe):
     # -- background tasks -------------------------------------------------------------
 
     async def _reader(self) -> None:
-        conn = self.conn
-        receive_some = self.stream.receive_some
-        size = self._read_size
         try:
-            while True:
-                data = await receive_some(size)
-                if not data:
-                    self._on_events(conn.receive_eof())
-                    self._on_eof()
-                    return
-                events = conn.receive_data(data)
-                if events:
-                    self._on_events(events)
-                    if conn.failure is not None:
-                        return
+            if isinstance(self.stream, MessageTransport):
+                await self._read_messages(self.stream)
+            else:
+                await self._read_stream(self.stream)
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             self._on_transport_error(exc)
+
+    async def _read_stream(self, stream: trio.abc.Stream) -> None:
+        conn = self.conn
+        receive_some = stream.receive_some
+        size = self._read_size
+        while True:
+            data = await receive_some(size)
+            self._chunks_received += 1
+            if not data:
+                self._on_events(conn.receive_eof())
+                self._on_eof()
+                return
+            events = conn.receive_data(data)
+            if events:
+                self._on_events(events)
+                if conn.failure is not None:
+                    return
+
+    async def _read_messages(self, transport: MessageTransport) -> None:
+        conn = self.conn
+        while True:
+            try:
+                frame = await transport.receive_message()
+            except ProtocolError as exc:
+                self._on_events(conn.reject(str(exc), exc.kind))
+                return
+            self._chunks_received += 1
+            if frame is None:
+                self._on_eof()
+                return
+            events = conn.receive_frame(frame)
+            if events:
+                self._on_events(events)
+                if conn.failure is not None:
+                    return
+
+    async def _watch_idle(self, idle_timeout: float) -> None:
+        """Fail the pipe (kind ``idle_timeout``) when nothing arrives for
+        ``idle_timeout`` seconds; after half of it, a PING asks a live peer to answer."""
+        half = idle_timeout / 2
+        while self._rx_done is None and not self._closed:
+            seen = self._chunks_received
+            await trio.sleep(half)
+            if self._chunks_received != seen or self._rx_done is not None:
+                continue
+            if self.conn.handshake_complete and self.conn.failure is None:
+                self.conn.ping(b"idle?")
+                self._tx_event.set()
+            await trio.sleep(half)
+            if self._chunks_received != seen or self._rx_done is not None or self._closed:
+                continue
+            self._on_events(
+                self.conn.reject(
+                    f"nothing received from the peer for {idle_timeout:g} s",
+                    kind="idle_timeout",
+                )
+            )
+            return
 
     def _on_events(self, events: list[Event]) -> None:
         for event in events:
@@ -167,18 +238,32 @@ class FramedPipe(Pipe):
             self._handshake_error = exc
             self._handshake.set()
 
+    def _take_writes(self) -> list[bytes]:
+        """What the writer sends next: one coalesced write on a byte stream, one message
+        per frame on a :class:`MessageTransport`."""
+        if self._per_frame:
+            return self.conn.frames_to_send()
+        data = self.conn.data_to_send()
+        return [data] if data else []
+
     async def _writer(self) -> None:
         conn = self.conn
-        send_all = self.stream.send_all
+        transport = self.stream
+        send = (
+            transport.send_message
+            if isinstance(transport, MessageTransport)
+            else transport.send_all
+        )
         try:
             while True:
-                data = conn.data_to_send()
-                if data:
+                writes = self._take_writes()
+                if writes:
                     # Events are replaced only once set, never while a task may still be
                     # waiting on them (a replaced unset event would strand its waiters).
                     if self._writer_idle.is_set():
                         self._writer_idle = trio.Event()
-                    await send_all(data)
+                    for data in writes:
+                        await send(data)
                     self._space_event.set()
                     continue
                 self._writer_idle.set()
@@ -354,9 +439,14 @@ class FramedPipe(Pipe):
                     await self._flush()
         finally:
             self._closed = True
+            self._closed_event.set()
             self._rx_event.set()
             self._space_event.set()
             await trio.aclose_forcefully(self.stream)
+
+    async def wait_closed(self) -> None:
+        """Wait until this pipe is closed (by :meth:`aclose` or its owner's exit)."""
+        await self._closed_event.wait()
 
     @property
     def stats(self) -> PipeStats:
@@ -376,7 +466,7 @@ class FramedPipe(Pipe):
 
 @asynccontextmanager
 async def framed_pipe(
-    stream: trio.abc.Stream,
+    stream: Transport,
     *,
     initiator: bool,
     codecs: Sequence[str] = CODEC_NAMES,
@@ -388,6 +478,7 @@ async def framed_pipe(
     token: str | None = None,
     expected_token: str | None = None,
     handshake_timeout: float | None = 10.0,
+    idle_timeout: float | None = None,
     send_buffer: int = DEFAULT_SEND_BUFFER,
     read_size: int = DEFAULT_READ_SIZE,
 ) -> AsyncIterator[FramedPipe]:
@@ -398,7 +489,10 @@ async def framed_pipe(
     the other side accepts and chooses. The handshake fails with
     :class:`~pipekit.kernel.ProtocolError` (kind ``handshake_timeout`` after
     ``handshake_timeout`` seconds) or :class:`~pipekit.kernel.RemoteError` if the peer
-    refused. On exit the pipe is ended and flushed, or - if the body raised - failed
+    refused. With ``idle_timeout``, a peer from which nothing arrives for that long (it
+    is PINGed half way, so a live but quiet peer answers) fails the pipe with kind
+    ``idle_timeout``. ``stream`` is a byte stream or a :class:`MessageTransport`. On exit
+    the pipe is ended and flushed, or - if the body raised - failed
     with that exception, and the stream is closed in every case.
     """
     conn = Connection(
@@ -419,6 +513,8 @@ async def framed_pipe(
         async with trio.open_nursery() as nursery:
             nursery.start_soon(pipe._reader)
             nursery.start_soon(pipe._writer)
+            if idle_timeout is not None:
+                nursery.start_soon(pipe._watch_idle, idle_timeout)
             try:
                 with trio.move_on_after(
                     handshake_timeout if handshake_timeout is not None else float("inf")
@@ -458,6 +554,7 @@ async def framed_pipe(
                 await pipe.aclose()
             finally:
                 pipe._closed = True
+                pipe._closed_event.set()
                 # Close the transport *before* cancelling the nursery: inside a cancelled
                 # scope, the Cancelled raised within aclose_forcefully would belong to the
                 # nursery's scope, escape this finally and replace - and so silently

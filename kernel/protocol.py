@@ -397,11 +397,26 @@ class Connection:
 
         While the peer has paused us only control frames are returned; DATA and what is
         queued behind it (END, ERROR) wait for RESUME."""
+        frames = self._take_frames()
+        if not frames:
+            return b""
+        data = frames[0] if len(frames) == 1 else b"".join(frames)
+        self.bytes_sent += len(data)
+        return data
+
+    def frames_to_send(self) -> list[bytes]:
+        """Like :meth:`data_to_send`, but one ``bytes`` per frame, for transports that
+        carry one frame per message (WebSocket)."""
+        frames = self._take_frames()
+        self.bytes_sent += sum(len(f) for f in frames)
+        return frames
+
+    def _take_frames(self) -> list[bytes]:
         if self.codec is None and not self.initiator:
             # An acceptor's first frame is its HELLO answer (or the ERROR refusing the
             # handshake): nothing queued before the handshake may precede it.
             if self.failure is None and self.send_state != _Direction.FAILED:
-                return b""
+                return []
             self._control = []
         parts = self._control
         self._control = []
@@ -411,11 +426,7 @@ class Connection:
                 parts.extend(self._stream)
                 self._stream = []
                 self._stream_size = 0
-        if not parts:
-            return b""
-        data = parts[0] if len(parts) == 1 else b"".join(parts)
-        self.bytes_sent += len(data)
-        return data
+        return parts
 
     # -- incoming ---------------------------------------------------------------------
 
@@ -461,6 +472,29 @@ class Connection:
         self._chunks = [rest] if rest else []
         self._buffered = len(rest)
         return events
+
+    def receive_frame(self, frame: bytes | bytearray | memoryview) -> list[Event]:
+        """Feed one whole frame, for transports that carry one frame per message
+        (WebSocket). A message that is not exactly one frame is malformed."""
+        if self.failure is None and not self._buffered:
+            size = len(frame)
+            length = HEADER.unpack_from(frame)[0] if size >= HEADER_SIZE else -1
+            # An oversize length is left to receive_data, which reports it as such.
+            if size != HEADER_SIZE + length and length <= self.max_frame:
+                return self.reject(
+                    f"a transport message must hold exactly one frame (got {size} bytes)"
+                )
+        return self.receive_data(frame)
+
+    def reject(self, message: str, kind: str = "malformed") -> list[Event]:
+        """Report input the transport found invalid (for example a text WebSocket
+        message): queues ERROR ``{kind, message}`` for the peer, fails the connection and
+        returns the :class:`ProtocolViolation` event."""
+        if self.failure is not None:
+            return [ProtocolViolation(self.failure)]
+        exc = ProtocolError(message, kind=kind)
+        self._violate(exc)
+        return [ProtocolViolation(exc)]
 
     def receive_eof(self) -> list[Event]:
         """The transport closed. Returns a :class:`ProtocolViolation` if that cut a

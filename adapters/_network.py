@@ -1,0 +1,411 @@
+"""What the socket adapters share: pipe options, listeners, refusals, reconnecting.
+
+A :class:`Listener` accepts peers on one or more trio listeners; each peer is handshaken
+(TLS first, if configured, then the pipekit/1 HELLO with its token) inside its own task,
+and only then handed out, as a :class:`~pipekit.kernel.FramedPipe`, to a handler or to
+:meth:`Listener.accept`. A peer that fails any of that is refused with a reason (an ERROR
+frame where the protocol allows one), recorded in :attr:`Listener.refusals`, and closed;
+the listener keeps serving everyone else.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import ssl
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from typing import Any, TypedDict
+
+import trio
+
+from ..kernel.codecs import CODEC_NAMES
+from ..kernel.errors import PipekitError, ProtocolError, RemoteError
+from ..kernel.framed import (
+    DEFAULT_SEND_BUFFER,
+    FramedPipe,
+    MessageTransport,
+    Transport,
+    framed_pipe,
+)
+from ..kernel.protocol import (
+    DEFAULT_HIGH_WATER,
+    DEFAULT_MAX_FRAME,
+    DEFAULT_PAUSE_SLACK,
+    Connection,
+)
+
+__all__ = [
+    "DEFAULT_MAX_PEERS",
+    "Handler",
+    "Listener",
+    "PipeOptions",
+    "Reconnect",
+    "Refusal",
+    "connect_with_retry",
+]
+
+log = logging.getLogger("pipekit.adapters")
+
+DEFAULT_MAX_PEERS = 256
+"""Peers a listener serves at once; more are refused with kind ``busy``."""
+DEFAULT_HANDSHAKE_TIMEOUT = 10.0
+LINGER_SECONDS = 1.0
+"""How long a refused peer's input is drained after our ERROR, so that closing does not
+reset the connection before the peer has read the reason."""
+_KEPT_REFUSALS = 100
+
+Handler = Callable[[FramedPipe], Awaitable[Any]]
+
+
+class PipeOptions(TypedDict, total=False):
+    """pipekit/1 options every socket adapter passes to
+    :func:`~pipekit.kernel.framed_pipe` (see there)."""
+
+    name: str | None
+    codecs: Sequence[str]
+    max_frame: int
+    high_water: int
+    low_water: int | None
+    pause_slack: int
+    send_buffer: int
+    handshake_timeout: float | None
+    idle_timeout: float | None
+
+
+def pipe_options(
+    *,
+    name: str | None = None,
+    codecs: Sequence[str] = CODEC_NAMES,
+    max_frame: int = DEFAULT_MAX_FRAME,
+    high_water: int = DEFAULT_HIGH_WATER,
+    low_water: int | None = None,
+    pause_slack: int = DEFAULT_PAUSE_SLACK,
+    send_buffer: int = DEFAULT_SEND_BUFFER,
+    handshake_timeout: float | None = DEFAULT_HANDSHAKE_TIMEOUT,
+    idle_timeout: float | None = None,
+) -> PipeOptions:
+    """Validated :class:`PipeOptions` with the defaults filled in."""
+    if handshake_timeout is not None and handshake_timeout <= 0:
+        raise ValueError("handshake_timeout must be positive or None")
+    if idle_timeout is not None and idle_timeout <= 0:
+        raise ValueError("idle_timeout must be positive or None")
+    return PipeOptions(
+        name=name,
+        codecs=tuple(codecs),
+        max_frame=max_frame,
+        high_water=high_water,
+        low_water=low_water,
+        pause_slack=pause_slack,
+        send_buffer=send_buffer,
+        handshake_timeout=handshake_timeout,
+        idle_timeout=idle_timeout,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """A peer a listener turned away: who, why (``kind`` as in the ERROR frame, or
+    ``tls``/``closed``/``busy``) and the readable reason."""
+
+    peer: str
+    kind: str
+    reason: str
+
+
+def describe_peer(stream: trio.abc.Stream) -> str:
+    """The remote address of a socket stream, for refusals and logs."""
+    sock = getattr(stream, "socket", None)
+    if sock is None:
+        inner = getattr(stream, "transport_stream", None)
+        return describe_peer(inner) if inner is not None else "peer"
+    try:
+        name = sock.getpeername()
+    except OSError:
+        return "peer"
+    if isinstance(name, tuple):
+        return f"{name[0]}:{name[1]}" if ":" not in str(name[0]) else f"[{name[0]}]:{name[1]}"
+    return str(name) or "unix peer"
+
+
+async def _linger_close(stream: trio.abc.Stream) -> None:
+    """Close ``stream`` gracefully: half-close, drain the peer's input for a moment (so
+    closing does not reset the connection under our ERROR frame), then close."""
+    with trio.CancelScope(shield=True), trio.move_on_after(LINGER_SECONDS):
+        try:
+            if isinstance(stream, trio.abc.HalfCloseableStream):
+                await stream.send_eof()
+            for _ in range(1024):
+                if not await stream.receive_some(65536):
+                    break
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+    await trio.aclose_forcefully(stream)
+
+
+async def refuse(transport: Transport, kind: str, reason: str) -> None:
+    """Answer a peer's HELLO with ERROR ``{kind, reason}`` (without reading it) and close."""
+    conn = Connection(initiator=False)
+    conn.reject(reason, kind)
+    with trio.move_on_after(LINGER_SECONDS):
+        try:
+            if isinstance(transport, MessageTransport):
+                for frame in conn.frames_to_send():
+                    await transport.send_message(frame)
+            else:
+                await transport.send_all(conn.data_to_send())
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+    if isinstance(transport, MessageTransport):
+        await trio.aclose_forcefully(transport)
+    else:
+        await _linger_close(transport)
+
+
+def _refusal_kind(exc: BaseException) -> str:
+    if isinstance(exc, PipekitError):
+        return getattr(exc, "kind", None) or type(exc).__name__
+    if isinstance(exc, trio.BrokenResourceError) and isinstance(exc.__cause__, ssl.SSLError):
+        return "tls"
+    return "closed"
+
+
+class Listener:
+    """Peers accepted on a listening socket, as handshaken pipes.
+
+    Use it from :func:`listen` of an adapter: ``async for pipe in listener`` or ``await
+    listener.accept()`` hands out each accepted peer's pipe. A pipe handed out stays open
+    until it is closed with ``aclose()`` or the listener's block exits. ``address`` is
+    what the listener is bound to; ``refusals`` keeps the last 100 peers turned away.
+    """
+
+    def __init__(
+        self,
+        listeners: Sequence[trio.abc.Listener[Any]],
+        *,
+        address: Any,
+        label: str,
+        options: PipeOptions,
+        token: str | None,
+        ssl_context: ssl.SSLContext | None,
+        max_peers: int,
+        handler: Handler | None,
+    ) -> None:
+        if max_peers < 1:
+            raise ValueError("max_peers must be at least 1")
+        self.address = address
+        self.url: str | None = None
+        self.label = label
+        self._listeners = list(listeners)
+        self._options = options
+        self._token = token
+        self._ssl_context = ssl_context
+        self._max_peers = max_peers
+        self._handler = handler
+        self.refusals: deque[Refusal] = deque(maxlen=_KEPT_REFUSALS)
+        self.refused = 0
+        self.accepted = 0
+        self.peers = 0
+        self._refused_event = trio.Event()
+        self._send, self._receive = trio.open_memory_channel[FramedPipe](0)
+
+    # -- the public side --------------------------------------------------------------
+
+    async def accept(self) -> FramedPipe:
+        """The next peer's pipe, once its handshake succeeded."""
+        try:
+            return await self._receive.receive()
+        except trio.EndOfChannel:
+            raise trio.ClosedResourceError(f"{self.label}: listener is closed") from None
+
+    def __aiter__(self) -> Listener:
+        return self
+
+    async def __anext__(self) -> FramedPipe:
+        try:
+            return await self.accept()
+        except trio.ClosedResourceError:
+            raise StopAsyncIteration from None
+
+    async def wait_refused(self, count: int = 1) -> Refusal:
+        """Wait until at least ``count`` peers were refused in all; return the latest."""
+        while self.refused < count:
+            if self._refused_event.is_set():
+                self._refused_event = trio.Event()
+            await self._refused_event.wait()
+        return self.refusals[-1]
+
+    def __repr__(self) -> str:
+        return f"<Listener {self.label} peers={self.peers} refused={self.refused}>"
+
+    # -- serving ----------------------------------------------------------------------
+
+    async def _serve(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as handlers:
+            await handlers.start(trio.serve_listeners, self._serve_peer, self._listeners)
+            task_status.started()
+
+    def _refuse(self, peer: str, kind: str, reason: str) -> None:
+        self.refused += 1
+        self.refusals.append(Refusal(peer, kind, reason))
+        self._refused_event.set()
+        log.info("%s refused %s: [%s] %s", self.label, peer, kind, reason)
+
+    async def _admit(self, transport: Transport, peer: str) -> bool:
+        """Take a peer slot, or refuse the peer (kind ``busy``) when none is free."""
+        if self.peers >= self._max_peers:
+            self._refuse(peer, "busy", f"server busy: {self._max_peers} peers already served")
+            await refuse(transport, "busy", "server busy, try again later")
+            return False
+        self.peers += 1
+        return True
+
+    async def _serve_peer(self, stream: trio.abc.Stream) -> None:
+        peer = describe_peer(stream)
+        if not await self._admit(stream, peer):
+            return
+        try:
+            transport = await self._secure(stream, peer)
+            if transport is not None:
+                await self._run_peer(transport, peer)
+        finally:
+            self.peers -= 1
+
+    async def serve_transport(self, transport: Transport, peer: str) -> None:
+        """Serve a peer that arrived on ``transport`` by other means (the websocket
+        adapter's server): take a slot, handshake, hand the pipe out."""
+        if not await self._admit(transport, peer):
+            return
+        try:
+            await self._run_peer(transport, peer)
+        finally:
+            self.peers -= 1
+
+    async def _secure(self, stream: trio.abc.Stream, peer: str) -> trio.abc.Stream | None:
+        """TLS server handshake if configured; None (and the peer refused) if it failed."""
+        options = self._options
+        transport = stream
+        if self._ssl_context is not None:
+            tls = trio.SSLStream(stream, self._ssl_context, server_side=True)
+            timeout = options.get("handshake_timeout")
+            try:
+                with trio.fail_after(math.inf if timeout is None else timeout):
+                    await tls.do_handshake()
+            except (trio.BrokenResourceError, trio.TooSlowError) as exc:
+                cause = exc.__cause__ or exc
+                kind = "handshake_timeout" if isinstance(exc, trio.TooSlowError) else "tls"
+                self._refuse(peer, kind, f"TLS handshake failed: {cause}")
+                await trio.aclose_forcefully(stream)
+                return None
+            transport = tls
+        return transport
+
+    async def _run_peer(self, transport: Transport, peer: str) -> None:
+        """Run the pipekit/1 handshake on ``transport`` and serve the peer (hand its pipe
+        to the handler or to :meth:`accept`), refusing it if the handshake fails."""
+        options = self._options
+        options = options.copy()
+        options["name"] = options.get("name") or f"{self.label}<-{peer}"
+        handed_out = False
+        try:
+            async with framed_pipe(
+                transport,
+                initiator=False,
+                expected_token=self._token,
+                **options,
+            ) as pipe:
+                self.accepted += 1
+                handed_out = True
+                if self._handler is not None:
+                    await self._handler(pipe)
+                else:
+                    await self._send.send(pipe)
+                    await pipe.wait_closed()
+        except (PipekitError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            if not handed_out:
+                kind = _refusal_kind(exc)
+                self._refuse(peer, kind, str(exc))
+            elif not isinstance(exc, RemoteError):
+                log.warning("%s: peer %s failed: %s", self.label, peer, exc)
+        except Exception:
+            # A handler's own failure: the peer got it as an ERROR frame; the listener
+            # goes on serving the others.
+            log.exception("%s: handler failed for peer %s", self.label, peer)
+
+
+@asynccontextmanager
+async def run_listener(listener: Listener) -> AsyncIterator[Listener]:
+    """Serve ``listener`` for the duration of the block; on exit stop accepting and close
+    every peer's pipe."""
+    async with trio.open_nursery() as nursery:
+        await nursery.start(listener._serve)
+        try:
+            yield listener
+        finally:
+            listener._send.close()
+            listener._receive.close()
+            nursery.cancel_scope.cancel()
+
+
+@dataclass(frozen=True, slots=True)
+class Reconnect:
+    """Retry policy for a client's connection attempts (off unless given).
+
+    Attempt ``n`` (from 0) waits ``min(initial * factor**n, max_delay)`` seconds before the
+    next one; after ``attempts`` failures the last error is raised. Refused or
+    unreachable addresses, broken and timed-out handshakes are retried; a refusal by the
+    peer (a wrong token, say) is not, since trying again cannot fix it."""
+
+    attempts: int = 5
+    initial: float = 0.1
+    factor: float = 2.0
+    max_delay: float = 5.0
+
+    def __post_init__(self) -> None:
+        if self.attempts < 1:
+            raise ValueError("attempts must be at least 1")
+        if self.initial < 0 or self.factor < 1 or self.max_delay < 0:
+            raise ValueError("need initial >= 0, factor >= 1 and max_delay >= 0")
+
+    def delay(self, attempt: int) -> float:
+        return float(min(self.initial * self.factor**attempt, self.max_delay))
+
+
+def _retryable(exc: BaseException) -> bool:
+    if isinstance(exc, RemoteError):
+        return False
+    if isinstance(exc, ProtocolError):
+        return exc.kind in ("handshake", "handshake_timeout")
+    return isinstance(exc, OSError | trio.BrokenResourceError | trio.ClosedResourceError)
+
+
+@asynccontextmanager
+async def connect_with_retry(
+    open_pipe: Callable[[], AbstractAsyncContextManager[FramedPipe]],
+    reconnect: Reconnect | bool | None,
+    label: str,
+) -> AsyncIterator[FramedPipe]:
+    """Enter ``open_pipe()``, retrying a failed connection under ``reconnect``. Only the
+    connection is retried: once the pipe is yielded, a failure is the body's to see."""
+    policy = Reconnect() if reconnect is True else (reconnect or None)
+    attempts = policy.attempts if policy is not None else 1
+    async with AsyncExitStack() as stack:
+        for attempt in range(attempts):
+            try:
+                pipe = await stack.enter_async_context(open_pipe())
+                break
+            except Exception as exc:
+                if policy is None or attempt == attempts - 1 or not _retryable(exc):
+                    raise
+                wait = policy.delay(attempt)
+                log.info(
+                    "%s: connection attempt %d failed (%s); retrying in %.2f s",
+                    label,
+                    attempt + 1,
+                    exc,
+                    wait,
+                )
+                await trio.sleep(wait)
+        yield pipe

@@ -1,0 +1,142 @@
+"""The tcp adapter: pipekit/1 over TCP, optionally inside TLS.
+
+:func:`listen` serves many peers (each with its own pipe, handed to a handler or taken
+with :meth:`~pipekit.adapters.Listener.accept`); :func:`serve` is the same for use with
+``nursery.start``; :func:`connect` opens one pipe to a listener. With ``token=`` a
+listener refuses every peer whose HELLO does not carry that token (compared in constant
+time) with an ERROR saying why, before any DATA is accepted. ``ssl_context=`` wraps the
+connection in TLS (:class:`trio.SSLStream`); the TLS handshake counts towards
+``handshake_timeout``. Every option of :func:`~pipekit.kernel.framed_pipe` applies
+(``max_frame``, ``handshake_timeout``, ``idle_timeout``, watermarks, ...).
+"""
+
+from __future__ import annotations
+
+import math
+import ssl
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Unpack
+
+import trio
+
+from ..kernel.framed import FramedPipe, framed_pipe
+from ._network import (
+    DEFAULT_MAX_PEERS,
+    Handler,
+    Listener,
+    PipeOptions,
+    Reconnect,
+    Refusal,
+    connect_with_retry,
+    pipe_options,
+    run_listener,
+)
+
+__all__ = ["Listener", "Reconnect", "Refusal", "connect", "listen", "serve"]
+
+
+@asynccontextmanager
+async def listen(
+    host: str | None = "127.0.0.1",
+    port: int = 0,
+    *,
+    handler: Handler | None = None,
+    token: str | None = None,
+    ssl_context: ssl.SSLContext | None = None,
+    max_peers: int = DEFAULT_MAX_PEERS,
+    backlog: int | None = None,
+    **options: Unpack[PipeOptions],
+) -> AsyncIterator[Listener]:
+    """Listen on ``host``:``port`` (port 0 picks a free one: see ``listener.address``)
+    for the duration of the block. With ``handler``, each peer's pipe is passed to
+    ``await handler(pipe)`` in its own task (its exception fails that peer's pipe only);
+    without, take peers with ``await listener.accept()`` or ``async for``. On exit no more
+    peers are accepted and every peer's pipe is closed."""
+    opts = pipe_options(**options)
+    listeners = await trio.open_tcp_listeners(port, host=host, backlog=backlog)
+    bound = listeners[0].socket.getsockname()
+    scheme = "tls" if ssl_context is not None else "tcp"
+    listener = Listener(
+        listeners,
+        address=(bound[0], bound[1]),
+        label=f"{scheme}://{bound[0]}:{bound[1]}",
+        options=opts,
+        token=token,
+        ssl_context=ssl_context,
+        max_peers=max_peers,
+        handler=handler,
+    )
+    async with run_listener(listener):
+        yield listener
+
+
+async def serve(
+    handler: Handler,
+    host: str | None = "127.0.0.1",
+    port: int = 0,
+    *,
+    token: str | None = None,
+    ssl_context: ssl.SSLContext | None = None,
+    max_peers: int = DEFAULT_MAX_PEERS,
+    backlog: int | None = None,
+    task_status: trio.TaskStatus[Listener] = trio.TASK_STATUS_IGNORED,
+    **options: Unpack[PipeOptions],
+) -> None:
+    """Serve ``handler`` until cancelled; ``await nursery.start(serve, handler, ...)``
+    returns the :class:`Listener` (for its ``address``)."""
+    async with listen(
+        host,
+        port,
+        handler=handler,
+        token=token,
+        ssl_context=ssl_context,
+        max_peers=max_peers,
+        backlog=backlog,
+        **options,
+    ) as listener:
+        task_status.started(listener)
+        await trio.sleep_forever()
+
+
+@asynccontextmanager
+async def connect(
+    host: str,
+    port: int,
+    *,
+    token: str | None = None,
+    ssl_context: ssl.SSLContext | None = None,
+    server_hostname: str | None = None,
+    reconnect: Reconnect | bool | None = None,
+    **options: Unpack[PipeOptions],
+) -> AsyncIterator[FramedPipe]:
+    """Connect to a listener and yield the pipe once the handshake is done.
+
+    ``ssl_context`` enables TLS (``server_hostname`` defaults to ``host``). Connection
+    failures raise :class:`OSError`; a refusal by the listener raises
+    :class:`~pipekit.kernel.RemoteError` with its reason (kind ``auth_failed`` for a wrong
+    token). ``reconnect=True`` or a :class:`Reconnect` retries failed connection attempts
+    with exponential backoff (off by default); a pipe that broke after the handshake is
+    not silently replaced."""
+    opts = pipe_options(**options)
+    label = f"{'tls' if ssl_context is not None else 'tcp'}://{host}:{port}"
+    opts["name"] = opts.get("name") or label
+
+    @asynccontextmanager
+    async def attempt() -> AsyncIterator[FramedPipe]:
+        stream: trio.abc.Stream = await trio.open_tcp_stream(host, port)
+        if ssl_context is not None:
+            tls = trio.SSLStream(stream, ssl_context, server_hostname=server_hostname or host)
+            timeout = opts.get("handshake_timeout")
+            try:
+                with trio.fail_after(math.inf if timeout is None else timeout):
+                    await tls.do_handshake()
+            except BaseException:
+                await trio.aclose_forcefully(stream)
+                raise
+            stream = tls
+        async with framed_pipe(stream, initiator=True, token=token, **opts) as pipe:
+            yield pipe
+
+    async with connect_with_retry(attempt, reconnect, label) as pipe:
+        yield pipe

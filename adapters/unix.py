@@ -1,0 +1,155 @@
+"""The unix adapter: pipekit/1 over Unix domain sockets.
+
+Like :mod:`pipekit.adapters.tcp` (``handler``/``accept``, ``token``, ``max_frame``,
+``handshake_timeout``, ``idle_timeout``, ``reconnect``), addressed by a filesystem path.
+The socket file is created with permissions ``mode`` (0o600 by default: only this user
+may connect) before the socket starts listening, and removed when the listener exits. A
+stale socket file left by a dead listener is replaced; a live one is an error.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import socket
+import stat
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Unpack
+
+import trio
+
+from ..kernel.framed import FramedPipe, framed_pipe
+from ._network import (
+    DEFAULT_MAX_PEERS,
+    Handler,
+    Listener,
+    PipeOptions,
+    Reconnect,
+    Refusal,
+    connect_with_retry,
+    pipe_options,
+    run_listener,
+)
+
+__all__ = ["Listener", "Reconnect", "Refusal", "connect", "listen", "serve"]
+
+Path = str | os.PathLike[str]
+
+
+def _clear_stale(path: str) -> None:
+    """Remove ``path`` if it is a socket nobody listens on; refuse to touch anything else."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(st.st_mode):
+        raise FileExistsError(errno.EEXIST, "exists and is not a socket", path)
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(path)
+    except (ConnectionRefusedError, FileNotFoundError):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        return
+    finally:
+        probe.close()
+    raise OSError(errno.EADDRINUSE, "a listener is already serving this socket", path)
+
+
+@asynccontextmanager
+async def listen(
+    path: Path,
+    *,
+    mode: int = 0o600,
+    handler: Handler | None = None,
+    token: str | None = None,
+    max_peers: int = DEFAULT_MAX_PEERS,
+    backlog: int = 128,
+    **options: Unpack[PipeOptions],
+) -> AsyncIterator[Listener]:
+    """Listen on the socket file ``path`` for the duration of the block (see
+    :func:`pipekit.adapters.tcp.listen` for ``handler`` and accepting)."""
+    opts = pipe_options(**options)
+    where = os.fspath(path)
+    _clear_stale(where)
+    sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        await sock.bind(where)
+        # Permissions are set before listen(): until then every connect is refused, so
+        # there is no window in which the umask's looser mode lets anyone in.
+        os.chmod(where, mode)
+        sock.listen(backlog)
+        inode = os.stat(where).st_ino
+    except BaseException:
+        sock.close()
+        raise
+    listener = Listener(
+        [trio.SocketListener(sock)],
+        address=where,
+        label=f"unix:{where}",
+        options=opts,
+        token=token,
+        ssl_context=None,
+        max_peers=max_peers,
+        handler=handler,
+    )
+    try:
+        async with run_listener(listener):
+            yield listener
+    finally:
+        with contextlib.suppress(OSError):
+            if os.stat(where).st_ino == inode:
+                os.unlink(where)
+
+
+async def serve(
+    handler: Handler,
+    path: Path,
+    *,
+    mode: int = 0o600,
+    token: str | None = None,
+    max_peers: int = DEFAULT_MAX_PEERS,
+    backlog: int = 128,
+    task_status: trio.TaskStatus[Listener] = trio.TASK_STATUS_IGNORED,
+    **options: Unpack[PipeOptions],
+) -> None:
+    """Serve ``handler`` until cancelled; ``await nursery.start(serve, handler, path)``
+    returns the :class:`Listener`."""
+    async with listen(
+        path,
+        mode=mode,
+        handler=handler,
+        token=token,
+        max_peers=max_peers,
+        backlog=backlog,
+        **options,
+    ) as listener:
+        task_status.started(listener)
+        await trio.sleep_forever()
+
+
+@asynccontextmanager
+async def connect(
+    path: Path,
+    *,
+    token: str | None = None,
+    reconnect: Reconnect | bool | None = None,
+    **options: Unpack[PipeOptions],
+) -> AsyncIterator[FramedPipe]:
+    """Connect to the listener at ``path`` and yield the pipe once the handshake is done
+    (errors and ``reconnect`` as in :func:`pipekit.adapters.tcp.connect`)."""
+    opts = pipe_options(**options)
+    where = os.fspath(path)
+    label = f"unix:{where}"
+    opts["name"] = opts.get("name") or label
+
+    @asynccontextmanager
+    async def attempt() -> AsyncIterator[FramedPipe]:
+        stream = await trio.open_unix_socket(where)
+        async with framed_pipe(stream, initiator=True, token=token, **opts) as pipe:
+            yield pipe
+
+    async with connect_with_retry(attempt, reconnect, label) as pipe:
+        yield pipe

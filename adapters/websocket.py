@@ -1,0 +1,326 @@
+"""The websocket adapter: pipekit/1 over WebSocket (``websockets.trio``), and the
+browser client.
+
+Each pipekit/1 frame travels as one *binary* WebSocket message, both ways; a text
+message, or a message that is not exactly one frame, is a protocol violation. The
+WebSocket layer adds only what it must: compression is off unless asked for, the
+largest message is ``max_frame`` plus the 8-byte header, and WebSocket keepalive pings
+are off (pipekit's ``idle_timeout`` does that job for every transport alike).
+
+:func:`listen` also answers plain HTTP GETs: ``/pipekit.js`` is the browser client (an
+ES module, no build step; see ``docs/guide.md``), and ``http=`` adds more resources (the
+demo page of ``pipekit serve``). ``origins=`` is the allow-list for the ``Origin``
+header of WebSocket upgrades (browsers always send it; ``None`` in the list admits
+clients that send none); a disallowed origin gets HTTP 403 with the reason.
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from functools import partial
+from importlib import resources
+from typing import Any, Unpack
+
+import trio
+from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed, ConnectionClosedOK
+from websockets.http11 import Request, Response
+from websockets.trio.client import ClientConnection
+from websockets.trio.client import connect as ws_connect
+from websockets.trio.connection import Connection as WebSocket
+from websockets.trio.server import Server, ServerConnection
+from websockets.trio.server import serve as ws_serve
+
+from ..kernel.errors import ProtocolError
+from ..kernel.framed import FramedPipe, MessageTransport, framed_pipe
+from ..kernel.protocol import HEADER_SIZE
+from ._network import (
+    DEFAULT_MAX_PEERS,
+    Handler,
+    Listener,
+    PipeOptions,
+    Reconnect,
+    Refusal,
+    connect_with_retry,
+    pipe_options,
+)
+
+__all__ = [
+    "BROWSER_CLIENT_PATH",
+    "HttpResource",
+    "Listener",
+    "Reconnect",
+    "Refusal",
+    "WebSocketTransport",
+    "browser_client",
+    "connect",
+    "listen",
+    "serve",
+]
+
+BROWSER_CLIENT_PATH = "/pipekit.js"
+DEFAULT_PATH = "/ws"
+_CLOSE_TIMEOUT = 1.0
+
+
+def browser_client() -> bytes:
+    """The browser client's source (``pipekit.js``, an ES module)."""
+    return resources.files(__package__).joinpath("web", "pipekit.js").read_bytes()
+
+
+@dataclass(frozen=True, slots=True)
+class HttpResource:
+    """A static HTTP response body served by :func:`listen` for GET requests."""
+
+    body: bytes
+    content_type: str = "text/html; charset=utf-8"
+
+
+class WebSocketTransport(MessageTransport):
+    """A ``websockets.trio`` connection as a :class:`~pipekit.kernel.MessageTransport`."""
+
+    def __init__(self, ws: WebSocket) -> None:
+        self.ws = ws
+
+    async def send_message(self, frame: bytes) -> None:
+        try:
+            await self.ws.send(frame)
+        except ConnectionClosed as exc:
+            raise trio.BrokenResourceError(f"WebSocket closed: {_describe(exc)}") from exc
+
+    async def receive_message(self) -> bytes | None:
+        try:
+            message = await self.ws.recv()
+        except ConnectionClosedOK:
+            return None
+        except ConnectionClosed as exc:
+            if exc.sent is not None and exc.sent.code == 1009:
+                raise ProtocolError(
+                    f"WebSocket message too big: {exc.sent.reason}", kind="oversize"
+                ) from exc
+            raise trio.BrokenResourceError(f"WebSocket closed: {_describe(exc)}") from exc
+        if isinstance(message, str):
+            raise ProtocolError(
+                "text WebSocket message: pipekit/1 frames travel as binary messages",
+                kind="malformed",
+            )
+        return message
+
+    async def aclose(self) -> None:
+        """Close with the WebSocket closing handshake, even when cancelled: it is
+        shielded but bounded (websockets aborts the TCP connection after
+        ``close_timeout``), since tearing the socket down under websockets' own tasks
+        makes it log internal errors."""
+        with trio.CancelScope(shield=True):
+            await self.ws.aclose()
+
+
+def _describe(exc: ConnectionClosed) -> str:
+    close = exc.rcvd or exc.sent
+    if close is None:
+        return "connection lost without a closing handshake"
+    return f"code {close.code}" + (f" ({close.reason})" if close.reason else "")
+
+
+def _peer_of(ws: WebSocket) -> str:
+    try:
+        address = ws.remote_address
+    except Exception:
+        return "peer"
+    if isinstance(address, tuple):
+        return f"{address[0]}:{address[1]}"
+    return str(address)
+
+
+def _response(status: int, reason: str, body: bytes, content_type: str) -> Response:
+    headers = Headers(
+        [
+            ("Content-Type", content_type),
+            ("Content-Length", str(len(body))),
+            ("Cache-Control", "no-store"),
+            ("X-Content-Type-Options", "nosniff"),
+        ]
+    )
+    return Response(status, reason, headers, body)
+
+
+class _Gate:
+    """The HTTP side of :func:`listen`: static resources, the WebSocket path and the
+    origin allow-list (refusals are recorded in the listener)."""
+
+    def __init__(
+        self,
+        listener: Listener,
+        path: str,
+        origins: Sequence[str | None] | None,
+        http: Mapping[str, HttpResource],
+    ) -> None:
+        self.listener = listener
+        self.path = path
+        self.origins = None if origins is None else list(origins)
+        self.http = dict(http)
+
+    def __call__(self, ws: ServerConnection, request: Request) -> Response | None:
+        is_upgrade = "websocket" in request.headers.get("Upgrade", "").lower()
+        route = request.path.split("?", 1)[0]
+        if not is_upgrade:
+            resource = self.http.get(route)
+            if resource is None:
+                return _response(404, "Not Found", b"not found\n", "text/plain; charset=utf-8")
+            return _response(200, "OK", resource.body, resource.content_type)
+        peer = _peer_of(ws)
+        if route != self.path:
+            reason = f"no WebSocket endpoint at {route} (use {self.path})"
+            self.listener._refuse(peer, "not_found", reason)
+            return ws.respond(404, reason + "\n")
+        if self.origins is not None:
+            origin = request.headers.get("Origin")
+            if origin not in self.origins:
+                reason = f"origin {origin!r} is not allowed"
+                self.listener._refuse(peer, "origin", reason)
+                return ws.respond(403, reason + "\n")
+        return None
+
+
+@asynccontextmanager
+async def listen(
+    host: str | None = "127.0.0.1",
+    port: int = 0,
+    *,
+    path: str = DEFAULT_PATH,
+    handler: Handler | None = None,
+    token: str | None = None,
+    origins: Sequence[str | None] | None = None,
+    ssl_context: ssl.SSLContext | None = None,
+    compression: bool = False,
+    max_peers: int = DEFAULT_MAX_PEERS,
+    http: Mapping[str, HttpResource] | None = None,
+    **options: Unpack[PipeOptions],
+) -> AsyncIterator[Listener]:
+    """Serve WebSocket peers at ``ws://host:port{path}`` for the duration of the block
+    (``handler`` and accepting as in :func:`pipekit.adapters.tcp.listen`). Also serves
+    the browser client at ``/pipekit.js`` and the GET resources in ``http``."""
+    opts = pipe_options(**options)
+    resources_ = {BROWSER_CLIENT_PATH: HttpResource(browser_client(), "text/javascript")}
+    resources_.update(http or {})
+    scheme = "wss" if ssl_context is not None else "ws"
+    listener = Listener(
+        [],
+        address=None,
+        label=f"{scheme}://{host}:{port}{path}",
+        options=opts,
+        token=token,
+        ssl_context=None,  # TLS is done by websockets, before the upgrade
+        max_peers=max_peers,
+        handler=handler,
+    )
+
+    async def on_connection(ws: ServerConnection) -> None:
+        await listener.serve_transport(WebSocketTransport(ws), _peer_of(ws))
+
+    async with trio.open_nursery() as nursery:
+        server: Server = await nursery.start(
+            partial(
+                ws_serve,
+                on_connection,
+                port,
+                host=host,
+                ssl=ssl_context,
+                compression="deflate" if compression else None,
+                process_request=_Gate(listener, path, origins, resources_),
+                open_timeout=opts.get("handshake_timeout"),
+                ping_interval=None,
+                close_timeout=_CLOSE_TIMEOUT,
+                max_size=opts.get("max_frame", 0) + HEADER_SIZE,
+                server_header=None,
+            )
+        )
+        bound = server.listeners[0].socket.getsockname()
+        listener.address = (bound[0], bound[1])
+        listener.label = f"{scheme}://{bound[0]}:{bound[1]}{path}"
+        listener.url = f"{scheme}://{bound[0]}:{bound[1]}{path}"
+        try:
+            yield listener
+        finally:
+            listener._send.close()
+            listener._receive.close()
+            nursery.cancel_scope.cancel()
+
+
+async def serve(
+    handler: Handler,
+    host: str | None = "127.0.0.1",
+    port: int = 0,
+    *,
+    path: str = DEFAULT_PATH,
+    token: str | None = None,
+    origins: Sequence[str | None] | None = None,
+    ssl_context: ssl.SSLContext | None = None,
+    compression: bool = False,
+    max_peers: int = DEFAULT_MAX_PEERS,
+    http: Mapping[str, HttpResource] | None = None,
+    task_status: trio.TaskStatus[Listener] = trio.TASK_STATUS_IGNORED,
+    **options: Unpack[PipeOptions],
+) -> None:
+    """Serve ``handler`` until cancelled; ``await nursery.start(serve, handler, ...)``
+    returns the :class:`Listener` (its ``url`` is the WebSocket address)."""
+    async with listen(
+        host,
+        port,
+        path=path,
+        handler=handler,
+        token=token,
+        origins=origins,
+        ssl_context=ssl_context,
+        compression=compression,
+        max_peers=max_peers,
+        http=http,
+        **options,
+    ) as listener:
+        task_status.started(listener)
+        await trio.sleep_forever()
+
+
+@asynccontextmanager
+async def connect(
+    url: str,
+    *,
+    token: str | None = None,
+    origin: str | None = None,
+    ssl_context: ssl.SSLContext | None = None,
+    compression: bool = False,
+    reconnect: Reconnect | bool | None = None,
+    **options: Unpack[PipeOptions],
+) -> AsyncIterator[FramedPipe]:
+    """Connect to ``url`` (``ws://`` or ``wss://``) and yield the pipe once both the
+    WebSocket and the pipekit/1 handshakes are done. A refused upgrade (a disallowed
+    origin, a wrong path) raises ``websockets.exceptions.InvalidStatus`` with the
+    server's status; other errors and ``reconnect`` as in
+    :func:`pipekit.adapters.tcp.connect`."""
+    opts = pipe_options(**options)
+    opts["name"] = opts.get("name") or url
+
+    @asynccontextmanager
+    async def attempt() -> AsyncIterator[FramedPipe]:
+        extra: dict[str, Any] = {} if ssl_context is None else {"ssl": ssl_context}
+        async with ws_connect(
+            url,
+            origin=origin,  # type: ignore[arg-type]
+            compression="deflate" if compression else None,
+            open_timeout=opts.get("handshake_timeout"),
+            ping_interval=None,
+            close_timeout=_CLOSE_TIMEOUT,
+            max_size=opts.get("max_frame", 0) + HEADER_SIZE,
+            **extra,
+        ) as ws:
+            assert isinstance(ws, ClientConnection)
+            async with framed_pipe(
+                WebSocketTransport(ws), initiator=True, token=token, **opts
+            ) as pipe:
+                yield pipe
+
+    async with connect_with_retry(attempt, reconnect, opts["name"] or url) as pipe:
+        yield pipe
