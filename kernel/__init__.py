@@ -16,7 +16,7 @@ from .errors import (
     RemoteError,
     WiringError,
 )
-from .framed import FramedPipe, framed_pipe
+from .framed import FramedPipe, MessageTransport, framed_pipe
 from .kernel import (
     Kernel,
     ModuleHandle,
@@ -27,7 +27,16 @@ from .kernel import (
     open_kernel,
 )
 from .lane import DEFAULT_CAPACITY, Lane
-from .modules import FunctionModule, MapModule, Module, as_module, batch_failure, process_batch
+from .modules import (
+    FunctionModule,
+    MapModule,
+    Module,
+    PipeOpener,
+    RemoteModule,
+    as_module,
+    batch_failure,
+    process_batch,
+)
 from .pipe import LocalPipe, Pipe, PipeStats, open_pipe_pair
 
 __all__ = [
@@ -40,16 +49,19 @@ __all__ = [
     "Lane",
     "LocalPipe",
     "MapModule",
+    "MessageTransport",
     "Module",
     "ModuleError",
     "ModuleHandle",
     "ModuleStats",
     "Pipe",
+    "PipeOpener",
     "PipeStats",
     "PipekitError",
     "PortRef",
     "ProtocolError",
     "RemoteError",
+    "RemoteModule",
     "RestartPolicy",
     "Topology",
     "WiringError",

@@ -15,14 +15,21 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, suppress
 from typing import Any, Protocol, runtime_checkable
 
+import trio
+
+from .errors import PipekitError
 from .pipe import Pipe
+from .scopes import open_plain_nursery
 
 __all__ = [
     "FunctionModule",
     "MapModule",
     "Module",
+    "PipeOpener",
+    "RemoteModule",
     "as_module",
     "batch_failure",
     "is_input_name",
@@ -155,3 +162,86 @@ def as_module(
     if callable(obj):
         return MapModule(obj)
     raise TypeError(f"{obj!r} is not a module, a coroutine function or a callable")
+
+
+PipeOpener = Callable[[], AbstractAsyncContextManager[Pipe]]
+"""A zero-argument callable returning an async context manager that yields a connected
+:class:`Pipe`: ``lambda: tcp.connect(host, port)``."""
+
+
+class RemoteModule:
+    """A peer at the far end of a pipe (another process, a machine, a browser page) as a
+    module with ports ``inp`` and ``out``: what arrives on ``inp`` is sent to the peer,
+    followed by END; what the peer sends goes out on ``out`` until the peer ENDs.
+
+    ``peer`` is an open :class:`Pipe` (used for one run only) or a :data:`PipeOpener`,
+    called at every run, so a restart policy reconnects. An upstream failure fails the
+    peer's direction with it; a peer's ERROR fails this module. With ``source=True`` the
+    module has no input (the peer produces): its direction to the peer is ENDed at once.
+    """
+
+    outputs: tuple[str, ...] = ("out",)
+
+    def __init__(
+        self, peer: Pipe | PipeOpener, *, name: str | None = None, source: bool = False
+    ) -> None:
+        self.peer = peer
+        self.inputs: tuple[str, ...] = () if source else ("inp",)
+        self.name = name or (peer.name if isinstance(peer, Pipe) else "remote")
+        self._runs = 0
+
+    async def run(self, ports: Mapping[str, Pipe]) -> None:
+        self._runs += 1
+        if not isinstance(self.peer, Pipe):
+            async with self.peer() as pipe:
+                await self._bridge(pipe, ports)
+            return
+        if self._runs > 1:
+            raise RuntimeError(
+                f"{self.name}: a module over an already open pipe cannot run twice; "
+                "pass a function that opens a new pipe to allow restarts"
+            )
+        await self._bridge(self.peer, ports)
+
+    async def _bridge(self, peer: Pipe, ports: Mapping[str, Pipe]) -> None:
+        inp, out = ports.get("inp"), ports["out"]
+        try:
+            async with open_plain_nursery() as nursery:
+                if inp is None:
+                    await peer.end()
+                else:
+                    nursery.start_soon(self._forward, inp, peer)
+                async for batch in peer.batches():
+                    await out.send_batch(batch)
+        except BaseException as exc:
+            # The peer must learn that no more messages are coming, also when the run
+            # is cancelled (the kernel cancels every module when one fails).
+            reason = _Stopped() if _only_cancelled(exc) else exc
+            with trio.CancelScope(shield=True):
+                await _fail_quietly(peer, reason)
+            raise
+
+    @staticmethod
+    async def _forward(inp: Pipe, peer: Pipe) -> None:
+        async for batch in inp.batches():
+            await peer.send_batch(batch)
+        await peer.end()
+
+
+def _only_cancelled(exc: BaseException) -> bool:
+    if isinstance(exc, BaseExceptionGroup):
+        return exc.split(trio.Cancelled)[1] is None
+    return isinstance(exc, trio.Cancelled)
+
+
+class _Stopped(PipekitError):
+    kind = "cancelled"
+
+    def __init__(self) -> None:
+        super().__init__("the module talking to this peer was stopped (cancelled)")
+
+
+async def _fail_quietly(pipe: Pipe, exc: BaseException) -> None:
+    """Tell the peer about ``exc`` if its pipe still can be told."""
+    with suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+        await pipe.fail(exc)

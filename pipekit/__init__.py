@@ -18,7 +18,7 @@ from .kernel import (
     WiringError,
     open_kernel,
 )
-from .pipeline import Pipeline, Stage, collect, filter, map, sink, source, thread
+from .pipeline import Pipeline, Stage, collect, filter, map, remote, sink, source, thread
 from .pool import WorkerError, WorkerPool
 from .process import ProcessChain, Worker, cmd, run
 
@@ -45,6 +45,7 @@ __all__ = [
     "filter",
     "map",
     "open_kernel",
+    "remote",
     "run",
     "sink",
     "source",

@@ -7,8 +7,10 @@ import importlib.util
 import sys
 import time
 from collections.abc import Mapping, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import trio
 
@@ -121,6 +123,40 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return run_worker(args.target, mode=args.mode, init=args.init)
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .serve import serve_demo
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            addresses = await nursery.start(
+                partial(
+                    serve_demo,
+                    host=args.host,
+                    port=args.port,
+                    tcp_port=args.tcp_port,
+                    token=args.token,
+                    origins=args.origin or None,
+                    count=args.count,
+                    rate=args.rate or None,
+                )
+            )
+            query = f"?token={quote(args.token)}" if args.token else ""
+            print(f"pipekit serve: demo page     {addresses['page']}{query}")
+            print(f"               browser client {addresses['page']}pipekit.js")
+            print(f"               WebSocket      {addresses['websocket']}")
+            if "tcp" in addresses:
+                host, port = addresses["tcp"]
+                print(f"               pipekit/1 TCP  {host}:{port}")
+            print("open the page in a browser; every peer joins its own pipeline (Ctrl-C stops)")
+            sys.stdout.flush()
+            if args.exit_after is not None:
+                await trio.sleep(args.exit_after)
+                nursery.cancel_scope.cancel()
+
+    trio.run(main)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pipekit", description="Stream pipelines with real backpressure."
@@ -165,6 +201,27 @@ def build_parser() -> argparse.ArgumentParser:
         "--init", metavar="INIT", help="a zero-argument callable run once before any message"
     )
     worker.set_defaults(func=cmd_worker)
+
+    serve = sub.add_parser(
+        "serve",
+        help="serve WebSocket/TCP endpoints, the browser client and the live demo page",
+        description="Every peer that connects (the demo page at / over WebSocket, or a "
+        "pipekit/1 program over TCP) joins a pipeline as a module: readings go to it, its "
+        "transformed readings come back and are counted.",
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="interface (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8765, help="HTTP/WebSocket port (8765)")
+    serve.add_argument("--tcp-port", type=int, help="also serve pipekit/1 over TCP on this port")
+    serve.add_argument("--token", help="require this token in every peer's HELLO")
+    serve.add_argument(
+        "--origin", action="append", help="allowed WebSocket Origin (repeatable; default: any)"
+    )
+    serve.add_argument("--count", type=int, help="readings per peer (default: endless)")
+    serve.add_argument(
+        "--rate", type=float, default=2000.0, help="readings per second per peer (0: unpaced)"
+    )
+    serve.add_argument("--exit-after", type=float, help=argparse.SUPPRESS)
+    serve.set_defaults(func=cmd_serve)
     return parser
 
 

@@ -30,6 +30,8 @@ from .kernel import (
     Module,
     ModuleStats,
     Pipe,
+    PipeOpener,
+    RemoteModule,
     RestartPolicy,
     Topology,
     batch_failure,
@@ -42,6 +44,7 @@ __all__ = [
     "collect",
     "filter",
     "map",
+    "remote",
     "sink",
     "source",
     "thread",
@@ -545,6 +548,36 @@ def thread(
         True,
         _options(buffer, restart, max_restarts, backoff, buffer_bytes),
     )
+
+
+class _Remote(Stage):
+    can_lead = True
+
+    def __init__(self, peer: Pipe | PipeOpener, name: str | None, options: _Options) -> None:
+        label = name or (peer.name if isinstance(peer, Pipe) else _name(peer))
+        super().__init__(f"remote({label})", options)
+        self.peer = peer
+
+    def module(self, *, first: bool = False) -> Module:
+        return RemoteModule(self.peer, name=self.label, source=first)
+
+
+def remote(
+    peer: Pipe | PipeOpener,
+    *,
+    name: str | None = None,
+    buffer: int | None = None,
+    buffer_bytes: int | None = None,
+    restart: str | RestartPolicy = "never",
+    max_restarts: int = 3,
+    backoff: float = 0.1,
+) -> Stage:
+    """A peer as a stage: messages go to it, its replies come out (see
+    :class:`~pipekit.kernel.RemoteModule`). ``peer`` is an open pipe (an accepted
+    connection, say) or a function opening one, such as
+    ``lambda: tcp.connect(host, port)``, which a restart policy calls again to reconnect.
+    Leading a pipeline, the peer is the source."""
+    return _Remote(peer, name, _options(buffer, restart, max_restarts, backoff, buffer_bytes))
 
 
 # --- sinks --------------------------------------------------------------------------

@@ -15,11 +15,14 @@ import trio.testing
 from pipekit.kernel import (
     FlowControlError,
     FramedPipe,
+    MessageTransport,
     ProtocolError,
     RemoteError,
     framed_pipe,
 )
 from pipekit.kernel.protocol import (
+    HEADER,
+    HEADER_SIZE,
     Connection,
     EndReceived,
     ErrorReceived,
@@ -792,3 +795,122 @@ async def test_a_peer_that_pauses_and_closes_breaks_the_sender_instead_of_hangin
                 async with framed_pipe(ours, initiator=True) as pipe:
                     for i in range(100_000):
                         await pipe.send(i)
+
+
+# -- idle timeout ----------------------------------------------------------------------
+
+
+async def test_idle_timeout_disconnects_a_peer_that_stays_silent(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    honest, raw_stream = trio.testing.memory_stream_pair()
+    async with honest_and_raw(honest, raw_stream, idle_timeout=30) as (pipe, raw):
+        # The raw peer never reads again, so it answers no PING.
+        with trio.fail_after(60), pytest.raises(ProtocolError) as info:
+            await pipe.receive()
+        assert info.value.kind == "idle_timeout"
+        assert "30 s" in str(info.value)
+        assert trio.current_time() >= 30
+        await raw.read_until_eof()
+    errors = [e for e in raw.events if isinstance(e, ErrorReceived)]
+    assert [e.kind for e in errors] == ["idle_timeout"]
+
+
+async def test_idle_timeout_keeps_a_quiet_but_live_peer_connected(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    left, right = trio.testing.memory_stream_pair()
+    async with trio.open_nursery() as nursery:
+
+        async def quiet_peer() -> None:
+            async with framed_pipe(right, initiator=False) as peer:
+                # It sends nothing for 10 idle periods, then one message.
+                await trio.sleep(100)
+                await peer.send("still here")
+
+        nursery.start_soon(quiet_peer)
+        async with framed_pipe(left, initiator=True, idle_timeout=10) as pipe:
+            with trio.fail_after(200):
+                assert await pipe.receive() == "still here"
+            assert trio.current_time() >= 100
+
+
+# -- message transports ----------------------------------------------------------------
+
+
+class ChannelTransport(MessageTransport):
+    """Whole messages over a pair of trio memory channels (a stand-in for WebSocket)."""
+
+    def __init__(
+        self,
+        send: trio.MemorySendChannel[bytes | str],
+        receive: trio.MemoryReceiveChannel[bytes | str],
+    ) -> None:
+        self.send = send
+        self.receive = receive
+        self.sent: list[bytes] = []
+
+    async def send_message(self, frame: bytes) -> None:
+        self.sent.append(frame)
+        try:
+            await self.send.send(frame)
+        except (trio.ClosedResourceError, trio.BrokenResourceError) as exc:
+            raise trio.BrokenResourceError("channel closed") from exc
+
+    async def receive_message(self) -> bytes | None:
+        try:
+            message = await self.receive.receive()
+        except trio.EndOfChannel:
+            return None
+        if isinstance(message, str):
+            raise ProtocolError("text message", kind="malformed")
+        return message
+
+    async def aclose(self) -> None:
+        await self.send.aclose()
+        await self.receive.aclose()
+
+
+def channel_transports() -> tuple[ChannelTransport, ChannelTransport]:
+    a_send, b_receive = trio.open_memory_channel[bytes | str](16)
+    b_send, a_receive = trio.open_memory_channel[bytes | str](16)
+    return ChannelTransport(a_send, a_receive), ChannelTransport(b_send, b_receive)
+
+
+async def test_message_transport_carries_one_frame_per_message() -> None:
+    left, right = channel_transports()
+    async with trio.open_nursery() as nursery:
+
+        async def echo() -> None:
+            async with framed_pipe(right, initiator=False) as peer:
+                async for batch in peer.batches():
+                    await peer.send_batch(batch)
+
+        nursery.start_soon(echo)
+        async with framed_pipe(left, initiator=True) as pipe:
+            await pipe.send_batch(list(range(20_000)))
+            await pipe.end()
+            with trio.fail_after(HANG_GUARD):
+                assert await drain(pipe) == list(range(20_000))
+    for frame in left.sent + right.sent:
+        (length, _, _) = HEADER.unpack_from(frame)
+        assert len(frame) == HEADER_SIZE + length
+
+
+async def test_text_message_on_a_message_transport_is_refused_as_malformed() -> None:
+    left, right = channel_transports()
+    async with trio.open_nursery() as nursery:
+
+        async def rude() -> None:
+            raw = Connection(initiator=False)
+            raw.receive_frame(await right.receive.receive())  # type: ignore[arg-type]
+            for frame in raw.frames_to_send():
+                await right.send.send(frame)
+            await right.send.send("not a frame")
+
+        nursery.start_soon(rude)
+        async with framed_pipe(left, initiator=True) as pipe:
+            with trio.fail_after(HANG_GUARD), pytest.raises(ProtocolError) as info:
+                await pipe.receive()
+            assert info.value.kind == "malformed"
+            assert "text message" in str(info.value)

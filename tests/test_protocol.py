@@ -1321,3 +1321,73 @@ def test_spec_sample_session_matches_the_code() -> None:
         found = text.find(block, position)
         assert found >= 0, f"docs/protocol.md: session write {number} is out of date"
         position = found + len(block)
+
+
+# -- message transports: one frame per message -------------------------------------------
+
+
+def assert_refused(events: list[Event], conn: Connection, kind: str) -> None:
+    """``events`` end in a violation of ``kind`` and one ERROR frame of it is queued."""
+    assert events and isinstance(events[-1], ProtocolViolation), events
+    assert events[-1].error.kind == kind, events[-1].error
+    errors = [f for f in parse_frames(conn.data_to_send()) if f[0] == FrameType.ERROR]
+    assert len(errors) == 1
+    assert json.loads(errors[0][2])["kind"] == kind
+
+
+def test_frames_to_send_returns_one_bytes_per_frame() -> None:
+    a, _ = connect()
+    a.send("x")
+    a.end()
+    frames = a.frames_to_send()
+    assert [HEADER.unpack_from(f)[1] for f in frames] == [FrameType.DATA, FrameType.END]
+    assert all(len(f) == HEADER_SIZE + HEADER.unpack_from(f)[0] for f in frames)
+
+
+def test_frames_to_send_counts_bytes_sent_like_data_to_send() -> None:
+    a, _ = connect()
+    before = a.bytes_sent
+    a.send(b"payload")
+    frames = a.frames_to_send()
+    assert a.bytes_sent - before == sum(len(f) for f in frames)
+
+
+def test_receive_frame_accepts_exactly_one_frame() -> None:
+    a, b = connect()
+    a.send_many([1, 2, 3])
+    (frame,) = a.frames_to_send()
+    assert messages_of(b.receive_frame(frame)) == [1, 2, 3]
+
+
+def test_receive_frame_refuses_two_frames_in_one_message() -> None:
+    a, b = connect()
+    a.send(1)
+    a.end()
+    data = a.data_to_send()
+    assert_refused(b.receive_frame(data), b, "malformed")
+
+
+def test_receive_frame_refuses_a_partial_frame() -> None:
+    a, b = connect()
+    a.send("hello")
+    (frame,) = a.frames_to_send()
+    assert_refused(b.receive_frame(frame[:-1]), b, "malformed")
+
+
+def test_receive_frame_refuses_a_message_shorter_than_a_header() -> None:
+    _, b = connect()
+    assert_refused(b.receive_frame(b"\x00\x01"), b, "malformed")
+
+
+def test_receive_frame_reports_an_oversize_length_as_oversize() -> None:
+    _, b = connect()
+    header = HEADER.pack(b.max_frame + 1, FrameType.DATA, 0)
+    assert_refused(b.receive_frame(header), b, "oversize")
+
+
+def test_reject_queues_an_error_with_the_kind_and_fails_the_connection() -> None:
+    _, b = connect()
+    events = b.reject("text message", "malformed")
+    assert_refused(events, b, "malformed")
+    assert b.failure is not None
+    assert b.reject("again") == [ProtocolViolation(b.failure)]
