@@ -49,6 +49,12 @@ def test_wheel_holds_only_the_pipekit_namespace(wheel: Path) -> None:
     assert "pipekit/py.typed" in names
 
 
+def test_wheel_ships_the_browser_client_and_demo_page(wheel: Path) -> None:
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "pipekit/adapters/web/pipekit.js" in names
+    assert "pipekit/adapters/web/demo.html" in names
+
+
 def test_installed_wheel_imports_kernel_and_adapters_outside_the_checkout(
     wheel: Path, tmp_path: Path
 ) -> None:

@@ -1,0 +1,152 @@
+"""A real headless Chromium runs the demo page as a module of a Python pipeline.
+
+The page (``/`` from :func:`pipekit.serve.demo_resources`) imports the browser client
+``/pipekit.js``, connects to the WebSocket endpoint, transforms every reading it receives
+and sends it back. Chromium is Debian's ``chromium`` (``.ci/run`` installs it).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from pipekit.adapters import websocket
+from pipekit.kernel import FramedPipe
+from pipekit.serve import demo_resources, readings, stream_through_peer
+
+CHROMIUM_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+)
+PAGE_GUARD = 90  # seconds for a page to load, run and report; a guard, never a sync
+
+
+def chromium_path() -> str:
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    if found is None:
+        pytest.fail("Debian's chromium is required for the browser tests (.ci/run installs it)")
+    return found
+
+
+@asynccontextmanager
+async def headless_chromium(url: str, profile: Path) -> AsyncIterator[trio.Process]:
+    """Chromium showing ``url`` with a fresh profile; its whole process group is killed
+    (TERM, then KILL) when the block exits."""
+    process = await trio.lowlevel.open_process(
+        [chromium_path(), *CHROMIUM_FLAGS, f"--user-data-dir={profile}", url],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        yield process
+    finally:
+        with trio.CancelScope(shield=True):
+            for sig, grace in ((signal.SIGTERM, 5), (signal.SIGKILL, 5)):
+                try:
+                    os.killpg(process.pid, sig)
+                except ProcessLookupError:
+                    break
+                with trio.move_on_after(grace):
+                    await process.wait()
+                    break
+            await process.wait()
+
+
+def page_url(listener: websocket.Listener, **query: Any) -> str:
+    assert listener.url is not None
+    base = listener.url.replace("ws://", "http://", 1).rsplit("/", 1)[0]
+    params = "&".join(f"{k}={v}" for k, v in query.items())
+    return f"{base}/?{params}" if params else f"{base}/"
+
+
+async def test_a_browser_page_transforms_10000_messages_in_order(tmp_path: Path) -> None:
+    back: list[Any] = []
+    finished = trio.Event()
+
+    async def handler(pipe: FramedPipe) -> None:
+        await stream_through_peer(pipe, count=10_000, on_message=back.append)
+        finished.set()
+
+    async with (
+        websocket.listen(handler=handler, token="tok", http=demo_resources()) as listener,
+        headless_chromium(page_url(listener, token="tok"), tmp_path / "profile"),
+    ):
+        with trio.fail_after(PAGE_GUARD):
+            await finished.wait()
+    sent = list(readings(10_000))
+    assert [m["seq"] for m in back] == list(range(10_000))
+    assert all(m["by"] == "browser" for m in back)
+    for m, r in zip(back, sent, strict=True):
+        assert (m["value"], m["double"]) == (r["value"], r["value"] * 2)
+    running_mean = sum(r["value"] for r in sent) / len(sent)
+    assert back[-1]["avg"] == pytest.approx(running_mean)
+
+
+async def test_a_page_that_stops_reading_blocks_the_python_producer(tmp_path: Path) -> None:
+    send_buffer = 16 * 1024
+    stall_after = 100
+    accepted = 0
+    in_send = False
+    stalled: dict[str, Any] = {}
+    report = trio.Event()
+
+    async def handler(pipe: FramedPipe) -> None:
+        nonlocal accepted, in_send
+
+        async def produce() -> None:
+            nonlocal accepted, in_send
+            for reading in readings(None):
+                in_send = True
+                await pipe.send(reading)
+                in_send = False
+                accepted += 1
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(produce)
+            async for message in pipe:
+                if isinstance(message, dict) and message.get("stalled"):
+                    stalled.update(message)
+                    report.set()
+            nursery.cancel_scope.cancel()
+
+    async with (
+        websocket.listen(handler=handler, http=demo_resources(), send_buffer=send_buffer) as lst,
+        headless_chromium(page_url(lst, stall_after=stall_after), tmp_path / "profile"),
+    ):
+        with trio.fail_after(PAGE_GUARD):
+            await report.wait()
+        assert stalled["received"] == stall_after
+        # The producer must come to a stop: wait (bounded) until the count is stable.
+        previous = -1
+        for _ in range(100):
+            if accepted == previous and in_send:
+                break
+            previous = accepted
+            await trio.sleep(0.1)
+        assert in_send, "the producer never blocked"
+        # What a producer can get accepted while the page does not read: what the page
+        # took (stall_after), its receive high-water (1024), what was in flight when its
+        # PAUSE arrived (at most a 64 KiB frame), and our send buffer, at >= 20 bytes per
+        # encoded reading.
+        bound = stall_after + 1024 + (64 * 1024 + send_buffer) // 20
+        assert accepted <= bound, f"{accepted} readings accepted, bound {bound}"
+        held = accepted
+        for _ in range(5):
+            await trio.sleep(0.1)
+            assert accepted == held
