@@ -14,6 +14,19 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 ROWS = {
+    "bench/network.py": [
+        "small msgs: unix (adapters.unix)",
+        "small msgs: tcp 127.0.0.1 (adapters.tcp)",
+        "small msgs: websocket (adapters.websocket)",
+        "small msgs: plain websockets.trio, 1 msg/message",
+        "small msgs: mp.Pipe send()/recv() per msg",
+        "bulk bytes: unix (adapters.unix)",
+        "bulk bytes: unix raw, blocking sockets",
+        "bulk bytes: unix raw, trio SocketStream",
+        "bulk bytes: tcp (adapters.tcp)",
+        "bulk bytes: tcp raw, blocking sockets",
+        "bulk bytes: tcp raw, trio SocketStream",
+    ],
     "bench/throughput.py": [
         "in-process pipe: send_batch(256) -> batches()",
         "in-process pipe: send() -> async for (per msg)",

@@ -1,0 +1,874 @@
+"""Network adapters: small-message throughput and bulk bytes over unix, tcp and
+websocket, each against a baseline measured in the same run.
+
+Run from the checkout::
+
+    python bench/network.py                  # the full run, median of 5 runs
+    python bench/network.py --quick          # smoke run: small sizes, 1 run (a few seconds)
+    python bench/network.py --repeat 3 --messages 500000 --mib 512
+
+In every row a forked child process sends and this process receives, so that both
+cores work (like the framed socketpair row of ``bench/throughput.py``). This process
+listens; the child connects once it is told the address. Each clock runs in the
+receiver, from the first message (or chunk) received to the last one: connecting, the
+handshakes and the child's start-up are outside it, and the first batch received is not
+counted in the rate.
+
+1. **small msgs**: ``--messages`` messages ``{"i": n, "v": "x" * 16}`` (``--message
+   int``: the integer ``n``) sent with ``send_batch`` of 256 through
+   ``pipekit.adapters.unix``, ``.tcp`` (127.0.0.1) and ``.websocket``, received with
+   ``batches()``, summed and checked. Baselines: plain ``websockets.trio``, one
+   msgpack-encoded message per WebSocket message (``--ws-messages`` of them), and, for
+   reference across benches, ``multiprocessing.Pipe`` with one ``send``/``recv`` per
+   message. Targets: unix and tcp >= 1,000,000 msg/s; websocket >= 500,000 msg/s and
+   >= 10x plain websockets.
+2. **bulk bytes**: ``--mib`` MiB in ``bytes`` chunks of ``--chunk-kib`` KiB, one
+   ``send`` per chunk, through the unix and tcp adapters; against raw sockets with the
+   same chunks, both a blocking ``socket`` in each process (``sendall`` /
+   ``recv_into``) and trio ``SocketStream`` (``send_all`` / ``receive_some``). The ratio
+   is against the faster raw figure of the same run. Target: >= 80% of raw.
+
+Runs are interleaved (round 1 of every row, then round 2, ...), so a busy moment of the
+machine hits rows and baselines alike. Every child process is reaped, also on Ctrl-C
+(exit code 130), and dies with this process if it is killed. Exit code 0 whether targets
+are met or missed; non-zero if a run failed (a checksum mismatch, a child that failed, a
+hang caught by the 120 s timeout). See ``bench/README.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import multiprocessing
+import os
+import platform
+import select
+import signal
+import socket
+import statistics
+import struct
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from functools import partial
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+from _common import die_with_parent, reaped, run_main
+
+# Benchmark the checkout this file lives in, whatever else is installed.
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import msgpack  # noqa: E402
+import trio  # noqa: E402
+from websockets.trio.client import connect as ws_connect  # noqa: E402
+from websockets.trio.server import Server, ServerConnection  # noqa: E402
+from websockets.trio.server import serve as ws_serve  # noqa: E402
+from websockets.version import version as websockets_version  # noqa: E402
+
+import pipekit as pk  # noqa: E402
+from pipekit.adapters import tcp, unix, websocket  # noqa: E402
+from pipekit.kernel import FramedPipe  # noqa: E402
+
+BATCH = 256
+"""Messages per ``send_batch`` in the small-message rows."""
+TIMEOUT = 120.0
+"""Seconds after which one measurement gives up (a hang is a failure, not a result)."""
+CODECS = ("msgpack",)
+HOST = "127.0.0.1"
+
+T = TypeVar("T")
+Kind = Literal["unix", "tcp", "websocket"]
+Message = Literal["dict", "int"]
+
+# Rows, in table order. The smoke test checks that each name is printed.
+SMALL_UNIX = "small msgs: unix (adapters.unix)"
+SMALL_TCP = "small msgs: tcp 127.0.0.1 (adapters.tcp)"
+SMALL_WS = "small msgs: websocket (adapters.websocket)"
+SMALL_WS_PLAIN = "small msgs: plain websockets.trio, 1 msg/message"
+SMALL_MP = "small msgs: mp.Pipe send()/recv() per msg"
+BULK_UNIX = "bulk bytes: unix (adapters.unix)"
+BULK_UNIX_BLOCKING = "bulk bytes: unix raw, blocking sockets"
+BULK_UNIX_TRIO = "bulk bytes: unix raw, trio SocketStream"
+BULK_TCP = "bulk bytes: tcp (adapters.tcp)"
+BULK_TCP_BLOCKING = "bulk bytes: tcp raw, blocking sockets"
+BULK_TCP_TRIO = "bulk bytes: tcp raw, trio SocketStream"
+
+
+@dataclass(frozen=True)
+class Config:
+    messages: int
+    ws_messages: int
+    mib: int
+    chunk: int
+    message: Message
+    repeat: int
+    sockdir: str
+    """A private temporary directory for the Unix socket files."""
+
+    @property
+    def chunks(self) -> int:
+        return max(1, self.mib * (1 << 20) // self.chunk)
+
+    @property
+    def bulk_bytes(self) -> int:
+        return self.chunks * self.chunk
+
+
+# --- messages ----------------------------------------------------------------------------
+
+
+def batch_of(start: int, n: int, message: Message) -> list[Any]:
+    """A batch of fresh messages ``start`` .. ``min(start + BATCH, n) - 1``."""
+    stop = min(start + BATCH, n)
+    if message == "int":
+        return list(range(start, stop))
+    return [{"i": i, "v": "x" * 16} for i in range(start, stop)]
+
+
+def check(name: str, n: int, total: int) -> None:
+    expected = n * (n - 1) // 2
+    if total != expected:
+        raise RuntimeError(f"{name}: checksum {total} != {expected}: messages lost or duplicated")
+
+
+class Clock:
+    """The receiver's clock: from the first arrival to the last, and what arrived after
+    the first one (messages or bytes), so the rate excludes the first arrival."""
+
+    def __init__(self) -> None:
+        self.first: float | None = None
+        self.last = 0.0
+        self.first_size = 0
+
+    def arrived(self, size: int) -> None:
+        if self.first is None:
+            self.first = time.perf_counter()
+            self.first_size = size
+
+    def done(self) -> None:
+        self.last = time.perf_counter()
+
+    def rate(self, name: str, total: int) -> float:
+        if self.first is None or self.last <= self.first or total <= self.first_size:
+            raise RuntimeError(f"{name}: too little to time; use larger sizes")
+        return (total - self.first_size) / (self.last - self.first)
+
+
+# --- child processes ---------------------------------------------------------------------
+
+
+def _child_main(
+    parent: int,
+    control: Connection,
+    other: Connection,
+    target: Callable[..., None],
+    args: tuple[Any, ...],
+) -> None:
+    # Ctrl-C goes to the whole process group; the parent alone decides when we stop.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    die_with_parent(parent)
+    other.close()
+    address = control.recv()  # once the parent listens
+    control.close()
+    target(address, *args)
+
+
+@dataclass
+class Child:
+    """A forked sender, waiting to be told where to connect."""
+
+    proc: BaseProcess
+    control: Connection
+
+    def tell(self, address: Any) -> None:
+        self.control.send(address)
+
+    async def watch(self) -> None:
+        """Raise as soon as the child exits with a failure (rather than wait for the
+        timeout); a child that finished cleanly is left alone."""
+        await trio.lowlevel.wait_readable(self.proc.sentinel)
+        self.proc.join()
+        if self.proc.exitcode != 0:
+            raise RuntimeError(f"the sender child failed with exit code {self.proc.exitcode}")
+        await trio.sleep_forever()
+
+    async def guard(self, body: Callable[[], Awaitable[T]]) -> T:
+        """``await body()``, failing at once if the child fails meanwhile."""
+        result: list[T] = []
+        async with trio.open_nursery() as nursery:
+
+            async def run() -> None:
+                result.append(await body())
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(self.watch)
+            nursery.start_soon(run)
+        return result[0]
+
+    def wait_accept(self, server: socket.socket) -> None:
+        """Block until ``server`` has a connection to accept; raise if the child fails
+        (or nothing happens within the timeout) first."""
+        ready, _, _ = select.select([server.fileno(), self.proc.sentinel], [], [], TIMEOUT)
+        if server.fileno() not in ready:
+            self.proc.join(1)
+            raise RuntimeError(f"the sender child never connected (exit code {self.proc.exitcode})")
+
+
+@contextlib.contextmanager
+def sender(target: Callable[..., None], *args: Any) -> Iterator[Child]:
+    """Fork a child that waits for an address, then runs ``target(address, *args)``.
+    Forked while no trio loop of this process runs; on exit the child must be gone
+    (``reaped``: on a normal exit it must have finished with exit code 0)."""
+    ctx = multiprocessing.get_context("fork")
+    theirs, ours = ctx.Pipe(duplex=False)
+    proc = ctx.Process(
+        target=_child_main, args=(os.getpid(), theirs, ours, target, args), daemon=True
+    )
+    try:
+        proc.start()
+        with reaped(proc):
+            theirs.close()
+            yield Child(proc, ours)
+    finally:
+        theirs.close()
+        ours.close()
+
+
+# --- pipekit adapters --------------------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def listening(kind: Kind, sockdir: str) -> AsyncIterator[tuple[Any, Any]]:
+    """An adapter's listener on a fresh address: yields (listener, address for connect)."""
+    if kind == "unix":
+        path = os.path.join(sockdir, "pipekit.sock")
+        async with unix.listen(path, codecs=CODECS) as listener:
+            yield listener, path
+    elif kind == "tcp":
+        async with tcp.listen(HOST, 0, codecs=CODECS) as listener:
+            yield listener, listener.address
+    else:
+        async with websocket.listen(HOST, 0, codecs=CODECS) as listener:
+            yield listener, listener.url
+
+
+@contextlib.asynccontextmanager
+async def connecting(kind: Kind, address: Any) -> AsyncIterator[FramedPipe]:
+    if kind == "unix":
+        async with unix.connect(address, codecs=CODECS) as pipe:
+            yield pipe
+    elif kind == "tcp":
+        host, port = address
+        async with tcp.connect(host, port, codecs=CODECS) as pipe:
+            yield pipe
+    else:
+        async with websocket.connect(address, codecs=CODECS) as pipe:
+            yield pipe
+
+
+def _send_small(address: Any, kind: Kind, n: int, message: Message) -> None:
+    async def main() -> None:
+        with trio.fail_after(TIMEOUT):
+            async with connecting(kind, address) as pipe:
+                for start in range(0, n, BATCH):
+                    await pipe.send_batch(batch_of(start, n, message))
+                # Leaving the block ENDs, flushes and closes.
+
+    trio.run(main)
+
+
+def _send_bulk(address: Any, kind: Kind, chunks: int, size: int) -> None:
+    chunk = _payload(size)
+
+    async def main() -> None:
+        with trio.fail_after(TIMEOUT):
+            async with connecting(kind, address) as pipe:
+                for _ in range(chunks):
+                    await pipe.send(chunk)
+
+    trio.run(main)
+
+
+async def _accept(listener: Any) -> FramedPipe:
+    pipe: FramedPipe = await listener.accept()
+    if pipe.conn.codec_name != "msgpack":
+        raise RuntimeError(f"expected the msgpack codec, got {pipe.conn.codec_name}")
+    return pipe
+
+
+def small_pipekit(name: str, kind: Kind, cfg: Config) -> float:
+    """msg/s of ``cfg.messages`` small messages through an adapter, child -> parent."""
+    n = cfg.messages
+    as_int = cfg.message == "int"
+    with sender(_send_small, kind, n, cfg.message) as child:
+
+        async def receive() -> tuple[float, int]:
+            total = count = 0
+            clock = Clock()
+            with trio.fail_after(TIMEOUT):
+                async with listening(kind, cfg.sockdir) as (listener, address):
+                    child.tell(address)
+                    pipe = await _accept(listener)
+                    async for batch in pipe.batches():
+                        clock.arrived(len(batch))
+                        if as_int:
+                            total += sum(batch)
+                        else:
+                            for msg in batch:
+                                total += msg["i"]
+                        count += len(batch)
+                        if count >= n:
+                            clock.done()
+                    await pipe.aclose()
+            return clock.rate(name, count), total
+
+        rate, total = trio.run(child.guard, receive)
+    check(name, n, total)
+    return rate
+
+
+def bulk_pipekit(name: str, kind: Kind, cfg: Config) -> float:
+    """Bytes/s of ``cfg.mib`` MiB in ``cfg.chunk``-byte chunks through an adapter."""
+    expected = cfg.bulk_bytes
+    with sender(_send_bulk, kind, cfg.chunks, cfg.chunk) as child:
+
+        async def receive() -> tuple[float, int]:
+            received = 0
+            clock = Clock()
+            with trio.fail_after(TIMEOUT):
+                async with listening(kind, cfg.sockdir) as (listener, address):
+                    child.tell(address)
+                    pipe = await _accept(listener)
+                    async for batch in pipe.batches():
+                        for data in batch:
+                            clock.arrived(len(data))
+                            received += len(data)
+                        if received >= expected:
+                            clock.done()
+                    await pipe.aclose()
+            return clock.rate(name, received), received
+
+        rate, received = trio.run(child.guard, receive)
+    if received != expected:
+        raise RuntimeError(f"{name}: received {received} bytes, sent {expected}")
+    return rate
+
+
+# --- baseline: plain websockets ----------------------------------------------------------
+
+
+def _send_ws_plain(url: str, n: int, message: Message) -> None:
+    pack = msgpack.packb
+
+    async def main() -> None:
+        with trio.fail_after(TIMEOUT):
+            async with ws_connect(
+                url, compression=None, ping_interval=None, proxy=None, max_size=None
+            ) as ws:
+                send = ws.send
+                for start in range(0, n, BATCH):
+                    for msg in batch_of(start, n, message):
+                        await send(pack(msg))
+
+    trio.run(main)
+
+
+def small_ws_plain(cfg: Config) -> float:
+    """msg/s through plain ``websockets.trio``, one msgpack message per WebSocket
+    message (compression and keepalive pings off), child -> parent."""
+    n = cfg.ws_messages
+    as_int = cfg.message == "int"
+    name = SMALL_WS_PLAIN
+    with sender(_send_ws_plain, n, cfg.message) as child:
+
+        async def receive() -> tuple[float, int]:
+            result: list[tuple[float, int]] = []
+            finished = trio.Event()
+
+            async def handler(ws: ServerConnection) -> None:
+                unpack = msgpack.unpackb
+                recv = ws.recv
+                clock = Clock()
+                total = 0
+                try:
+                    for _ in range(n):
+                        msg = unpack(await recv())
+                        clock.arrived(1)
+                        total += msg if as_int else msg["i"]
+                    clock.done()
+                    result.append((clock.rate(name, n), total))
+                    # Let the client close: it does so once everything is sent.
+                    await ws.wait_closed()
+                finally:
+                    finished.set()
+
+            with trio.fail_after(TIMEOUT):
+                async with trio.open_nursery() as nursery:
+                    server: Server = await nursery.start(
+                        partial(
+                            ws_serve,
+                            handler,
+                            0,
+                            host=HOST,
+                            compression=None,
+                            ping_interval=None,
+                            max_size=None,
+                            server_header=None,
+                        )
+                    )
+                    async with server:
+                        port = server.listeners[0].socket.getsockname()[1]
+                        child.tell(f"ws://{HOST}:{port}/")
+                        await finished.wait()
+            if not result:
+                raise RuntimeError(f"{name}: the handler did not receive every message")
+            return result[0]
+
+        rate, total = trio.run(child.guard, receive)
+    check(name, n, total)
+    return rate
+
+
+# --- reference: multiprocessing.Pipe -----------------------------------------------------
+
+
+def _send_mp(_go: None, conn: Connection, other: Connection, n: int, message: Message) -> None:
+    other.close()
+    send = conn.send
+    for start in range(0, n, BATCH):
+        for msg in batch_of(start, n, message):
+            send(msg)
+    conn.close()
+
+
+def small_mp_pipe(cfg: Config) -> float:
+    """msg/s through ``multiprocessing.Pipe``, one ``send`` / ``recv`` per message (as
+    in ``bench/throughput.py``), child -> parent."""
+    n = cfg.messages
+    as_int = cfg.message == "int"
+    ours, theirs = multiprocessing.Pipe()
+    try:
+        with sender(_send_mp, theirs, ours, n, cfg.message) as child:
+            theirs.close()
+            recv = ours.recv
+            clock = Clock()
+            child.tell(None)  # no address: the pipe exists before the fork
+            msg = recv()
+            clock.arrived(1)
+            total = msg if as_int else msg["i"]
+            for _ in range(n - 1):
+                msg = recv()
+                total += msg if as_int else msg["i"]
+            clock.done()
+    finally:
+        ours.close()
+        theirs.close()
+    check(SMALL_MP, n, total)
+    return clock.rate(SMALL_MP, n)
+
+
+# --- baselines: raw sockets --------------------------------------------------------------
+
+
+def _payload(size: int) -> bytes:
+    return bytes(range(256)) * (size // 256) + bytes(size % 256)
+
+
+def _family(kind: Kind) -> socket.AddressFamily:
+    return socket.AF_UNIX if kind == "unix" else socket.AF_INET
+
+
+def _raw_address(kind: Kind, sockdir: str) -> Any:
+    return os.path.join(sockdir, "raw.sock") if kind == "unix" else (HOST, 0)
+
+
+def _send_raw_blocking(address: Any, kind: Kind, chunks: int, size: int) -> None:
+    chunk = _payload(size)
+    with socket.socket(_family(kind), socket.SOCK_STREAM) as sock:
+        sock.settimeout(TIMEOUT)
+        sock.connect(address)
+        sock.settimeout(None)  # plain blocking calls from here on
+        _kernel_timeouts(sock)
+        send = sock.sendall
+        for _ in range(chunks):
+            send(chunk)
+
+
+def _send_raw_trio(address: Any, kind: Kind, chunks: int, size: int) -> None:
+    chunk = _payload(size)
+
+    async def main() -> None:
+        with trio.fail_after(TIMEOUT):
+            stream: trio.SocketStream
+            if kind == "unix":
+                stream = await trio.open_unix_socket(address)
+            else:
+                stream = await trio.open_tcp_stream(*address)
+            async with stream:
+                send = stream.send_all
+                for _ in range(chunks):
+                    await send(chunk)
+
+    trio.run(main)
+
+
+def _kernel_timeouts(sock: socket.socket) -> None:
+    """Let the kernel fail a blocking call that hangs (``SO_RCVTIMEO``/``SO_SNDTIMEO``):
+    unlike ``settimeout``, this costs no ``poll`` before every call."""
+    limit = struct.pack("ll", int(TIMEOUT), 0)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, limit)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, limit)
+
+
+def bulk_raw_blocking(name: str, kind: Kind, cfg: Config) -> float:
+    """Bytes/s with a blocking socket in each process: ``sendall`` of each chunk in the
+    child, ``recv_into`` one reused buffer of the chunk size here."""
+    expected = cfg.bulk_bytes
+    address = _raw_address(kind, cfg.sockdir)
+    received = 0
+    clock = Clock()
+    with contextlib.ExitStack() as stack:
+        server = stack.enter_context(socket.socket(_family(kind), socket.SOCK_STREAM))
+        if kind == "unix":
+            stack.callback(_unlink, address)
+        server.bind(address)
+        server.listen(1)
+        server.settimeout(TIMEOUT)
+        with sender(_send_raw_blocking, kind, cfg.chunks, cfg.chunk) as child:
+            child.tell(server.getsockname())
+            child.wait_accept(server)
+            conn, _ = server.accept()
+            with conn:
+                conn.settimeout(None)
+                _kernel_timeouts(conn)
+                buf = bytearray(cfg.chunk)
+                recv_into = conn.recv_into
+                while size := recv_into(buf):
+                    clock.arrived(size)
+                    received += size
+                    if received >= expected:
+                        clock.done()
+    if received != expected:
+        raise RuntimeError(f"{name}: received {received} bytes, sent {expected}")
+    return clock.rate(name, received)
+
+
+def _unlink(path: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+
+
+def bulk_raw_trio(name: str, kind: Kind, cfg: Config) -> float:
+    """Bytes/s with trio ``SocketStream`` on both sides: ``send_all`` of each chunk in
+    the child, ``receive_some(chunk size)`` here."""
+    expected = cfg.bulk_bytes
+    address = _raw_address(kind, cfg.sockdir)
+    with sender(_send_raw_trio, kind, cfg.chunks, cfg.chunk) as child:
+
+        async def receive() -> tuple[float, int]:
+            received = 0
+            clock = Clock()
+            with trio.fail_after(TIMEOUT):
+                sock = trio.socket.socket(_family(kind), socket.SOCK_STREAM)
+                try:
+                    await sock.bind(address)
+                    sock.listen(1)
+                    listener = trio.SocketListener(sock)
+                except BaseException:
+                    sock.close()
+                    raise
+                async with listener:
+                    child.tell(sock.getsockname())
+                    stream = await listener.accept()
+                async with stream:
+                    receive_some = stream.receive_some
+                    size = cfg.chunk
+                    while data := await receive_some(size):
+                        clock.arrived(len(data))
+                        received += len(data)
+                        if received >= expected:
+                            clock.done()
+            return clock.rate(name, received), received
+
+        try:
+            rate, received = trio.run(child.guard, receive)
+        finally:
+            if kind == "unix":
+                _unlink(address)
+    if received != expected:
+        raise RuntimeError(f"{name}: received {received} bytes, sent {expected}")
+    return rate
+
+
+# --- the table ---------------------------------------------------------------------------
+
+Unit = Literal["msg/s", "GB/s"]
+
+
+@dataclass
+class Row:
+    name: str
+    unit: Unit
+    run: Callable[[Config], float]
+    baselines: tuple[str, ...] = ()
+    """The row(s) this one is compared with: per run, the best of them (none: shown as
+    a baseline)."""
+    target: str = "-"
+    met: Callable[[float, float], bool] | None = None
+    """(median figure, median ratio) -> whether the target is met."""
+    note: str = ""
+    rounds: list[float] = field(default_factory=list)
+
+    @property
+    def figure(self) -> float:
+        return statistics.median(self.rounds)
+
+    def show(self, value: float) -> str:
+        if self.unit == "msg/s":
+            return f"{value:,.0f} msg/s"
+        return f"{value / 1e9:.2f} GB/s"
+
+
+def make_rows() -> list[Row]:
+    raw_unix = (BULK_UNIX_BLOCKING, BULK_UNIX_TRIO)
+    raw_tcp = (BULK_TCP_BLOCKING, BULK_TCP_TRIO)
+    return [
+        Row(
+            SMALL_UNIX,
+            "msg/s",
+            partial(small_pipekit, SMALL_UNIX, "unix"),
+            (SMALL_MP,),
+            ">= 1.0M msg/s",
+            lambda rate, _ratio: rate >= 1_000_000,
+        ),
+        Row(
+            SMALL_TCP,
+            "msg/s",
+            partial(small_pipekit, SMALL_TCP, "tcp"),
+            (SMALL_MP,),
+            ">= 1.0M msg/s",
+            lambda rate, _ratio: rate >= 1_000_000,
+        ),
+        Row(
+            SMALL_WS,
+            "msg/s",
+            partial(small_pipekit, SMALL_WS, "websocket"),
+            (SMALL_WS_PLAIN,),
+            ">= 500k & >= 10x",
+            lambda rate, ratio: rate >= 500_000 and ratio >= 10,
+        ),
+        Row(SMALL_WS_PLAIN, "msg/s", small_ws_plain, (SMALL_MP,), note="baseline"),
+        Row(SMALL_MP, "msg/s", small_mp_pipe, note="reference"),
+        Row(
+            BULK_UNIX,
+            "GB/s",
+            partial(bulk_pipekit, BULK_UNIX, "unix"),
+            raw_unix,
+            ">= 80% of raw",
+            lambda _rate, ratio: ratio >= 0.8,
+        ),
+        Row(
+            BULK_UNIX_BLOCKING,
+            "GB/s",
+            partial(bulk_raw_blocking, BULK_UNIX_BLOCKING, "unix"),
+            raw_unix,
+            note="baseline",
+        ),
+        Row(
+            BULK_UNIX_TRIO,
+            "GB/s",
+            partial(bulk_raw_trio, BULK_UNIX_TRIO, "unix"),
+            raw_unix,
+            note="baseline",
+        ),
+        Row(
+            BULK_TCP,
+            "GB/s",
+            partial(bulk_pipekit, BULK_TCP, "tcp"),
+            raw_tcp,
+            ">= 80% of raw",
+            lambda _rate, ratio: ratio >= 0.8,
+        ),
+        Row(
+            BULK_TCP_BLOCKING,
+            "GB/s",
+            partial(bulk_raw_blocking, BULK_TCP_BLOCKING, "tcp"),
+            raw_tcp,
+            note="baseline",
+        ),
+        Row(
+            BULK_TCP_TRIO,
+            "GB/s",
+            partial(bulk_raw_trio, BULK_TCP_TRIO, "tcp"),
+            raw_tcp,
+            note="baseline",
+        ),
+    ]
+
+
+def format_table(rows: list[Row]) -> tuple[list[str], int, int]:
+    """The table, and the number of targets met and missed.
+
+    A row's ratio is the median over runs of its figure divided by its baseline's figure
+    *of the same run* (the best of its baselines, for the bulk rows); the per-run range
+    follows in brackets."""
+    by_name = {r.name: r for r in rows}
+    header = ("name", "median", "spread", "ratio (range)", "vs", "target", "result")
+    lines: list[tuple[str, ...]] = []
+    passed = missed = 0
+    for row in rows:
+        figure = row.figure
+        spread = (max(row.rounds) - min(row.rounds)) / 2 / figure * 100
+        ratio, versus, value = "", "", 1.0
+        if row.baselines:
+            best = [
+                max(by_name[b].rounds[i] for b in row.baselines) for i in range(len(row.rounds))
+            ]
+            paired = [mine / theirs for mine, theirs in zip(row.rounds, best, strict=True)]
+            value = statistics.median(paired)
+            low, high = min(paired), max(paired)
+            if row.unit == "GB/s":
+                ratio = f"{value:.0%}"
+                extra = f" ({low:.0%}-{high:.0%})"
+                versus = "best raw"
+            else:
+                ratio = f"{value:.2f}x"
+                extra = f" ({low:.2f}-{high:.2f})"
+                versus = "plain ws" if row.baselines == (SMALL_WS_PLAIN,) else "mp.Pipe"
+            if len(paired) > 1:
+                ratio += extra
+        if row.met is None:
+            result = row.note or "-"
+        else:
+            ok = row.met(figure, value)
+            result = "PASS" if ok else "MISS"
+            passed += ok
+            missed += not ok
+        lines.append(
+            (row.name, row.show(figure), f"±{spread:.0f}%", ratio, versus, row.target, result)
+        )
+    widths = [max(len(r[i]) for r in [header, *lines]) for i in range(len(header))]
+    right = {1, 2, 3}
+
+    def line(cells: tuple[str, ...]) -> str:
+        return "  ".join(
+            c.rjust(w) if i in right else c.ljust(w)
+            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+        ).rstrip()
+
+    out = [line(header), line(tuple("-" * w for w in widths))]
+    out += [line(r) for r in lines]
+    return out, passed, missed
+
+
+# --- driver ------------------------------------------------------------------------------
+
+
+def machine_info(cfg: Config) -> list[str]:
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:
+        usable = os.cpu_count() or 0
+    shape = '{"i": n, "v": "x" * 16}' if cfg.message == "dict" else "n (int)"
+    return [
+        f"machine: nproc={usable} (cpu_count={os.cpu_count()}), {platform.machine()}, "
+        f"{platform.system()} {platform.release()}",
+        f"python {platform.python_version()} ({platform.python_implementation()}), "
+        f"trio {trio.__version__}, msgpack {'.'.join(map(str, msgpack.version))}, "
+        f"websockets {websockets_version}, pipekit {pk.__version__} from {ROOT}",
+        f"small msgs: {cfg.messages:,} x {shape} per run in send_batch({BATCH}) "
+        f"({cfg.ws_messages:,} for plain websockets); bulk: {cfg.bulk_bytes / (1 << 20):,.0f} "
+        f"MiB in {cfg.chunk // 1024:,} KiB chunks; {cfg.repeat} run(s), interleaved; "
+        "child sends, parent receives",
+    ]
+
+
+def measure(cfg: Config, rows: list[Row]) -> None:
+    for round_no in range(1, cfg.repeat + 1):
+        for row in rows:
+            print(
+                f"  [{round_no}/{cfg.repeat}] {row.name} ...", end="", file=sys.stderr, flush=True
+            )
+            row.rounds.append(row.run(cfg))
+            print(f" {row.show(row.rounds[-1])}", file=sys.stderr, flush=True)
+
+
+def parse_args(argv: list[str] | None, sockdir: str) -> Config:
+    parser = argparse.ArgumentParser(
+        description="pipekit network benchmark: small messages and bulk bytes over "
+        "unix, tcp and websocket"
+    )
+    parser.add_argument(
+        "--messages", type=int, default=1_000_000, help="small messages per run (1,000,000)"
+    )
+    parser.add_argument(
+        "--ws-messages",
+        type=int,
+        default=100_000,
+        help="messages per run of the plain websockets baseline, one WebSocket message "
+        "each (100,000)",
+    )
+    parser.add_argument(
+        "--message",
+        choices=("dict", "int"),
+        default="dict",
+        help='small message: {"i": n, "v": "x" * 16} as in bench/throughput.py, or n',
+    )
+    parser.add_argument("--mib", type=int, default=1024, help="MiB per bulk run (1024)")
+    parser.add_argument("--chunk-kib", type=int, default=256, help="KiB per bulk chunk (256)")
+    parser.add_argument("--repeat", type=int, default=5, help="runs per row (5)")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run: 20,000 messages (2,000 plain websockets), 32 MiB, 1 run",
+    )
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.messages, args.ws_messages, args.mib, args.repeat = 20_000, 2_000, 32, 1
+    if min(args.messages, args.ws_messages, args.mib, args.chunk_kib, args.repeat) < 1:
+        parser.error("every count must be at least 1")
+    if args.messages <= BATCH or args.ws_messages < 2:
+        parser.error(f"need --messages > {BATCH} and --ws-messages >= 2")
+    if args.chunk_kib * 1024 > args.mib * (1 << 20) // 2:
+        parser.error("--mib must hold at least two chunks")
+    return Config(
+        messages=args.messages,
+        ws_messages=args.ws_messages,
+        mib=args.mib,
+        chunk=args.chunk_kib * 1024,
+        message=args.message,
+        repeat=args.repeat,
+        sockdir=sockdir,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    with tempfile.TemporaryDirectory(prefix="pipekit-bench-") as sockdir:
+        cfg = parse_args(argv, sockdir)
+        for text in machine_info(cfg):
+            print(text)
+        print(flush=True)
+        started = time.perf_counter()
+        rows = make_rows()
+        measure(cfg, rows)
+    table, passed, missed = format_table(rows)
+    for text in table:
+        print(text)
+    print(
+        "ratio: median over runs of (row / its baseline measured in the same run); "
+        "bulk rows: of the faster raw row"
+    )
+    print(f"targets: {passed} PASS, {missed} MISS (a MISS is a result, not a failure)")
+    print(f"\ntotal time {time.perf_counter() - started:.1f} s", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    run_main(main)
