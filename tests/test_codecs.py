@@ -6,6 +6,7 @@ import math
 from itertools import accumulate, pairwise
 from typing import Any
 
+import msgpack
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -314,3 +315,23 @@ def test_codec_still_works_after_a_failed_encode(name: str) -> None:
     with pytest.raises(CodecError):
         codec.encode([1, object()])
     assert codec.decode_many(codec.encode([1, 2])) == [[1, 2]]
+
+
+@pytest.mark.parametrize("size", [64 * 1024 - 1, 64 * 1024, 1024 * 1024])
+def test_msgpack_large_bytes_encode_exactly_as_msgpack_does(size: int) -> None:
+    blob = bytes(range(256)) * (size // 256) + b"x" * (size % 256)
+    assert get_codec("msgpack").encode(blob) == msgpack.packb(blob, use_bin_type=True)
+
+
+def test_msgpack_large_payload_of_several_messages_decodes_them_all() -> None:
+    codec = get_codec("msgpack")
+    blob = b"y" * 200_000
+    payload = codec.encode(blob) + codec.encode({"after": 1})
+    assert codec.decode_many(payload) == [blob, {"after": 1}]
+
+
+def test_msgpack_large_payload_cut_short_is_undecodable() -> None:
+    codec = get_codec("msgpack")
+    with pytest.raises(ProtocolError) as info:
+        codec.decode_many(codec.encode(b"z" * 200_000)[:-1])
+    assert info.value.kind == "undecodable"
