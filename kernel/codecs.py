@@ -55,7 +55,7 @@ class Codec(Protocol):
 
     def encode_many(self, messages: Iterable[Any]) -> bytes: ...
 
-    def decode_many(self, payload: bytes) -> list[Any]: ...
+    def decode_many(self, payload: bytes | memoryview) -> list[Any]: ...
 
     def stream_decoder(self) -> StreamDecoder: ...
 
@@ -129,7 +129,7 @@ class MsgpackCodec:
             self._packer.reset()
             raise _unencodable(self.name, exc) from exc
 
-    def decode_many(self, payload: bytes) -> list[Any]:
+    def decode_many(self, payload: bytes | memoryview) -> list[Any]:
         if len(payload) > _LARGE_PAYLOAD:
             # Bigger than a coalesced frame: most likely one large message. Decode it in
             # place rather than copying the payload into an Unpacker first.
@@ -213,8 +213,8 @@ class CborCodec:
         except (cbor2.CBOREncodeError, TypeError, ValueError) as exc:
             raise _unencodable(self.name, exc) from exc
 
-    def decode_many(self, payload: bytes) -> list[Any]:
-        messages, used = _cbor_decode_all(payload)
+    def decode_many(self, payload: bytes | memoryview) -> list[Any]:
+        messages, used = _cbor_decode_all(bytes(payload))
         if used != len(payload):
             raise _undecodable(self.name, ValueError("payload ends inside a message"))
         return messages
@@ -275,8 +275,8 @@ class JsonCodec:
         except (TypeError, ValueError) as exc:
             raise _unencodable(self.name, exc) from exc
 
-    def decode_many(self, payload: bytes) -> list[Any]:
-        return _json_decode_lines(payload.split(b"\n"))
+    def decode_many(self, payload: bytes | memoryview) -> list[Any]:
+        return _json_decode_lines(bytes(payload).split(b"\n"))
 
     def stream_decoder(self) -> StreamDecoder:
         return _JsonStreamDecoder()

@@ -64,6 +64,7 @@ is disconnected for violating flow control."""
 DEFAULT_COALESCE_BYTES = 64 * 1024
 """Queued messages are coalesced into DATA frames of about this size."""
 _MAX_U32 = 0xFFFFFFFF
+_VIEW_MIN = 4096  # payloads and leftovers at least this large are not copied
 
 
 class FrameType(IntEnum):
@@ -239,7 +240,7 @@ class Connection:
         self._stream_size = 0
 
         # Incoming: chunks not yet parsed, and bytes needed before parsing is useful.
-        self._chunks: list[bytes] = []
+        self._chunks: list[bytes | memoryview] = []
         self._buffered = 0
         self._need = HEADER_SIZE
 
@@ -444,7 +445,12 @@ class Connection:
         self._buffered += len(data)
         if self._buffered < self._need:
             return []
-        buf = self._chunks[0] if len(self._chunks) == 1 else b"".join(self._chunks)
+        chunks = self._chunks
+        buf: bytes | memoryview = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        # Large msgpack DATA payloads are decoded straight from a view of the buffer
+        # (msgpack copies what it keeps); every other payload is its own bytes object.
+        views = self.codec is not None and self.codec.name == "msgpack"
+        view = memoryview(buf)
         events: list[Event] = []
         pos = 0
         end_of_buf = len(buf)
@@ -457,7 +463,10 @@ class Connection:
                 if frame_end > end_of_buf:
                     self._need = HEADER_SIZE + length
                     break
-                payload = buf[pos + HEADER_SIZE : frame_end]
+                if views and length >= _VIEW_MIN and ftype == 1 and not flags:
+                    payload: bytes | memoryview = view[pos + HEADER_SIZE : frame_end]
+                else:
+                    payload = bytes(view[pos + HEADER_SIZE : frame_end])
                 pos = frame_end
                 self._handle(ftype, flags, payload, events)
             else:
@@ -468,9 +477,10 @@ class Connection:
             self._chunks = []
             self._buffered = 0
             return events
-        rest = buf[pos:] if pos else buf
-        self._chunks = [rest] if rest else []
-        self._buffered = len(rest)
+        left = end_of_buf - pos
+        rest = buf if not pos else view[pos:] if left >= _VIEW_MIN else bytes(view[pos:])
+        self._chunks = [rest] if left else []
+        self._buffered = left
         return events
 
     def receive_frame(self, frame: bytes | bytearray | memoryview) -> list[Event]:
@@ -522,7 +532,9 @@ class Connection:
                 f"frame of {length} bytes exceeds the max frame of {limit} bytes", kind="oversize"
             )
 
-    def _handle(self, ftype: int, flags: int, payload: bytes, events: list[Event]) -> None:
+    def _handle(
+        self, ftype: int, flags: int, payload: bytes | memoryview, events: list[Event]
+    ) -> None:
         if ftype == 1:  # DATA: the hot path
             if self.codec is None:
                 raise ProtocolError("DATA before the handshake completed", kind="malformed")
@@ -553,6 +565,7 @@ class Connection:
                 self._control.append(encode_frame(FrameType.PAUSE))
             return
         ftype = FrameType(ftype)
+        payload = bytes(payload)  # already bytes: only large DATA payloads are views
         if ftype == FrameType.HELLO:
             self._handle_hello(flags, payload, events)
             return
