@@ -36,6 +36,7 @@ from ..kernel.protocol import (
     DEFAULT_PAUSE_SLACK,
     Connection,
 )
+from ..kernel.scopes import open_plain_nursery
 
 __all__ = [
     "DEFAULT_MAX_PEERS",
@@ -253,30 +254,39 @@ class Listener:
         self._refused_event.set()
         log.info("%s refused %s: [%s] %s", self.label, peer, kind, reason)
 
-    async def _admit(self, transport: Transport, peer: str) -> bool:
-        """Take a peer slot, or refuse the peer (kind ``busy``) when none is free."""
+    def _take_slot(self) -> bool:
+        """Take a peer slot; False when all ``max_peers`` are taken."""
         if self.peers >= self._max_peers:
-            self._refuse(peer, "busy", f"server busy: {self._max_peers} peers already served")
-            await refuse(transport, "busy", "server busy, try again later")
             return False
         self.peers += 1
         return True
 
+    async def _refuse_busy(self, transport: Transport, peer: str) -> None:
+        self._refuse(peer, "busy", f"server busy: {self._max_peers} peers already served")
+        await refuse(transport, "busy", "server busy, try again later")
+
     async def _serve_peer(self, stream: trio.abc.Stream) -> None:
         peer = describe_peer(stream)
-        if not await self._admit(stream, peer):
-            return
+        admitted = self._take_slot()
         try:
+            # TLS first, even for a peer refused as busy: a refusal sent in clear could
+            # not be read by a TLS client (it would see a TLS error instead).
             transport = await self._secure(stream, peer)
-            if transport is not None:
-                await self._run_peer(transport, peer)
+            if transport is None:
+                return
+            if not admitted:
+                await self._refuse_busy(transport, peer)
+                return
+            await self._run_peer(transport, peer)
         finally:
-            self.peers -= 1
+            if admitted:
+                self.peers -= 1
 
     async def serve_transport(self, transport: Transport, peer: str) -> None:
         """Serve a peer that arrived on ``transport`` by other means (the websocket
         adapter's server): take a slot, handshake, hand the pipe out."""
-        if not await self._admit(transport, peer):
+        if not self._take_slot():
+            await self._refuse_busy(transport, peer)
             return
         try:
             await self._run_peer(transport, peer)
@@ -338,8 +348,8 @@ class Listener:
 @asynccontextmanager
 async def run_listener(listener: Listener) -> AsyncIterator[Listener]:
     """Serve ``listener`` for the duration of the block; on exit stop accepting and close
-    every peer's pipe."""
-    async with trio.open_nursery() as nursery:
+    every peer's pipe. An exception of the block comes out as itself, not in a group."""
+    async with open_plain_nursery() as nursery:
         await nursery.start(listener._serve)
         try:
             yield listener
@@ -355,8 +365,9 @@ class Reconnect:
 
     Attempt ``n`` (from 0) waits ``min(initial * factor**n, max_delay)`` seconds before the
     next one; after ``attempts`` failures the last error is raised. Refused or
-    unreachable addresses, broken and timed-out handshakes are retried; a refusal by the
-    peer (a wrong token, say) is not, since trying again cannot fix it."""
+    unreachable addresses, broken and timed-out handshakes and a listener refusing
+    because it is ``busy`` are retried; any other refusal by the peer (a wrong token,
+    say) is not, since trying again cannot fix it."""
 
     attempts: int = 5
     initial: float = 0.1
@@ -375,7 +386,7 @@ class Reconnect:
 
 def _retryable(exc: BaseException) -> bool:
     if isinstance(exc, RemoteError):
-        return False
+        return exc.kind == "busy"
     if isinstance(exc, ProtocolError):
         return exc.kind in ("handshake", "handshake_timeout")
     return isinstance(exc, OSError | trio.BrokenResourceError | trio.ClosedResourceError)

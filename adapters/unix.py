@@ -47,12 +47,15 @@ def _clear_stale(path: str) -> None:
     if not stat.S_ISSOCK(st.st_mode):
         raise FileExistsError(errno.EEXIST, "exists and is not a socket", path)
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.setblocking(False)  # a live listener with a full backlog must not block us
     try:
         probe.connect(path)
     except (ConnectionRefusedError, FileNotFoundError):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
         return
+    except BlockingIOError:
+        pass  # a full backlog: somebody listens
     finally:
         probe.close()
     raise OSError(errno.EADDRINUSE, "a listener is already serving this socket", path)

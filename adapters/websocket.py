@@ -16,9 +16,10 @@ clients that send none); a disallowed origin gets HTTP 403 with the reason.
 
 from __future__ import annotations
 
+import json
 import ssl
 from collections.abc import AsyncIterator, Mapping, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
 from importlib import resources
@@ -36,7 +37,8 @@ from websockets.trio.server import serve as ws_serve
 
 from ..kernel.errors import ProtocolError
 from ..kernel.framed import FramedPipe, MessageTransport, framed_pipe
-from ..kernel.protocol import HEADER_SIZE
+from ..kernel.protocol import HEADER_SIZE, FrameType, encode_frame
+from ..kernel.scopes import open_plain_nursery
 from ._network import (
     DEFAULT_MAX_PEERS,
     Handler,
@@ -84,6 +86,7 @@ class WebSocketTransport(MessageTransport):
 
     def __init__(self, ws: WebSocket) -> None:
         self.ws = ws
+        self._peer_refused = False
 
     async def send_message(self, frame: bytes) -> None:
         try:
@@ -97,10 +100,20 @@ class WebSocketTransport(MessageTransport):
         except ConnectionClosedOK:
             return None
         except ConnectionClosed as exc:
-            if exc.sent is not None and exc.sent.code == 1009:
+            if exc.sent is not None and exc.sent.code == 1009 and not exc.rcvd_then_sent:
+                # We closed: the peer's message was larger than our max_frame.
                 raise ProtocolError(
                     f"WebSocket message too big: {exc.sent.reason}", kind="oversize"
                 ) from exc
+            if exc.rcvd is not None and exc.rcvd.code == 1009 and exc.rcvd_then_sent is not False:
+                # The peer closed: our message was larger than its max_frame. Report it as
+                # the ERROR a byte-stream peer would have sent (once; then the end).
+                if self._peer_refused:
+                    return None
+                self._peer_refused = True
+                return _error_frame(
+                    "oversize", f"the peer refused a WebSocket message: {exc.rcvd.reason}"
+                )
             raise trio.BrokenResourceError(f"WebSocket closed: {_describe(exc)}") from exc
         if isinstance(message, str):
             raise ProtocolError(
@@ -116,6 +129,11 @@ class WebSocketTransport(MessageTransport):
         makes it log internal errors."""
         with trio.CancelScope(shield=True):
             await self.ws.aclose()
+
+
+def _error_frame(kind: str, message: str) -> bytes:
+    payload = json.dumps({"kind": kind, "message": message}).encode("utf-8")
+    return encode_frame(FrameType.ERROR, payload, json_flag=True)
 
 
 def _describe(exc: ConnectionClosed) -> str:
@@ -185,6 +203,35 @@ class _Gate:
         return None
 
 
+def _upgrade_watcher(listener: Listener, timeout: float | None) -> type[ServerConnection]:
+    """A ``ServerConnection`` that records, in ``listener``, the peers whose HTTP upgrade
+    never came (kind ``handshake_timeout``), that closed before sending it
+    (``handshake``, as on the other transports) or that did not speak HTTP at all
+    (``malformed``): websockets drops those before any handler runs."""
+
+    class UpgradeWatcher(ServerConnection):
+        async def handshake(self, *args: Any, **kwargs: Any) -> None:
+            peer = _peer_of(self)  # while the socket is still connected
+            try:
+                await super().handshake(*args, **kwargs)
+            except trio.Cancelled as exc:
+                if getattr(exc, "source", None) == "deadline":  # open_timeout
+                    reason = "no WebSocket upgrade request" + (
+                        f" within {timeout:g} s" if timeout is not None else " in time"
+                    )
+                    listener._refuse(peer, "handshake_timeout", reason)
+                raise
+            failure = self.protocol.handshake_exc
+            if self.request is None and failure is not None:
+                if isinstance(failure.__cause__, EOFError):
+                    reason = "connection closed before the WebSocket upgrade"
+                    listener._refuse(peer, "handshake", reason)
+                else:
+                    listener._refuse(peer, "malformed", str(failure))
+
+    return UpgradeWatcher
+
+
 @asynccontextmanager
 async def listen(
     host: str | None = "127.0.0.1",
@@ -221,7 +268,7 @@ async def listen(
     async def on_connection(ws: ServerConnection) -> None:
         await listener.serve_transport(WebSocketTransport(ws), _peer_of(ws))
 
-    async with trio.open_nursery() as nursery:
+    async with open_plain_nursery() as nursery:
         server: Server = await nursery.start(
             partial(
                 ws_serve,
@@ -236,6 +283,7 @@ async def listen(
                 close_timeout=_CLOSE_TIMEOUT,
                 max_size=opts.get("max_frame", 0) + HEADER_SIZE,
                 server_header=None,
+                create_connection=_upgrade_watcher(listener, opts.get("handshake_timeout")),
             )
         )
         bound = server.listeners[0].socket.getsockname()
@@ -306,16 +354,27 @@ async def connect(
     @asynccontextmanager
     async def attempt() -> AsyncIterator[FramedPipe]:
         extra: dict[str, Any] = {} if ssl_context is None else {"ssl": ssl_context}
-        async with ws_connect(
-            url,
-            origin=origin,  # type: ignore[arg-type]
-            compression="deflate" if compression else None,
-            open_timeout=opts.get("handshake_timeout"),
-            ping_interval=None,
-            close_timeout=_CLOSE_TIMEOUT,
-            max_size=opts.get("max_frame", 0) + HEADER_SIZE,
-            **extra,
-        ) as ws:
+        timeout = opts.get("handshake_timeout")
+        async with AsyncExitStack() as stack:
+            try:
+                ws = await stack.enter_async_context(
+                    ws_connect(
+                        url,
+                        origin=origin,  # type: ignore[arg-type]
+                        compression="deflate" if compression else None,
+                        open_timeout=timeout,
+                        ping_interval=None,
+                        close_timeout=_CLOSE_TIMEOUT,
+                        max_size=opts.get("max_frame", 0) + HEADER_SIZE,
+                        **extra,
+                    )
+                )
+            except TimeoutError as exc:
+                # The same error as every transport's handshake timeout (and retried).
+                raise ProtocolError(
+                    f"{url}: WebSocket upgrade did not complete within {timeout} s",
+                    kind="handshake_timeout",
+                ) from exc
             assert isinstance(ws, ClientConnection)
             async with framed_pipe(
                 WebSocketTransport(ws), initiator=True, token=token, **opts

@@ -1,0 +1,303 @@
+"""The websocket adapter: the behaviours every socket adapter shares (:class:`NetworkSuite`),
+plus what WebSocket adds: one frame per binary message, the HTTP side (origins, paths,
+the browser client), compression and ``wss:``."""
+
+from __future__ import annotations
+
+import ssl
+from pathlib import Path
+
+import pytest
+import trio
+import trustme
+from net_helpers import (
+    HANG_GUARD,
+    LOCALHOST,
+    Net,
+    NetworkSuite,
+    echo,
+    exchange,
+    raw_websocket_peer,
+)
+from websockets.exceptions import InvalidStatus
+from websockets.extensions.permessage_deflate import PerMessageDeflate
+from websockets.trio.connection import Connection as WebSocket
+
+from pipekit.adapters import websocket
+from pipekit.adapters._network import Listener
+from pipekit.kernel import FramedPipe, ProtocolError, RemoteError
+from pipekit.kernel.protocol import FrameType, encode_frame
+
+
+class TestWebSocket(NetworkSuite):
+    kind = "websocket"
+
+    def check_oversize_seen_by_sender(self, exc: BaseException) -> None:
+        # The listener's WebSocket layer refuses the message (close code 1009, "message
+        # too big") before pipekit/1 sees it; the sender gets that as an ERROR all the same.
+        assert isinstance(exc, RemoteError), repr(exc)
+        assert exc.kind == "oversize"
+        assert "4104 bytes" in exc.message  # max_frame + the 8-byte header
+
+
+def ws_of(pipe: FramedPipe) -> WebSocket:
+    assert isinstance(pipe.stream, websocket.WebSocketTransport)
+    return pipe.stream.ws
+
+
+async def http_get(listener: Listener, path: str) -> tuple[int, dict[str, str], bytes]:
+    """A plain HTTP/1.1 GET: status, headers (lower-case names) and body."""
+    host, port = listener.address
+    async with await trio.open_tcp_stream(host, port) as stream:
+        await stream.send_all(
+            f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: close\r\n\r\n".encode()
+        )
+        data = b""
+        while chunk := await stream.receive_some():
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    headers = {k.strip().lower(): v.strip() for k, v in (x.split(":", 1) for x in lines)}
+    return int(status_line.split()[1]), headers, body
+
+
+# -- the HTTP side ---------------------------------------------------------------------
+
+
+async def test_listener_url_names_the_bound_port() -> None:
+    async with websocket.listen(path="/pk") as listener:
+        host, port = listener.address
+        assert listener.url == f"ws://{host}:{port}/pk"
+        assert listener.label == listener.url
+
+
+async def test_browser_client_is_served_as_javascript() -> None:
+    with trio.fail_after(HANG_GUARD):
+        async with websocket.listen() as listener:
+            status, headers, body = await http_get(listener, "/pipekit.js")
+    assert status == 200
+    assert headers["content-type"] == "text/javascript"
+    assert int(headers["content-length"]) == len(body)
+    assert body == websocket.browser_client()
+    assert b"pipekit/1" in body
+
+
+async def test_unknown_http_path_is_404() -> None:
+    with trio.fail_after(HANG_GUARD):
+        async with websocket.listen() as listener:
+            status, _, _ = await http_get(listener, "/nothing-here")
+            assert status == 404
+            assert listener.refused == 0  # a plain GET is not a refused peer
+
+
+async def test_extra_http_resources_are_served() -> None:
+    page = websocket.HttpResource(b"<h1>demo</h1>")
+    with trio.fail_after(HANG_GUARD):
+        async with websocket.listen(http={"/": page}) as listener:
+            status, headers, body = await http_get(listener, "/?x=1")
+    assert status == 200
+    assert headers["content-type"] == "text/html; charset=utf-8"
+    assert body == b"<h1>demo</h1>"
+
+
+async def test_disallowed_origin_is_refused_403_while_others_keep_working() -> None:
+    origins = ["https://app.example"]
+    with trio.fail_after(HANG_GUARD):
+        async with websocket.listen(handler=echo, origins=origins) as listener:
+            url = listener.url
+            assert url is not None
+            async with websocket.connect(url, origin="https://app.example") as pipe:
+                with pytest.raises(InvalidStatus) as info:
+                    async with websocket.connect(url, origin="https://evil.example"):
+                        pytest.fail("a disallowed origin got through")
+                assert info.value.response.status_code == 403
+                assert b"not allowed" in info.value.response.body
+                refusal = await listener.wait_refused()
+                assert refusal.kind == "origin"
+                assert "https://evil.example" in refusal.reason
+                assert await exchange(pipe, "allowed") == "allowed"
+
+
+async def test_client_without_origin_is_admitted_only_if_none_is_allowed() -> None:
+    with trio.fail_after(HANG_GUARD):
+        async with websocket.listen(handler=echo, origins=["https://app.example"]) as strict:
+            assert strict.url is not None
+            with pytest.raises(InvalidStatus) as info:
+                async with websocket.connect(strict.url):
+                    pytest.fail("a client without Origin got through")
+            assert info.value.response.status_code == 403
+            assert (await strict.wait_refused()).kind == "origin"
+        async with websocket.listen(handler=echo, origins=["https://app.example", None]) as lax:
+            assert lax.url is not None
+            async with websocket.connect(lax.url) as pipe:
+                assert await exchange(pipe, "no origin") == "no origin"
+
+
+async def test_wrong_websocket_path_is_404() -> None:
+    with trio.fail_after(HANG_GUARD):
+        async with websocket.listen(handler=echo) as listener:
+            host, port = listener.address
+            with pytest.raises(InvalidStatus) as info:
+                async with websocket.connect(f"ws://{host}:{port}/elsewhere"):
+                    pytest.fail("connected to a path nobody serves")
+            assert info.value.response.status_code == 404
+            refusal = await listener.wait_refused()
+            assert refusal.kind == "not_found"
+            assert "/ws" in refusal.reason
+
+
+async def test_compression_is_off_by_default_even_if_the_client_asks() -> None:
+    with trio.fail_after(HANG_GUARD):
+        async with websocket.listen(handler=echo) as listener:
+            assert listener.url is not None
+            async with websocket.connect(listener.url, compression=True) as pipe:
+                assert ws_of(pipe).protocol.extensions == []
+                assert await exchange(pipe, "x" * 1000) == "x" * 1000
+
+
+async def test_compression_when_both_sides_ask() -> None:
+    with trio.fail_after(HANG_GUARD):
+        async with websocket.listen(handler=echo, compression=True) as listener:
+            assert listener.url is not None
+            async with websocket.connect(listener.url, compression=True) as pipe:
+                [extension] = ws_of(pipe).protocol.extensions
+                assert isinstance(extension, PerMessageDeflate)
+                assert await exchange(pipe, "x" * 1000) == "x" * 1000
+
+
+async def test_connection_that_never_upgrades_is_refused_after_the_handshake_timeout() -> None:
+    with trio.fail_after(HANG_GUARD):
+        async with websocket.listen(handler=echo, handshake_timeout=0.3) as listener:
+            host, port = listener.address
+            assert listener.url is not None
+            async with (
+                websocket.connect(listener.url) as other,
+                await trio.open_tcp_stream(host, port) as silent,
+            ):
+                start = trio.current_time()
+                assert await silent.receive_some() == b""  # closed by the listener
+                assert trio.current_time() - start >= 0.3 * 0.9
+                refusal = await listener.wait_refused()
+                assert refusal.kind == "handshake_timeout"
+                assert await exchange(other, "other") == "other"
+
+
+async def test_connection_closed_before_the_upgrade_is_recorded() -> None:
+    with trio.fail_after(HANG_GUARD):
+        async with websocket.listen(handler=echo) as listener:
+            host, port = listener.address
+            stream = await trio.open_tcp_stream(host, port)
+            await stream.aclose()
+            refusal = await listener.wait_refused()
+            assert refusal.kind == "handshake"
+            assert refusal.peer.startswith(f"{LOCALHOST}:")
+
+
+async def test_connection_that_is_not_http_is_refused_as_malformed() -> None:
+    with trio.fail_after(HANG_GUARD):
+        async with websocket.listen(handler=echo) as listener:
+            host, port = listener.address
+            async with await trio.open_tcp_stream(host, port) as stream:
+                await stream.send_all(b"\x00\x01 not http at all\r\n\r\n")
+                assert await stream.receive_some() == b""
+            refusal = await listener.wait_refused()
+            assert refusal.kind == "malformed"
+            assert "HTTP" in refusal.reason
+
+
+# -- one frame per binary message ------------------------------------------------------
+
+
+@pytest.fixture
+def net(tmp_path: Path) -> Net:
+    return Net("websocket", tmp_path)
+
+
+async def test_text_message_is_refused_as_malformed(net: Net) -> None:
+    with trio.fail_after(HANG_GUARD):
+        async with net.listen(handler=echo) as listener, net.raw(listener) as raw:
+            await raw.send_raw('{"protocol": "pipekit/1"}')
+            await raw.read_to_end()
+            refusal = await listener.wait_refused()
+    assert refusal.kind == "malformed"
+    assert "text WebSocket message" in refusal.reason
+    assert [(e.kind, e.message) for e in raw.errors()] == [(refusal.kind, refusal.reason)]
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        pytest.param(b"\x00\x00\x00", id="shorter-than-a-header"),
+        pytest.param(encode_frame(FrameType.HELLO, b"{}", json_flag=True)[:-1], id="cut-short"),
+        pytest.param(encode_frame(FrameType.PING) * 2, id="two-frames"),
+    ],
+)
+async def test_binary_message_that_is_not_one_frame_is_refused_as_malformed(
+    net: Net, message: bytes
+) -> None:
+    with trio.fail_after(HANG_GUARD):
+        async with net.listen(handler=echo) as listener, net.raw(listener) as raw:
+            await raw.send_raw(message)
+            await raw.read_to_end()
+            refusal = await listener.wait_refused()
+    assert refusal.kind == "malformed"
+    assert "exactly one frame" in refusal.reason
+    assert [e.kind for e in raw.errors()] == ["malformed"]
+
+
+async def test_text_message_after_the_handshake_fails_the_pipe(net: Net) -> None:
+    with trio.fail_after(HANG_GUARD):
+        async with net.listen() as listener, net.raw(listener) as raw:
+            await raw.handshake()
+            async with await listener.accept() as pipe:
+                await raw.send_raw("hello")
+                with pytest.raises(ProtocolError) as info:
+                    await pipe.receive()
+                assert info.value.kind == "malformed"
+            await raw.read_to_end()
+    assert [e.kind for e in raw.errors()] == ["malformed"]
+
+
+async def test_raw_websocket_peer_sees_the_listener_answer_hello() -> None:
+    with trio.fail_after(HANG_GUARD):
+        async with websocket.listen(handler=echo) as listener:
+            assert listener.url is not None
+            async with raw_websocket_peer(listener.url) as raw:
+                await raw.handshake()
+                assert raw.conn.codec_name == "msgpack"
+
+
+# -- the listener's block --------------------------------------------------------------
+
+
+async def test_exception_in_the_listener_block_comes_out_as_itself() -> None:
+    with pytest.raises(KeyError):
+        async with websocket.listen():
+            raise KeyError("boom")
+
+
+async def test_serve_runs_a_handler_until_cancelled() -> None:
+    with trio.fail_after(HANG_GUARD):
+        async with trio.open_nursery() as nursery:
+            listener: Listener = await nursery.start(websocket.serve, echo)
+            assert listener.url is not None
+            async with websocket.connect(listener.url) as pipe:
+                assert await exchange(pipe, "served") == "served"
+            nursery.cancel_scope.cancel()
+
+
+# -- wss: ------------------------------------------------------------------------------
+
+
+async def test_wss_round_trip() -> None:
+    ca = trustme.CA()
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert(LOCALHOST).configure_cert(server_tls)
+    client_tls = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+    ca.configure_trust(client_tls)
+    with trio.fail_after(HANG_GUARD):
+        async with websocket.listen(handler=echo, ssl_context=server_tls) as listener:
+            assert listener.url is not None
+            assert listener.url.startswith("wss://")
+            async with websocket.connect(listener.url, ssl_context=client_tls) as pipe:
+                assert await exchange(pipe, {"secure": True}) == {"secure": True}
