@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import trio
@@ -185,9 +185,10 @@ class Lane:
         """Total size of queued ``bytes``/``str`` messages (0 unless ``max_bytes``)."""
         return self._bytes
 
-    async def put(self, item: Any) -> float:
+    async def put(self, item: Any, abort: Callable[[], bool] | None = None) -> float:
         """Queue one message, waiting while the lane is full. Returns the seconds spent
-        waiting."""
+        waiting. While waiting, ``abort()`` is checked whenever :meth:`wake_writers` is
+        called; if it is true, :class:`trio.ClosedResourceError` is raised."""
         self._put_calls += 1
         if self._put_calls % _FAIRNESS_EVERY == 0:
             await trio.lowlevel.checkpoint()
@@ -195,7 +196,7 @@ class Lane:
             await trio.lowlevel.checkpoint_if_cancelled()
         if self.try_put(item):
             return 0.0
-        return await self._put_slow((item,), 0)
+        return await self._put_slow((item,), 0, abort)
 
     def try_put(self, item: Any) -> bool:
         """Queue one message if there is room now (from any thread); False if the lane
@@ -214,21 +215,30 @@ class Lane:
                 return True
         return False
 
-    async def put_many(self, items: Sequence[Any]) -> float:
+    async def put_many(
+        self, items: Sequence[Any], abort: Callable[[], bool] | None = None
+    ) -> float:
         """Queue ``items`` in order, waiting whenever the lane is full. Returns the
-        seconds spent waiting."""
+        seconds spent waiting (``abort`` as in :meth:`put`; the items queued before an
+        abort stay queued)."""
         await trio.lowlevel.checkpoint()
         with self._lock:
             done = self._offer(items, 0)
         if done < len(items):
-            return await self._put_slow(items, done)
+            return await self._put_slow(items, done, abort)
         return 0.0
 
-    async def _put_slow(self, items: Sequence[Any], done: int) -> float:
+    async def _put_slow(
+        self, items: Sequence[Any], done: int, abort: Callable[[], bool] | None
+    ) -> float:
         clock_start = trio.current_time()
         waited = 0.0
         try:
             while True:
+                if abort is not None and abort():
+                    raise trio.ClosedResourceError(
+                        "this end of the pipe was closed while a send was waiting"
+                    )
                 with self._lock:
                     done = self._offer(items, done)
                     if done == len(items):
@@ -274,6 +284,13 @@ class Lane:
             self._items.extendleft(reversed(items))
             if self._weighed:
                 self._bytes += sum(map(_weight, items))
+
+    def wake_writers(self) -> None:
+        """Wake every waiting writer so it re-checks its ``abort`` condition."""
+        with self._lock:
+            for w in self._writer_waiters:
+                w.wake()
+            self._writer_waiters.clear()
 
     def wake_all(self) -> None:
         """Wake every waiter so it re-checks its abort condition."""

@@ -165,7 +165,7 @@ class LocalPipe(Pipe):
     async def send(self, value: Any) -> None:
         self._check_send()
         for lane in self._tx:
-            self._paused += await lane.put(value)
+            self._paused += await lane.put(value, self._send_aborted)
         self._sent += 1
 
     async def send_batch(self, values: Sequence[Any]) -> None:
@@ -174,8 +174,11 @@ class LocalPipe(Pipe):
             await trio.lowlevel.checkpoint()
             return
         for lane in self._tx:
-            self._paused += await lane.put_many(values)
+            self._paused += await lane.put_many(values, self._send_aborted)
         self._sent += len(values)
+
+    def _send_aborted(self) -> bool:
+        return self._ended or self._closed
 
     async def end(self) -> None:
         await trio.lowlevel.checkpoint()
@@ -187,6 +190,7 @@ class LocalPipe(Pipe):
             self._ended = True
             for lane in self._tx:
                 lane.end_writer(self.writer_key)
+                lane.wake_writers()  # a send of ours waiting on a full lane gives up
 
     async def fail(self, exc: BaseException) -> None:
         await trio.lowlevel.checkpoint()
@@ -199,6 +203,7 @@ class LocalPipe(Pipe):
             err = error_for_peer(exc, self.name)
             for lane in self._tx:
                 lane.fail(err)
+                lane.wake_writers()
 
     # -- receiving --------------------------------------------------------------------
 

@@ -499,3 +499,21 @@ async def test_byte_budget_ignores_messages_that_are_not_bytes_or_text() -> None
     await lane.put_many([{"big": "x" * 1000}] * 5)
     assert lane.depth == 5
     assert lane.queued_bytes == 0
+
+
+@pytest.mark.parametrize("close", ["aclose", "end"])
+async def test_a_send_blocked_on_a_full_pipe_wakes_when_its_own_end_closes(close: str) -> None:
+    a, _b = open_pipe_pair(capacity=1)
+    await a.send(0)  # full: b never receives
+    async with trio.open_nursery() as nursery:
+
+        async def blocked() -> None:
+            with pytest.raises(trio.ClosedResourceError):
+                await a.send(1)
+
+        nursery.start_soon(blocked)
+        await trio.testing.wait_all_tasks_blocked()
+        await getattr(a, close)()
+        with trio.fail_after(1):
+            await trio.testing.wait_all_tasks_blocked()
+            assert not nursery.child_tasks, "send() still blocked after its own end closed"
