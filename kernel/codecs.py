@@ -55,6 +55,12 @@ class Codec(Protocol):
 
     def encode_many(self, messages: Iterable[Any]) -> bytes: ...
 
+    def bytes_prefix(self, size: int) -> bytes | None:
+        """The bytes that, followed by a ``bytes`` message of ``size`` bytes itself, make
+        that message's encoding; None if this codec cannot send it that way. Lets a
+        sender put large binary messages on the wire without copying them."""
+        ...
+
     def decode_many(self, payload: bytes | memoryview) -> list[Any]: ...
 
     def stream_decoder(self) -> StreamDecoder: ...
@@ -99,6 +105,7 @@ class _MsgpackStreamDecoder:
 
 
 _BIN32 = struct.Struct(">BI")
+_CBOR_BYTES32 = struct.Struct(">BI")
 _LARGE_BYTES = 64 * 1024
 _LARGE_PAYLOAD = 64 * 1024 + 64
 
@@ -120,6 +127,9 @@ class MsgpackCodec:
         except (TypeError, ValueError, OverflowError) as exc:
             self._packer.reset()
             raise _unencodable(self.name, exc) from exc
+
+    def bytes_prefix(self, size: int) -> bytes | None:
+        return _BIN32.pack(0xC6, size) if _LARGE_BYTES <= size <= 0xFFFFFFFF else None
 
     def encode_many(self, messages: Iterable[Any]) -> bytes:
         pack = self._packer.pack
@@ -200,6 +210,10 @@ class CborCodec:
 
     name = "cbor"
 
+    def bytes_prefix(self, size: int) -> bytes | None:
+        # Major type 2 (byte string) with a 4-byte length, as cbor2 writes it.
+        return _CBOR_BYTES32.pack(0x5A, size) if _LARGE_BYTES <= size <= 0xFFFFFFFF else None
+
     def encode(self, message: Any) -> bytes:
         try:
             return cbor2.dumps(message)
@@ -261,6 +275,9 @@ class JsonCodec:
     """UTF-8 JSON, one value per line (values never contain a raw newline)."""
 
     name = "json"
+
+    def bytes_prefix(self, size: int) -> bytes | None:
+        return None  # JSON has no binary type
 
     def encode(self, message: Any) -> bytes:
         try:

@@ -11,8 +11,9 @@ that carries bytes reuses it: stdio, unix and tcp over a byte stream, websocket 
 from __future__ import annotations
 
 import abc
+import errno
 from collections import deque
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -60,6 +61,31 @@ class MessageTransport(trio.abc.AsyncResource):
 
 
 Transport = trio.abc.Stream | MessageTransport
+
+_VECTORED_MIN = 64 * 1024
+"""A write holding a piece at least this large goes out with sendmsg, uncopied."""
+_IOV_MAX = 512
+
+
+async def _send_vectored(sock: trio.socket.SocketType, pieces: list[bytes]) -> None:
+    """Write all of ``pieces`` to ``sock`` with ``sendmsg`` (scatter-gather), with the
+    errors :meth:`trio.SocketStream.send_all` would raise."""
+    views = [memoryview(p) for p in pieces]
+    i = 0
+    try:
+        while i < len(views):
+            sent = await sock.sendmsg(views[i : i + _IOV_MAX])
+            while sent:
+                size = len(views[i])
+                if sent < size:
+                    views[i] = views[i][sent:]
+                    break
+                sent -= size
+                i += 1
+    except OSError as exc:
+        if exc.errno == errno.EBADF:
+            raise trio.ClosedResourceError("this socket was already closed") from None
+        raise trio.BrokenResourceError(f"socket connection broken: {exc}") from exc
 
 
 class FramedPipe(Pipe):
@@ -238,32 +264,44 @@ class FramedPipe(Pipe):
             self._handshake_error = exc
             self._handshake.set()
 
-    def _take_writes(self) -> list[bytes]:
-        """What the writer sends next: one coalesced write on a byte stream, one message
-        per frame on a :class:`MessageTransport`."""
-        if self._per_frame:
-            return self.conn.frames_to_send()
-        data = self.conn.data_to_send()
-        return [data] if data else []
+    def _writes(self) -> tuple[Callable[[], list[bytes]], Callable[[list[bytes]], Awaitable[None]]]:
+        """How the writer takes what is ready and puts it on the transport: one message
+        per frame on a :class:`MessageTransport`; otherwise one write, vectored on a
+        socket when a large message travels by reference (no copy), else joined."""
+        transport = self.stream
+        if isinstance(transport, MessageTransport):
+            send_message = transport.send_message
+
+            async def send_frames(frames: list[bytes]) -> None:
+                for frame in frames:
+                    await send_message(frame)
+
+            return self.conn.frames_to_send, send_frames
+        send_all = transport.send_all
+        sock = transport.socket if isinstance(transport, trio.SocketStream) else None
+
+        async def send_pieces(pieces: list[bytes]) -> None:
+            if len(pieces) == 1:
+                await send_all(pieces[0])
+            elif sock is not None and max(map(len, pieces)) >= _VECTORED_MIN:
+                await _send_vectored(sock, pieces)
+            else:
+                await send_all(b"".join(pieces))
+
+        return self.conn.data_to_send_pieces, send_pieces
 
     async def _writer(self) -> None:
         conn = self.conn
-        transport = self.stream
-        send = (
-            transport.send_message
-            if isinstance(transport, MessageTransport)
-            else transport.send_all
-        )
+        take, send = self._writes()
         try:
             while True:
-                writes = self._take_writes()
+                writes = take()
                 if writes:
                     # Events are replaced only once set, never while a task may still be
                     # waiting on them (a replaced unset event would strand its waiters).
                     if self._writer_idle.is_set():
                         self._writer_idle = trio.Event()
-                    for data in writes:
-                        await send(data)
+                    await send(writes)
                     self._space_event.set()
                     continue
                 self._writer_idle.set()

@@ -234,7 +234,9 @@ class Connection:
         # ERROR) waits while the peer has paused us. Messages are framed lazily so that
         # everything queued between two writes is coalesced.
         self._control: list[bytes] = []
-        self._stream: list[bytes] = []
+        # Each ordered frame is a tuple of pieces that make it up when joined: one piece,
+        # or a head and a large bytes message that is never copied (see send()).
+        self._stream: list[tuple[bytes, ...]] = []
         self._pending: list[bytes] = []
         self._pending_size = 0
         self._stream_size = 0
@@ -310,13 +312,29 @@ class Connection:
 
     def send(self, message: Any) -> None:
         """Queue one message. Raises :class:`ProtocolError` (kind ``oversize``) if its
-        encoding exceeds the peer's max frame; nothing is queued then."""
+        encoding exceeds the peer's max frame; nothing is queued then.
+
+        A large ``bytes`` message goes in a DATA frame of its own, by reference: the
+        object is handed to the transport as it is (see :meth:`data_to_send_pieces`)."""
         self._check_sendable()
         assert self.codec is not None
+        if type(message) is bytes and len(message) >= self.coalesce_bytes:
+            prefix = self.codec.bytes_prefix(len(message))
+            if prefix is not None:
+                self._send_by_reference(prefix, message)
+                return
         encoded = self.codec.encode(message)
         self._check_size(len(encoded))
         self._pending.append(encoded)
         self._pending_size += len(encoded)
+        self.messages_sent += 1
+
+    def _send_by_reference(self, prefix: bytes, message: bytes) -> None:
+        size = len(prefix) + len(message)
+        self._check_size(size)
+        self._frame_pending()  # what was queued before goes first
+        self._stream.append((HEADER.pack(size, 1, 0) + prefix, message))
+        self._stream_size += HEADER_SIZE + size
         self.messages_sent += 1
 
     def send_many(self, messages: Iterable[Any]) -> None:
@@ -349,11 +367,11 @@ class Connection:
         pack = HEADER.pack
         for i, enc in enumerate(pending):
             if i > start and size + len(sep) + len(enc) > target:
-                frames.append(pack(size, 1, 0) + sep.join(pending[start:i]))
+                frames.append((pack(size, 1, 0) + sep.join(pending[start:i]),))
                 self._stream_size += size + HEADER_SIZE
                 start, size = i, 0
             size += len(enc) + (len(sep) if i > start else 0)
-        frames.append(pack(size, 1, 0) + sep.join(pending[start:]))
+        frames.append((pack(size, 1, 0) + sep.join(pending[start:]),))
         self._stream_size += size + HEADER_SIZE
         self._pending = []
         self._pending_size = 0
@@ -363,7 +381,7 @@ class Connection:
         if self.send_state != _Direction.OPEN:
             raise ProtocolError(f"cannot END: this direction is {self.send_state}", kind="state")
         self._frame_pending()
-        self._stream.append(encode_frame(FrameType.END))
+        self._stream.append((encode_frame(FrameType.END),))
         self._stream_size += HEADER_SIZE
         self.send_state = _Direction.ENDED
 
@@ -375,7 +393,7 @@ class Connection:
             return
         self._frame_pending()
         frame = _json_frame(FrameType.ERROR, {"kind": kind, "message": message, **details})
-        self._stream.append(frame)
+        self._stream.append((frame,))
         self._stream_size += len(frame)
         self.send_state = _Direction.FAILED
 
@@ -398,36 +416,44 @@ class Connection:
 
         While the peer has paused us only control frames are returned; DATA and what is
         queued behind it (END, ERROR) wait for RESUME."""
-        frames = self._take_frames()
-        if not frames:
+        pieces = self.data_to_send_pieces()
+        if not pieces:
             return b""
-        data = frames[0] if len(frames) == 1 else b"".join(frames)
-        self.bytes_sent += len(data)
-        return data
+        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+
+    def data_to_send_pieces(self) -> list[bytes]:
+        """Like :meth:`data_to_send`, without joining: the bytes ready for the wire are
+        these pieces in order (a large ``bytes`` message is one of them, uncopied), for
+        transports with vectored writes."""
+        pieces: list[bytes] = []
+        for frame in self._take_frames():
+            pieces.extend(frame)
+        self.bytes_sent += sum(map(len, pieces))
+        return pieces
 
     def frames_to_send(self) -> list[bytes]:
         """Like :meth:`data_to_send`, but one ``bytes`` per frame, for transports that
         carry one frame per message (WebSocket)."""
-        frames = self._take_frames()
-        self.bytes_sent += sum(len(f) for f in frames)
+        frames = [f[0] if len(f) == 1 else b"".join(f) for f in self._take_frames()]
+        self.bytes_sent += sum(map(len, frames))
         return frames
 
-    def _take_frames(self) -> list[bytes]:
+    def _take_frames(self) -> list[tuple[bytes, ...]]:
         if self.codec is None and not self.initiator:
             # An acceptor's first frame is its HELLO answer (or the ERROR refusing the
             # handshake): nothing queued before the handshake may precede it.
             if self.failure is None and self.send_state != _Direction.FAILED:
                 return []
             self._control = []
-        parts = self._control
+        frames: list[tuple[bytes, ...]] = [(frame,) for frame in self._control]
         self._control = []
         if not self.peer_paused or self.failure is not None:
             self._frame_pending()
             if self._stream:
-                parts.extend(self._stream)
+                frames.extend(self._stream)
                 self._stream = []
                 self._stream_size = 0
-        return parts
+        return frames
 
     # -- incoming ---------------------------------------------------------------------
 
@@ -696,8 +722,10 @@ class Connection:
             # learns of it from the failure.
             self._pending = []
             self._pending_size = 0
-            self._stream = [f for f in self._stream if HEADER.unpack_from(f)[1] != FrameType.DATA]
-            self._stream_size = sum(len(f) for f in self._stream)
+            self._stream = [
+                f for f in self._stream if HEADER.unpack_from(f[0])[1] != FrameType.DATA
+            ]
+            self._stream_size = sum(len(p) for f in self._stream for p in f)
             self.fail(exc.kind, exc.message)
         self.receive_state = _Direction.FAILED
         self.peer_paused = False

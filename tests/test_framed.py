@@ -914,3 +914,31 @@ async def test_text_message_on_a_message_transport_is_refused_as_malformed() -> 
                 await pipe.receive()
             assert info.value.kind == "malformed"
             assert "text message" in str(info.value)
+
+
+# -- vectored writes -------------------------------------------------------------------
+
+
+async def test_large_bytes_over_a_socket_with_small_buffers_arrive_intact() -> None:
+    """Large messages go out with sendmsg, by reference; small kernel buffers force
+    partial writes, which must resume exactly where they stopped."""
+    left, right = socket.socketpair()
+    for sock in (left, right):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    blobs = [bytes([i]) * (100_000 + i * 7919) for i in range(12)]
+    a_stream = trio.SocketStream(trio.socket.from_stdlib_socket(left))
+    b_stream = trio.SocketStream(trio.socket.from_stdlib_socket(right))
+    async with trio.open_nursery() as nursery:
+        received: list[Any] = []
+
+        async def receiver() -> None:
+            async with framed_pipe(b_stream, initiator=False) as pipe:
+                received.extend(await drain(pipe))
+
+        nursery.start_soon(receiver)
+        async with framed_pipe(a_stream, initiator=True) as pipe:
+            for i, blob in enumerate(blobs):
+                await pipe.send(blob)
+                await pipe.send(i)
+    assert received == [x for i, blob in enumerate(blobs) for x in (blob, i)]

@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pipekit.kernel.codecs import CODEC_NAMES, get_codec
-from pipekit.kernel.errors import FlowControlError, ProtocolError
+from pipekit.kernel.errors import CodecError, FlowControlError, ProtocolError
 from pipekit.kernel.protocol import (
     DEFAULT_COALESCE_BYTES,
     DEFAULT_HIGH_WATER,
@@ -1391,3 +1391,52 @@ def test_reject_queues_an_error_with_the_kind_and_fails_the_connection() -> None
     assert_refused(events, b, "malformed")
     assert b.failure is not None
     assert b.reject("again") == [ProtocolViolation(b.failure)]
+
+
+# -- large bytes travel by reference ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("codec", ["msgpack", "cbor"])
+def test_a_large_bytes_message_is_handed_to_the_transport_uncopied(codec: str) -> None:
+    a, b = connect({"codecs": [codec]})
+    blob = bytes(range(256)) * 1024  # 256 KiB
+    a.send("before")
+    a.send(blob)
+    a.send("after")
+    pieces = a.data_to_send_pieces()
+    assert any(piece is blob for piece in pieces)
+    assert messages_of(b.receive_data(b"".join(pieces))) == ["before", blob, "after"]
+
+
+def test_a_large_bytes_message_over_json_is_encoded_normally() -> None:
+    a, _ = connect({"codecs": ["json"]})
+    with pytest.raises(CodecError):
+        a.send(b"x" * 100_000)
+
+
+def test_data_to_send_joins_the_pieces() -> None:
+    a, b = connect()
+    blob = b"z" * 100_000
+    a.send(blob)
+    a.end()
+    data = a.data_to_send()
+    events = b.receive_data(data)
+    assert messages_of(events) == [blob]
+    assert isinstance(events[-1], EndReceived)
+
+
+def test_frames_to_send_keeps_a_by_reference_frame_whole() -> None:
+    a, b = connect()
+    blob = b"w" * 100_000
+    a.send(blob)
+    (frame,) = a.frames_to_send()
+    assert len(frame) == HEADER_SIZE + HEADER.unpack_from(frame)[0]
+    assert messages_of(b.receive_frame(frame)) == [blob]
+
+
+def test_a_violation_drops_queued_by_reference_frames_too() -> None:
+    a, _ = connect()
+    a.send(b"v" * 100_000)
+    a.receive_data(b"\xff" * HEADER_SIZE)
+    frames = parse_frames(a.data_to_send())
+    assert [f[0] for f in frames] == [FrameType.ERROR]
