@@ -83,9 +83,14 @@ async def _send_vectored(sock: trio.socket.SocketType, pieces: list[bytes]) -> N
                 sent -= size
                 i += 1
     except OSError as exc:
-        if exc.errno == errno.EBADF:
-            raise trio.ClosedResourceError("this socket was already closed") from None
-        raise trio.BrokenResourceError(f"socket connection broken: {exc}") from exc
+        raise _stream_error(exc) from exc
+
+
+def _stream_error(exc: OSError) -> trio.ClosedResourceError | trio.BrokenResourceError:
+    """What :class:`trio.SocketStream` raises for ``exc``."""
+    if exc.errno == errno.EBADF:
+        return trio.ClosedResourceError("this socket was already closed")
+    return trio.BrokenResourceError(f"socket connection broken: {exc}")
 
 
 class FramedPipe(Pipe):
@@ -135,6 +140,8 @@ class FramedPipe(Pipe):
         try:
             if isinstance(self.stream, MessageTransport):
                 await self._read_messages(self.stream)
+            elif isinstance(self.stream, trio.SocketStream):
+                await self._read_socket(self.stream.socket)
             else:
                 await self._read_stream(self.stream)
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
@@ -152,6 +159,27 @@ class FramedPipe(Pipe):
                 self._on_eof()
                 return
             events = conn.receive_data(data)
+            if events:
+                self._on_events(events)
+                if conn.failure is not None:
+                    return
+
+    async def _read_socket(self, sock: trio.socket.SocketType) -> None:
+        """Like :meth:`_read_stream`, reading straight into the protocol's buffer."""
+        conn = self.conn
+        size = self._read_size
+        while True:
+            with conn.receive_buffer(size) as target:
+                try:
+                    count = await sock.recv_into(target)
+                except OSError as exc:
+                    raise _stream_error(exc) from exc
+            self._chunks_received += 1
+            if not count:
+                self._on_events(conn.receive_eof())
+                self._on_eof()
+                return
+            events = conn.receive_filled(count)
             if events:
                 self._on_events(events)
                 if conn.failure is not None:

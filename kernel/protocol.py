@@ -64,7 +64,10 @@ is disconnected for violating flow control."""
 DEFAULT_COALESCE_BYTES = 64 * 1024
 """Queued messages are coalesced into DATA frames of about this size."""
 _MAX_U32 = 0xFFFFFFFF
-_VIEW_MIN = 4096  # payloads and leftovers at least this large are not copied
+_READ_SIZE = 256 * 1024
+"""Default room offered by :meth:`Connection.receive_buffer`."""
+_INBUF_KEEP = 4 * 1024 * 1024
+"""An empty receive buffer larger than this is given back (after a huge frame)."""
 
 
 class FrameType(IntEnum):
@@ -242,8 +245,12 @@ class Connection:
         self._stream_size = 0
 
         # Incoming: chunks not yet parsed, and bytes needed before parsing is useful.
-        self._chunks: list[bytes | memoryview] = []
-        self._buffered = 0
+        # Incoming: bytes received and not yet parsed are _inbuf[_start:_end]. Parsing is
+        # worth trying once _need of them are there (a header, or the whole frame under
+        # way). Transports read straight into the buffer (receive_buffer/receive_filled).
+        self._inbuf = bytearray()
+        self._start = 0
+        self._end = 0
         self._need = HEADER_SIZE
 
         # Statistics.
@@ -464,22 +471,58 @@ class Connection:
         :class:`ProtocolViolation` event (with an ERROR frame queued for the peer)."""
         if self.failure is not None:
             return [ProtocolViolation(self.failure)]
-        if not data:
+        count = len(data)
+        if not count:
             return []
-        self.bytes_received += len(data)
-        self._chunks.append(data if type(data) is bytes else bytes(data))
-        self._buffered += len(data)
-        if self._buffered < self._need:
+        with self.receive_buffer(count) as target:
+            target[:count] = data
+        return self.receive_filled(count)
+
+    def receive_buffer(self, size: int = _READ_SIZE) -> memoryview:
+        """A writable view for the transport to read into (``recv_into``); then report
+        how many bytes it read with :meth:`receive_filled`. It has room for at least
+        ``size`` bytes, and for the whole of a frame under way, so a large frame is
+        read in place. Valid until the next call of either method."""
+        held = self._end - self._start
+        want = max(size, self._need - held)
+        if len(self._inbuf) - self._end < want:
+            self._make_room(held, want)
+        elif not held and len(self._inbuf) > _INBUF_KEEP and want <= _INBUF_KEEP:
+            self._inbuf = bytearray(_INBUF_KEEP)  # give back what a huge frame needed
+            self._start = self._end = 0
+        return memoryview(self._inbuf)[self._end :]
+
+    def _make_room(self, held: int, want: int) -> None:
+        buf = self._inbuf
+        if held <= self._start and len(buf) - held >= want:
+            # Move the unparsed tail to the front (the two regions do not overlap).
+            view = memoryview(buf)
+            view[:held] = view[self._start : self._end]
+        else:
+            bigger = bytearray(max(held + want, 2 * len(buf) if held + want > len(buf) else 0))
+            bigger[:held] = memoryview(buf)[self._start : self._end]
+            self._inbuf = bigger
+        self._start, self._end = 0, held
+
+    def receive_filled(self, count: int) -> list[Event]:
+        """``count`` bytes were read into the view :meth:`receive_buffer` returned;
+        return the events they complete (as :meth:`receive_data`)."""
+        if self.failure is not None:
+            return [ProtocolViolation(self.failure)]
+        if count <= 0:
             return []
-        chunks = self._chunks
-        buf: bytes | memoryview = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-        # Large msgpack DATA payloads are decoded straight from a view of the buffer
-        # (msgpack copies what it keeps); every other payload is its own bytes object.
+        self.bytes_received += count
+        self._end += count
+        if self._end - self._start < self._need:
+            return []
+        buf = self._inbuf
+        # msgpack DATA payloads are decoded straight from a view of the buffer (msgpack
+        # copies what it keeps); every other payload is its own bytes object.
         views = self.codec is not None and self.codec.name == "msgpack"
         view = memoryview(buf)
         events: list[Event] = []
-        pos = 0
-        end_of_buf = len(buf)
+        pos = self._start
+        end_of_buf = self._end
         unpack_from = HEADER.unpack_from
         try:
             while end_of_buf - pos >= HEADER_SIZE:
@@ -489,7 +532,7 @@ class Connection:
                 if frame_end > end_of_buf:
                     self._need = HEADER_SIZE + length
                     break
-                if views and length >= _VIEW_MIN and ftype == 1 and not flags:
+                if views and ftype == 1 and not flags:
                     payload: bytes | memoryview = view[pos + HEADER_SIZE : frame_end]
                 else:
                     payload = bytes(view[pos + HEADER_SIZE : frame_end])
@@ -500,19 +543,18 @@ class Connection:
         except ProtocolError as exc:
             self._violate(exc)
             events.append(ProtocolViolation(exc))
-            self._chunks = []
-            self._buffered = 0
+            self._start = self._end = 0
             return events
-        left = end_of_buf - pos
-        rest = buf if not pos else view[pos:] if left >= _VIEW_MIN else bytes(view[pos:])
-        self._chunks = [rest] if left else []
-        self._buffered = left
+        if pos == end_of_buf:
+            self._start = self._end = 0
+        else:
+            self._start = pos
         return events
 
     def receive_frame(self, frame: bytes | bytearray | memoryview) -> list[Event]:
         """Feed one whole frame, for transports that carry one frame per message
         (WebSocket). A message that is not exactly one frame is malformed."""
-        if self.failure is None and not self._buffered:
+        if self.failure is None and self._end == self._start:
             size = len(frame)
             length = HEADER.unpack_from(frame)[0] if size >= HEADER_SIZE else -1
             # An oversize length is left to receive_data, which reports it as such.
@@ -538,9 +580,10 @@ class Connection:
         is a broken connection, which the adapter reports as such."""
         if self.failure is not None:
             return []
-        if self._buffered:
+        held = self._end - self._start
+        if held:
             exc = ProtocolError(
-                f"connection closed inside a frame ({self._buffered} bytes of an incomplete frame)",
+                f"connection closed inside a frame ({held} bytes of an incomplete frame)",
                 kind="malformed",
             )
             self._violate(exc)
