@@ -10,6 +10,7 @@ the listener keeps serving everyone else.
 
 from __future__ import annotations
 
+import enum
 import logging
 import math
 import ssl
@@ -45,6 +46,7 @@ __all__ = [
     "PipeOptions",
     "Reconnect",
     "Refusal",
+    "Slot",
     "connect_with_retry",
 ]
 
@@ -104,6 +106,16 @@ def pipe_options(
         handshake_timeout=handshake_timeout,
         idle_timeout=idle_timeout,
     )
+
+
+class Slot(enum.Enum):
+    """What an accepted connection holds while it is open (see :meth:`Listener.take_slot`)."""
+
+    PEER = "peer"
+    """One of the ``max_peers`` slots: the peer is handshaken and served."""
+    REFUSING = "refusing"
+    """All peer slots are taken: the peer is told ``busy``. At most ``max_peers``
+    connections are being turned away like this at once."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,6 +192,12 @@ class Listener:
     listener.accept()`` hands out each accepted peer's pipe. A pipe handed out stays open
     until it is closed with ``aclose()`` or the listener's block exits. ``address`` is
     what the listener is bound to; ``refusals`` keeps the last 100 peers turned away.
+
+    Every connection counts from the moment it is accepted, before any handshake (TLS,
+    the WebSocket upgrade, HELLO): ``peers`` of them (at most ``max_peers``) are being
+    served, ``refusing`` more (at most ``max_peers`` too) are being told ``busy``, and
+    any connection beyond both is closed at once without a word, so that peers which
+    never finish a handshake cannot pile up.
     """
 
     def __init__(
@@ -209,6 +227,7 @@ class Listener:
         self.refused = 0
         self.accepted = 0
         self.peers = 0
+        self.refusing = 0
         self._refused_event = trio.Event()
         self._send, self._receive = trio.open_memory_channel[FramedPipe](0)
 
@@ -254,44 +273,59 @@ class Listener:
         self._refused_event.set()
         log.info("%s refused %s: [%s] %s", self.label, peer, kind, reason)
 
-    def _take_slot(self) -> bool:
-        """Take a peer slot; False when all ``max_peers`` are taken."""
-        if self.peers >= self._max_peers:
-            return False
-        self.peers += 1
-        return True
+    def take_slot(self) -> Slot | None:
+        """Count a newly accepted connection: a peer slot, else a place among the
+        connections being refused as busy, else None (close it at once, after
+        :meth:`drop`). Give it back with :meth:`release_slot` once the connection is
+        closed."""
+        if self.peers < self._max_peers:
+            self.peers += 1
+            return Slot.PEER
+        if self.refusing < self._max_peers:
+            self.refusing += 1
+            return Slot.REFUSING
+        return None
 
-    async def _refuse_busy(self, transport: Transport, peer: str) -> None:
-        self._refuse(peer, "busy", f"server busy: {self._max_peers} peers already served")
-        await refuse(transport, "busy", "server busy, try again later")
+    def release_slot(self, slot: Slot) -> None:
+        if slot is Slot.PEER:
+            self.peers -= 1
+        else:
+            self.refusing -= 1
+
+    def drop(self, peer: str) -> None:
+        """Record a connection closed at once because every slot is taken."""
+        self._refuse(
+            peer,
+            "busy",
+            f"server busy: {self._max_peers} peers served and {self._max_peers} more being "
+            "refused; closed without a reply",
+        )
 
     async def _serve_peer(self, stream: trio.abc.Stream) -> None:
         peer = describe_peer(stream)
-        admitted = self._take_slot()
+        slot = self.take_slot()
+        if slot is None:
+            self.drop(peer)
+            await trio.aclose_forcefully(stream)
+            return
         try:
             # TLS first, even for a peer refused as busy: a refusal sent in clear could
             # not be read by a TLS client (it would see a TLS error instead).
             transport = await self._secure(stream, peer)
-            if transport is None:
-                return
-            if not admitted:
-                await self._refuse_busy(transport, peer)
-                return
-            await self._run_peer(transport, peer)
+            if transport is not None:
+                await self.serve_transport(transport, peer, slot)
         finally:
-            if admitted:
-                self.peers -= 1
+            self.release_slot(slot)
 
-    async def serve_transport(self, transport: Transport, peer: str) -> None:
-        """Serve a peer that arrived on ``transport`` by other means (the websocket
-        adapter's server): take a slot, handshake, hand the pipe out."""
-        if not self._take_slot():
-            await self._refuse_busy(transport, peer)
+    async def serve_transport(self, transport: Transport, peer: str, slot: Slot) -> None:
+        """Serve a peer that holds ``slot`` (from :meth:`take_slot`) on ``transport``:
+        handshake and hand its pipe out, or refuse it as busy. Used directly by the
+        websocket adapter, whose server accepts the connections."""
+        if slot is Slot.REFUSING:
+            self._refuse(peer, "busy", f"server busy: {self._max_peers} peers already served")
+            await refuse(transport, "busy", "server busy, try again later")
             return
-        try:
-            await self._run_peer(transport, peer)
-        finally:
-            self.peers -= 1
+        await self._run_peer(transport, peer)
 
     async def _secure(self, stream: trio.abc.Stream, peer: str) -> trio.abc.Stream | None:
         """TLS server handshake if configured; None (and the peer refused) if it failed."""
@@ -381,7 +415,10 @@ class Reconnect:
             raise ValueError("need initial >= 0, factor >= 1 and max_delay >= 0")
 
     def delay(self, attempt: int) -> float:
-        return float(min(self.initial * self.factor**attempt, self.max_delay))
+        try:
+            return float(min(self.initial * self.factor**attempt, self.max_delay))
+        except OverflowError:  # factor**attempt is beyond any float: long past max_delay
+            return float(self.max_delay)
 
 
 def _retryable(exc: BaseException) -> bool:

@@ -20,6 +20,7 @@ from typing import Unpack
 
 import trio
 
+from ..kernel.errors import ProtocolError
 from ..kernel.framed import FramedPipe, framed_pipe
 from ._network import (
     DEFAULT_MAX_PEERS,
@@ -131,8 +132,14 @@ async def connect(
             try:
                 with trio.fail_after(math.inf if timeout is None else timeout):
                     await tls.do_handshake()
-            except BaseException:
+            except BaseException as exc:
                 await trio.aclose_forcefully(stream)
+                if isinstance(exc, trio.TooSlowError):
+                    # The same error as every transport's handshake timeout (and retried).
+                    raise ProtocolError(
+                        f"{label}: TLS handshake did not complete within {timeout} s",
+                        kind="handshake_timeout",
+                    ) from None
                 raise
             stream = tls
         async with framed_pipe(stream, initiator=True, token=token, **opts) as pipe:

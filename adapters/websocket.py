@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import ssl
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
@@ -46,7 +46,9 @@ from ._network import (
     PipeOptions,
     Reconnect,
     Refusal,
+    Slot,
     connect_with_retry,
+    describe_peer,
     pipe_options,
 )
 
@@ -182,7 +184,8 @@ class _Gate:
         self.http = dict(http)
 
     def __call__(self, ws: ServerConnection, request: Request) -> Response | None:
-        is_upgrade = "websocket" in request.headers.get("Upgrade", "").lower()
+        # get_all: a repeated header must not make get() raise (HTTP 500).
+        is_upgrade = "websocket" in ",".join(request.headers.get_all("Upgrade")).lower()
         route = request.path.split("?", 1)[0]
         if not is_upgrade:
             resource = self.http.get(route)
@@ -195,12 +198,79 @@ class _Gate:
             self.listener._refuse(peer, "not_found", reason)
             return ws.respond(404, reason + "\n")
         if self.origins is not None:
-            origin = request.headers.get("Origin")
-            if origin not in self.origins:
-                reason = f"origin {origin!r} is not allowed"
+            origins = request.headers.get_all("Origin")
+            origin = origins[0] if origins else None
+            if len(origins) > 1 or origin not in self.origins:
+                reason = (
+                    f"more than one Origin header: {origins!r}"
+                    if len(origins) > 1
+                    else f"origin {origin!r} is not allowed"
+                )
                 self.listener._refuse(peer, "origin", reason)
                 return ws.respond(403, reason + "\n")
         return None
+
+
+class _SlotStream(trio.abc.HalfCloseableStream):
+    """An accepted TCP connection holding a :class:`Slot` of the listener from the
+    moment it is accepted (before TLS and the WebSocket upgrade) until it is closed."""
+
+    def __init__(
+        self, stream: trio.SocketStream, slot: Slot, release: Callable[[Slot], None]
+    ) -> None:
+        self.stream = stream
+        self.socket = stream.socket  # websockets reads addresses from it
+        self.slot = slot
+        self._release: Callable[[Slot], None] | None = release
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await self.stream.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self.stream.wait_send_all_might_not_block()
+
+    async def send_eof(self) -> None:
+        await self.stream.send_eof()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        return await self.stream.receive_some(max_bytes)
+
+    async def aclose(self) -> None:
+        # trio.serve_listeners closes every stream its handler got, so this always runs.
+        release, self._release = self._release, None
+        if release is not None:
+            release(self.slot)
+        await self.stream.aclose()
+
+
+class _SlotListener(trio.abc.Listener[trio.abc.Stream]):
+    """The websockets server's listener: every connection takes a slot of ``listener``
+    as it is accepted; one beyond every slot is closed at once."""
+
+    def __init__(self, inner: trio.SocketListener, listener: Listener) -> None:
+        self.inner = inner
+        self.socket = inner.socket  # websockets logs the address from it
+        self.listener = listener
+
+    async def accept(self) -> trio.abc.Stream:
+        while True:
+            stream = await self.inner.accept()
+            slot = self.listener.take_slot()
+            if slot is not None:
+                return _SlotStream(stream, slot, self.listener.release_slot)
+            self.listener.drop(describe_peer(stream))
+            await trio.aclose_forcefully(stream)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+def _slot_stream(ws: ServerConnection) -> _SlotStream:
+    stream = ws.stream
+    if isinstance(stream, trio.SSLStream):
+        stream = stream.transport_stream
+    assert isinstance(stream, _SlotStream)
+    return stream
 
 
 def _upgrade_watcher(listener: Listener, timeout: float | None) -> type[ServerConnection]:
@@ -210,6 +280,15 @@ def _upgrade_watcher(listener: Listener, timeout: float | None) -> type[ServerCo
     (``malformed``): websockets drops those before any handler runs."""
 
     class UpgradeWatcher(ServerConnection):
+        # websockets only knows the addresses of a bare trio.SocketStream.
+        @property
+        def local_address(self) -> Any:
+            return _slot_stream(self).socket.getsockname()
+
+        @property
+        def remote_address(self) -> Any:
+            return _slot_stream(self).socket.getpeername()
+
         async def handshake(self, *args: Any, **kwargs: Any) -> None:
             peer = _peer_of(self)  # while the socket is still connected
             try:
@@ -266,15 +345,15 @@ async def listen(
     )
 
     async def on_connection(ws: ServerConnection) -> None:
-        await listener.serve_transport(WebSocketTransport(ws), _peer_of(ws))
+        await listener.serve_transport(WebSocketTransport(ws), _peer_of(ws), _slot_stream(ws).slot)
 
+    sockets = await trio.open_tcp_listeners(port, host=host)
     async with open_plain_nursery() as nursery:
         server: Server = await nursery.start(
             partial(
                 ws_serve,
                 on_connection,
-                port,
-                host=host,
+                listeners=[_SlotListener(sock, listener) for sock in sockets],  # type: ignore[misc]
                 ssl=ssl_context,
                 compression="deflate" if compression else None,
                 process_request=_Gate(listener, path, origins, resources_),

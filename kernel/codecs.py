@@ -251,7 +251,7 @@ def _json_decode_lines(lines: Iterable[bytes]) -> list[Any]:
             continue
         try:
             out.append(_json_decode(line.decode("utf-8")))
-        except (UnicodeDecodeError, ValueError) as exc:
+        except (UnicodeDecodeError, ValueError, RecursionError) as exc:  # nested too deep
             raise _undecodable("json", exc) from exc
     return out
 

@@ -122,8 +122,10 @@ class FramedPipe(Pipe):
         self._space_event = trio.Event()
         self._writer_idle = trio.Event()
         self._writer_stopped = False
+        self._writer_cut = False  # cancelled in the middle of a write
         self._closed_event = trio.Event()
         self._chunks_received = 0
+        self._transport_done = False  # EOF or a transport error: no more input can come
         self._paused_seconds = 0.0
         self._send_calls = 0
         self._receive_calls = 0
@@ -205,18 +207,22 @@ class FramedPipe(Pipe):
 
     async def _watch_idle(self, idle_timeout: float) -> None:
         """Fail the pipe (kind ``idle_timeout``) when nothing arrives for
-        ``idle_timeout`` seconds; after half of it, a PING asks a live peer to answer."""
+        ``idle_timeout`` seconds; after half of it, a PING asks a live peer to answer.
+
+        It watches for as long as the transport can still bring input, also after the
+        peer's END: a peer that has ended still answers PING, and one that paused us (or
+        stopped reading) and then went silent must not hold this pipe forever."""
         half = idle_timeout / 2
-        while self._rx_done is None and not self._closed:
+        while self._watching():
             seen = self._chunks_received
             await trio.sleep(half)
-            if self._chunks_received != seen or self._rx_done is not None:
+            if self._chunks_received != seen or not self._watching():
                 continue
-            if self.conn.handshake_complete and self.conn.failure is None:
+            if self.conn.handshake_complete:
                 self.conn.ping(b"idle?")
                 self._tx_event.set()
             await trio.sleep(half)
-            if self._chunks_received != seen or self._rx_done is not None or self._closed:
+            if self._chunks_received != seen or not self._watching():
                 continue
             self._on_events(
                 self.conn.reject(
@@ -225,6 +231,11 @@ class FramedPipe(Pipe):
                 )
             )
             return
+
+    def _watching(self) -> bool:
+        """Whether the idle watchdog has a job: the pipe is open and not failed, and the
+        transport has not reported EOF or an error."""
+        return not (self._closed or self._transport_done or self.conn.failure is not None)
 
     def _on_events(self, events: list[Event]) -> None:
         for event in events:
@@ -252,6 +263,7 @@ class FramedPipe(Pipe):
             self._tx_event.set()
 
     def _on_eof(self) -> None:
+        self._transport_done = True
         peer = (self.conn.peer or {}).get("name", "peer")
         if not self._handshake.is_set():
             self._fail_handshake(
@@ -268,6 +280,7 @@ class FramedPipe(Pipe):
             )
 
     def _on_transport_error(self, exc: BaseException) -> None:
+        self._transport_done = True
         if self._closed:
             return
         err = trio.BrokenResourceError(f"{self.name}: transport failed: {exc}")
@@ -329,7 +342,9 @@ class FramedPipe(Pipe):
                     # waiting on them (a replaced unset event would strand its waiters).
                     if self._writer_idle.is_set():
                         self._writer_idle = trio.Event()
+                    self._writer_cut = True
                     await send(writes)
+                    self._writer_cut = False
                     self._space_event.set()
                     continue
                 self._writer_idle.set()
@@ -345,6 +360,23 @@ class FramedPipe(Pipe):
             self._writer_stopped = True
             self._writer_idle.set()
             self._space_event.set()
+
+    async def _last_words(self) -> None:
+        """Put the END or ERROR that closed this direction on the wire, shielded and
+        within a second, when the block is left with an exception. A cancellation of the
+        block stops the writer too (``RemoteModule`` tells its peer that it was stopped
+        and then sees that cancellation): what the writer left queued is then written
+        here, so the peer gets the reason rather than a bare close - unless the writer
+        was cut off in the middle of a write, which may have left half a frame."""
+        if self._closed or self.conn.send_state == "open":
+            return
+        with trio.CancelScope(shield=True), trio.move_on_after(1):
+            await self._flush()
+            if self._writer_stopped and not self._writer_cut and self._tx_broken is None:
+                take, send = self._writes()
+                writes = take()
+                if writes:
+                    await send(writes)
 
     # -- sending ----------------------------------------------------------------------
 
@@ -613,9 +645,9 @@ async def framed_pipe(
                 except BaseException as exc:
                     body_error = exc
                     if not isinstance(exc, trio.Cancelled) and not pipe._closed:
-                        await pipe.fail(exc)
-                        with trio.move_on_after(1):
-                            await pipe._flush()
+                        with trio.CancelScope(shield=True):  # fail() is a checkpoint
+                            await pipe.fail(exc)
+                    await pipe._last_words()
                     raise
                 await pipe.aclose()
             finally:

@@ -680,7 +680,7 @@ class Connection:
             raise ProtocolError(f"{ftype.name} payload must carry the JSON flag", kind="malformed")
         try:
             body = json.loads(payload.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError) as exc:
+        except (UnicodeDecodeError, ValueError, RecursionError) as exc:  # nested too deep
             raise ProtocolError(
                 f"{ftype.name} payload is not valid JSON: {exc}", kind="malformed"
             ) from exc
@@ -732,8 +732,10 @@ class Connection:
                     raise ProtocolError(
                         "authentication required: HELLO carries no token", kind="auth_failed"
                     )
+                # surrogatepass: JSON can carry lone surrogates, which strict UTF-8 refuses.
                 if not hmac.compare_digest(
-                    token.encode("utf-8"), self.expected_token.encode("utf-8")
+                    token.encode("utf-8", "surrogatepass"),
+                    self.expected_token.encode("utf-8", "surrogatepass"),
                 ):
                     raise ProtocolError("authentication failed: invalid token", kind="auth_failed")
             chosen = next((c for c in offered if c in self.codecs), None)

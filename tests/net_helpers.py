@@ -694,6 +694,20 @@ class NetworkSuite:
                     assert await exchange(third, "third") == "third"
                 assert await exchange(first, "first") == "first"
 
+    async def test_a_connection_still_in_its_handshake_holds_a_peer_slot(self, net: Net) -> None:
+        # Counted from the moment it is accepted (before TLS or a WebSocket upgrade), so
+        # connections that never finish a handshake cannot pile up beyond max_peers.
+        with trio.fail_after(HANG_GUARD):
+            async with (
+                net.listen(handler=echo, max_peers=1) as listener,
+                await net.open_stream(listener),  # connected, says nothing
+            ):
+                await wait_until(lambda: listener.peers == 1)
+                with pytest.raises(RemoteError) as info:
+                    async with net.connect(listener):
+                        pytest.fail("a second peer got the only slot")
+                assert info.value.kind == "busy"
+
     # -- connecting -------------------------------------------------------------------
 
     async def test_reconnect_succeeds_once_the_listener_appears(self, net: Net) -> None:

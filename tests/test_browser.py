@@ -150,3 +150,101 @@ async def test_a_page_that_stops_reading_blocks_the_python_producer(tmp_path: Pa
         for _ in range(5):
             await trio.sleep(0.1)
             assert accepted == held
+
+
+# -- pipekit.js against a scripted WebSocket -------------------------------------------
+
+FAKE_SOCKET_PAGE = """<!doctype html>
+<script type="module">
+import { connect } from "/pipekit.js";
+
+// A WebSocket stand-in driven by the script: records what the client writes, and
+// delivers frames to it synchronously (all within one task).
+class ScriptedSocket {
+  constructor() {
+    this.readyState = 0;
+    this.bufferedAmount = 0;
+    this.sent = [];
+    ScriptedSocket.last = this;
+  }
+  send(data) { this.sent.push(new Uint8Array(data)); }
+  close() { this.readyState = 3; }
+  deliver(type, payload = new Uint8Array(0), flags = 0) {
+    const bytes = new Uint8Array(8 + payload.byteLength);
+    const view = new DataView(bytes.buffer);
+    view.setUint32(0, payload.byteLength);
+    view.setUint16(4, type);
+    view.setUint16(6, flags);
+    bytes.set(payload, 8);
+    this.onmessage({ data: bytes.buffer });
+  }
+  types() { return this.sent.map((f) => new DataView(f.buffer, f.byteOffset).getUint16(4)); }
+}
+
+async function scenario() {
+  const connecting = connect("ws://scripted/", { WebSocket: ScriptedSocket });
+  const ws = ScriptedSocket.last;
+  ws.readyState = 1;
+  ws.onopen();
+  const answer = {
+    protocol: "pipekit/1", codec: "json", name: "scripted", max_frame: 65536, high_water: 8,
+  };
+  ws.deliver(8, new TextEncoder().encode(JSON.stringify(answer)), 1);
+  const pipe = await connecting;
+  SCENARIO
+}
+
+let result;
+try {
+  result = await scenario();
+} catch (exc) {
+  result = { error: String(exc && exc.stack || exc) };
+}
+const report = await connect("/ws");
+await report.send(result);
+await report.close();
+</script>
+"""
+
+
+async def run_scripted_page(scenario: str, profile: Path) -> Any:
+    """Run ``scenario`` (JavaScript, the body of an async function with ``pipe`` and
+    ``ws`` in scope) in Chromium against a scripted WebSocket; return what it returns."""
+    results: list[Any] = []
+    reported = trio.Event()
+
+    async def handler(pipe: FramedPipe) -> None:
+        results.append(await pipe.receive())
+        reported.set()
+
+    page = websocket.HttpResource(FAKE_SOCKET_PAGE.replace("SCENARIO", scenario).encode())
+    async with (
+        websocket.listen(handler=handler, http={"/": page}) as listener,
+        headless_chromium(page_url(listener), profile),
+    ):
+        with trio.fail_after(PAGE_GUARD):
+            await reported.wait()
+    [result] = results
+    assert not (isinstance(result, dict) and "error" in result), result["error"]
+    return result
+
+
+async def test_a_violation_never_delivers_end_without_the_data_queued_before_it(
+    tmp_path: Path,
+) -> None:
+    # The page sends a message and END while the server has it paused (both wait in the
+    # queue), then the server breaks the protocol. END may go out only behind the DATA
+    # queued before it, or not at all: END alone would be a clean end that lost data.
+    types = await run_scripted_page(
+        """
+        const sent = pipe.send("queued before END");
+        const ended = pipe.end().then(() => "written", (e) => "rejected: " + e.kind);
+        ws.deliver(6);                                 // PAUSE: nothing more is written
+        ws.deliver(1, new Uint8Array(0), 0x0002);      // reserved flag: a violation
+        await sent;
+        await ended;
+        return ws.types().slice(1);                    // after our HELLO
+        """,
+        tmp_path / "profile",
+    )
+    assert types in ([1, 2], []), f"frames written after the violation: {types}"

@@ -942,3 +942,21 @@ async def test_large_bytes_over_a_socket_with_small_buffers_arrive_intact() -> N
                 await pipe.send(blob)
                 await pipe.send(i)
     assert received == [x for i, blob in enumerate(blobs) for x in (blob, i)]
+
+
+async def test_idle_timeout_drops_a_peer_that_paused_us_ended_and_went_silent(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    honest, raw_stream = trio.testing.memory_stream_pair()
+    async with honest_and_raw(honest, raw_stream, idle_timeout=30) as (pipe, raw):
+        # The peer pauses us, ends its own direction and is never heard of again: its
+        # END must not switch the idle timeout off, or it holds us (and a slot) forever.
+        await raw.stream.send_all(encode_frame(FrameType.PAUSE) + encode_frame(FrameType.END))
+        with pytest.raises(trio.EndOfChannel):
+            await pipe.receive()
+        with (
+            trio.fail_after(60),
+            pytest.raises(trio.BrokenResourceError, match="nothing received"),
+        ):
+            await pipe.send("held back by the PAUSE")
+        assert trio.current_time() >= 30

@@ -1440,3 +1440,35 @@ def test_a_violation_drops_queued_by_reference_frames_too() -> None:
     a.receive_data(b"\xff" * HEADER_SIZE)
     frames = parse_frames(a.data_to_send())
     assert [f[0] for f in frames] == [FrameType.ERROR]
+
+
+# -- hostile JSON ------------------------------------------------------------------------
+
+
+def test_token_that_is_not_valid_unicode_is_auth_failed() -> None:
+    # JSON can carry a lone surrogate ("\ud800"), which str.encode("utf-8") refuses.
+    a = Connection(initiator=False, expected_token="s3cret")
+    assert_violation(a, hello_frame(token="\ud800"), "auth_failed")
+
+
+NESTED_JSON = b"[" * 30_000 + b"]" * 30_000
+"""Valid JSON nested deeper than Python's recursion limit (json.loads raises
+RecursionError, which is not a ValueError)."""
+
+
+def test_hello_nested_too_deep_is_malformed() -> None:
+    frame = encode_frame(FrameType.HELLO, NESTED_JSON, json_flag=True)
+    assert_violation(Connection(initiator=False), frame, "malformed")
+
+
+def test_error_nested_too_deep_is_malformed() -> None:
+    _, a = connect()
+    frame = encode_frame(FrameType.ERROR, NESTED_JSON, json_flag=True)
+    assert_violation(a, frame, "malformed")
+
+
+@pytest.mark.parametrize("json_flag", [False, True], ids=["json-codec", "json-flag"])
+def test_json_data_nested_too_deep_is_undecodable(json_flag: bool) -> None:
+    _, a = connect({"codecs": ["json"]})
+    frame = encode_frame(FrameType.DATA, NESTED_JSON, json_flag=json_flag)
+    assert_violation(a, frame, "undecodable")

@@ -154,3 +154,45 @@ async def _never_used() -> AsyncIterator[Pipe]:  # pragma: no cover - a typing c
 def test_remote_accepts_any_pipe_opener() -> None:
     stage = pk.remote(_never_used, name="typed")
     assert stage.label == "remote(typed)"
+
+
+async def test_a_peer_over_a_connection_learns_that_the_stage_was_stopped() -> None:
+    # An upstream failure cancels the stage, and with it the connection it opened: the
+    # peer must still get the ERROR (kind "cancelled", or the cause), not a bare close.
+    got_first = trio.Event()
+    seen: list[BaseException] = []
+    done = trio.Event()
+
+    async def peer(pipe: FramedPipe) -> None:
+        try:
+            async for _ in pipe.batches():
+                got_first.set()
+        except Exception as exc:
+            seen.append(exc)
+        done.set()
+
+    async def numbers() -> AsyncIterator[int]:
+        yield 1
+        await got_first.wait()  # the peer is connected and reading
+        yield 2
+
+    def explode(x: int) -> int:
+        if x == 2:
+            raise KeyError("upstream broke")
+        return x
+
+    async with tcp.listen(handler=peer) as listener:
+        host, port = listener.address
+        pipeline = (
+            pk.source(numbers)
+            | pk.map(explode)
+            | pk.remote(lambda: tcp.connect(host, port))
+            | pk.collect()
+        )
+        with trio.fail_after(HANG_GUARD):
+            with pytest.raises(ModuleError):
+                await pipeline.arun()
+            await done.wait()
+    [exc] = seen
+    assert isinstance(exc, RemoteError), repr(exc)
+    assert "upstream broke" in str(exc) or exc.kind == "cancelled"

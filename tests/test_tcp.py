@@ -5,11 +5,21 @@ from __future__ import annotations
 
 import socket
 import ssl
+from pathlib import Path
 
 import pytest
 import trio
 import trustme
-from net_helpers import HANG_GUARD, LOCALHOST, NetworkSuite, echo, exchange, samples
+from net_helpers import (
+    HANG_GUARD,
+    LOCALHOST,
+    Net,
+    NetworkSuite,
+    echo,
+    exchange,
+    samples,
+    wait_until,
+)
 
 from pipekit.adapters import tcp
 from pipekit.adapters._network import Listener
@@ -185,6 +195,23 @@ async def test_silent_peer_is_refused_during_the_tls_handshake(
                 assert await exchange(pipe, "next") == "next"
 
 
+async def test_tls_server_that_never_answers_times_out_like_any_handshake(
+    client_tls: ssl.SSLContext, tmp_path: Path
+) -> None:
+    # The same ProtocolError (kind handshake_timeout, which reconnect retries) as a
+    # plaintext or WebSocket handshake that never completes.
+    net = Net("tcp", tmp_path)
+    with trio.fail_after(HANG_GUARD):
+        async with net.black_hole():
+            with pytest.raises(ProtocolError) as info:
+                async with tcp.connect(
+                    LOCALHOST, net.port, ssl_context=client_tls, handshake_timeout=0.3
+                ):
+                    pytest.fail("connected to a server that never answers")
+    assert info.value.kind == "handshake_timeout"
+    assert "TLS handshake did not complete within 0.3 s" in str(info.value)
+
+
 async def test_peer_hello_is_reported_without_the_token(
     server_tls: ssl.SSLContext, client_tls: ssl.SSLContext
 ) -> None:
@@ -219,3 +246,31 @@ async def test_tls_listener_refuses_a_busy_peer_inside_tls(
                 assert info.value.kind == "busy"
                 assert (await listener.wait_refused()).kind == "busy"
                 assert await exchange(first, "first") == "first"
+
+
+async def test_connections_beyond_every_slot_are_closed_at_once(
+    server_tls: ssl.SSLContext,
+) -> None:
+    # max_peers=1: one connection holds the peer slot, one more may wait to be told
+    # "busy"; both stall in the TLS handshake forever (no handshake timeout), so a third
+    # is closed at once instead of piling up.
+    with trio.fail_after(HANG_GUARD):
+        async with tcp.listen(
+            handler=echo, ssl_context=server_tls, max_peers=1, handshake_timeout=None
+        ) as listener:
+            _, port = listener.address
+            async with (
+                await trio.open_tcp_stream(LOCALHOST, port),
+                await trio.open_tcp_stream(LOCALHOST, port),
+            ):
+                await wait_until(lambda: listener.peers == 1 and listener.refusing == 1)
+                async with await trio.open_tcp_stream(LOCALHOST, port) as third:
+                    assert await third.receive_some() == b""
+                refusal = await listener.wait_refused()
+    assert refusal.kind == "busy"
+    assert "closed without a reply" in refusal.reason
+
+
+def test_reconnect_delay_stays_at_max_delay_however_many_attempts() -> None:
+    policy = tcp.Reconnect(attempts=10_000, initial=0.1, factor=2.0, max_delay=5.0)
+    assert [policy.delay(n) for n in (0, 1, 100, 5000)] == [0.1, 0.2, 5.0, 5.0]

@@ -18,10 +18,13 @@ from net_helpers import (
     echo,
     exchange,
     raw_websocket_peer,
+    wait_until,
 )
 from websockets.exceptions import InvalidStatus
 from websockets.extensions.permessage_deflate import PerMessageDeflate
+from websockets.trio.client import connect as ws_connect
 from websockets.trio.connection import Connection as WebSocket
+from websockets.typing import Origin
 
 from pipekit.adapters import websocket
 from pipekit.adapters._network import Listener
@@ -133,6 +136,23 @@ async def test_client_without_origin_is_admitted_only_if_none_is_allowed() -> No
                 assert await exchange(pipe, "no origin") == "no origin"
 
 
+async def test_upgrade_with_two_origin_headers_is_refused_403() -> None:
+    with trio.fail_after(HANG_GUARD):
+        async with websocket.listen(handler=echo, origins=["https://app.example"]) as listener:
+            assert listener.url is not None
+            with pytest.raises(InvalidStatus) as info:
+                async with ws_connect(
+                    listener.url,
+                    origin=Origin("https://app.example"),
+                    additional_headers=[("Origin", "https://evil.example")],
+                ):
+                    pytest.fail("an upgrade with two origins got through")
+            assert info.value.response.status_code == 403
+            refusal = await listener.wait_refused()
+    assert refusal.kind == "origin"
+    assert "more than one Origin" in refusal.reason
+
+
 async def test_wrong_websocket_path_is_404() -> None:
     with trio.fail_after(HANG_GUARD):
         async with websocket.listen(handler=echo) as listener:
@@ -203,6 +223,25 @@ async def test_connection_that_is_not_http_is_refused_as_malformed() -> None:
             refusal = await listener.wait_refused()
             assert refusal.kind == "malformed"
             assert "HTTP" in refusal.reason
+
+
+async def test_connections_beyond_every_slot_are_closed_at_once() -> None:
+    # max_peers=1: one connection holds the peer slot, one more may wait to be told
+    # "busy"; with no handshake timeout both could stall forever, so a third is closed
+    # at once instead of piling up.
+    with trio.fail_after(HANG_GUARD):
+        async with websocket.listen(handler=echo, max_peers=1, handshake_timeout=None) as lst:
+            host, port = lst.address
+            async with (
+                await trio.open_tcp_stream(host, port),
+                await trio.open_tcp_stream(host, port),
+            ):
+                await wait_until(lambda: lst.peers == 1 and lst.refusing == 1)
+                async with await trio.open_tcp_stream(host, port) as third:
+                    assert await third.receive_some() == b""
+                refusal = await lst.wait_refused()
+    assert refusal.kind == "busy"
+    assert "closed without a reply" in refusal.reason
 
 
 # -- one frame per binary message ------------------------------------------------------

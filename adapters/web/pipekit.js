@@ -816,10 +816,19 @@ export class Pipe extends EventTarget {
     const sendWasOpen = this._sendState === OPEN;
     this._failure = error;
     if (this._ws.readyState === 1 /* OPEN */) {
-      // Queued DATA is dropped; an END or ERROR already queued still goes out. If this
-      // direction is still open, the ERROR carries the reason to the peer.
-      for (const entry of this._stream) if (entry.type !== DATA) this._ws.send(entry.bytes);
-      if (sendWasOpen) this._ws.send(jsonFrame(ERROR, { kind: error.kind, message: error.message }));
+      if (sendWasOpen) {
+        // Queued DATA is dropped; the ERROR carries the reason to the peer.
+        this._ws.send(jsonFrame(ERROR, { kind: error.kind, message: error.message }));
+      } else {
+        // An END or ERROR already queued goes out behind the DATA queued before it, as in
+        // the reference implementation: never alone, which would be a clean end that
+        // silently lost those messages.
+        for (const entry of this._stream) {
+          this._ws.send(entry.bytes);
+          if (entry.resolve) entry.resolve();
+        }
+        this._stream = [];
+      }
       this._ws.close(1000);
     }
     this._sendState = FAILED;
