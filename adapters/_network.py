@@ -365,7 +365,10 @@ class Listener:
                 if self._handler is not None:
                     await self._handler(pipe)
                 else:
-                    await self._send.send(pipe)
+                    try:
+                        await self._send.send(pipe)
+                    except (trio.BrokenResourceError, trio.ClosedResourceError):
+                        return  # the listener closed before anyone accepted this peer
                     await pipe.wait_closed()
         except (PipekitError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             if not handed_out:
@@ -426,6 +429,8 @@ def _retryable(exc: BaseException) -> bool:
         return exc.kind == "busy"
     if isinstance(exc, ProtocolError):
         return exc.kind in ("handshake", "handshake_timeout")
+    if isinstance(exc.__cause__, ssl.SSLCertVerificationError):
+        return False  # the same certificate will fail the same way
     return isinstance(exc, OSError | trio.BrokenResourceError | trio.ClosedResourceError)
 
 

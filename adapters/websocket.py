@@ -54,6 +54,7 @@ from ._network import (
 
 __all__ = [
     "BROWSER_CLIENT_PATH",
+    "SAME_ORIGIN",
     "HttpResource",
     "Listener",
     "Reconnect",
@@ -66,6 +67,9 @@ __all__ = [
 ]
 
 BROWSER_CLIENT_PATH = "/pipekit.js"
+SAME_ORIGIN = "same-origin"
+"""In ``origins=``: admit the pages this listener serves itself (its own scheme, host and
+port; for a loopback listener also ``localhost``), as a browser names their origin."""
 DEFAULT_PATH = "/ws"
 _CLOSE_TIMEOUT = 1.0
 
@@ -182,6 +186,17 @@ class _Gate:
         self.path = path
         self.origins = None if origins is None else list(origins)
         self.http = dict(http)
+
+    def bind(self, scheme: str, host: str, port: int) -> None:
+        """Replace :data:`SAME_ORIGIN` in the allow-list by the origins of the pages this
+        listener serves itself, now that its port is known."""
+        if self.origins is None or SAME_ORIGIN not in self.origins:
+            return
+        names = [f"[{host}]" if ":" in host else host]
+        if host in ("127.0.0.1", "::1", "0.0.0.0", "::"):
+            names = ["127.0.0.1", "localhost", "[::1]"]
+        own = [f"{scheme}://{name}:{port}" for name in names]
+        self.origins = [o for o in self.origins if o != SAME_ORIGIN] + own
 
     def __call__(self, ws: ServerConnection, request: Request) -> Response | None:
         # get_all: a repeated header must not make get() raise (HTTP 500).
@@ -343,6 +358,7 @@ async def listen(
         max_peers=max_peers,
         handler=handler,
     )
+    gate = _Gate(listener, path, origins, resources_)
 
     async def on_connection(ws: ServerConnection) -> None:
         await listener.serve_transport(WebSocketTransport(ws), _peer_of(ws), _slot_stream(ws).slot)
@@ -356,7 +372,7 @@ async def listen(
                 listeners=[_SlotListener(sock, listener) for sock in sockets],  # type: ignore[misc]
                 ssl=ssl_context,
                 compression="deflate" if compression else None,
-                process_request=_Gate(listener, path, origins, resources_),
+                process_request=gate,
                 open_timeout=opts.get("handshake_timeout"),
                 ping_interval=None,
                 close_timeout=_CLOSE_TIMEOUT,
@@ -366,6 +382,7 @@ async def listen(
             )
         )
         bound = server.listeners[0].socket.getsockname()
+        gate.bind("https" if ssl_context is not None else "http", bound[0], bound[1])
         listener.address = (bound[0], bound[1])
         listener.label = f"{scheme}://{bound[0]}:{bound[1]}{path}"
         listener.url = f"{scheme}://{bound[0]}:{bound[1]}{path}"

@@ -124,6 +124,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from .adapters import websocket
     from .serve import serve_demo
 
     async def main() -> None:
@@ -135,7 +136,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                     port=args.port,
                     tcp_port=args.tcp_port,
                     token=args.token,
-                    origins=args.origin or None,
+                    origins=args.origin or (websocket.SAME_ORIGIN,),
                     count=args.count,
                     rate=args.rate or None,
                 )
@@ -214,7 +215,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--tcp-port", type=int, help="also serve pipekit/1 over TCP on this port")
     serve.add_argument("--token", help="require this token in every peer's HELLO")
     serve.add_argument(
-        "--origin", action="append", help="allowed WebSocket Origin (repeatable; default: any)"
+        "--origin",
+        action="append",
+        help="allowed WebSocket Origin (repeatable; default: the demo's own pages only)",
     )
     serve.add_argument("--count", type=int, help="readings per peer (default: endless)")
     serve.add_argument(

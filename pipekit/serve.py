@@ -140,7 +140,8 @@ async def serve_demo(
     port: int = 8765,
     tcp_port: int | None = None,
     token: str | None = None,
-    origins: Sequence[str | None] | None = None,
+    origins: Sequence[str | None] | None = (websocket.SAME_ORIGIN,),
+    idle_timeout: float | None = 30.0,
     count: int | None = None,
     rate: float | None = 2000.0,
     out: TextIO = sys.stdout,
@@ -149,7 +150,10 @@ async def serve_demo(
     """Serve the demo until cancelled: the page, the browser client and the WebSocket
     endpoint on ``host``:``port``, and with ``tcp_port`` a pipekit/1 TCP endpoint.
     Each peer gets ``count`` readings (endless if None) at ``rate`` per second (as fast
-    as it takes them if None). ``task_status`` receives the endpoints' addresses."""
+    as it takes them if None). Only the demo's own pages may connect over WebSocket
+    unless ``origins`` says otherwise (None admits every origin), and a peer silent for
+    ``idle_timeout`` seconds is dropped. ``task_status`` receives the endpoints'
+    addresses."""
     board = _Board(out)
 
     async def handle(pipe: FramedPipe) -> None:
@@ -174,13 +178,14 @@ async def serve_demo(
                 token=token,
                 origins=origins,
                 http=demo_resources(),
+                idle_timeout=idle_timeout,
             )
         )
         addresses: dict[str, Any] = {"websocket": ws.url, "http": ws.url.replace("ws", "http", 1)}
         addresses["page"] = addresses["http"].rsplit("/", 1)[0] + "/"
         if tcp_port is not None:
             tcp_listener = await nursery.start(
-                partial(tcp.serve, handle, host, tcp_port, token=token)
+                partial(tcp.serve, handle, host, tcp_port, token=token, idle_timeout=idle_timeout)
             )
             addresses["tcp"] = tcp_listener.address
         nursery.start_soon(board.run)

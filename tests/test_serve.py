@@ -8,7 +8,9 @@ import sys
 from functools import partial
 from typing import Any
 
+import pytest
 import trio
+from websockets.exceptions import InvalidStatus
 
 from pipekit.adapters import tcp, websocket
 from pipekit.serve import readings, serve_demo
@@ -79,12 +81,14 @@ async def test_a_websocket_peer_with_the_wrong_token_is_refused() -> None:
             addresses = await nursery.start(
                 partial(serve_demo, port=0, token="right", out=out, count=10, rate=None)
             )
+            origin = addresses["page"].rstrip("/")
+            url = addresses["websocket"]
             try:
-                async with websocket.connect(addresses["websocket"], token="wrong"):
+                async with websocket.connect(url, token="wrong", origin=origin):
                     raise AssertionError("the wrong token was accepted")
             except Exception as exc:
                 assert getattr(exc, "kind", None) == "auth_failed", exc
-            async with websocket.connect(addresses["websocket"], token="right") as pipe:
+            async with websocket.connect(url, token="right", origin=origin) as pipe:
                 assert await transform(pipe) == 10
             nursery.cancel_scope.cancel()
 
@@ -100,3 +104,20 @@ def test_pipekit_serve_prints_its_endpoints() -> None:
     assert "demo page" in result.stdout
     assert "/pipekit.js" in result.stdout
     assert "ws://127.0.0.1:" in result.stdout
+
+
+async def test_by_default_only_the_demos_own_pages_may_connect() -> None:
+    with trio.fail_after(HANG_GUARD):
+        async with trio.open_nursery() as nursery:
+            addresses = await nursery.start(partial(serve_demo, port=0, out=io.StringIO()))
+            url = addresses["websocket"]
+            port = url.rsplit(":", 1)[1].split("/")[0]
+            for foreign in ("http://evil.example", None, f"http://127.0.0.1:{int(port) + 1}"):
+                with pytest.raises(InvalidStatus) as info:
+                    async with websocket.connect(url, origin=foreign):
+                        pass
+                assert info.value.response.status_code == 403
+            for own in (f"http://127.0.0.1:{port}", f"http://localhost:{port}"):
+                async with websocket.connect(url, origin=own) as pipe:
+                    await pipe.end()
+            nursery.cancel_scope.cancel()

@@ -3,6 +3,7 @@ plus TLS, IPv6 and ``serve``."""
 
 from __future__ import annotations
 
+import logging
 import socket
 import ssl
 from pathlib import Path
@@ -176,6 +177,22 @@ async def test_client_that_does_not_trust_the_ca_fails_with_a_certificate_error(
             assert isinstance(info.value.__cause__, ssl.SSLCertVerificationError)
             refusal = await listener.wait_refused()
             assert refusal.kind == "tls"
+
+
+async def test_a_certificate_error_is_not_retried(
+    server_tls: ssl.SSLContext, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="pipekit.adapters")
+    untrusting = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+    trustme.CA().configure_trust(untrusting)  # some other CA
+    with trio.fail_after(HANG_GUARD):
+        async with tcp.listen(handler=echo, ssl_context=server_tls) as listener:
+            _, port = listener.address
+            retry = tcp.Reconnect(attempts=5, initial=0.01)
+            with pytest.raises(trio.BrokenResourceError):
+                async with tcp.connect(LOCALHOST, port, ssl_context=untrusting, reconnect=retry):
+                    pytest.fail("an untrusted certificate was accepted")
+    assert not [r for r in caplog.records if "retrying" in r.getMessage()]
 
 
 async def test_silent_peer_is_refused_during_the_tls_handshake(
