@@ -73,6 +73,7 @@ class PeerReport:
     last: Any = None
     started: float = field(default_factory=time.perf_counter)
     finished: float | None = None
+    failure: str | None = None
 
     def take(self, message: Any) -> None:
         if isinstance(message, dict) and message.get("seq") != self.received:
@@ -86,9 +87,10 @@ class PeerReport:
         return self.received / elapsed if elapsed > 0 else 0.0
 
     def line(self) -> str:
-        state = "done" if self.finished else "live"
+        state = "live" if not self.finished else "done" if not self.failure else "ended"
         order = "in order" if not self.out_of_order else f"{self.out_of_order} out of order"
-        return f"{self.peer}: {self.received:,} back ({order}), {self.rate:,.0f} msg/s, {state}"
+        line = f"{self.peer}: {self.received:,} back ({order}), {self.rate:,.0f} msg/s, {state}"
+        return line + (f": {self.failure}" if self.failure else "")
 
 
 async def stream_through_peer(
@@ -164,7 +166,9 @@ async def serve_demo(
             await stream_through_peer(pipe, count=count, rate=rate, report=report)
             print(f"- {report.line()}", file=out, flush=True)
         except (PipekitError, trio.BrokenResourceError) as exc:
-            print(f"- {report.line()}; ended: {exc}", file=out, flush=True)
+            cause = exc.__cause__ if exc.__cause__ is not None else exc
+            report.failure = f"{type(cause).__name__}: {cause}"
+            print(f"- {report.line()}", file=out, flush=True)
         finally:
             board.reports.remove(report)
 
