@@ -20,6 +20,9 @@ with one small map) before the clock starts:
   Targets: pipekit below ``multiprocessing.Pool.map``'s (the best context), and below
   ``multiprocessing.Pool``'s per-item dispatch (``imap``, ``chunksize=1``).
 
+``pk.WorkerPool`` runs with its defaults (adaptive chunks); the line after the table
+gives the chunk size and in-flight bound each pipekit pool had settled on.
+
 The result lists are checked (a lost or wrong result fails the run). Exit code 0 even
 when a target is missed. Needs Linux (or any system with the ``fork`` start method) and
 two idle cores for meaningful numbers.
@@ -47,6 +50,7 @@ if str(ROOT) not in sys.path:
 import trio  # noqa: E402
 
 import pipekit as pk  # noqa: E402
+from pipekit.pool import PoolStats  # noqa: E402
 
 SIZE = 2
 THIS = str(Path(__file__).resolve())
@@ -128,7 +132,7 @@ async def run_rows(
     trivial: list[int],
     mp_pools: dict[str, Any],
     repeat: int,
-) -> dict[str, float]:
+) -> tuple[dict[str, float], dict[str, PoolStats]]:
     times: dict[str, list[float]] = {}
     each = trivial[: max(1, len(trivial) // 10)]
     async with (
@@ -176,7 +180,9 @@ async def run_rows(
         if "fork" in mp_pools:
             noop_rows[MP_NOOP_EACH] = mp(mp_pools["fork"], MP_NOOP_EACH, noop, each, each)
         await measure_all(noop_rows, repeat, times)
-    return {name: statistics.median(values) for name, values in times.items()}
+        chunks = {name: pool.stats for name, pool in (("CPU", cpu_pool), ("noop", noop_pool))}
+    medians = {name: statistics.median(values) for name, values in times.items()}
+    return medians, chunks
 
 
 # --- report -------------------------------------------------------------------------------
@@ -215,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
             pool = stack.enter_context(multiprocessing.get_context(context).Pool(SIZE))
             pool.map(noop, range(100))  # warm up (spawned workers are importing)
             mp_pools[context] = pool
-        t = trio.run(run_rows, n, work, expected, trivial, mp_pools, args.repeat)
+        t, chunks = trio.run(run_rows, n, work, expected, trivial, mp_pools, args.repeat)
 
     print(f"{'name':<52}  {'seconds':>8}  {'figure':>13}  {'target':<24}  result")
     print(f"{'-' * 52}  {'-' * 8}  {'-' * 13}  {'-' * 24}  ------")
@@ -244,6 +250,11 @@ def main(argv: list[str] | None = None) -> int:
         row(name, t[name], f"{per_item(name, args.trivial):.2f} us/item")
     if MP_NOOP_EACH in t:
         row(MP_NOOP_EACH, t[MP_NOOP_EACH], f"{each:.2f} us/item")
+    settled = ", ".join(
+        f"{name} {st.chunksize:,} items (max_inflight {st.max_inflight:,})"
+        for name, st in chunks.items()
+    )
+    print(f"pk.WorkerPool chunks after the runs: {settled}")
     return 0
 
 

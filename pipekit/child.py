@@ -38,21 +38,34 @@ and fails with :class:`~pipekit.kernel.RemoteError` if the parent failed it.
 **Item mode**: the target is ``fn(item) -> result``. Two request forms:
 
 * a chunk ``["items", first_id, [item, ...]]`` (``first_id`` an int; item ``k`` has the
-  id ``first_id + k``) is answered by one or more replies
-  ``["items", id, [result, ...], [offset, ...]]``, each covering the next consecutive
-  items of that chunk from ``id`` on, in order; ``offset`` lists the (reply-relative)
-  positions whose entry is an error ``{"kind": <exception class name>, "message":
-  str(exc), "traceback": ...}`` instead of a result. A chunk is answered as soon as its
-  last item finishes; while it runs, the results finished so far go out whenever ~10 ms
-  passed (checked between items);
+  id ``first_id + k``), optionally with a fourth element ``flags`` (an int), is answered
+  by one or more replies ``["items", id, [result, ...], [offset, ...]]``, each covering
+  the next consecutive items of that chunk from ``id`` on, in order; ``offset`` lists
+  the (reply-relative) positions whose entry is an error ``{"kind": <exception class
+  name>, "message": str(exc), "traceback": ...}`` instead of a result. With ``flags &
+  1`` each reply has a fifth element: the seconds the worker spent running its items
+  (``pk.WorkerPool`` sizes its chunks from it). A chunk is answered as soon as its last
+  item finishes; while it runs, the results finished so far go out whenever ~0.1 s
+  passed (checked between slices, below);
 * a single ``[id, item]`` (any ``id``) is answered by ``[id, True, result]`` or
   ``[id, False, {kind, message, traceback}]``; such replies go out in batches, at the
   latest about 10 ms after the item finished (checked between items) and whenever the
   worker has no further request in hand.
 
+A chunk's items run in *slices*: the function is mapped over up to 1024 items at a
+time (``map`` in C: no Python code of the runtime per item), sized to about 1 ms of
+work (a single item when items are slower). If the parent named 16 bytes of shared
+memory in :data:`PROGRESS_ENV`, the worker writes there the ids ``[start, end)`` of each
+slice before running it, so that after a crash the parent knows which items ran to the
+end, which never started, and among which the culprit is. Between two chunks in hand the
+item thread pauses 0.1 ms, so that the event loop sends the first one's answer at once
+rather than after the second.
+
 An error entry is also given when a result cannot be encoded (kind ``CodecError``, or
-``ProtocolError`` if it is too large for one frame). Replies keep request order; the
-worker goes on after a failed item. A result held back is released only between items:
+``ProtocolError`` if it is too large for one frame), and for an item whose function
+raised ``StopIteration`` (kind ``StopIteration``, without a traceback: ``map`` swallows
+the exception itself). Replies keep request order; the worker goes on after a failed
+item. A result held back is released only between items (between slices in a chunk):
 while one item runs, the finished items *of the same request batch or chunk* before it
 wait for it (``pk.WorkerPool`` copes: a crash or timeout isolates them).
 
@@ -90,6 +103,8 @@ import contextlib
 import importlib
 import importlib.util
 import inspect
+import itertools
+import mmap
 import os
 import signal
 import socket
@@ -120,6 +135,7 @@ __all__ = [
     "EXIT_TERMINATED",
     "EXIT_USAGE",
     "FD_ENV",
+    "PROGRESS_ENV",
     "TargetError",
     "load_target",
     "messages",
@@ -139,13 +155,22 @@ EXIT_TERMINATED = 128 + signal.SIGTERM
 FD_ENV = "PIPEKIT_FD"
 """Environment variable holding the channel's descriptor number (removed once read)."""
 
+PROGRESS_ENV = "PIPEKIT_PROGRESS"
+"""Item mode: ``path:offset`` of 16 bytes of shared memory where the worker records
+which items it is running (see :class:`pipekit.WorkerPool`; removed once read)."""
+
 Mode = Literal["stream", "item"]
 StreamShape = Literal["port", "generator", "plain", "async"]
 
 _PUMP_BATCH = 512  # messages per hand-off from the framed pipe to the worker thread
 _ITEM_BATCH = 256  # requests taken, and replies sent, at once in item mode
 _ITEM_FLUSH = 0.01  # seconds a finished item's reply may wait for company
+_CHUNK_FLUSH = 0.1  # seconds a running chunk's finished items may wait for the rest
+_HANDOVER = 0.0001  # seconds the item thread leaves the GIL to the loop between chunks
 _CHUNK = "items"  # tags a chunked request and its replies in item mode
+_TIMED = 1  # a chunk request's flag: replies carry the seconds spent on their items
+_SLICE_TIME = 0.001  # seconds of items run between two looks at the clock
+_SLICE_MAX = 1024  # items run between two looks at the clock, at most
 _GRACE = 1.0  # seconds an interrupted worker thread gets to stop
 _WATCHDOG = 3.0  # seconds after SIGTERM before the process exits whatever it is doing
 
@@ -407,15 +432,18 @@ def _stream_body(
 
 class _Replies:
     """Item-mode replies held for company, sent at the latest :data:`_ITEM_FLUSH`
-    seconds after the oldest of them was ready (or when a chunk is complete)."""
+    seconds after the oldest of them was ready (or when a chunk is complete); also the
+    item loop's state that outlives a chunk (the slice length, the progress marker)."""
 
-    __slots__ = ("clock", "flush_at", "held", "send_many")
+    __slots__ = ("clock", "flush_at", "held", "mark", "send_many", "slice")
 
-    def __init__(self, port: ThreadPort) -> None:
+    def __init__(self, port: ThreadPort, mark: Callable[[int, int], None]) -> None:
         self.send_many = port.send_batch
         self.clock = time.monotonic
         self.held: list[list[Any]] = []
         self.flush_at = float("inf")
+        self.slice = 1  # items run between two looks at the clock
+        self.mark = mark
 
     def add(self, reply: list[Any]) -> None:
         if not self.held:
@@ -432,35 +460,115 @@ class _Replies:
             self.send_many(held)
 
 
-def _run_chunk(fn: Callable[[Any], Any], first: int, items: list[Any], out: _Replies) -> None:
-    """Run a chunk's items; reply with partial results whenever the flush deadline
-    passes between two items, and with the rest (and everything held) at the end."""
-    clock = out.clock
-    results: list[Any] = []
-    failed: list[int] = []
-    append = results.append
-    done = 0  # items of this chunk already replied to
-    flush_at = min(out.flush_at, clock() + _ITEM_FLUSH)
-    for item in items:
+def _no_mark(start: int, end: int) -> None:
+    return None
+
+
+def _progress_marker() -> Callable[[int, int], None]:
+    """The function that records, before a slice of a chunk runs, the ids it covers
+    (``[start, end)``) in the shared memory the parent named in :data:`PROGRESS_ENV`
+    (``path:offset``; removed once read), so that after a crash the parent knows which
+    items ran. A no-op without it."""
+    spec = os.environ.pop(PROGRESS_ENV, None)
+    if not spec:
+        return _no_mark
+    path, _, where = spec.rpartition(":")
+    try:
+        offset = int(where)
+        if offset < 0 or offset % 16:
+            return _no_mark
+        fd = os.open(path, os.O_RDWR)
         try:
-            append(fn(item))
-        except Exception as exc:
+            memory = mmap.mmap(fd, offset + 16)
+        finally:
+            os.close(fd)
+        view = memoryview(memory)[offset : offset + 16].cast("q")
+    except (OSError, ValueError):
+        return _no_mark
+
+    def mark(start: int, end: int) -> None:
+        # end first: a process killed between the two stores leaves a wider range.
+        view[1] = end
+        view[0] = start
+
+    return mark
+
+
+def _stop_iteration_error() -> dict[str, str]:
+    return {
+        "kind": "StopIteration",
+        "message": "the function raised StopIteration (no traceback available)",
+        "traceback": "",
+    }
+
+
+def _run_chunk(
+    fn: Callable[[Any], Any], first: int, items: list[Any], out: _Replies, timed: bool
+) -> None:
+    """Run a chunk's items in slices (``map`` in C, no Python per item); between slices,
+    look at the clock and reply with the results so far if the flush deadline passed;
+    reply with the rest (and everything held) at the end. ``timed``: each reply carries
+    the seconds spent running its items."""
+    clock = out.clock
+    mark = out.mark
+    n = len(items)
+    results: list[Any] = []
+    extend = results.extend
+    failed: list[int] = []
+    done = 0  # items of this chunk already replied to
+    busy = 0.0  # seconds spent on the items not yet replied to
+    size = out.slice
+    source = iter(items)
+    pos = 0
+    now = clock()
+    flush_at = min(out.flush_at, now + _CHUNK_FLUSH)
+    while pos < n:
+        end = pos + size if pos + size < n else n
+        mark(first + pos, first + end)
+        part = itertools.islice(source, end - pos)
+        while True:
+            try:
+                extend(map(fn, part))  # what was appended before a raise stays
+            except Exception as exc:
+                failed.append(len(results) - done)
+                results.append(_item_error(exc))
+                continue
+            if len(results) >= end:
+                break
+            # ``map`` ends quietly when fn raises StopIteration: that item failed.
             failed.append(len(results) - done)
-            append(_item_error(exc))
-        if clock() >= flush_at:
-            out.held.append([_CHUNK, first + done, results[done:], failed])
-            done = len(results)
-            failed = []
+            results.append(_stop_iteration_error())
+        start, now = now, clock()
+        spent = now - start
+        busy += spent
+        if spent < _SLICE_TIME / 4:
+            if size < _SLICE_MAX:
+                size *= 2
+        elif spent > _SLICE_TIME:
+            size = max(1, int(size * _SLICE_TIME / spent))
+        pos = end
+        if now >= flush_at and pos < n:
+            reply = [_CHUNK, first + done, results[done:], failed]
+            if timed:
+                reply.append(busy)
+            out.held.append(reply)
+            done, failed, busy = pos, [], 0.0
             out.flush()
-            flush_at = clock() + _ITEM_FLUSH
+            flush_at = now + _CHUNK_FLUSH
+    out.slice = size
     if len(results) > done or not items:
-        out.held.append([_CHUNK, first + done, results[done:], failed])
+        reply = [_CHUNK, first + done, results[done:] if done else results, failed]
+        if timed:
+            reply.append(busy)
+        out.held.append(reply)
     out.flush()
 
 
-def _serve_items(port: ThreadPort, fn: Callable[[Any], Any]) -> None:
+def _serve_items(
+    port: ThreadPort, fn: Callable[[Any], Any], mark: Callable[[int, int], None]
+) -> None:
     receive_many = port.receive_batch
-    out = _Replies(port)
+    out = _Replies(port, mark)
     while True:
         out.flush()  # about to wait for input: nothing may be held over
         try:
@@ -470,14 +578,20 @@ def _serve_items(port: ThreadPort, fn: Callable[[Any], Any]) -> None:
         for request in batch:
             if out.held and out.due():
                 out.flush()
-            if type(request) is list and len(request) == 3 and request[0] == _CHUNK:
-                _, first, items = request
-                if type(first) is not int or type(items) is not list:
+            if type(request) is list and 3 <= len(request) <= 4 and request[0] == _CHUNK:
+                first, items = request[1], request[2]
+                flags = request[3] if len(request) == 4 else 0
+                if type(first) is not int or type(items) is not list or type(flags) is not int:
                     raise ValueError(
-                        f"item mode expects [{_CHUNK!r}, first_id, items] chunks, "
+                        f"item mode expects [{_CHUNK!r}, first_id, items(, flags)] chunks, "
                         f"got {request!r:.200}"
                     )
-                _run_chunk(fn, first, items, out)
+                _run_chunk(fn, first, items, out, bool(flags & _TIMED))
+                if request is not batch[-1]:
+                    # Another chunk is in hand: let the event loop thread take the GIL
+                    # and send this chunk's answer now, not once the next one is done
+                    # (its turn would come only after sys.getswitchinterval()).
+                    time.sleep(_HANDOVER)
                 continue
             try:
                 rid, item = request
@@ -495,13 +609,16 @@ def _serve_items(port: ThreadPort, fn: Callable[[Any], Any]) -> None:
 
 
 def _item_body(
-    fn: Callable[[Any], Any], init: Callable[[], Any] | None, failures: list[_Failure]
+    fn: Callable[[Any], Any],
+    init: Callable[[], Any] | None,
+    failures: list[_Failure],
+    mark: Callable[[int, int], None] = _no_mark,
 ) -> Callable[[ThreadPort], None]:
     def body(port: ThreadPort) -> None:
         try:
             if init is not None:
                 init()
-            _serve_items(port, fn)
+            _serve_items(port, fn, mark)
         except BaseException as exc:
             failures.append(_Failure(exc))
             raise
@@ -782,6 +899,7 @@ def run_worker(target: str, *, mode: Mode = "stream", init: str | None = None) -
     loading = target
     try:
         make_stream = _open_channel()
+        mark = _progress_marker() if mode == "item" else _no_mark
         fn = load_target(target)
         loading = init or target
         init_fn = load_target(init) if init is not None else None
@@ -791,7 +909,7 @@ def run_worker(target: str, *, mode: Mode = "stream", init: str | None = None) -
         failures: list[_Failure] = []
         if mode == "item":
             _check_callable_with(fn, 1, target, "an item-mode target takes one argument")
-            body = _item_body(fn, init_fn, failures)
+            body = _item_body(fn, init_fn, failures, mark)
 
             def runner(pipe: FramedPipe) -> Awaitable[int]:
                 return _bridge(pipe, body, failures, item=True)

@@ -10,8 +10,12 @@ from typing import Any
 
 POISON = 4321
 CRASH = 13
+CRASH_LATE = 15_000
+STOP = 7
 HANG = "hang"
 INIT_LOG_ENV = "POOL_TEST_INIT_LOG"
+RUN_LOG_ENV = "POOL_TEST_RUN_LOG"
+SLOW_SECONDS = 0.06
 
 _init_calls = 0
 
@@ -32,6 +36,32 @@ def crash(x: int) -> int:
     if x == CRASH:
         os._exit(1)
     return x * x
+
+
+def crash_late_logged(x: int) -> int:
+    """Appends ``x`` to ``$POOL_TEST_RUN_LOG`` (one line per call, written at once), then
+    kills its own process for :data:`CRASH_LATE`."""
+    fd = os.open(os.environ[RUN_LOG_ENV], os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+    try:
+        os.write(fd, b"%d\n" % x)
+    finally:
+        os.close(fd)
+    if x == CRASH_LATE:
+        os._exit(1)
+    return x * x
+
+
+def stop_iteration(x: int) -> int:
+    """Raises StopIteration for :data:`STOP` (which ``map`` in C would swallow)."""
+    if x == STOP:
+        raise StopIteration
+    return x * x
+
+
+def slow(x: int) -> int:
+    """Takes :data:`SLOW_SECONDS`: an item costly enough to travel alone."""
+    time.sleep(SLOW_SECONDS)
+    return x
 
 
 def hang(x: Any) -> Any:

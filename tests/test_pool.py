@@ -11,6 +11,8 @@ from __future__ import annotations
 import itertools
 import os
 import pickle
+import signal
+from collections import Counter, deque
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,10 +23,28 @@ import trio
 import trio.testing
 from hypothesis import given
 from hypothesis import strategies as st
-from pool_workers import CRASH, HANG, INIT_LOG_ENV, POISON
+from pool_workers import (
+    CRASH,
+    CRASH_LATE,
+    HANG,
+    INIT_LOG_ENV,
+    POISON,
+    RUN_LOG_ENV,
+    SLOW_SECONDS,
+    STOP,
+)
 
 import pipekit as pk
-from pipekit.pool import _water_fill
+import pipekit.pool
+from pipekit.pool import (
+    _RAN,
+    _SUSPECT,
+    CHUNK_SECONDS,
+    FIRST_CHUNK,
+    _Flight,
+    _StreamRun,
+    _water_fill,
+)
 
 WORKERS = Path(__file__).with_name("pool_workers.py")
 HANG_GUARD = 20.0  # seconds; only ever reached when something is broken
@@ -251,6 +271,212 @@ async def test_item_larger_than_a_frame_is_an_error_value_and_the_worker_stays()
     assert results[0] == 4 and results[2] == 9
     assert isinstance(results[1], pk.WorkerError)
     assert (results[1].kind, results[1].index) == ("ProtocolError", 1)
+
+
+async def test_cheap_items_travel_in_large_chunks() -> None:
+    with trio.fail_after(HANG_GUARD):
+        async with pk.WorkerPool(target("square"), size=2) as pool:
+            first = pool.stats
+            async with pool.imap_unordered(itertools.count()) as results:
+                got = [await results.__anext__() for _ in range(20_000)]
+                stats = pool.stats  # mid-stream: chunks are not yet shrinking
+    assert all(result == i * i for i, result in got)
+    assert first.chunksize == FIRST_CHUNK  # nothing measured yet
+    assert stats.chunksize >= 256
+    assert stats.max_inflight == 2 * stats.chunksize
+
+
+async def test_slow_items_travel_one_at_a_time() -> None:
+    assert SLOW_SECONDS > CHUNK_SECONDS  # one item is more than a chunk's worth
+    with trio.fail_after(HANG_GUARD):
+        async with pk.WorkerPool(target("slow"), size=2) as pool:
+            results = await pool.map(range(12))
+            stats = pool.stats
+    assert results == list(range(12))
+    assert (stats.chunksize, stats.max_inflight) == (1, 2)
+
+
+async def test_explicit_chunksize_and_max_inflight_are_kept() -> None:
+    with trio.fail_after(HANG_GUARD):
+        async with pk.WorkerPool(target("square"), size=2, chunksize=50) as pool:
+            assert await pool.map(range(1000)) == [i * i for i in range(1000)]
+            fixed = pool.stats
+        async with pk.WorkerPool(target("square"), size=2, max_inflight=60) as pool:
+            assert await pool.map(range(1000)) == [i * i for i in range(1000)]
+            bounded = pool.stats
+    assert (fixed.chunksize, fixed.max_inflight) == (50, 100)
+    assert bounded.max_inflight == 60 and bounded.chunksize <= 30
+
+
+def test_chunksize_larger_than_max_inflight_is_refused() -> None:
+    with pytest.raises(ValueError, match="chunksize"):
+        pk.WorkerPool(target("square"), chunksize=100, max_inflight=10)
+
+
+async def test_a_worker_stuck_on_a_slow_item_is_given_nothing_more(tmp_path: Path) -> None:
+    # The stuck worker keeps the two first chunks it was given; everything else is done
+    # by the other worker, although the chunk size and bound grow meanwhile.
+    release = tmp_path / "release"
+    count = 20_000
+    stuck = 2 * FIRST_CHUNK - 1  # behind the blocking item, on its worker
+    items: list[Any] = [str(release), *range(1, count)]
+    with trio.fail_after(HANG_GUARD):
+        async with pk.WorkerPool(target("wait_for_file_or_pid"), size=2) as pool:
+            results = pool.imap_unordered(items)
+            done = [await results.__anext__() for _ in range(count - 1 - stuck)]
+            assert pool.stats.max_inflight > 2 * FIRST_CHUNK  # it grew
+            assert pool.stats.inflight == 1 + stuck and pool.stats.pending == 0
+            release.touch()
+            done += [pair async for pair in results]
+    assert sorted(i for i, _ in done) == list(range(count))
+
+
+async def test_large_chunks_crash_loses_one_item_and_runs_none_more_than_twice(
+    tmp_path: Path,
+) -> None:
+    log = tmp_path / "runs"
+    env = {**os.environ, RUN_LOG_ENV: str(log)}
+    count = 20_000
+    with trio.fail_after(HANG_GUARD):
+        async with pk.WorkerPool(
+            target("crash_late_logged"), size=2, env=env, chunksize=2048
+        ) as pool:
+            results = await pool.map(range(count))
+            stats = pool.stats
+    errors = errors_in(results)
+    assert list(errors) == [CRASH_LATE]
+    assert (errors[CRASH_LATE].kind, errors[CRASH_LATE].index) == ("terminated", CRASH_LATE)
+    assert all(results[i] == i * i for i in range(count) if i != CRASH_LATE)
+    runs = Counter(int(line) for line in log.read_text().split())
+    assert set(runs) == set(range(count))
+    assert max(runs.values()) <= 2
+    assert runs[CRASH_LATE] == 2  # in its chunk, then alone
+    assert stats.crashes == 2 and stats.errors == 1
+
+
+async def test_a_worker_killed_from_outside_costs_no_item(tmp_path: Path) -> None:
+    release = tmp_path / "release"
+    count = 3000
+    stuck = 2 * FIRST_CHUNK - 1
+    items: list[Any] = [str(release), *range(1, count)]
+    with trio.fail_after(HANG_GUARD):
+        async with pk.WorkerPool(target("wait_for_file_or_pid"), size=2) as pool:
+            results = pool.imap_unordered(items)
+            done = [await results.__anext__() for _ in range(count - 1 - stuck)]
+            (blocked,) = set(pool.pids) - {pid for _, pid in done}
+            os.kill(blocked, signal.SIGKILL)
+            release.touch()
+            done += [pair async for pair in results]
+            stats = pool.stats
+    assert sorted(i for i, _ in done) == list(range(count))
+    assert not [r for _, r in done if isinstance(r, pk.WorkerError)]
+    assert stats.crashes == 1 and stats.errors == 0
+    assert stats.retried == 1 + stuck
+
+
+async def test_without_a_progress_record_every_unanswered_item_is_isolated(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(pipekit.pool._Progress, "create", classmethod(lambda cls, slots: None))
+    with trio.fail_after(HANG_GUARD):
+        async with pk.WorkerPool(target("crash"), size=2) as pool:
+            results = await pool.map(range(500))
+            stats = pool.stats
+    assert list(errors_in(results)) == [CRASH]
+    assert all(results[i] == i * i for i in range(500) if i != CRASH)
+    assert stats.crashes == 2 and stats.errors == 1
+
+
+async def test_item_raising_stop_iteration_is_an_error_value() -> None:
+    with trio.fail_after(HANG_GUARD):
+        async with pk.WorkerPool(target("stop_iteration"), size=1) as pool:
+            results = await pool.map(list(range(100)))
+    errors = errors_in(results)
+    assert list(errors) == [STOP] and errors[STOP].kind == "StopIteration"
+    assert all(results[i] == i * i for i in range(100) if i != STOP)
+
+
+class _Record:
+    """A stand-in for the shared progress record: what the dead worker was running."""
+
+    def __init__(self, start: int, end: int) -> None:
+        self.record = (start, end)
+
+    def read(self, slot: int) -> tuple[int, int]:
+        return self.record
+
+
+class _DeadWorker:
+    """What WorkerPool._settle reads of a worker whose process is gone."""
+
+    def __init__(self, flights: list[_Flight]) -> None:
+        self.slot = 0
+        self.pid = 4242
+        self.inflight = deque(flights)
+        self.load = sum(len(f.items) - f.done for f in flights)
+        self.loss = pk.ProcessError("terminated", "boom", program="python", exit_code=1)
+        self.timed_out = None
+
+    def describe(self) -> str:
+        return "worker 0 (pid 4242)"
+
+
+def settle(flights: list[_Flight], record: tuple[int, int] | None) -> pk.WorkerPool:
+    """A pool (not started) after settling a dead worker that held ``flights``."""
+    pool = pk.WorkerPool(target("square"), size=1)
+    pool._progress = _Record(*record) if record else None  # type: ignore[assignment]
+    worker: Any = _DeadWorker(flights)
+    pool._limbo = worker.load
+    pool._settle(worker)
+    return pool
+
+
+def queued(pool: pk.WorkerPool) -> list[tuple[list[int], int]]:
+    return [
+        ([s.base + k for k in range(s.pos, s.stop)], s.kind)  # type: ignore[operator]
+        for s in pool._pending
+    ]
+
+
+def test_settling_a_crash_requeues_by_what_ran() -> None:
+    # Ids 100..109 are items 0..9, 110..114 items 10..14; the worker answered items 0-1
+    # and was running the slice of ids 104..107 (items 4-7).
+    run = _StreamRun()
+    first = _Flight(100, run, 0, list(range(10)))
+    first.done = 2
+    pool = settle([first, _Flight(110, run, 10, list(range(10, 15)))], (104, 108))
+    assert queued(pool) == [([2, 3], _RAN), ([8, 9], 0), ([10, 11, 12, 13, 14], 0)]
+    assert [index for _, index, _ in pool._suspects] == [4, 5, 6, 7]
+    assert not run.ready  # nothing delivered: all 13 unanswered items run again
+    assert (pool.stats.pending, pool.stats.retried) == (13, 13)
+
+
+def test_settling_does_not_run_an_item_a_third_time() -> None:
+    # Items 0-5 had already run once (their answers lost with another worker).
+    run = _StreamRun()
+    pool = settle([_Flight(100, run, 0, list(range(6)), _RAN)], (102, 104))
+    errors = dict(run.ready)
+    assert sorted(errors) == [0, 1, 2, 3]
+    assert all(isinstance(e, pk.WorkerError) and e.kind == "terminated" for e in errors.values())
+    assert "already lost once" in errors[0].message
+    assert queued(pool) == [([4, 5], _RAN)] and not pool._suspects
+
+
+def test_settling_a_lone_item_makes_it_the_culprit_whatever_the_record() -> None:
+    run = _StreamRun()
+    pool = settle([_Flight(100, run, 7, [7], _SUSPECT)], (90, 95))
+    ((index, error),) = run.ready
+    assert index == 7 and isinstance(error, pk.WorkerError) and error.kind == "terminated"
+    assert error.exit_code == 1 and not pool._pending and not pool._suspects
+
+
+def test_settling_without_a_record_suspects_every_unanswered_item() -> None:
+    run = _StreamRun()
+    first = _Flight(100, run, 0, list(range(5)))
+    first.done = 3
+    pool = settle([first, _Flight(105, run, 5, [5, 6])], None)
+    assert [index for _, index, _ in pool._suspects] == [3, 4, 5, 6]
+    assert not pool._pending and not run.ready
 
 
 def test_worker_error_pickles_with_its_fields() -> None:
