@@ -58,7 +58,16 @@ from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from _common import die_with_parent, reaped, run_main
+from _common import (
+    Verdicts,
+    die_with_parent,
+    paired_ratio,
+    ratio_cell,
+    reaped,
+    render_table,
+    run_main,
+    spread_cell,
+)
 
 # Benchmark the checkout this file lives in, whatever else is installed.
 ROOT = Path(__file__).resolve().parent.parent
@@ -722,50 +731,26 @@ def format_table(rows: list[Row]) -> tuple[list[str], int, int]:
     by_name = {r.name: r for r in rows}
     header = ("name", "median", "spread", "ratio (range)", "vs", "target", "result")
     lines: list[tuple[str, ...]] = []
-    passed = missed = 0
+    verdicts = Verdicts()
     for row in rows:
         figure = row.figure
-        spread = (max(row.rounds) - min(row.rounds)) / 2 / figure * 100
         ratio, versus, value = "", "", 1.0
         if row.baselines:
             best = [
                 max(by_name[b].rounds[i] for b in row.baselines) for i in range(len(row.rounds))
             ]
-            paired = [mine / theirs for mine, theirs in zip(row.rounds, best, strict=True)]
-            value = statistics.median(paired)
-            low, high = min(paired), max(paired)
+            paired = paired_ratio(row.rounds, best)
+            value = paired[0]
+            ratio = ratio_cell(paired, len(row.rounds), percent=row.unit == "GB/s")
             if row.unit == "GB/s":
-                ratio = f"{value:.0%}"
-                extra = f" ({low:.0%}-{high:.0%})"
                 versus = "best raw"
             else:
-                ratio = f"{value:.2f}x"
-                extra = f" ({low:.2f}-{high:.2f})"
                 versus = "plain ws" if row.baselines == (SMALL_WS_PLAIN,) else "mp.Pipe"
-            if len(paired) > 1:
-                ratio += extra
-        if row.met is None:
-            result = row.note or "-"
-        else:
-            ok = row.met(figure, value)
-            result = "PASS" if ok else "MISS"
-            passed += ok
-            missed += not ok
+        result = verdicts.judge(None if row.met is None else row.met(figure, value), row.note)
         lines.append(
-            (row.name, row.show(figure), f"±{spread:.0f}%", ratio, versus, row.target, result)
+            (row.name, row.show(figure), spread_cell(row.rounds), ratio, versus, row.target, result)
         )
-    widths = [max(len(r[i]) for r in [header, *lines]) for i in range(len(header))]
-    right = {1, 2, 3}
-
-    def line(cells: tuple[str, ...]) -> str:
-        return "  ".join(
-            c.rjust(w) if i in right else c.ljust(w)
-            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
-        ).rstrip()
-
-    out = [line(header), line(tuple("-" * w for w in widths))]
-    out += [line(r) for r in lines]
-    return out, passed, missed
+    return render_table(header, lines, {1, 2, 3}), verdicts.passed, verdicts.missed
 
 
 # --- driver ------------------------------------------------------------------------------

@@ -60,7 +60,16 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from _common import die_with_parent, reaped, run_main
+from _common import (
+    Verdicts,
+    die_with_parent,
+    paired_ratio,
+    ratio_cell,
+    reaped,
+    render_table,
+    run_main,
+    spread_cell,
+)
 
 HERE = Path(__file__).resolve()
 ROOT = HERE.parent.parent
@@ -706,55 +715,27 @@ def format_table(rows: list[Row]) -> tuple[list[str], int, int]:
     """The table, and the number of targets met and missed.
 
     A row's ratio is the median over runs of its figure divided by its baseline's figure
-    *of the same run* (the two are measured back to back): on a noisy machine that
-    cancels the slow and fast phases that a ratio of the two medians would compare
-    across runs. The per-run range of the ratio follows in brackets."""
+    *of the same run* (see ``paired_ratio``); the per-run range follows in brackets."""
     by_name = {r.name: r for r in rows}
     header = ("name", "median", "p90", "spread", "ratio (range)", "target", "result")
     lines: list[tuple[str, ...]] = []
-    passed = missed = 0
+    verdicts = Verdicts()
     for row in rows:
         figure = row.figure
-        spread = (max(row.rounds) - min(row.rounds)) / 2 / figure * 100
         p90 = row.show(row.p90()) if row.latency else ""
         if row.baseline is None:
-            ratio = "1.00x"
-            value = 1.0
+            ratio, value = "1.00x", 1.0
         else:
-            base = by_name[row.baseline].rounds
-            paired = [mine / theirs for mine, theirs in zip(row.rounds, base, strict=True)]
-            value = statistics.median(paired)
-            low, high = min(paired), max(paired)
+            paired = paired_ratio(row.rounds, by_name[row.baseline].rounds)
+            value = paired[0]
+            ratio = ratio_cell(paired, len(row.rounds), percent=row.unit == "GB/s")
             if row.unit == "GB/s":
-                ratio = f"{value:.0%} of raw"
-                extra = f" ({low:.0%}-{high:.0%})"
-            else:
-                ratio = f"{value:.2f}x"
-                extra = f" ({low:.2f}-{high:.2f})"
-            if len(paired) > 1:
-                ratio += extra
-        if row.met is None:
-            result = row.note or "-"
-        else:
-            ok = row.met(figure, value)
-            result = "PASS" if ok else "MISS"
-            passed += ok
-            missed += not ok
+                ratio = ratio.replace("%", "% of raw", 1)
+        result = verdicts.judge(None if row.met is None else row.met(figure, value), row.note)
         lines.append(
-            (row.name, row.show(figure), p90, f"±{spread:.0f}%", ratio, row.target, result)
+            (row.name, row.show(figure), p90, spread_cell(row.rounds), ratio, row.target, result)
         )
-    widths = [max(len(r[i]) for r in [header, *lines]) for i in range(len(header))]
-    right = {1, 2, 3, 4}
-
-    def line(cells: tuple[str, ...]) -> str:
-        return "  ".join(
-            c.rjust(w) if i in right else c.ljust(w)
-            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
-        ).rstrip()
-
-    out = [line(header), line(tuple("-" * w for w in widths))]
-    out += [line(r) for r in lines]
-    return out, passed, missed
+    return render_table(header, lines, {1, 2, 3, 4}), verdicts.passed, verdicts.missed
 
 
 # --- driver ------------------------------------------------------------------------------

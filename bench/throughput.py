@@ -33,7 +33,7 @@ from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
 
-from _common import die_with_parent, reaped, run_main
+from _common import Verdicts, die_with_parent, reaped, render_table, run_main, spread_cell
 
 # Benchmark the checkout this file lives in, whatever else is installed.
 ROOT = Path(__file__).resolve().parent.parent
@@ -427,35 +427,21 @@ def format_table(n: int, rates: dict[str, list[float]]) -> list[str]:
     baseline = statistics.median(rates[MP_EACH])
     header = ("name", "msg/s", "spread", "vs mp.Pipe", "target", "result")
     rows: list[tuple[str, ...]] = []
-    passed = missed = 0
+    verdicts = Verdicts()
     for bench in BENCHES:
         runs = rates[bench.name]
         rate = statistics.median(runs)
         ratio = rate / baseline
-        spread = (max(runs) - min(runs)) / 2 / rate * 100
-        if bench.target is None:
-            target, result = "-", bench.note or "-"
-        else:
-            target = bench.target.describe()
-            ok = bench.target.met(rate, ratio)
-            result = "PASS" if ok else "MISS"
-            passed += ok
-            missed += not ok
-        rows.append(
-            (bench.name, f"{rate:,.0f}", f"±{spread:.0f}%", f"{ratio:.2f}x", target, result)
-        )
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    right = {1, 2, 3}
-
-    def line(cells: tuple[str, ...]) -> str:
-        return "  ".join(
-            c.rjust(w) if i in right else c.ljust(w)
-            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
-        ).rstrip()
-
-    out = [line(header), line(tuple("-" * w for w in widths))]
-    out += [line(r) for r in rows]
-    out.append(f"targets: {passed} PASS, {missed} MISS (PASS needs both the msg/s and the ratio)")
+        target = "-" if bench.target is None else bench.target.describe()
+        ok = None if bench.target is None else bench.target.met(rate, ratio)
+        result = verdicts.judge(ok, bench.note)
+        cells = (f"{rate:,.0f}", spread_cell(runs), f"{ratio:.2f}x", target, result)
+        rows.append((bench.name, *cells))
+    out = render_table(header, rows, {1, 2, 3})
+    out.append(
+        f"targets: {verdicts.passed} PASS, {verdicts.missed} MISS "
+        "(PASS needs both the msg/s and the ratio)"
+    )
     return out
 
 
