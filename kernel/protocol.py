@@ -499,7 +499,10 @@ class Connection:
             view = memoryview(buf)
             view[:held] = view[self._start : self._end]
         else:
-            bigger = bytearray(max(held + want, 2 * len(buf) if held + want > len(buf) else 0))
+            size = held + want
+            if size > len(buf):
+                size = max(size, 2 * len(buf))  # grow geometrically
+            bigger = bytearray(size)
             bigger[:held] = memoryview(buf)[self._start : self._end]
             self._inbuf = bigger
         self._start, self._end = 0, held

@@ -1472,3 +1472,50 @@ def test_json_data_nested_too_deep_is_undecodable(json_flag: bool) -> None:
     _, a = connect({"codecs": ["json"]})
     frame = encode_frame(FrameType.DATA, NESTED_JSON, json_flag=json_flag)
     assert_violation(a, frame, "undecodable")
+
+
+# -- reading in place ------------------------------------------------------------------------
+
+
+def feed_in_place(conn: Connection, data: bytes, read: int) -> list[Event]:
+    """Feed ``data`` through receive_buffer/receive_filled, at most ``read`` bytes a time."""
+    events: list[Event] = []
+    pos = 0
+    while pos < len(data):
+        with conn.receive_buffer(read) as target:
+            count = min(len(target), read, len(data) - pos)
+            target[:count] = data[pos : pos + count]
+        events += conn.receive_filled(count)
+        pos += count
+    return events
+
+
+def test_receive_buffer_has_room_for_the_whole_frame_under_way() -> None:
+    a, b = connect()
+    blob = b"r" * 1_000_000
+    a.send(blob)
+    data = a.data_to_send()
+    assert b.receive_data(data[:100]) == []
+    with b.receive_buffer(1024) as target:
+        assert len(target) >= len(data) - 100
+
+
+def test_messages_read_in_place_in_small_pieces_arrive_intact() -> None:
+    a, b = connect()
+    sent = [b"s" * 300_000, "x", {"k": [1, 2]}, b"t" * 70_000, 7]
+    a.send_many(sent[1:3])
+    for message in (sent[0], *sent[3:]):
+        a.send(message)
+    a.send_many(sent[1:3])
+    data = a.data_to_send()
+    got = messages_of(feed_in_place(b, data, read=4093))
+    assert got == [*sent[1:3], sent[0], *sent[3:], *sent[1:3]]
+
+
+def test_the_buffer_a_huge_frame_needed_is_given_back() -> None:
+    a, b = connect()
+    a.send(b"h" * (6 * 1024 * 1024))
+    a.send("after")
+    assert messages_of(feed_in_place(b, a.data_to_send(), read=1 << 20))[-1] == "after"
+    with b.receive_buffer(1024) as target:
+        assert len(target) <= 4 * 1024 * 1024
