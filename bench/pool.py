@@ -9,10 +9,15 @@ Run from the checkout::
 Two measurements, each the median over ``--repeat`` runs, pools started (and warmed up
 with one small map) before the clock starts:
 
-* **CPU-bound**: ``burn(n)``, a pure-Python loop calibrated to about 1 ms, over
-  ``--items`` items. Serial time (a list comprehension in this process), then the
+* **CPU-bound**, two pure-Python workloads of about 1 ms per item, over ``--items``
+  items each: ``burn(n)``, an integer-arithmetic loop that allocates an int object or
+  two per iteration, and ``calls(k)``, a naive recursive Fibonacci (call-heavy, almost
+  no allocation). Serial time (a list comprehension in this process), then the
   speed-up over serial of ``WorkerPool(size=2).map`` and ``multiprocessing.Pool(2).map``
-  (fork and spawn contexts, default chunksize). Target: pipekit >= 1.8x.
+  (fork and spawn contexts, default chunksize). Target: pipekit >= 1.8x on each. Two
+  shapes because how fast a process runs allocation-heavy code depends on the state of
+  its small-object allocator (see ``bench/README.md``), which differs between a fresh
+  ``spawn`` child, a forked one and a pipekit worker.
 * **Per-item overhead**: ``noop(x) -> x`` over ``--trivial`` items; wall time per item
   in microseconds (everything is overhead here). ``multiprocessing.Pool.map`` with its
   default chunksize (``len / (4 * processes)``: huge pickled chunks) and, for reference,
@@ -39,6 +44,7 @@ import statistics
 import sys
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +66,8 @@ SPEEDUP_TARGET = 1.8
 SERIAL = "serial (this process)"
 PK_CPU = "pk.WorkerPool(2).map"
 MP_CPU = "multiprocessing.Pool(2).map [{}]"
+CALLS = " calls"
+"""Suffix of the ``calls`` workload's rows (``burn``'s rows have none)."""
 PK_NOOP = "pk.WorkerPool(2).map noop"
 MP_NOOP = "multiprocessing.Pool(2).map noop [{}]"
 MP_NOOP_EACH = "multiprocessing.Pool(2).imap noop chunksize=1 [fork]"
@@ -76,6 +84,11 @@ def burn(n: int) -> int:
     return total
 
 
+def calls(k: int) -> int:
+    """Fibonacci number ``k``, naively: about 1.6 ** k Python calls."""
+    return k if k < 2 else calls(k - 1) + calls(k - 2)
+
+
 def noop(x: int) -> int:
     return x
 
@@ -90,6 +103,20 @@ def calibrate(seconds: float = 0.001) -> int:
         if elapsed > 0.02:
             return max(1, int(n * seconds / elapsed))
         n *= 2
+
+
+def calibrate_calls(seconds: float = 0.001) -> int:
+    """The ``k`` for which ``calls(k)`` takes closest to ``seconds`` here (each step of
+    ``k`` is a factor of about 1.6)."""
+    k = 10
+    while True:
+        start = time.perf_counter()
+        for _ in range(10):
+            calls(k)
+        elapsed = (time.perf_counter() - start) / 10
+        if elapsed * 1.3 >= seconds or k >= 40:
+            return k
+        k += 1
 
 
 # --- measurements -------------------------------------------------------------------------
@@ -125,26 +152,40 @@ async def measure_all(rows: dict[str, Measure], repeat: int, times: dict[str, li
             print(f"round {round_ + 1}: {name}: {elapsed:.3f} s", file=sys.stderr)
 
 
+@dataclass
+class Workload:
+    """One CPU-bound function over ``items``; its rows' names end with ``suffix``."""
+
+    fn: Callable[[int], int]
+    items: list[int]
+    expected: list[int]
+    suffix: str
+
+
 async def run_rows(
-    n: int,
-    work: list[int],
-    expected: list[int],
+    workloads: list[Workload],
     trivial: list[int],
     mp_pools: dict[str, Any],
     repeat: int,
 ) -> tuple[dict[str, float], dict[str, PoolStats]]:
     times: dict[str, list[float]] = {}
     each = trivial[: max(1, len(trivial) // 10)]
-    async with (
-        pk.WorkerPool(f"{THIS}:burn", size=SIZE) as cpu_pool,
-        pk.WorkerPool(f"{THIS}:noop", size=SIZE) as noop_pool,
-    ):
-        await cpu_pool.map(work[:100])  # warm up
+    async with contextlib.AsyncExitStack() as stack:
+        cpu_pools = []
+        for load in workloads:
+            pool = await stack.enter_async_context(
+                pk.WorkerPool(f"{THIS}:{load.fn.__name__}", size=SIZE)
+            )
+            await pool.map(load.items[:100])  # warm up
+            cpu_pools.append(pool)
+        noop_pool = await stack.enter_async_context(pk.WorkerPool(f"{THIS}:noop", size=SIZE))
         await noop_pool.map(trivial[:1000])
 
-        def serial() -> Measure:
+        def serial(load: Workload) -> Measure:
+            fn, items = load.fn, load.items
+
             async def measure() -> float:
-                return timed(SERIAL, lambda: [burn(x) for x in work], expected)
+                return timed(SERIAL, lambda: [fn(x) for x in items], load.expected)
 
             return measure
 
@@ -164,13 +205,14 @@ async def run_rows(
 
             return measure
 
-        cpu_rows: dict[str, Measure] = {
-            SERIAL: serial(),
-            PK_CPU: pipekit(cpu_pool, PK_CPU, work, expected),
-        }
-        for context, pool in mp_pools.items():
-            name = MP_CPU.format(context)
-            cpu_rows[name] = mp(pool, name, burn, work, expected)
+        cpu_rows: dict[str, Measure] = {}
+        for load, cpu_pool in zip(workloads, cpu_pools, strict=True):
+            cpu_rows[cpu_row(SERIAL, load.suffix)] = serial(load)
+            name = cpu_row(PK_CPU, load.suffix)
+            cpu_rows[name] = pipekit(cpu_pool, name, load.items, load.expected)
+            for context, pool in mp_pools.items():
+                name = cpu_row(MP_CPU.format(context), load.suffix)
+                cpu_rows[name] = mp(pool, name, load.fn, load.items, load.expected)
         await measure_all(cpu_rows, repeat, times)
 
         noop_rows: dict[str, Measure] = {PK_NOOP: pipekit(noop_pool, PK_NOOP, trivial, trivial)}
@@ -180,9 +222,22 @@ async def run_rows(
         if "fork" in mp_pools:
             noop_rows[MP_NOOP_EACH] = mp(mp_pools["fork"], MP_NOOP_EACH, noop, each, each)
         await measure_all(noop_rows, repeat, times)
-        chunks = {name: pool.stats for name, pool in (("CPU", cpu_pool), ("noop", noop_pool))}
+        chunks = {
+            f"CPU{load.suffix}": pool.stats for load, pool in zip(workloads, cpu_pools, strict=True)
+        }
+        chunks["noop"] = noop_pool.stats
     medians = {name: statistics.median(values) for name, values in times.items()}
     return medians, chunks
+
+
+def cpu_row(name: str, suffix: str) -> str:
+    """``name`` with a workload suffix, before a trailing ``[context]`` if any."""
+    if suffix and name.endswith("]"):
+        head, _, context = name.rpartition(" [")
+        return f"{head}{suffix} [{context}"
+    if suffix and name == SERIAL:
+        return f"serial{suffix} (this process)"
+    return name + suffix
 
 
 # --- report -------------------------------------------------------------------------------
@@ -205,13 +260,17 @@ def main(argv: list[str] | None = None) -> int:
     contexts: list[str] = [c for c in ("fork", "spawn") if c in methods]
 
     n = calibrate()
-    work = [n] * args.items
-    expected = [burn(n)] * args.items
+    k = calibrate_calls()
+    workloads = [
+        Workload(burn, [n] * args.items, [burn(n)] * args.items, ""),
+        Workload(calls, [k] * args.items, [calls(k)] * args.items, CALLS),
+    ]
     trivial = list(range(args.trivial))
     print(
         f"machine: nproc={os.cpu_count()} python={platform.python_version()} "
-        f"trio={trio.__version__}; {SIZE} workers; burn({n}) ~ 1 ms; "
-        f"{args.items:,} CPU items, {args.trivial:,} trivial items, median of {args.repeat}"
+        f"trio={trio.__version__}; {SIZE} workers; burn({n}) ~ 1 ms, calls({k}) ~ 1 ms; "
+        f"{args.items:,} CPU items each, {args.trivial:,} trivial items, "
+        f"median of {args.repeat}"
     )
     # The multiprocessing pools start before trio does: forking a process that runs
     # trio (and its threads) is not safe.
@@ -221,18 +280,21 @@ def main(argv: list[str] | None = None) -> int:
             pool = stack.enter_context(multiprocessing.get_context(context).Pool(SIZE))
             pool.map(noop, range(100))  # warm up (spawned workers are importing)
             mp_pools[context] = pool
-        t, chunks = trio.run(run_rows, n, work, expected, trivial, mp_pools, args.repeat)
+        t, chunks = trio.run(run_rows, workloads, trivial, mp_pools, args.repeat)
 
     print(f"{'name':<52}  {'seconds':>8}  {'figure':>13}  {'target':<24}  result")
     print(f"{'-' * 52}  {'-' * 8}  {'-' * 13}  {'-' * 24}  ------")
-    serial = t[SERIAL]
-    row(SERIAL, serial, "1.00x")
-    speedup = serial / t[PK_CPU]
-    met = "PASS" if speedup >= SPEEDUP_TARGET else "MISS"
-    row(PK_CPU, t[PK_CPU], f"{speedup:.2f}x", f">= {SPEEDUP_TARGET}x over serial", met)
-    for context in contexts:
-        name = MP_CPU.format(context)
-        row(name, t[name], f"{serial / t[name]:.2f}x")
+    for load in workloads:
+        serial_name = cpu_row(SERIAL, load.suffix)
+        serial = t[serial_name]
+        row(serial_name, serial, "1.00x")
+        name = cpu_row(PK_CPU, load.suffix)
+        speedup = serial / t[name]
+        met = "PASS" if speedup >= SPEEDUP_TARGET else "MISS"
+        row(name, t[name], f"{speedup:.2f}x", f">= {SPEEDUP_TARGET}x over serial", met)
+        for context in contexts:
+            name = cpu_row(MP_CPU.format(context), load.suffix)
+            row(name, t[name], f"{serial / t[name]:.2f}x")
 
     def per_item(name: str, count: int) -> float:
         return t[name] / count * 1e6
