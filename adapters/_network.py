@@ -33,6 +33,7 @@ from ..kernel.framed import (
 )
 from ..kernel.protocol import (
     DEFAULT_HIGH_WATER,
+    DEFAULT_HIGH_WATER_BYTES,
     DEFAULT_MAX_FRAME,
     DEFAULT_PAUSE_SLACK,
     Connection,
@@ -72,6 +73,8 @@ class PipeOptions(TypedDict, total=False):
     max_frame: int
     high_water: int
     low_water: int | None
+    high_water_bytes: int
+    low_water_bytes: int | None
     pause_slack: int
     send_buffer: int
     handshake_timeout: float | None
@@ -85,6 +88,8 @@ def pipe_options(
     max_frame: int = DEFAULT_MAX_FRAME,
     high_water: int = DEFAULT_HIGH_WATER,
     low_water: int | None = None,
+    high_water_bytes: int = DEFAULT_HIGH_WATER_BYTES,
+    low_water_bytes: int | None = None,
     pause_slack: int = DEFAULT_PAUSE_SLACK,
     send_buffer: int = DEFAULT_SEND_BUFFER,
     handshake_timeout: float | None = DEFAULT_HANDSHAKE_TIMEOUT,
@@ -101,6 +106,8 @@ def pipe_options(
         max_frame=max_frame,
         high_water=high_water,
         low_water=low_water,
+        high_water_bytes=high_water_bytes,
+        low_water_bytes=low_water_bytes,
         pause_slack=pause_slack,
         send_buffer=send_buffer,
         handshake_timeout=handshake_timeout,

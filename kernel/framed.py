@@ -24,6 +24,7 @@ from .errors import ProtocolError, RemoteError
 from .pipe import Pipe, PipeStats
 from .protocol import (
     DEFAULT_HIGH_WATER,
+    DEFAULT_HIGH_WATER_BYTES,
     DEFAULT_MAX_FRAME,
     DEFAULT_PAUSE_SLACK,
     Connection,
@@ -572,6 +573,8 @@ async def framed_pipe(
     max_frame: int = DEFAULT_MAX_FRAME,
     high_water: int = DEFAULT_HIGH_WATER,
     low_water: int | None = None,
+    high_water_bytes: int = DEFAULT_HIGH_WATER_BYTES,
+    low_water_bytes: int | None = None,
     pause_slack: int = DEFAULT_PAUSE_SLACK,
     token: str | None = None,
     expected_token: str | None = None,
@@ -587,7 +590,11 @@ async def framed_pipe(
     the other side accepts and chooses. The handshake fails with
     :class:`~pipekit.kernel.ProtocolError` (kind ``handshake_timeout`` after
     ``handshake_timeout`` seconds) or :class:`~pipekit.kernel.RemoteError` if the peer
-    refused. With ``idle_timeout``, a peer from which nothing arrives for that long (it
+    refused. The receiving side PAUSEs the peer once ``high_water`` messages or
+    ``high_water_bytes`` bytes of DATA payload are waiting to be received, and RESUMEs it
+    once they are down to ``low_water`` and ``low_water_bytes`` (half by default); it
+    tolerates ``pause_slack`` more bytes after a PAUSE. With ``idle_timeout``, a peer from
+    which nothing arrives for that long (it
     is PINGed half way, so a live but quiet peer answers) fails the pipe with kind
     ``idle_timeout``. ``stream`` is a byte stream or a :class:`MessageTransport`. On exit
     the pipe is ended and flushed, or - if the body raised - failed
@@ -600,6 +607,8 @@ async def framed_pipe(
         max_frame=max_frame,
         high_water=high_water,
         low_water=low_water,
+        high_water_bytes=high_water_bytes,
+        low_water_bytes=low_water_bytes,
         pause_slack=pause_slack,
         token=token,
         expected_token=expected_token,

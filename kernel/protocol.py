@@ -15,6 +15,7 @@ from __future__ import annotations
 import hmac
 import json
 import struct
+from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
@@ -26,6 +27,7 @@ from .errors import FlowControlError, ProtocolError
 __all__ = [
     "DEFAULT_COALESCE_BYTES",
     "DEFAULT_HIGH_WATER",
+    "DEFAULT_HIGH_WATER_BYTES",
     "DEFAULT_MAX_FRAME",
     "DEFAULT_PAUSE_SLACK",
     "FLAG_JSON",
@@ -58,6 +60,8 @@ HELLO_MAX_FRAME = 64 * 1024
 """Largest frame accepted before the handshake completes."""
 DEFAULT_HIGH_WATER = 8192
 """Buffered incoming messages at which PAUSE is sent (RESUME at half of it)."""
+DEFAULT_HIGH_WATER_BYTES = 16 * 1024 * 1024
+"""Buffered incoming DATA payload bytes at which PAUSE is sent (RESUME at half of it)."""
 DEFAULT_PAUSE_SLACK = 16 * 1024 * 1024
 """DATA bytes a peer may still deliver after our PAUSE (what was in flight) before it
 is disconnected for violating flow control."""
@@ -179,7 +183,10 @@ class Connection:
     ``initiator`` is the side that connects or spawns: it sends the first HELLO (queued
     on construction) offering ``codecs`` in preference order; the accepting side answers
     with the first of those it also supports. ``max_frame`` is the largest payload this
-    side accepts; ``high_water``/``low_water`` are its receive watermarks in messages.
+    side accepts; ``high_water``/``low_water`` are its receive watermarks in messages and
+    ``high_water_bytes``/``low_water_bytes`` in DATA payload bytes (PAUSE once either
+    high mark is reached, RESUME once both low marks are; the byte marks are local and
+    not announced).
     ``token`` is sent in HELLO by an initiator; an acceptor with ``expected_token``
     refuses a HELLO whose token differs (constant-time comparison).
     """
@@ -193,6 +200,8 @@ class Connection:
         max_frame: int = DEFAULT_MAX_FRAME,
         high_water: int = DEFAULT_HIGH_WATER,
         low_water: int | None = None,
+        high_water_bytes: int = DEFAULT_HIGH_WATER_BYTES,
+        low_water_bytes: int | None = None,
         pause_slack: int = DEFAULT_PAUSE_SLACK,
         coalesce_bytes: int = DEFAULT_COALESCE_BYTES,
         token: str | None = None,
@@ -208,12 +217,19 @@ class Connection:
         low = high_water // 2 if low_water is None else low_water
         if not 0 <= low < high_water:
             raise ValueError("low_water must be in [0, high_water)")
+        if high_water_bytes < 1:
+            raise ValueError("high_water_bytes must be at least 1")
+        low_bytes = high_water_bytes // 2 if low_water_bytes is None else low_water_bytes
+        if not 0 <= low_bytes < high_water_bytes:
+            raise ValueError("low_water_bytes must be in [0, high_water_bytes)")
         self.initiator = initiator
         self.codecs = tuple(codecs)
         self.name = name or ("initiator" if initiator else "acceptor")
         self.max_frame = max_frame
         self.high_water = high_water
         self.low_water = low
+        self.high_water_bytes = high_water_bytes
+        self.low_water_bytes = low_bytes
         self.pause_slack = pause_slack
         self.coalesce_bytes = max(1, coalesce_bytes)
         self.expected_token = expected_token
@@ -226,8 +242,12 @@ class Connection:
         self.failure: ProtocolError | None = None
 
         # Flow control, receive side: messages handed to the application and not yet
-        # consumed, whether we have paused the peer, DATA bytes seen since that PAUSE.
+        # consumed (and their DATA payload bytes: [messages, bytes] per DATA frame, oldest
+        # first, a frame's bytes released in proportion as its messages are consumed),
+        # whether we have paused the peer, DATA bytes seen since that PAUSE.
         self.unconsumed = 0
+        self.unconsumed_bytes = 0
+        self._unconsumed_frames: deque[list[int]] = deque()
         self.paused_peer = False
         self._bytes_since_pause = 0
         # Flow control, send side: the peer has paused us.
@@ -408,10 +428,28 @@ class Connection:
         self._control.append(encode_frame(FrameType.PING, payload))
 
     def consumed(self, count: int = 1) -> bool:
-        """Tell the machine the application took ``count`` received messages; queues
-        RESUME once the backlog falls to the low-water mark. Returns True if it did."""
+        """Tell the machine the application took ``count`` received messages (the oldest
+        ones); queues RESUME once the backlog falls to both low-water marks. Returns True
+        if it did."""
         self.unconsumed -= count
-        if self.paused_peer and self.unconsumed <= self.low_water:
+        frames = self._unconsumed_frames
+        while count > 0 and frames:
+            frame = frames[0]
+            if frame[0] <= count:
+                count -= frame[0]
+                self.unconsumed_bytes -= frame[1]
+                frames.popleft()
+            else:
+                share = frame[1] * count // frame[0]
+                frame[0] -= count
+                frame[1] -= share
+                self.unconsumed_bytes -= share
+                count = 0
+        if (
+            self.paused_peer
+            and self.unconsumed <= self.low_water
+            and self.unconsumed_bytes <= self.low_water_bytes
+        ):
             self.paused_peer = False
             if self.receive_state == _Direction.OPEN:
                 self._control.append(encode_frame(FrameType.RESUME))
@@ -625,13 +663,18 @@ class Connection:
             if not messages:
                 return
             count = len(messages)
+            size = len(payload)
             self.messages_received += count
             self.unconsumed += count
+            self.unconsumed_bytes += size
+            self._unconsumed_frames.append([count, size])
             if events and type(events[-1]) is MessagesReceived:
                 events[-1].messages.extend(messages)
             else:
                 events.append(MessagesReceived(messages))
-            if not self.paused_peer and self.unconsumed >= self.high_water:
+            if not self.paused_peer and (
+                self.unconsumed >= self.high_water or self.unconsumed_bytes >= self.high_water_bytes
+            ):
                 self.paused_peer = True
                 self._bytes_since_pause = 0
                 self._control.append(encode_frame(FrameType.PAUSE))

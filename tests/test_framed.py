@@ -522,6 +522,41 @@ async def test_sender_facing_a_stalled_reader_blocks_with_bounded_buffers(
             nursery.cancel_scope.cancel()
 
 
+async def test_large_messages_are_held_back_by_the_byte_high_water_mark(
+    socket_stream_pair: tuple[trio.SocketStream, trio.SocketStream],
+    framed_pair: OpenFramedPair,
+) -> None:
+    high_water_bytes, pause_slack, send_buffer = 256 * 1024, 256 * 1024, 64 * 1024
+    message = b"L" * (64 * 1024)
+    counter = Counter()
+    with trio.fail_after(HANG_GUARD):
+        async with (
+            framed_pair(
+                *socket_stream_pair,
+                initiator={"send_buffer": send_buffer},
+                acceptor={"high_water_bytes": high_water_bytes, "pause_slack": pause_slack},
+            ) as (a, b),
+            trio.open_nursery() as nursery,
+        ):
+            nursery.start_soon(produce, a, (message for _ in range(10_000)), counter)
+            await trio.testing.wait_all_tasks_blocked()
+            sent = counter.sent
+            await trio.testing.wait_all_tasks_blocked()
+            assert counter.sent == sent  # blocked, far below the 8192 messages high water
+            assert a.conn.peer_paused and b.conn.paused_peer
+            held = b.conn.unconsumed_bytes
+            assert high_water_bytes <= held <= high_water_bytes + pause_slack + len(message) + 16
+            assert b.stats.queue_depth == b.conn.unconsumed < 20
+            in_transit = socket_buffer_bytes(*socket_stream_pair) + send_buffer
+            assert sent * len(message) <= held + in_transit + len(message)
+            # Draining resumes the sender, and everything arrives.
+            received = 0
+            while received < 10_000:
+                received += len(await b.receive_batch())
+            assert counter.finished
+            nursery.cancel_scope.cancel()
+
+
 async def test_paused_sender_resumes_when_the_reader_drains_to_low_water(
     framed_pair: OpenFramedPair,
 ) -> None:

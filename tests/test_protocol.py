@@ -884,6 +884,63 @@ def test_resume_waits_for_half_the_high_water_by_default() -> None:
     assert a.data_to_send() == encode_frame(FrameType.RESUME)
 
 
+def test_pause_is_queued_when_unconsumed_bytes_reach_high_water_bytes() -> None:
+    _, a = connect(acceptor={"high_water_bytes": 100})
+    a.receive_data(data_frame("x" * 60))  # 62 payload bytes, 1 message
+    assert a.data_to_send() == b""
+    a.receive_data(data_frame("y" * 60))  # 124 bytes: far below 8192 messages
+    assert a.data_to_send() == encode_frame(FrameType.PAUSE)
+    assert a.unconsumed == 2 and a.unconsumed_bytes == 124
+
+
+def test_resume_waits_for_both_the_message_and_the_byte_low_water_marks() -> None:
+    _, a = connect(
+        acceptor={"high_water": 4, "low_water": 2, "high_water_bytes": 100, "low_water_bytes": 50}
+    )
+    a.receive_data(data_frame("a" * 60) + data_frame("b" * 60) + data_frame("c" * 60))
+    assert a.data_to_send() == encode_frame(FrameType.PAUSE)  # 186 bytes, 3 messages
+    a.consumed(1)  # 2 messages (at low water) but 124 bytes
+    assert a.data_to_send() == b""
+    a.consumed(1)  # 62 bytes
+    assert a.data_to_send() == b""
+    a.consumed(1)
+    assert a.data_to_send() == encode_frame(FrameType.RESUME)
+
+
+def test_consuming_part_of_a_frame_releases_its_share_of_the_bytes() -> None:
+    _, a = connect()
+    a.receive_data(data_frame(*["x" * 48] * 4))  # 4 messages of 50 bytes in one frame
+    assert a.unconsumed_bytes == 200
+    a.consumed(1)
+    assert a.unconsumed_bytes == 150
+    a.consumed(2)
+    assert a.unconsumed_bytes == 50
+    a.receive_data(data_frame("y" * 98))  # a second frame of 100 bytes
+    a.consumed(2)  # the first frame's last message and the second frame
+    assert (a.unconsumed, a.unconsumed_bytes) == (0, 0)
+
+
+def test_a_message_larger_than_high_water_bytes_pauses_until_it_is_consumed() -> None:
+    _, a = connect(acceptor={"high_water_bytes": 10})
+    a.receive_data(data_frame("z" * 60))
+    assert a.data_to_send() == encode_frame(FrameType.PAUSE)
+    a.consumed(1)
+    assert a.data_to_send() == encode_frame(FrameType.RESUME)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"high_water_bytes": 0}, "high_water_bytes must be at least 1"),
+        ({"high_water_bytes": 100, "low_water_bytes": 100}, "low_water_bytes must be in"),
+        ({"low_water_bytes": -1}, "low_water_bytes must be in"),
+    ],
+)
+def test_byte_watermarks_are_validated(options: dict[str, int], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        Connection(initiator=True, **options)
+
+
 def test_no_resume_after_the_peer_ended() -> None:
     _, a = connect(acceptor={"high_water": 1})
     a.receive_data(data_frame(1) + encode_frame(FrameType.END))
