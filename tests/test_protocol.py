@@ -936,7 +936,7 @@ def test_a_message_larger_than_high_water_bytes_pauses_until_it_is_consumed() ->
         ({"low_water_bytes": -1}, "low_water_bytes must be in"),
     ],
 )
-def test_byte_watermarks_are_validated(options: dict[str, int], message: str) -> None:
+def test_byte_watermarks_are_validated(options: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         Connection(initiator=True, **options)
 
