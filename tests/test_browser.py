@@ -182,7 +182,7 @@ class ScriptedSocket {
 }
 
 async function scenario() {
-  const connecting = connect("ws://scripted/", { WebSocket: ScriptedSocket });
+  const connecting = connect("ws://scripted/", { ...OPTIONS, WebSocket: ScriptedSocket });
   const ws = ScriptedSocket.last;
   ws.readyState = 1;
   ws.onopen();
@@ -207,9 +207,10 @@ await report.close();
 """
 
 
-async def run_scripted_page(scenario: str, profile: Path) -> Any:
+async def run_scripted_page(scenario: str, profile: Path, options: str = "{}") -> Any:
     """Run ``scenario`` (JavaScript, the body of an async function with ``pipe`` and
-    ``ws`` in scope) in Chromium against a scripted WebSocket; return what it returns."""
+    ``ws`` in scope) in Chromium against a scripted WebSocket, the client connected with
+    ``options`` (a JavaScript object literal); return what the scenario returns."""
     results: list[Any] = []
     reported = trio.Event()
 
@@ -217,7 +218,8 @@ async def run_scripted_page(scenario: str, profile: Path) -> Any:
         results.append(await pipe.receive())
         reported.set()
 
-    page = websocket.HttpResource(FAKE_SOCKET_PAGE.replace("SCENARIO", scenario).encode())
+    source = FAKE_SOCKET_PAGE.replace("SCENARIO", scenario).replace("OPTIONS", options)
+    page = websocket.HttpResource(source.encode())
     async with (
         websocket.listen(handler=handler, http={"/": page}) as listener,
         headless_chromium(page_url(listener), profile),
@@ -248,3 +250,27 @@ async def test_a_violation_never_delivers_end_without_the_data_queued_before_it(
         tmp_path / "profile",
     )
     assert types in ([1, 2], []), f"frames written after the violation: {types}"
+
+
+async def test_large_messages_pause_the_server_at_the_byte_high_water_mark(
+    tmp_path: Path,
+) -> None:
+    # Two DATA frames of one 62-byte JSON string each: far below highWater (1024
+    # messages) but at highWaterBytes (100), so the client PAUSEs; taking one message
+    # leaves 62 bytes (above lowWaterBytes, 50), taking the second RESUMEs.
+    types = await run_scripted_page(
+        """
+        const text = new TextEncoder();
+        ws.deliver(1, text.encode(JSON.stringify("a".repeat(60))), 1);
+        const afterOne = ws.types().slice(1);
+        ws.deliver(1, text.encode(JSON.stringify("b".repeat(60))), 1);
+        const afterTwo = ws.types().slice(1);
+        await pipe.receive();
+        const afterTake = ws.types().slice(1);
+        await pipe.receive();
+        return [afterOne, afterTwo, afterTake, ws.types().slice(1)];
+        """,
+        tmp_path / "profile",
+        options="{ highWaterBytes: 100, lowWaterBytes: 50 }",
+    )
+    assert types == [[], [6], [6], [6, 7]], types

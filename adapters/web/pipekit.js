@@ -26,6 +26,8 @@
  *         name        name sent in HELLO, default "browser"
  *         highWater   receive high-water mark in messages, default 1024 (PAUSE there)
  *         lowWater    receive low-water mark, default floor(highWater / 2) (RESUME there)
+ *         highWaterBytes  receive high-water mark in DATA payload bytes, default 16 MiB
+ *         lowWaterBytes   its low-water mark, default floor(highWaterBytes / 2)
  *         maxFrame    largest frame payload accepted, default 8 MiB (1024 .. 2^32-1)
  *         pauseSlack  DATA bytes tolerated after our PAUSE, default 16 MiB
  *         sendBufferLimit  send() waits while ws.bufferedAmount exceeds this, default 1 MiB
@@ -82,8 +84,9 @@
  *   class EndOfStream extends PipekitError    kind "end"
  *
  * Flow control (protocol section 6): messages received and not yet taken by receive()
- * are counted; when a DATA frame brings the count to highWater or above, PAUSE is sent;
- * when the application has consumed down to lowWater, RESUME is sent. A page that stops
+ * are counted, and the DATA payload bytes they came in; when a DATA frame brings the
+ * count to highWater or the bytes to highWaterBytes, PAUSE is sent; when the application
+ * has consumed down to lowWater and lowWaterBytes, RESUME is sent. A page that stops
  * calling receive() therefore stops the server. The socket itself is always read.
  *
  * Sending: the flush is the next task after a send() (a MessageChannel message: no
@@ -318,6 +321,9 @@ export class Pipe extends EventTarget {
     const highWater = checkInteger("highWater", options.highWater ?? 1024, 1, Number.MAX_SAFE_INTEGER);
     this._highWater = highWater;
     this._lowWater = checkInteger("lowWater", options.lowWater ?? Math.floor(highWater / 2), 0, highWater - 1);
+    const highWaterBytes = checkInteger("highWaterBytes", options.highWaterBytes ?? 16 * 1024 * 1024, 1, Number.MAX_SAFE_INTEGER);
+    this._highWaterBytes = highWaterBytes;
+    this._lowWaterBytes = checkInteger("lowWaterBytes", options.lowWaterBytes ?? Math.floor(highWaterBytes / 2), 0, highWaterBytes - 1);
     this._maxFrame = checkInteger("maxFrame", options.maxFrame ?? 8 * 1024 * 1024, 1024, MAX_U32);
     this._pauseSlack = checkInteger("pauseSlack", options.pauseSlack ?? 16 * 1024 * 1024, 0, Number.MAX_SAFE_INTEGER);
     this._sendBufferLimit = checkInteger("sendBufferLimit", options.sendBufferLimit ?? 1024 * 1024, 0, Number.MAX_SAFE_INTEGER);
@@ -351,6 +357,10 @@ export class Pipe extends EventTarget {
     this._receiveOutcome = null;
     this._pausedPeer = false; // we sent PAUSE
     this._bytesSincePause = 0;
+    // The DATA payload bytes of the inbox: [messages, bytes] per frame, oldest first; a
+    // frame's bytes are released in proportion as its messages are taken.
+    this._inboxBytes = 0;
+    this._inboxFrames = new Queue();
 
     // Sending: send()/end()/fail() calls waiting for their turn (FIFO, keeps order);
     // encoded messages accepted and not yet framed; frames ready for the wire (held back
@@ -733,11 +743,21 @@ export class Pipe extends EventTarget {
       throw new Violation("undecodable", `undecodable ${codec.name} payload: ${exc.message}`);
     }
     this._messagesReceived += messages.length;
+    let kept = 0;
     for (const message of messages) {
       if (this._receivers.length) this._receivers.shift().resolve(message); // taken at once
-      else this._inbox.push(message);
+      else {
+        this._inbox.push(message);
+        kept += 1;
+      }
     }
-    if (!this._pausedPeer && this._inbox.length >= this._highWater) {
+    if (kept) {
+      const bytes = Math.floor(payload.byteLength * kept / messages.length);
+      this._inboxFrames.push([kept, bytes]);
+      this._inboxBytes += bytes;
+    }
+    if (!this._pausedPeer &&
+        (this._inbox.length >= this._highWater || this._inboxBytes >= this._highWaterBytes)) {
       this._pausedPeer = true;
       this._bytesSincePause = 0;
       this._sendNow(encodeFrame(PAUSE));
@@ -795,10 +815,17 @@ export class Pipe extends EventTarget {
     this.dispatchEvent(errorEvent(error));
   }
 
-  /** Take the next buffered message; RESUME the peer once down to lowWater. */
+  /** Take the next buffered message; RESUME the peer once down to both low-water marks. */
   _take() {
     const message = this._inbox.shift();
-    if (this._pausedPeer && this._inbox.length <= this._lowWater) {
+    const frame = this._inboxFrames.peek();
+    const share = frame[0] === 1 ? frame[1] : Math.floor(frame[1] / frame[0]);
+    frame[0] -= 1;
+    frame[1] -= share;
+    this._inboxBytes -= share;
+    if (frame[0] === 0) this._inboxFrames.shift();
+    if (this._pausedPeer && this._inbox.length <= this._lowWater &&
+        this._inboxBytes <= this._lowWaterBytes) {
       this._pausedPeer = false;
       if (this._receiveState === OPEN) this._sendNow(encodeFrame(RESUME));
     }
