@@ -41,13 +41,14 @@ from typing import Any, Literal
 
 import trio
 
-from ..kernel.codecs import CODEC_NAMES, StreamDecoder, get_codec
+from ..kernel.codecs import CODEC_NAMES, StreamDecoder, decode_json_lines, get_codec
 from ..kernel.errors import PipekitError, ProtocolError, RemoteError
 from ..kernel.framed import FramedPipe, framed_pipe
 from ..kernel.pipe import Pipe, PipeStats
 from ..kernel.scopes import open_plain_nursery
 
 __all__ = [
+    "DEFAULT_MAX_LINE",
     "ProcessError",
     "ProcessModule",
     "ProcessPipe",
@@ -61,6 +62,8 @@ Mode = Literal["frames", "lines", "jsonl", "bytes"]
 Stdio = Literal["pipe", "inherit", "null"]
 ErrorKind = Literal["spawn_failed", "terminated", "timeout", "io_error"]
 
+DEFAULT_MAX_LINE = 8 * 1024 * 1024
+"""Longest line accepted from a ``lines`` or ``jsonl`` process (8 MiB, as ``max_frame``)."""
 PIPE_SIZE = 1 << 20  # F_SETPIPE_SZ for the pipes we create (capped by the system)
 READ_SIZE = 1 << 20  # bytes asked for per read of a lines/jsonl stdout
 BYTES_READ_SIZE = 256 * 1024
@@ -117,6 +120,8 @@ class ProcessSpec:
     in ``$PIPEKIT_FD`` (mode must be ``frames``); stdin and stdout are then free.
     ``timeout``: seconds the process may run before it is killed (kind ``timeout``).
     ``kill_grace``: seconds between SIGTERM and SIGKILL.
+    ``max_line``: ``lines`` and ``jsonl`` modes, the longest line accepted from the
+    process's stdout; a longer one fails the stream (kind ``oversize``).
     """
 
     argv: tuple[str, ...]
@@ -128,6 +133,7 @@ class ProcessSpec:
     stderr: Stdio = "pipe"
     timeout: float | None = None
     kill_grace: float = 5.0
+    max_line: int = DEFAULT_MAX_LINE
     channel: bool = False
     codecs: tuple[str, ...] = CODEC_NAMES
     name: str | None = None
@@ -143,6 +149,8 @@ class ProcessSpec:
                 raise ValueError(f"{which} must be 'pipe', 'inherit' or 'null'")
         if self.channel and self.mode != "frames":
             raise ValueError("channel=True needs mode='frames'")
+        if self.max_line < 1:
+            raise ValueError("max_line must be at least 1")
 
     @property
     def label(self) -> str:
@@ -394,20 +402,77 @@ def _encoder(mode: Mode) -> Any:
     return encode_lines
 
 
+class _LineSplitter:
+    """bytes -> complete lines (``bytes``, without the newline), none longer than
+    ``max_line``: a longer one raises :class:`ProtocolError` (kind ``oversize``) as soon
+    as that many bytes of it are in, so a process that never writes a newline cannot
+    fill memory. A partial line is kept as pieces and joined once, when it completes."""
+
+    def __init__(self, max_line: int) -> None:
+        self.max_line = max_line
+        self._pieces: list[bytes] = []
+        self._size = 0
+
+    def _too_long(self) -> ProtocolError:
+        return ProtocolError(
+            f"a line longer than {self.max_line} bytes (max_line) arrived", kind="oversize"
+        )
+
+    def split(self, data: bytes) -> list[bytes]:
+        if b"\n" not in data:
+            if data:
+                self._size += len(data)
+                if self._size > self.max_line:
+                    raise self._too_long()
+                self._pieces.append(data)
+            return []
+        lines = data.split(b"\n")
+        tail = lines.pop()
+        if self._pieces:
+            self._pieces.append(lines[0])
+            lines[0] = b"".join(self._pieces)
+            self._pieces = []
+        if max(map(len, lines)) > self.max_line or len(tail) > self.max_line:
+            raise self._too_long()
+        self._size = len(tail)
+        if tail:
+            self._pieces.append(tail)
+        return lines
+
+    def rest(self) -> bytes:
+        """The last line, which had no newline (``b""`` if none)."""
+        rest = b"".join(self._pieces)
+        self._pieces = []
+        self._size = 0
+        return rest
+
+
 class _LineDecoder:
     """bytes -> str lines (without the newline)."""
 
-    def __init__(self) -> None:
-        self._partial = b""
+    def __init__(self, max_line: int) -> None:
+        self._lines = _LineSplitter(max_line)
 
     def feed(self, data: bytes) -> list[Any]:
-        lines = (self._partial + data).split(b"\n") if self._partial else data.split(b"\n")
-        self._partial = lines.pop()
-        return [line.decode("utf-8", "surrogateescape") for line in lines]
+        return [line.decode("utf-8", "surrogateescape") for line in self._lines.split(data)]
 
     def close(self) -> list[Any]:
-        partial, self._partial = self._partial, b""
-        return [partial.decode("utf-8", "surrogateescape")] if partial else []
+        rest = self._lines.rest()
+        return [rest.decode("utf-8", "surrogateescape")] if rest else []
+
+
+class _JsonLinesDecoder:
+    """bytes -> one JSON value per line (blank lines skipped)."""
+
+    def __init__(self, max_line: int) -> None:
+        self._lines = _LineSplitter(max_line)
+
+    def feed(self, data: bytes) -> list[Any]:
+        return decode_json_lines(self._lines.split(data))
+
+    def close(self) -> list[Any]:
+        # A last line without its newline is still a complete JSON value.
+        return decode_json_lines([self._lines.rest()])
 
 
 class _ChunkDecoder:
@@ -418,12 +483,12 @@ class _ChunkDecoder:
         return []
 
 
-def _decoder(mode: Mode) -> StreamDecoder:
+def _decoder(mode: Mode, max_line: int) -> StreamDecoder:
     if mode == "bytes":
         return _ChunkDecoder()
     if mode == "jsonl":
-        return get_codec("json").stream_decoder()
-    return _LineDecoder()
+        return _JsonLinesDecoder(max_line)
+    return _LineDecoder(max_line)
 
 
 # --- pipekit/1 over stdin/stdout ------------------------------------------------------
@@ -926,7 +991,7 @@ async def open_chain(specs: Sequence[ProcessSpec]) -> AsyncIterator[ProcessPipe]
                     raise
             else:
                 pipe._encode = _encoder(first.mode)
-                pipe._decoder = _decoder(last.mode)
+                pipe._decoder = _decoder(last.mode, last.max_line)
                 if last.mode == "bytes":
                     pipe._read_size = BYTES_READ_SIZE
                 yield pipe

@@ -26,6 +26,7 @@ __all__ = [
     "CODEC_NAMES",
     "Codec",
     "StreamDecoder",
+    "decode_json_lines",
     "get_codec",
 ]
 
@@ -244,7 +245,9 @@ _json_encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allo
 _json_decode = json.JSONDecoder().decode
 
 
-def _json_decode_lines(lines: Iterable[bytes]) -> list[Any]:
+def decode_json_lines(lines: Iterable[bytes]) -> list[Any]:
+    """One JSON value per line (UTF-8, without its newline); blank lines are skipped.
+    Raises :class:`ProtocolError` (kind ``"undecodable"``) for a line that is not JSON."""
     out: list[Any] = []
     for line in lines:
         if not line.strip():
@@ -263,12 +266,12 @@ class _JsonStreamDecoder:
     def feed(self, data: bytes) -> list[Any]:
         lines = (self._partial + data).split(b"\n")
         self._partial = lines.pop()
-        return _json_decode_lines(lines)
+        return decode_json_lines(lines)
 
     def close(self) -> list[Any]:
         # A last line without its newline is still a complete JSON value.
         partial, self._partial = self._partial, b""
-        return _json_decode_lines([partial])
+        return decode_json_lines([partial])
 
 
 class JsonCodec:
@@ -293,7 +296,7 @@ class JsonCodec:
             raise _unencodable(self.name, exc) from exc
 
     def decode_many(self, payload: bytes | memoryview) -> list[Any]:
-        return _json_decode_lines(bytes(payload).split(b"\n"))
+        return decode_json_lines(bytes(payload).split(b"\n"))
 
     def stream_decoder(self) -> StreamDecoder:
         return _JsonStreamDecoder()

@@ -35,6 +35,7 @@ from typing import Any, Literal
 import trio
 
 from .adapters.stdio import (
+    DEFAULT_MAX_LINE,
     ProcessError,
     ProcessModule,
     ProcessPipe,
@@ -480,6 +481,7 @@ def cmd(
     stdout: Stdio = "pipe",
     stderr: Stdio = "pipe",
     kill_grace: float = 5.0,
+    max_line: int = DEFAULT_MAX_LINE,
     detach: bool = False,
     workers: int = 1,
     ordered: bool = True,
@@ -509,6 +511,7 @@ def cmd(
         stdout=stdout,
         stderr=stderr,
         kill_grace=kill_grace,
+        max_line=max_line,
     )
     label = f"cmd({os.path.basename(argv[0])})"
     return Worker(

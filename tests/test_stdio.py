@@ -37,6 +37,7 @@ from proc_helpers import (
 from pipekit.adapters.stdio import (
     PIPE_SIZE,
     STDERR_TAIL,
+    Mode,
     ProcessError,
     ProcessModule,
     ProcessPipe,
@@ -137,6 +138,8 @@ def test_spec_rejects_an_empty_argv_a_bad_mode_and_a_channel_without_frames() ->
         ProcessSpec(("cat",), stdout="file")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="channel"):
         ProcessSpec(("cat",), mode="lines", channel=True)
+    with pytest.raises(ValueError, match="max_line"):
+        ProcessSpec(("cat",), max_line=0)
 
 
 def test_worker_spec_runs_pipekit_worker_with_a_framed_channel() -> None:
@@ -187,6 +190,45 @@ async def test_jsonl_mode_sends_and_receives_json_values() -> None:
     async with open_process(["jq", "-c", "."], mode="jsonl") as jq:
         got = await feed_and_collect(jq, values)
     assert got == values
+
+
+async def test_a_long_line_written_in_many_pieces_arrives_whole() -> None:
+    # One 3 MiB line, written in 3,000 pieces of 1 KiB, then a short one.
+    script = (
+        "import sys\n"
+        "for _ in range(3000): sys.stdout.write('x' * 1024); sys.stdout.flush()\n"
+        "print(); print('short')\n"
+    )
+    async with open_process([sys.executable, "-c", script], mode="lines", stdin="null") as p:
+        got = await collect(p)
+    assert [len(line) for line in got] == [3000 * 1024, 5]
+
+
+@pytest.mark.parametrize("mode", ["lines", "jsonl"])
+async def test_a_line_longer_than_max_line_is_oversize_naming_the_process(mode: Mode) -> None:
+    # The process writes 64 KiB and never a newline (and then waits): the reader gives up
+    # once max_line bytes are in, without waiting for the line to end.
+    script = "import sys, time; sys.stdout.write('7' * 65536); sys.stdout.flush(); time.sleep(60)"
+    with pytest.raises(ProtocolError) as info:
+        async with open_process(
+            [sys.executable, "-c", script], mode=mode, stdin="null", max_line=4096
+        ) as p:
+            await collect(p)
+    err = info.value
+    assert err.kind == "oversize"
+    assert "longer than 4096 bytes (max_line)" in str(err)
+    pid = getattr(err, "pid", None)
+    assert isinstance(pid, int)
+    assert str(err).startswith(f"{os.path.basename(sys.executable)} (pid {pid}):")
+    assert_no_children()
+
+
+async def test_a_line_of_exactly_max_line_bytes_is_accepted() -> None:
+    script = "print('y' * 100); print('z' * 100, end='')"
+    async with open_process(
+        [sys.executable, "-c", script], mode="lines", stdin="null", max_line=100
+    ) as p:
+        assert await collect(p) == ["y" * 100, "z" * 100]
 
 
 async def test_bytes_mode_passes_bytes_through_unchanged() -> None:
