@@ -32,7 +32,8 @@ on items, and a chunk holds about :data:`CHUNK_SECONDS` of it - cheap items trav
 ten thousand (like ``multiprocessing.Pool.map``'s chunks, and at most
 :data:`MAX_CHUNK` items or about :data:`CHUNK_BYTES` of encoded items or results), an item
 that takes longer than that travels alone. The estimate follows a change of pace within a
-few answers. Once all the items of a ``map`` or ``imap_unordered`` are queued, the last
+few answers; a ``bytes`` or ``str`` item much larger than the estimate says raises it
+before it is chunked. Once all the items of a ``map`` or ``imap_unordered`` are queued, the last
 chunks shrink (each worker's share of what is left, halved, down to about
 :data:`TAIL_SECONDS` of work), so that the workers finish together. ``chunksize=`` fixes
 the size instead.
@@ -916,6 +917,8 @@ class WorkerPool:
             self._assign(idle, entry)
             idle.tx_event.set()
         pending = self._pending
+        if pending and self.chunksize is None:
+            self._size_up(pending[0])
         chunk = self._chunk
         limit = self._limit
         if pending and pending[-1].run.draining and self.chunksize is None:
@@ -1051,6 +1054,24 @@ class WorkerPool:
                 chunk = min(chunk, max(1, self.max_inflight // 2))
         self._chunk = chunk
         self._limit = self.max_inflight if self.max_inflight is not None else 2 * chunk
+
+    def _size_up(self, segment: _Segment) -> None:
+        """Before items are chunked: if the next one is a ``bytes``-like or ``str`` much
+        larger than the bytes-per-item estimate (items of another kind than the last
+        ones), raise the estimate to its size, so that a chunk of such items is not built
+        by the old estimate (a chunk larger than a frame would only fail to encode)."""
+        if segment.pos >= segment.stop:
+            return
+        item = segment.items[segment.pos]
+        if isinstance(item, (bytes, bytearray, str)):
+            size = len(item)
+        elif isinstance(item, memoryview):
+            size = item.nbytes
+        else:
+            return
+        if size > 2 * self._item_bytes and size * self._chunk > CHUNK_BYTES:
+            self._item_bytes = float(size)
+            self._plan()
 
     def _learn(self, worker: _Worker, answered: int, timed: int, spent: float) -> None:
         """Update the estimates of time and bytes per item from answers just received:

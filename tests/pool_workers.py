@@ -24,6 +24,11 @@ def square(x: int) -> int:
     return x * x
 
 
+def size(x: Any) -> int:
+    """The length of a bytes or str item; any other item itself."""
+    return len(x) if isinstance(x, (bytes, str)) else int(x)
+
+
 def poisoned(x: int) -> int:
     """Raises for :data:`POISON`: a per-item failure, the worker goes on."""
     if x == POISON:

@@ -286,6 +286,31 @@ async def test_cheap_items_travel_in_large_chunks() -> None:
     assert stats.max_inflight == 2 * stats.chunksize
 
 
+async def test_items_much_larger_than_the_last_ones_are_chunked_by_their_own_size(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # After cheap small items the chunks hold thousands; 60 items of 200 kB would make
+    # a 12 MB chunk, larger than a frame, were it built by the old estimate (it would
+    # fail to encode and be split in halves until it fits).
+    unsendable: list[BaseException] = []
+    original = pk.WorkerPool._unsendable
+
+    def spy(self: pk.WorkerPool, worker: Any, first: int, exc: BaseException) -> Any:
+        unsendable.append(exc)
+        return original(self, worker, first, exc)
+
+    monkeypatch.setattr(pk.WorkerPool, "_unsendable", spy)
+    big = [bytes([i]) * 200_000 for i in range(60)]
+    with trio.fail_after(HANG_GUARD):
+        async with pk.WorkerPool(target("size"), size=2) as pool:
+            assert await pool.map(range(100_000)) == list(range(100_000))
+            assert pool.stats.chunksize >= 60
+            assert await pool.map(big) == [200_000] * 60
+            stats = pool.stats
+    assert unsendable == []
+    assert stats.chunksize <= (1 << 20) // 200_000
+
+
 async def test_slow_items_travel_one_at_a_time() -> None:
     assert SLOW_SECONDS > CHUNK_SECONDS  # one item is more than a chunk's worth
     with trio.fail_after(HANG_GUARD):
