@@ -41,7 +41,13 @@ from typing import Any, Literal
 
 import trio
 
-from ..kernel.codecs import CODEC_NAMES, StreamDecoder, decode_json_lines, get_codec
+from ..kernel.codecs import (
+    CODEC_NAMES,
+    LineSplitter,
+    StreamDecoder,
+    decode_json_lines,
+    get_codec,
+)
 from ..kernel.errors import PipekitError, ProtocolError, RemoteError
 from ..kernel.framed import FramedPipe, framed_pipe
 from ..kernel.pipe import Pipe, PipeStats
@@ -402,56 +408,11 @@ def _encoder(mode: Mode) -> Any:
     return encode_lines
 
 
-class _LineSplitter:
-    """bytes -> complete lines (``bytes``, without the newline), none longer than
-    ``max_line``: a longer one raises :class:`ProtocolError` (kind ``oversize``) as soon
-    as that many bytes of it are in, so a process that never writes a newline cannot
-    fill memory. A partial line is kept as pieces and joined once, when it completes."""
-
-    def __init__(self, max_line: int) -> None:
-        self.max_line = max_line
-        self._pieces: list[bytes] = []
-        self._size = 0
-
-    def _too_long(self) -> ProtocolError:
-        return ProtocolError(
-            f"a line longer than {self.max_line} bytes (max_line) arrived", kind="oversize"
-        )
-
-    def split(self, data: bytes) -> list[bytes]:
-        if b"\n" not in data:
-            if data:
-                self._size += len(data)
-                if self._size > self.max_line:
-                    raise self._too_long()
-                self._pieces.append(data)
-            return []
-        lines = data.split(b"\n")
-        tail = lines.pop()
-        if self._pieces:
-            self._pieces.append(lines[0])
-            lines[0] = b"".join(self._pieces)
-            self._pieces = []
-        if max(map(len, lines)) > self.max_line or len(tail) > self.max_line:
-            raise self._too_long()
-        self._size = len(tail)
-        if tail:
-            self._pieces.append(tail)
-        return lines
-
-    def rest(self) -> bytes:
-        """The last line, which had no newline (``b""`` if none)."""
-        rest = b"".join(self._pieces)
-        self._pieces = []
-        self._size = 0
-        return rest
-
-
 class _LineDecoder:
     """bytes -> str lines (without the newline)."""
 
     def __init__(self, max_line: int) -> None:
-        self._lines = _LineSplitter(max_line)
+        self._lines = LineSplitter(max_line)
 
     def feed(self, data: bytes) -> list[Any]:
         return [line.decode("utf-8", "surrogateescape") for line in self._lines.split(data)]
@@ -465,7 +426,7 @@ class _JsonLinesDecoder:
     """bytes -> one JSON value per line (blank lines skipped)."""
 
     def __init__(self, max_line: int) -> None:
-        self._lines = _LineSplitter(max_line)
+        self._lines = LineSplitter(max_line)
 
     def feed(self, data: bytes) -> list[Any]:
         return decode_json_lines(self._lines.split(data))

@@ -14,6 +14,7 @@ from __future__ import annotations
 import io
 import json
 import struct
+import sys
 from collections.abc import Iterable
 from typing import Any, Protocol
 
@@ -25,6 +26,7 @@ from .errors import CodecError, ProtocolError
 __all__ = [
     "CODEC_NAMES",
     "Codec",
+    "LineSplitter",
     "StreamDecoder",
     "decode_json_lines",
     "get_codec",
@@ -241,6 +243,51 @@ class CborCodec:
 # --- JSON ---------------------------------------------------------------------------
 
 
+class LineSplitter:
+    """bytes -> complete lines (``bytes``, without the newline). With ``max_line``, none
+    longer than that: a longer one raises :class:`ProtocolError` (kind ``oversize``) as
+    soon as that many bytes of it are in, so a writer that never writes a newline cannot
+    fill memory. A partial line is kept as pieces and joined once, when it completes."""
+
+    def __init__(self, max_line: int | None = None) -> None:
+        self.max_line = max_line if max_line is not None else sys.maxsize
+        self._pieces: list[bytes] = []
+        self._size = 0
+
+    def _too_long(self) -> ProtocolError:
+        return ProtocolError(
+            f"a line longer than {self.max_line} bytes (max_line) arrived", kind="oversize"
+        )
+
+    def split(self, data: bytes) -> list[bytes]:
+        if b"\n" not in data:
+            if data:
+                self._size += len(data)
+                if self._size > self.max_line:
+                    raise self._too_long()
+                self._pieces.append(data)
+            return []
+        lines = data.split(b"\n")
+        tail = lines.pop()
+        if self._pieces:
+            self._pieces.append(lines[0])
+            lines[0] = b"".join(self._pieces)
+            self._pieces = []
+        if max(map(len, lines)) > self.max_line or len(tail) > self.max_line:
+            raise self._too_long()
+        self._size = len(tail)
+        if tail:
+            self._pieces.append(tail)
+        return lines
+
+    def rest(self) -> bytes:
+        """The last line, which had no newline (``b""`` if none)."""
+        rest = b"".join(self._pieces)
+        self._pieces = []
+        self._size = 0
+        return rest
+
+
 _json_encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 _json_decode = json.JSONDecoder().decode
 
@@ -261,17 +308,14 @@ def decode_json_lines(lines: Iterable[bytes]) -> list[Any]:
 
 class _JsonStreamDecoder:
     def __init__(self) -> None:
-        self._partial = b""
+        self._lines = LineSplitter()
 
     def feed(self, data: bytes) -> list[Any]:
-        lines = (self._partial + data).split(b"\n")
-        self._partial = lines.pop()
-        return decode_json_lines(lines)
+        return decode_json_lines(self._lines.split(data))
 
     def close(self) -> list[Any]:
         # A last line without its newline is still a complete JSON value.
-        partial, self._partial = self._partial, b""
-        return decode_json_lines([partial])
+        return decode_json_lines([self._lines.rest()])
 
 
 class JsonCodec:

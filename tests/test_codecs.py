@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipekit.kernel.codecs import CODEC_NAMES, get_codec
+from pipekit.kernel.codecs import CODEC_NAMES, LineSplitter, get_codec
 from pipekit.kernel.errors import CodecError, ProtocolError
 
 SELF_DELIMITING = ["msgpack", "cbor"]
@@ -335,3 +335,39 @@ def test_msgpack_large_payload_cut_short_is_undecodable() -> None:
     with pytest.raises(ProtocolError) as info:
         codec.decode_many(codec.encode(b"z" * 200_000)[:-1])
     assert info.value.kind == "undecodable"
+
+
+# --- LineSplitter -------------------------------------------------------------------
+
+
+@settings(max_examples=200)
+@given(
+    lines=st.lists(st.binary(max_size=40).map(lambda b: b.replace(b"\n", b"")), max_size=20),
+    data=st.data(),
+)
+def test_line_splitter_gives_the_same_lines_for_any_chunking(
+    lines: list[bytes], data: st.DataObject
+) -> None:
+    stream = b"".join(line + b"\n" for line in lines) + b"tail"
+    cuts = data.draw(st.lists(st.integers(min_value=0, max_value=len(stream)), max_size=20))
+    splitter = LineSplitter()
+    out = [line for piece in chunks(stream, cuts) for line in splitter.split(piece)]
+    assert out == lines
+    assert splitter.rest() == b"tail"
+    assert splitter.rest() == b""
+
+
+def test_line_splitter_accepts_a_line_of_exactly_max_line_bytes() -> None:
+    splitter = LineSplitter(max_line=4)
+    assert splitter.split(b"ab") == []
+    assert splitter.split(b"cd\nwxyz") == [b"abcd"]
+    assert splitter.rest() == b"wxyz"
+
+
+@pytest.mark.parametrize("pieces", [[b"abcde"], [b"ab", b"cde"], [b"ab", b"cde\n"], [b"x\nabcde"]])
+def test_line_splitter_refuses_a_longer_line_as_soon_as_it_is_in(pieces: list[bytes]) -> None:
+    splitter = LineSplitter(max_line=4)
+    with pytest.raises(ProtocolError, match="longer than 4 bytes") as info:
+        for piece in pieces:
+            splitter.split(piece)
+    assert info.value.kind == "oversize"
