@@ -315,34 +315,41 @@ class Listener:
             self.drop(peer)
             await trio.aclose_forcefully(stream)
             return
+        started = trio.current_time()  # one handshake timeout covers TLS and HELLO
         try:
             # TLS first, even for a peer refused as busy: a refusal sent in clear could
             # not be read by a TLS client (it would see a TLS error instead).
-            transport = await self._secure(stream, peer)
+            transport = await self._secure(stream, peer, started)
             if transport is not None:
-                await self.serve_transport(transport, peer, slot)
+                await self.serve_transport(transport, peer, slot, started)
         finally:
             self.release_slot(slot)
 
-    async def serve_transport(self, transport: Transport, peer: str, slot: Slot) -> None:
+    async def serve_transport(
+        self, transport: Transport, peer: str, slot: Slot, started: float | None = None
+    ) -> None:
         """Serve a peer that holds ``slot`` (from :meth:`take_slot`) on ``transport``:
-        handshake and hand its pipe out, or refuse it as busy. Used directly by the
-        websocket adapter, whose server accepts the connections."""
+        handshake and hand its pipe out, or refuse it as busy. The handshake timeout
+        counts from ``started`` (the accept, a :func:`trio.current_time`), else from now.
+        Used directly by the websocket adapter, whose server accepts the connections."""
         if slot is Slot.REFUSING:
             self._refuse(peer, "busy", f"server busy: {self._max_peers} peers already served")
             await refuse(transport, "busy", "server busy, try again later")
             return
-        await self._run_peer(transport, peer)
+        await self._run_peer(transport, peer, started)
 
-    async def _secure(self, stream: trio.abc.Stream, peer: str) -> trio.abc.Stream | None:
-        """TLS server handshake if configured; None (and the peer refused) if it failed."""
+    async def _secure(
+        self, stream: trio.abc.Stream, peer: str, started: float
+    ) -> trio.abc.Stream | None:
+        """TLS server handshake if configured, within the handshake timeout counted from
+        ``started``; None (and the peer refused) if it failed."""
         options = self._options
         transport = stream
         if self._ssl_context is not None:
             tls = trio.SSLStream(stream, self._ssl_context, server_side=True)
             timeout = options.get("handshake_timeout")
             try:
-                with trio.fail_after(math.inf if timeout is None else timeout):
+                with trio.fail_at(math.inf if timeout is None else started + timeout):
                     await tls.do_handshake()
             except (trio.BrokenResourceError, trio.TooSlowError) as exc:
                 cause = exc.__cause__ or exc
@@ -353,7 +360,7 @@ class Listener:
             transport = tls
         return transport
 
-    async def _run_peer(self, transport: Transport, peer: str) -> None:
+    async def _run_peer(self, transport: Transport, peer: str, started: float | None) -> None:
         """Run the pipekit/1 handshake on ``transport`` and serve the peer (hand its pipe
         to the handler or to :meth:`accept`), refusing it if the handshake fails."""
         options = self._options
@@ -365,6 +372,7 @@ class Listener:
                 transport,
                 initiator=False,
                 expected_token=self._token,
+                handshake_started=started,
                 **options,
             ) as pipe:
                 self.accepted += 1

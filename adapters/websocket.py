@@ -236,6 +236,7 @@ class _SlotStream(trio.abc.HalfCloseableStream):
         self.stream = stream
         self.socket = stream.socket  # websockets reads addresses from it
         self.slot = slot
+        self.accepted_at = trio.current_time()  # the handshake timeout counts from here
         self._release: Callable[[Slot], None] | None = release
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
@@ -361,7 +362,10 @@ async def listen(
     gate = _Gate(listener, path, origins, resources_)
 
     async def on_connection(ws: ServerConnection) -> None:
-        await listener.serve_transport(WebSocketTransport(ws), _peer_of(ws), _slot_stream(ws).slot)
+        stream = _slot_stream(ws)
+        await listener.serve_transport(
+            WebSocketTransport(ws), _peer_of(ws), stream.slot, stream.accepted_at
+        )
 
     sockets = await trio.open_tcp_listeners(port, host=host)
     async with open_plain_nursery() as nursery:

@@ -579,6 +579,7 @@ async def framed_pipe(
     token: str | None = None,
     expected_token: str | None = None,
     handshake_timeout: float | None = 10.0,
+    handshake_started: float | None = None,
     idle_timeout: float | None = None,
     send_buffer: int = DEFAULT_SEND_BUFFER,
     read_size: int = DEFAULT_READ_SIZE,
@@ -589,7 +590,9 @@ async def framed_pipe(
     ``initiator`` is True on the side that connected or spawned (it offers ``codecs``);
     the other side accepts and chooses. The handshake fails with
     :class:`~pipekit.kernel.ProtocolError` (kind ``handshake_timeout`` after
-    ``handshake_timeout`` seconds) or :class:`~pipekit.kernel.RemoteError` if the peer
+    ``handshake_timeout`` seconds, counted from ``handshake_started`` - a
+    :func:`trio.current_time` - if given, so that a listener can count from the accept,
+    TLS included - else from now) or :class:`~pipekit.kernel.RemoteError` if the peer
     refused. The receiving side PAUSEs the peer once ``high_water`` messages or
     ``high_water_bytes`` bytes of DATA payload are waiting to be received, and RESUMEs it
     once they are down to ``low_water`` and ``low_water_bytes`` (half by default); it
@@ -623,9 +626,11 @@ async def framed_pipe(
             if idle_timeout is not None:
                 nursery.start_soon(pipe._watch_idle, idle_timeout)
             try:
-                with trio.move_on_after(
-                    handshake_timeout if handshake_timeout is not None else float("inf")
-                ):
+                deadline = float("inf")
+                if handshake_timeout is not None:
+                    start = trio.current_time() if handshake_started is None else handshake_started
+                    deadline = start + handshake_timeout
+                with trio.move_on_at(deadline):
                     await pipe._handshake.wait()
                 if not pipe._handshake.is_set():
                     conn.fail(

@@ -212,6 +212,28 @@ async def test_silent_peer_is_refused_during_the_tls_handshake(
                 assert await exchange(pipe, "next") == "next"
 
 
+async def test_one_handshake_timeout_covers_tls_and_hello_together(
+    server_tls: ssl.SSLContext, client_tls: ssl.SSLContext
+) -> None:
+    # The peer takes 0.7 of the timeout to start TLS, completes it, then never sends
+    # HELLO: it is refused one timeout after it connected, not 0.7 + 1 timeouts.
+    timeout = 1.0
+    with trio.fail_after(HANG_GUARD):
+        async with tcp.listen(
+            handler=echo, ssl_context=server_tls, handshake_timeout=timeout
+        ) as listener:
+            _, port = listener.address
+            async with await trio.open_tcp_stream(LOCALHOST, port) as plain:
+                start = trio.current_time()
+                await trio.sleep(0.7 * timeout)  # the slow peer, not a synchronisation
+                tls = trio.SSLStream(plain, client_tls, server_hostname=LOCALHOST)
+                await tls.do_handshake()
+                refusal = await listener.wait_refused()
+                waited = trio.current_time() - start
+    assert refusal.kind == "handshake_timeout"
+    assert timeout * 0.9 <= waited < timeout * 1.5
+
+
 async def test_tls_server_that_never_answers_times_out_like_any_handshake(
     client_tls: ssl.SSLContext, tmp_path: Path
 ) -> None:

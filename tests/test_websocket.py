@@ -202,6 +202,35 @@ async def test_connection_that_never_upgrades_is_refused_after_the_handshake_tim
                 assert await exchange(other, "other") == "other"
 
 
+async def test_one_handshake_timeout_covers_the_upgrade_and_hello_together() -> None:
+    # The peer takes 0.7 of the timeout to send its upgrade request, is upgraded, then
+    # never sends HELLO: it is refused one timeout after it connected.
+    timeout = 1.0
+    with trio.fail_after(HANG_GUARD):
+        async with websocket.listen(handler=echo, handshake_timeout=timeout) as listener:
+            host, port = listener.address
+            async with await trio.open_tcp_stream(host, port) as slow:
+                start = trio.current_time()
+                await trio.sleep(0.7 * timeout)  # the slow peer, not a synchronisation
+                await slow.send_all(
+                    f"GET /ws HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
+                    "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                    "Sec-WebSocket-Version: 13\r\n\r\n".encode()
+                )
+                answer = b""
+                while b"\r\n\r\n" not in answer:
+                    answer += await slow.receive_some()
+                head, _, rest = answer.partition(b"\r\n\r\n")
+                assert head.startswith(b"HTTP/1.1 101")
+                if not rest:  # the next WebSocket message: the ERROR frame
+                    rest = await slow.receive_some()
+                waited = trio.current_time() - start
+                assert b"handshake_timeout" in rest
+                refusal = await listener.wait_refused()
+    assert refusal.kind == "handshake_timeout"
+    assert timeout * 0.9 <= waited < timeout * 1.5
+
+
 async def test_connection_closed_before_the_upgrade_is_recorded() -> None:
     with trio.fail_after(HANG_GUARD):
         async with websocket.listen(handler=echo) as listener:
