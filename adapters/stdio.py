@@ -37,7 +37,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import trio
 
@@ -408,11 +408,23 @@ def _encoder(mode: Mode) -> Any:
     return encode_lines
 
 
+class _RawDecoder(StreamDecoder, Protocol):
+    """What a raw mode decodes stdout with. ``failure``: an error found after the
+    messages before it were returned by :meth:`feed`, raised by the next call."""
+
+    @property
+    def failure(self) -> ProtocolError | None: ...
+
+
 class _LineDecoder:
     """bytes -> str lines (without the newline)."""
 
     def __init__(self, max_line: int) -> None:
         self._lines = LineSplitter(max_line)
+
+    @property
+    def failure(self) -> ProtocolError | None:
+        return self._lines.failure
 
     def feed(self, data: bytes) -> list[Any]:
         return [line.decode("utf-8", "surrogateescape") for line in self._lines.split(data)]
@@ -428,6 +440,10 @@ class _JsonLinesDecoder:
     def __init__(self, max_line: int) -> None:
         self._lines = LineSplitter(max_line)
 
+    @property
+    def failure(self) -> ProtocolError | None:
+        return self._lines.failure
+
     def feed(self, data: bytes) -> list[Any]:
         return decode_json_lines(self._lines.split(data))
 
@@ -437,6 +453,8 @@ class _JsonLinesDecoder:
 
 
 class _ChunkDecoder:
+    failure: ProtocolError | None = None
+
     def feed(self, data: bytes) -> list[Any]:
         return [data]
 
@@ -444,7 +462,7 @@ class _ChunkDecoder:
         return []
 
 
-def _decoder(mode: Mode, max_line: int) -> StreamDecoder:
+def _decoder(mode: Mode, max_line: int) -> _RawDecoder:
     if mode == "bytes":
         return _ChunkDecoder()
     if mode == "jsonl":
@@ -559,7 +577,7 @@ class ProcessPipe(Pipe):
         self._stdout: trio.lowlevel.FdStream | None = None
         self._framed: FramedPipe | None = None
         self._encode: Any = None
-        self._decoder: StreamDecoder | None = None
+        self._decoder: _RawDecoder | None = None
         self._read_size = READ_SIZE
         self._inbox: deque[Any] = deque()
         self._eof = False
@@ -755,6 +773,9 @@ class ProcessPipe(Pipe):
             await trio.lowlevel.checkpoint()
             raise trio.EndOfChannel
         while True:
+            if self._decoder.failure is not None:  # found after the lines before it
+                await trio.lowlevel.checkpoint()
+                raise await self._describe(self._decoder.failure)
             if self._eof:
                 await self._finish_stream()
                 raise trio.EndOfChannel

@@ -917,23 +917,8 @@ class WorkerPool:
             self._assign(idle, entry)
             idle.tx_event.set()
         pending = self._pending
-        if pending and self.chunksize is None:
-            self._size_up(pending[0])
-        chunk = self._chunk
-        limit = self._limit
-        if pending and pending[-1].run.draining and self.chunksize is None:
-            # The last items: smaller chunks, so that the workers finish together (each
-            # worker's share of what is left, halved) - but not below a few ms of work:
-            # each round of smaller chunks costs a round trip.
-            tail = -(-self._pending_items // (2 * len(live)))
-            seconds = self._item_seconds
-            if seconds is not None:
-                tail = max(tail, int(TAIL_SECONDS / seconds))
-            if tail < chunk:
-                chunk = max(1, tail)
-                if self.max_inflight is None:
-                    limit = 2 * chunk
         while pending:
+            chunk, limit = self._bounds(len(live))
             # A worker gets items once it has room for a whole chunk (or for everything
             # queued), so that cheap items are not sent in scraps, and only if it
             # answered since it was last given items: one stuck on a slow item keeps
@@ -956,9 +941,31 @@ class WorkerPool:
                 if give and pending:
                     self._assign_many(w, give, chunk)
 
+    def _bounds(self, workers: int) -> tuple[int, int]:
+        """The chunk size and in-flight bound for the items queued now."""
+        if self.chunksize is None:
+            self._size_up(self._pending[0])
+        chunk = self._chunk
+        limit = self._limit
+        if self._pending[-1].run.draining and self.chunksize is None:
+            # The last items: smaller chunks, so that the workers finish together (each
+            # worker's share of what is left, halved) - but not below a few ms of work:
+            # each round of smaller chunks costs a round trip.
+            tail = -(-self._pending_items // (2 * workers))
+            seconds = self._item_seconds
+            if seconds is not None:
+                tail = max(tail, int(TAIL_SECONDS / seconds))
+            if tail < chunk:
+                chunk = max(1, tail)
+                if self.max_inflight is None:
+                    limit = 2 * chunk
+        return chunk, limit
+
     def _assign_many(self, worker: _Worker, count: int, chunk: int) -> None:
         """Move up to ``count`` queued items to ``worker``, in chunks of at most
-        ``chunk`` items of one queued segment each (cancelled ones are dropped)."""
+        ``chunk`` items of one queued segment each (cancelled ones are dropped). Stops
+        early at a segment whose items are much larger than the estimate said (the
+        bounds are then planned again)."""
         pending = self._pending
         inflight = worker.inflight
         outbox = worker.outbox
@@ -974,6 +981,8 @@ class WorkerPool:
                 pending.popleft()
                 self._pending_items -= left
                 continue
+            if sent and self.chunksize is None and self._size_up(segment):
+                break
             n = min(count, chunk, left)
             start, items = segment.take(n)
             if n == left:
@@ -1055,23 +1064,28 @@ class WorkerPool:
         self._chunk = chunk
         self._limit = self.max_inflight if self.max_inflight is not None else 2 * chunk
 
-    def _size_up(self, segment: _Segment) -> None:
+    def _size_up(self, segment: _Segment) -> bool:
         """Before items are chunked: if the next one is a ``bytes``-like or ``str`` much
         larger than the bytes-per-item estimate (items of another kind than the last
         ones), raise the estimate to its size, so that a chunk of such items is not built
-        by the old estimate (a chunk larger than a frame would only fail to encode)."""
+        by the old estimate (a chunk larger than a frame would only fail to encode).
+        True if it did."""
         if segment.pos >= segment.stop:
-            return
+            return False
         item = segment.items[segment.pos]
-        if isinstance(item, (bytes, bytearray, str)):
+        if isinstance(item, str):
+            size = len(item) if item.isascii() else 4 * len(item)  # UTF-8: at most 4
+        elif isinstance(item, (bytes, bytearray)):
             size = len(item)
         elif isinstance(item, memoryview):
             size = item.nbytes
         else:
-            return
+            return False
         if size > 2 * self._item_bytes and size * self._chunk > CHUNK_BYTES:
             self._item_bytes = float(size)
             self._plan()
+            return True
+        return False
 
     def _learn(self, worker: _Worker, answered: int, timed: int, spent: float) -> None:
         """Update the estimates of time and bytes per item from answers just received:

@@ -370,4 +370,32 @@ def test_line_splitter_refuses_a_longer_line_as_soon_as_it_is_in(pieces: list[by
     with pytest.raises(ProtocolError, match="longer than 4 bytes") as info:
         for piece in pieces:
             splitter.split(piece)
+        splitter.rest()  # the lines before it came first ("x"): the error is next
     assert info.value.kind == "oversize"
+
+
+def test_line_splitter_returns_the_lines_before_a_long_one_then_fails_for_good() -> None:
+    splitter = LineSplitter(max_line=4)
+    assert splitter.split(b"good\nabcdefgh\nnext\n") == [b"good"]
+    assert splitter.failure is not None and splitter.failure.kind == "oversize"
+    with pytest.raises(ProtocolError, match="longer than 4 bytes"):
+        splitter.split(b"more\n")
+    with pytest.raises(ProtocolError, match="longer than 4 bytes"):
+        splitter.rest()
+
+
+def test_line_splitter_does_not_splice_lines_after_an_oversize_error() -> None:
+    splitter = LineSplitter(max_line=4)
+    assert splitter.split(b"ab") == []
+    with pytest.raises(ProtocolError):
+        splitter.split(b"cdef")
+    with pytest.raises(ProtocolError):
+        splitter.split(b"g\nok\n")
+
+
+def test_line_splitter_keeps_a_copy_of_a_reused_buffer() -> None:
+    splitter = LineSplitter()
+    buffer = bytearray(b"abc")
+    assert splitter.split(buffer) == []
+    buffer[:] = b"XYZ"
+    assert splitter.split(memoryview(b"d\ne\n")) == [b"abcd", b"e"]

@@ -223,12 +223,34 @@ async def test_a_line_longer_than_max_line_is_oversize_naming_the_process(mode: 
     assert_no_children()
 
 
+async def test_lines_before_an_oversize_line_are_delivered_before_the_error() -> None:
+    script = (
+        "import sys, time\n"
+        "sys.stdout.write('first\\n' + '7' * 65536); sys.stdout.flush(); time.sleep(60)\n"
+    )
+    got: list[Any] = []
+    with pytest.raises(ProtocolError) as info:
+        async with open_process(
+            [sys.executable, "-c", script], mode="lines", stdin="null", max_line=4096
+        ) as p:
+            while True:
+                got.extend(await p.receive_batch())
+    assert got == ["first"]
+    assert info.value.kind == "oversize"
+    assert_no_children()
+
+
 async def test_a_line_of_exactly_max_line_bytes_is_accepted() -> None:
     script = "print('y' * 100); print('z' * 100, end='')"
     async with open_process(
         [sys.executable, "-c", script], mode="lines", stdin="null", max_line=100
     ) as p:
         assert await collect(p) == ["y" * 100, "z" * 100]
+    script = "print('\"' + 'j' * 98 + '\"')"  # a JSON string of exactly 100 bytes
+    async with open_process(
+        [sys.executable, "-c", script], mode="jsonl", stdin="null", max_line=100
+    ) as p:
+        assert await collect(p) == ["j" * 98]
 
 
 async def test_bytes_mode_passes_bytes_through_unchanged() -> None:
