@@ -274,3 +274,30 @@ async def test_large_messages_pause_the_server_at_the_byte_high_water_mark(
         options="{ highWaterBytes: 100, lowWaterBytes: 50 }",
     )
     assert types == [[], [6], [6], [6, 7]], types
+
+
+async def test_messages_taken_by_a_waiting_receive_do_not_count_towards_the_byte_mark(
+    tmp_path: Path,
+) -> None:
+    # One frame of two 62-byte messages while a receive() waits: the first is taken at
+    # once, only the second (half the frame's bytes) is buffered; a second frame of 62
+    # bytes reaches the mark (124 >= 100) and PAUSEs; RESUME once both are taken.
+    types = await run_scripted_page(
+        """
+        const text = new TextEncoder();
+        const first = pipe.receive();
+        const two = JSON.stringify("a".repeat(60)) + "\\n" + JSON.stringify("b".repeat(60));
+        ws.deliver(1, text.encode(two), 1);
+        const taken = await first;
+        const afterOne = ws.types().slice(1);
+        ws.deliver(1, text.encode(JSON.stringify("c".repeat(60))), 1);
+        const afterTwo = ws.types().slice(1);
+        await pipe.receive();
+        const afterTake = ws.types().slice(1);
+        await pipe.receive();
+        return [taken.length, afterOne, afterTwo, afterTake, ws.types().slice(1)];
+        """,
+        tmp_path / "profile",
+        options="{ highWaterBytes: 100, lowWaterBytes: 50 }",
+    )
+    assert types == [60, [], [6], [6], [6, 7]], types
