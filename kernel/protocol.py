@@ -512,15 +512,27 @@ class Connection:
         count = len(data)
         if not count:
             return []
-        with self.receive_buffer(count) as target:
-            target[:count] = data
+        self._room(count)[:count] = data
         return self.receive_filled(count)
 
     def receive_buffer(self, size: int = _READ_SIZE) -> memoryview:
         """A writable view for the transport to read into (``recv_into``); then report
-        how many bytes it read with :meth:`receive_filled`. It has room for at least
-        ``size`` bytes, and for the whole of a frame under way, so a large frame is
-        read in place. Valid until the next call of either method."""
+        how many bytes it read with :meth:`receive_filled`. Valid until the next call of
+        either method.
+
+        The view has room for ``size`` bytes, or for the rest of the frame under way if
+        that is more, so a large frame is read in place. While a frame larger than
+        ``size // 2`` is under way, the view ends where that frame ends: the next frame
+        then starts at the front of the buffer, and the partial frame is never moved."""
+        held = self._end - self._start
+        rest = self._need - held
+        if held and rest > 0 and self._need > size // 2:
+            return self._room(rest)[:rest]
+        return self._room(size)
+
+    def _room(self, size: int) -> memoryview:
+        """The free end of the receive buffer, made at least ``size`` bytes long and long
+        enough for the rest of the frame under way."""
         held = self._end - self._start
         want = max(size, self._need - held)
         if len(self._inbuf) - self._end < want:

@@ -1557,6 +1557,28 @@ def test_receive_buffer_has_room_for_the_whole_frame_under_way() -> None:
         assert len(target) >= len(data) - 100
 
 
+def test_a_read_into_the_buffer_stops_where_a_large_frame_under_way_ends() -> None:
+    a, b = connect()
+    blob = b"r" * 300_000
+    a.send(blob)
+    a.send("next")
+    data = a.data_to_send()
+    frame_size = len(data) - len(encode_frame(FrameType.DATA, b"\xa4next"))
+    assert b.receive_data(data[:100_000]) == []
+    with b.receive_buffer(256 * 1024) as target:
+        assert len(target) == frame_size - 100_000
+    assert messages_of(feed_in_place(b, data[100_000:], read=256 * 1024)) == [blob, "next"]
+
+
+def test_a_read_into_the_buffer_offers_the_full_size_between_frames() -> None:
+    a, b = connect()
+    a.send(b"s" * 1000)
+    data = a.data_to_send()
+    assert b.receive_data(data[:500]) == []
+    with b.receive_buffer(256 * 1024) as target:
+        assert len(target) >= 256 * 1024  # a small frame under way does not limit the read
+
+
 def test_messages_read_in_place_in_small_pieces_arrive_intact() -> None:
     a, b = connect()
     sent = [b"s" * 300_000, "x", {"k": [1, 2]}, b"t" * 70_000, 7]
