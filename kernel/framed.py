@@ -486,9 +486,13 @@ class FramedPipe(Pipe):
         return item
 
     async def receive_batch(self, max_items: int | None = None) -> list[Any]:
-        await trio.lowlevel.checkpoint()
+        # A checkpoint either way, yielding once: a receiver that has to wait for
+        # messages blocks in _wait_for_messages (as trio's own channels do).
+        await trio.lowlevel.checkpoint_if_cancelled()
         if self._closed:
             raise trio.ClosedResourceError(f"{self.name}: pipe is closed")
+        if self._inbox:
+            await trio.lowlevel.cancel_shielded_checkpoint()
         await self._wait_for_messages()
         inbox = self._inbox
         if max_items is None or len(inbox) <= max_items:

@@ -626,6 +626,53 @@ async def test_concurrent_receivers_are_all_woken_by_arriving_messages(
     assert sorted(got.values()) == ["one", "two"]
 
 
+async def test_receive_batch_with_messages_waiting_is_a_checkpoint(
+    stream_pair: StreamPair, framed_pair: OpenFramedPair
+) -> None:
+    with trio.fail_after(HANG_GUARD):
+        async with framed_pair(*stream_pair) as (a, b):
+            await a.send_batch(["x", "y"])
+            await trio.testing.wait_all_tasks_blocked()
+            with trio.testing.assert_checkpoints():
+                assert await b.receive_batch() == ["x", "y"]
+
+
+async def test_receive_batch_in_a_cancelled_scope_raises_and_keeps_the_messages(
+    stream_pair: StreamPair, framed_pair: OpenFramedPair
+) -> None:
+    with trio.fail_after(HANG_GUARD):
+        async with framed_pair(*stream_pair) as (a, b):
+            await a.send("kept")
+            await trio.testing.wait_all_tasks_blocked()
+            with trio.CancelScope() as scope:
+                scope.cancel()
+                await b.receive_batch()
+            assert scope.cancelled_caught
+            assert await b.receive_batch() == ["kept"]
+
+
+async def test_concurrent_batch_receivers_never_get_an_empty_batch(
+    stream_pair: StreamPair, framed_pair: OpenFramedPair
+) -> None:
+    batches: list[list[Any]] = []
+
+    async def receive_one(pipe: FramedPipe) -> None:
+        batches.append(await pipe.receive_batch())
+
+    with trio.fail_after(HANG_GUARD):
+        async with framed_pair(*stream_pair) as (a, b):
+            await a.send("only")
+            await trio.testing.wait_all_tasks_blocked()
+            async with trio.open_nursery() as nursery:
+                # Both see the message waiting; the one that yields second must wait.
+                nursery.start_soon(receive_one, b)
+                nursery.start_soon(receive_one, b)
+                await trio.testing.wait_all_tasks_blocked()
+                assert batches == [["only"]]
+                await a.send("next")
+    assert batches == [["only"], ["next"]]
+
+
 async def test_end_sent_while_the_peer_is_paused_still_delivers_everything(
     stream_pair: StreamPair, framed_pair: OpenFramedPair
 ) -> None:
