@@ -40,7 +40,7 @@ from .protocol import (
 
 __all__ = ["DEFAULT_SEND_BUFFER", "FramedPipe", "MessageTransport", "framed_pipe"]
 
-DEFAULT_SEND_BUFFER = 256 * 1024
+DEFAULT_SEND_BUFFER = 1024 * 1024
 """Encoded bytes a sender may queue before ``send`` waits for the writer."""
 DEFAULT_READ_SIZE = 256 * 1024
 _FAIRNESS_EVERY = 64
