@@ -26,7 +26,9 @@ counted in the rate.
    ``send`` per chunk, through the unix and tcp adapters; against raw sockets with the
    same chunks, both a blocking ``socket`` in each process (``sendall`` /
    ``recv_into``) and trio ``SocketStream`` (``send_all`` / ``receive_some``). The ratio
-   is against the faster raw figure of the same run. Target: >= 80% of raw.
+   is against the faster raw figure of the same run. Target: >= 80% of raw. For
+   reference, the trio row once more with each read received into a reused buffer and
+   copied to a new ``bytes``, as a framed receiver must (see bench/README.md).
 
 Runs are interleaved (round 1 of every row, then round 2, ...), so a busy moment of the
 machine hits rows and baselines alike. Every child process is reaped, also on Ctrl-C
@@ -42,6 +44,7 @@ import contextlib
 import multiprocessing
 import os
 import platform
+import resource
 import select
 import signal
 import socket
@@ -105,9 +108,11 @@ SMALL_MP = "small msgs: mp.Pipe send()/recv() per msg"
 BULK_UNIX = "bulk bytes: unix (adapters.unix)"
 BULK_UNIX_BLOCKING = "bulk bytes: unix raw, blocking sockets"
 BULK_UNIX_TRIO = "bulk bytes: unix raw, trio SocketStream"
+BULK_UNIX_COPY = "bulk bytes: unix raw, trio, reads copied to bytes"
 BULK_TCP = "bulk bytes: tcp (adapters.tcp)"
 BULK_TCP_BLOCKING = "bulk bytes: tcp raw, blocking sockets"
 BULK_TCP_TRIO = "bulk bytes: tcp raw, trio SocketStream"
+BULK_TCP_COPY = "bulk bytes: tcp raw, trio, reads copied to bytes"
 
 
 @dataclass(frozen=True)
@@ -574,9 +579,11 @@ def _unlink(path: str) -> None:
         os.unlink(path)
 
 
-def bulk_raw_trio(name: str, kind: Kind, cfg: Config) -> float:
+def bulk_raw_trio(name: str, kind: Kind, cfg: Config, *, copied: bool = False) -> float:
     """Bytes/s with trio ``SocketStream`` on both sides: ``send_all`` of each chunk in
-    the child, ``receive_some(chunk size)`` here."""
+    the child, ``receive_some(chunk size)`` here - or, ``copied``, ``recv_into`` one
+    reused buffer and a copy of each read into a new ``bytes``: the two copies that a
+    framed protocol delivering ``bytes`` messages makes (see bench/README.md)."""
     expected = cfg.bulk_bytes
     address = _raw_address(kind, cfg.sockdir)
     with sender(_send_raw_trio, kind, cfg.chunks, cfg.chunk) as child:
@@ -597,13 +604,23 @@ def bulk_raw_trio(name: str, kind: Kind, cfg: Config) -> float:
                     child.tell(sock.getsockname())
                     stream = await listener.accept()
                 async with stream:
-                    receive_some = stream.receive_some
                     size = cfg.chunk
-                    while data := await receive_some(size):
-                        clock.arrived(len(data))
-                        received += len(data)
-                        if received >= expected:
-                            clock.done()
+                    if copied:
+                        recv_into = stream.socket.recv_into
+                        buf = memoryview(bytearray(size))
+                        while count := await recv_into(buf):
+                            data = bytes(buf[:count])
+                            clock.arrived(len(data))
+                            received += len(data)
+                            if received >= expected:
+                                clock.done()
+                    else:
+                        receive_some = stream.receive_some
+                        while data := await receive_some(size):
+                            clock.arrived(len(data))
+                            received += len(data)
+                            if received >= expected:
+                                clock.done()
             return clock.rate(name, received), received
 
         try:
@@ -634,6 +651,8 @@ class Row:
     """(median figure, median ratio) -> whether the target is met."""
     note: str = ""
     rounds: list[float] = field(default_factory=list)
+    faults: list[int] = field(default_factory=list)
+    """Minor page faults of this (receiving) process in each run."""
 
     @property
     def figure(self) -> float:
@@ -698,6 +717,13 @@ def make_rows() -> list[Row]:
             note="baseline",
         ),
         Row(
+            BULK_UNIX_COPY,
+            "GB/s",
+            partial(bulk_raw_trio, BULK_UNIX_COPY, "unix", copied=True),
+            raw_unix,
+            note="reference",
+        ),
+        Row(
             BULK_TCP,
             "GB/s",
             partial(bulk_pipekit, BULK_TCP, "tcp"),
@@ -718,6 +744,13 @@ def make_rows() -> list[Row]:
             partial(bulk_raw_trio, BULK_TCP_TRIO, "tcp"),
             raw_tcp,
             note="baseline",
+        ),
+        Row(
+            BULK_TCP_COPY,
+            "GB/s",
+            partial(bulk_raw_trio, BULK_TCP_COPY, "tcp", copied=True),
+            raw_tcp,
+            note="reference",
         ),
     ]
 
@@ -781,8 +814,25 @@ def measure(cfg: Config, rows: list[Row]) -> None:
             print(
                 f"  [{round_no}/{cfg.repeat}] {row.name} ...", end="", file=sys.stderr, flush=True
             )
+            faults = _minor_faults()
             row.rounds.append(row.run(cfg))
+            row.faults.append(_minor_faults() - faults)
             print(f" {row.show(row.rounds[-1])}", file=sys.stderr, flush=True)
+
+
+def _minor_faults() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
+def fault_lines(cfg: Config, rows: list[Row]) -> list[str]:
+    """Page faults per bulk chunk in the receiver, by row: a high count means the C
+    allocator hands fresh pages to each received chunk (see bench/README.md)."""
+    cells = [
+        f"{row.name.removeprefix('bulk bytes: ')} {statistics.median(row.faults) / cfg.chunks:.1f}"
+        for row in rows
+        if row.unit == "GB/s" and row.faults
+    ]
+    return ["page faults per chunk in the receiver (median): " + "; ".join(cells)] if cells else []
 
 
 def parse_args(argv: list[str] | None, sockdir: str) -> Config:
@@ -850,6 +900,8 @@ def main(argv: list[str] | None = None) -> int:
         "ratio: median over runs of (row / its baseline measured in the same run); "
         "bulk rows: of the faster raw row"
     )
+    for text in fault_lines(cfg, rows):
+        print(text)
     print(f"targets: {passed} PASS, {missed} MISS (a MISS is a result, not a failure)")
     print(f"\ntotal time {time.perf_counter() - started:.1f} s", flush=True)
     return 0
