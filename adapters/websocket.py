@@ -27,7 +27,7 @@ from typing import Any, Unpack
 
 import trio
 from websockets.datastructures import Headers
-from websockets.exceptions import ConnectionClosed, ConnectionClosedOK
+from websockets.exceptions import ConnectionClosed, ConnectionClosedOK, InvalidMessage
 from websockets.http11 import Request, Response
 from websockets.trio.client import ClientConnection
 from websockets.trio.client import connect as ws_connect
@@ -226,15 +226,20 @@ class _Gate:
         return None
 
 
-class _SlotStream(trio.abc.HalfCloseableStream):
+class _SlotStream(trio.abc.Stream):
     """An accepted TCP connection holding a :class:`Slot` of the listener from the
-    moment it is accepted (before TLS and the WebSocket upgrade) until it is closed."""
+    moment it is accepted (before TLS and the WebSocket upgrade) until it is closed.
+    ``stream`` is the socket stream, or the :class:`trio.SSLStream` over it for wss."""
 
     def __init__(
-        self, stream: trio.SocketStream, slot: Slot, release: Callable[[Slot], None]
+        self,
+        stream: trio.abc.Stream,
+        sock: trio.socket.SocketType,
+        slot: Slot,
+        release: Callable[[Slot], None],
     ) -> None:
         self.stream = stream
-        self.socket = stream.socket  # websockets reads addresses from it
+        self.socket = sock  # websockets reads addresses from it
         self.slot = slot
         self.accepted_at = trio.current_time()  # the handshake timeout counts from here
         self._release: Callable[[Slot], None] | None = release
@@ -244,9 +249,6 @@ class _SlotStream(trio.abc.HalfCloseableStream):
 
     async def wait_send_all_might_not_block(self) -> None:
         await self.stream.wait_send_all_might_not_block()
-
-    async def send_eof(self) -> None:
-        await self.stream.send_eof()
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
         return await self.stream.receive_some(max_bytes)
@@ -259,23 +261,42 @@ class _SlotStream(trio.abc.HalfCloseableStream):
         await self.stream.aclose()
 
 
+class _PlainSlotStream(_SlotStream, trio.abc.HalfCloseableStream):
+    """A :class:`_SlotStream` without TLS: websockets half-closes it at the end."""
+
+    stream: trio.SocketStream
+
+    async def send_eof(self) -> None:
+        await self.stream.send_eof()
+
+
 class _SlotListener(trio.abc.Listener[trio.abc.Stream]):
     """The websockets server's listener: every connection takes a slot of ``listener``
-    as it is accepted; one beyond every slot is closed at once."""
+    as it is accepted; one beyond every slot is closed at once. With ``ssl_context``
+    the stream it returns is wrapped in TLS, whose handshake runs on first use (within
+    the upgrade watcher, so that a failure is recorded as a refusal)."""
 
-    def __init__(self, inner: trio.SocketListener, listener: Listener) -> None:
+    def __init__(
+        self, inner: trio.SocketListener, listener: Listener, ssl_context: ssl.SSLContext | None
+    ) -> None:
         self.inner = inner
         self.socket = inner.socket  # websockets logs the address from it
         self.listener = listener
+        self.ssl_context = ssl_context
 
     async def accept(self) -> trio.abc.Stream:
         while True:
             stream = await self.inner.accept()
             slot = self.listener.take_slot()
-            if slot is not None:
-                return _SlotStream(stream, slot, self.listener.release_slot)
-            self.listener.drop(describe_peer(stream))
-            await trio.aclose_forcefully(stream)
+            if slot is None:
+                self.listener.drop(describe_peer(stream))
+                await trio.aclose_forcefully(stream)
+                continue
+            release = self.listener.release_slot
+            if self.ssl_context is None:
+                return _PlainSlotStream(stream, stream.socket, slot, release)
+            tls = trio.SSLStream(stream, self.ssl_context, server_side=True, https_compatible=True)
+            return _SlotStream(tls, stream.socket, slot, release)
 
     async def aclose(self) -> None:
         await self.inner.aclose()
@@ -283,15 +304,14 @@ class _SlotListener(trio.abc.Listener[trio.abc.Stream]):
 
 def _slot_stream(ws: ServerConnection) -> _SlotStream:
     stream = ws.stream
-    if isinstance(stream, trio.SSLStream):
-        stream = stream.transport_stream
     assert isinstance(stream, _SlotStream)
     return stream
 
 
 def _upgrade_watcher(listener: Listener, timeout: float | None) -> type[ServerConnection]:
-    """A ``ServerConnection`` that records, in ``listener``, the peers whose HTTP upgrade
-    never came (kind ``handshake_timeout``), that closed before sending it
+    """A ``ServerConnection`` that records, in ``listener``, the peers whose TLS
+    handshake failed (kind ``tls``), whose TLS handshake or HTTP upgrade did not finish
+    in time (``handshake_timeout``), that closed before sending the upgrade
     (``handshake``, as on the other transports) or that did not speak HTTP at all
     (``malformed``): websockets drops those before any handler runs."""
 
@@ -307,11 +327,22 @@ def _upgrade_watcher(listener: Listener, timeout: float | None) -> type[ServerCo
 
         async def handshake(self, *args: Any, **kwargs: Any) -> None:
             peer = _peer_of(self)  # while the socket is still connected
+            stage = "no WebSocket upgrade request"
             try:
+                tls = _slot_stream(self).stream
+                if isinstance(tls, trio.SSLStream):
+                    stage = "TLS handshake not completed"
+                    try:
+                        await tls.do_handshake()
+                    except trio.BrokenResourceError as exc:
+                        reason = f"TLS handshake failed: {exc.__cause__ or exc}"
+                        listener._refuse(peer, "tls", reason)
+                        raise
+                    stage = "no WebSocket upgrade request"
                 await super().handshake(*args, **kwargs)
             except trio.Cancelled as exc:
                 if getattr(exc, "source", None) == "deadline":  # open_timeout
-                    reason = "no WebSocket upgrade request" + (
+                    reason = stage + (
                         f" within {timeout:g} s" if timeout is not None else " in time"
                     )
                     listener._refuse(peer, "handshake_timeout", reason)
@@ -355,7 +386,7 @@ async def listen(
         label=f"{scheme}://{host}:{port}{path}",
         options=opts,
         token=token,
-        ssl_context=None,  # TLS is done by websockets, before the upgrade
+        ssl_context=None,  # TLS is done by the _SlotListener's streams, before the upgrade
         max_peers=max_peers,
         handler=handler,
     )
@@ -373,8 +404,8 @@ async def listen(
             partial(
                 ws_serve,
                 on_connection,
-                listeners=[_SlotListener(sock, listener) for sock in sockets],  # type: ignore[misc]
-                ssl=ssl_context,
+                listeners=[_SlotListener(sock, listener, ssl_context) for sock in sockets],  # type: ignore[misc]
+                ssl=None,  # TLS is done by _SlotListener's streams, so failures are seen
                 compression="deflate" if compression else None,
                 process_request=gate,
                 open_timeout=opts.get("handshake_timeout"),
@@ -446,8 +477,9 @@ async def connect(
     """Connect to ``url`` (``ws://`` or ``wss://``) and yield the pipe once both the
     WebSocket and the pipekit/1 handshakes are done. A refused upgrade (a disallowed
     origin, a wrong path) raises ``websockets.exceptions.InvalidStatus`` with the
-    server's status; other errors and ``reconnect`` as in
-    :func:`pipekit.adapters.tcp.connect`."""
+    server's status; a server that closes or answers without a valid HTTP response
+    raises :class:`~pipekit.kernel.ProtocolError` (kind ``handshake``); other errors
+    and ``reconnect`` as in :func:`pipekit.adapters.tcp.connect`."""
     opts = pipe_options(**options)
     opts["name"] = opts.get("name") or url
 
@@ -474,6 +506,12 @@ async def connect(
                 raise ProtocolError(
                     f"{url}: WebSocket upgrade did not complete within {timeout} s",
                     kind="handshake_timeout",
+                ) from exc
+            except InvalidMessage as exc:
+                # No HTTP answer: for example a wss:// listener that refused TLS.
+                raise ProtocolError(
+                    f"{url}: the server did not answer the WebSocket upgrade ({exc})",
+                    kind="handshake",
                 ) from exc
             assert isinstance(ws, ClientConnection)
             async with framed_pipe(

@@ -357,15 +357,85 @@ async def test_serve_runs_a_handler_until_cancelled() -> None:
 # -- wss: ------------------------------------------------------------------------------
 
 
-async def test_wss_round_trip() -> None:
-    ca = trustme.CA()
-    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert(LOCALHOST).configure_cert(server_tls)
-    client_tls = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
-    ca.configure_trust(client_tls)
+@pytest.fixture(scope="module")
+def wss_ca() -> trustme.CA:
+    return trustme.CA()
+
+
+@pytest.fixture(scope="module")
+def server_tls(wss_ca: trustme.CA) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    wss_ca.issue_cert(LOCALHOST).configure_cert(context)
+    return context
+
+
+@pytest.fixture(scope="module")
+def client_tls(wss_ca: trustme.CA) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+    wss_ca.configure_trust(context)
+    return context
+
+
+async def test_wss_round_trip(server_tls: ssl.SSLContext, client_tls: ssl.SSLContext) -> None:
     with trio.fail_after(HANG_GUARD):
         async with websocket.listen(handler=echo, ssl_context=server_tls) as listener:
             assert listener.url is not None
             assert listener.url.startswith("wss://")
             async with websocket.connect(listener.url, ssl_context=client_tls) as pipe:
                 assert await exchange(pipe, {"secure": True}) == {"secure": True}
+
+
+async def test_plaintext_client_against_wss_listener_is_refused_as_tls(
+    server_tls: ssl.SSLContext, client_tls: ssl.SSLContext
+) -> None:
+    with trio.fail_after(HANG_GUARD):
+        async with websocket.listen(handler=echo, ssl_context=server_tls) as listener:
+            assert listener.url is not None
+            plain_url = "ws://" + listener.url.removeprefix("wss://")
+            with pytest.raises(ProtocolError) as info:
+                async with websocket.connect(plain_url, handshake_timeout=2):
+                    pytest.fail("a plaintext client got through TLS")
+            assert info.value.kind == "handshake"
+            assert "did not answer the WebSocket upgrade" in str(info.value)
+            refusal = await listener.wait_refused()
+            assert refusal.kind == "tls"
+            assert "TLS handshake failed" in refusal.reason
+            # A TLS peer is still served.
+            async with websocket.connect(listener.url, ssl_context=client_tls) as pipe:
+                assert await exchange(pipe, "tls") == "tls"
+
+
+async def test_wss_client_that_does_not_trust_the_ca_is_refused_as_tls(
+    server_tls: ssl.SSLContext,
+) -> None:
+    untrusting = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+    trustme.CA().configure_trust(untrusting)  # some other CA
+    with trio.fail_after(HANG_GUARD):
+        async with websocket.listen(handler=echo, ssl_context=server_tls) as listener:
+            assert listener.url is not None
+            with pytest.raises((trio.BrokenResourceError, ssl.SSLError)):
+                async with websocket.connect(listener.url, ssl_context=untrusting):
+                    pytest.fail("an untrusted certificate was accepted")
+            refusal = await listener.wait_refused()
+            assert refusal.kind == "tls"
+
+
+async def test_peer_silent_during_the_wss_tls_handshake_is_refused_after_the_timeout(
+    server_tls: ssl.SSLContext, client_tls: ssl.SSLContext
+) -> None:
+    timeout = 0.3
+    with trio.fail_after(HANG_GUARD):
+        async with websocket.listen(
+            handler=echo, ssl_context=server_tls, handshake_timeout=timeout
+        ) as listener:
+            host, port = listener.address
+            assert listener.url is not None
+            async with await trio.open_tcp_stream(host, port) as silent:
+                start = trio.current_time()
+                assert await silent.receive_some() == b""  # closed by the listener
+                assert trio.current_time() - start >= timeout * 0.9
+            refusal = await listener.wait_refused()
+            assert refusal.kind == "handshake_timeout"
+            assert "TLS handshake not completed" in refusal.reason
+            async with websocket.connect(listener.url, ssl_context=client_tls) as pipe:
+                assert await exchange(pipe, "after") == "after"
