@@ -1,4 +1,4 @@
-"""Shared fixtures for the kernel test-suite (pipes, framed pipes, the kernel).
+"""Shared fixtures for the test-suite (pipes, framed pipes, the kernel, TLS contexts).
 
 Fixtures that hand out helpers return plain callables so that test modules never import
 this file (it would clash with other ``conftest`` modules under ``mypy``).
@@ -9,6 +9,7 @@ from __future__ import annotations
 import gc
 import os
 import socket
+import ssl
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import (
@@ -23,6 +24,7 @@ import psutil
 import pytest
 import trio
 import trio.testing
+import trustme
 
 from pipekit.kernel import FramedPipe, framed_pipe
 
@@ -168,3 +170,25 @@ def no_leaks() -> Callable[[], AbstractContextManager[None]]:
     """``with no_leaks(): ...`` fails if the block leaves a trio task, a thread or a file
     descriptor behind that was not there when it started."""
     return _no_leaks
+
+
+# -- TLS: one test CA per session, a server certificate for 127.0.0.1 and localhost -----
+
+
+@pytest.fixture(scope="session")
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+@pytest.fixture(scope="session")
+def server_tls(ca: trustme.CA) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1", "localhost").configure_cert(context)
+    return context
+
+
+@pytest.fixture(scope="session")
+def client_tls(ca: trustme.CA) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+    ca.configure_trust(context)
+    return context

@@ -73,25 +73,6 @@ async def test_ipv6_loopback_round_trip() -> None:
 # -- TLS -------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def ca() -> trustme.CA:
-    return trustme.CA()
-
-
-@pytest.fixture(scope="module")
-def server_tls(ca: trustme.CA) -> ssl.SSLContext:
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert(LOCALHOST, "localhost").configure_cert(context)
-    return context
-
-
-@pytest.fixture(scope="module")
-def client_tls(ca: trustme.CA) -> ssl.SSLContext:
-    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
-    ca.configure_trust(context)
-    return context
-
-
 async def test_tls_round_trip(server_tls: ssl.SSLContext, client_tls: ssl.SSLContext) -> None:
     sent = samples(20_000)
     with trio.fail_after(HANG_GUARD):

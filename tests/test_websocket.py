@@ -357,25 +357,6 @@ async def test_serve_runs_a_handler_until_cancelled() -> None:
 # -- wss: ------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def wss_ca() -> trustme.CA:
-    return trustme.CA()
-
-
-@pytest.fixture(scope="module")
-def server_tls(wss_ca: trustme.CA) -> ssl.SSLContext:
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    wss_ca.issue_cert(LOCALHOST).configure_cert(context)
-    return context
-
-
-@pytest.fixture(scope="module")
-def client_tls(wss_ca: trustme.CA) -> ssl.SSLContext:
-    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
-    wss_ca.configure_trust(context)
-    return context
-
-
 async def test_wss_round_trip(server_tls: ssl.SSLContext, client_tls: ssl.SSLContext) -> None:
     with trio.fail_after(HANG_GUARD):
         async with websocket.listen(handler=echo, ssl_context=server_tls) as listener:
