@@ -664,9 +664,32 @@ class Row:
         return f"{value / 1e9:.2f} GB/s"
 
 
+def bulk_rows(kind: Kind, adapter: str, blocking: str, trio_raw: str, copied: str) -> list[Row]:
+    """The bulk rows of one transport: the adapter against the faster of the two raw
+    rows, and the copied-reads reference."""
+    raw = (blocking, trio_raw)
+    return [
+        Row(
+            adapter,
+            "GB/s",
+            partial(bulk_pipekit, adapter, kind),
+            raw,
+            ">= 80% of raw",
+            lambda _rate, ratio: ratio >= 0.8,
+        ),
+        Row(blocking, "GB/s", partial(bulk_raw_blocking, blocking, kind), raw, note="baseline"),
+        Row(trio_raw, "GB/s", partial(bulk_raw_trio, trio_raw, kind), raw, note="baseline"),
+        Row(
+            copied,
+            "GB/s",
+            partial(bulk_raw_trio, copied, kind, copied=True),
+            raw,
+            note="reference",
+        ),
+    ]
+
+
 def make_rows() -> list[Row]:
-    raw_unix = (BULK_UNIX_BLOCKING, BULK_UNIX_TRIO)
-    raw_tcp = (BULK_TCP_BLOCKING, BULK_TCP_TRIO)
     return [
         Row(
             SMALL_UNIX,
@@ -694,64 +717,8 @@ def make_rows() -> list[Row]:
         ),
         Row(SMALL_WS_PLAIN, "msg/s", small_ws_plain, (SMALL_MP,), note="baseline"),
         Row(SMALL_MP, "msg/s", small_mp_pipe, note="reference"),
-        Row(
-            BULK_UNIX,
-            "GB/s",
-            partial(bulk_pipekit, BULK_UNIX, "unix"),
-            raw_unix,
-            ">= 80% of raw",
-            lambda _rate, ratio: ratio >= 0.8,
-        ),
-        Row(
-            BULK_UNIX_BLOCKING,
-            "GB/s",
-            partial(bulk_raw_blocking, BULK_UNIX_BLOCKING, "unix"),
-            raw_unix,
-            note="baseline",
-        ),
-        Row(
-            BULK_UNIX_TRIO,
-            "GB/s",
-            partial(bulk_raw_trio, BULK_UNIX_TRIO, "unix"),
-            raw_unix,
-            note="baseline",
-        ),
-        Row(
-            BULK_UNIX_COPY,
-            "GB/s",
-            partial(bulk_raw_trio, BULK_UNIX_COPY, "unix", copied=True),
-            raw_unix,
-            note="reference",
-        ),
-        Row(
-            BULK_TCP,
-            "GB/s",
-            partial(bulk_pipekit, BULK_TCP, "tcp"),
-            raw_tcp,
-            ">= 80% of raw",
-            lambda _rate, ratio: ratio >= 0.8,
-        ),
-        Row(
-            BULK_TCP_BLOCKING,
-            "GB/s",
-            partial(bulk_raw_blocking, BULK_TCP_BLOCKING, "tcp"),
-            raw_tcp,
-            note="baseline",
-        ),
-        Row(
-            BULK_TCP_TRIO,
-            "GB/s",
-            partial(bulk_raw_trio, BULK_TCP_TRIO, "tcp"),
-            raw_tcp,
-            note="baseline",
-        ),
-        Row(
-            BULK_TCP_COPY,
-            "GB/s",
-            partial(bulk_raw_trio, BULK_TCP_COPY, "tcp", copied=True),
-            raw_tcp,
-            note="reference",
-        ),
+        *bulk_rows("unix", BULK_UNIX, BULK_UNIX_BLOCKING, BULK_UNIX_TRIO, BULK_UNIX_COPY),
+        *bulk_rows("tcp", BULK_TCP, BULK_TCP_BLOCKING, BULK_TCP_TRIO, BULK_TCP_COPY),
     ]
 
 
