@@ -3,7 +3,8 @@
 :func:`framed_pipe` drives one :class:`~pipekit.kernel.protocol.Connection` with two
 tasks: a reader that never stops reading the transport (so PAUSE, RESUME, END and ERROR
 are never stuck behind data) and a writer that sends whatever the machine has queued in
-one write (so messages queued while a write is under way are coalesced). Every adapter
+one write (so messages queued while a write is under way are coalesced). On a socket,
+``send`` writes a large queue itself when the writer is idle. Every adapter
 that carries bytes reuses it: stdio, unix and tcp over a byte stream, websocket over a
 :class:`MessageTransport` that carries one frame per message.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import abc
 import errno
+import os
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -44,6 +46,9 @@ DEFAULT_SEND_BUFFER = 1024 * 1024
 """Encoded bytes a sender may queue before ``send`` waits for the writer."""
 DEFAULT_READ_SIZE = 256 * 1024
 _FAIRNESS_EVERY = 64
+_WRITE_NOW_MIN = 64 * 1024
+"""``send`` writes to a socket itself, rather than waking the writer, once this many
+bytes are queued and the writer is idle (see :meth:`FramedPipe._write_now`)."""
 
 
 class MessageTransport(trio.abc.AsyncResource):
@@ -68,7 +73,9 @@ _VECTORED_MIN = 64 * 1024
 _IOV_MAX = 512
 
 
-async def _send_vectored(sock: trio.socket.SocketType, pieces: list[bytes]) -> None:
+async def _send_vectored(
+    sock: trio.socket.SocketType, pieces: Sequence[bytes | memoryview]
+) -> None:
     """Write all of ``pieces`` to ``sock`` with ``sendmsg`` (scatter-gather), with the
     errors :meth:`trio.SocketStream.send_all` would raise."""
     views = [memoryview(p) for p in pieces]
@@ -109,6 +116,11 @@ class FramedPipe(Pipe):
         self.name = name
         self.stream = stream
         self._per_frame = isinstance(stream, MessageTransport)
+        self._direct_socket = (
+            stream.socket
+            if isinstance(stream, trio.SocketStream) and hasattr(os, "writev")
+            else None
+        )
         self.conn = conn
         self._send_buffer = send_buffer
         self._read_size = read_size
@@ -129,6 +141,7 @@ class FramedPipe(Pipe):
         self._transport_done = False  # EOF or a transport error: no more input can come
         self._paused_seconds = 0.0
         self._send_calls = 0
+        self._unyielded_bytes = 0  # written by send() itself since it last yielded
         self._receive_calls = 0
         self.last_pong: bytes | None = None
 
@@ -306,7 +319,12 @@ class FramedPipe(Pipe):
             self._handshake_error = exc
             self._handshake.set()
 
-    def _writes(self) -> tuple[Callable[[], list[bytes]], Callable[[list[bytes]], Awaitable[None]]]:
+    def _writes(
+        self,
+    ) -> tuple[
+        Callable[[], Sequence[bytes | memoryview]],
+        Callable[[Sequence[bytes | memoryview]], Awaitable[None]],
+    ]:
         """How the writer takes what is ready and puts it on the transport: one message
         per frame on a :class:`MessageTransport`; otherwise one write, vectored on a
         socket when a large message travels by reference (no copy), else joined."""
@@ -314,15 +332,15 @@ class FramedPipe(Pipe):
         if isinstance(transport, MessageTransport):
             send_message = transport.send_message
 
-            async def send_frames(frames: list[bytes]) -> None:
-                for frame in frames:
-                    await send_message(frame)
+            async def send_frames(frames: Sequence[bytes | memoryview]) -> None:
+                for frame in frames:  # bytes: a MessageTransport never gets a tail back
+                    await send_message(bytes(frame))
 
             return self.conn.frames_to_send, send_frames
         send_all = transport.send_all
         sock = transport.socket if isinstance(transport, trio.SocketStream) else None
 
-        async def send_pieces(pieces: list[bytes]) -> None:
+        async def send_pieces(pieces: Sequence[bytes | memoryview]) -> None:
             if len(pieces) == 1:
                 await send_all(pieces[0])
             elif sock is not None and max(map(len, pieces)) >= _VECTORED_MIN:
@@ -393,6 +411,38 @@ class FramedPipe(Pipe):
                 f"{self.name}: sending direction already {self.conn.send_state}"
             )
 
+    def _write_now(self) -> bool:
+        """Write what is queued straight to the socket, without waiting, when the writer
+        is idle and at least ``_WRITE_NOW_MIN`` bytes are queued: waking the writer for
+        a large message costs about as much as writing it. Returns True if nothing is
+        left for the writer.
+
+        The write never waits, so it cannot be cut off by a cancellation: what the socket
+        does not take now is given back to the machine, ahead of everything else, and
+        the writer sends it (and meets again any error, which it reports)."""
+        sock = self._direct_socket
+        conn = self.conn
+        if (
+            sock is None
+            or conn.buffered_bytes < _WRITE_NOW_MIN
+            or not self._writer_idle.is_set()
+            or self._writer_stopped
+            or conn.failure is not None
+        ):
+            return False
+        pieces = conn.data_to_send_pieces()
+        try:
+            written = os.writev(sock.fileno(), pieces[:_IOV_MAX])
+        except OSError:
+            written = 0
+        if written:
+            self._unyielded_bytes += written
+            self._space_event.set()
+        if written < sum(map(len, pieces)):
+            conn.unwritten(pieces, written)
+            return False
+        return True
+
     async def _wait_for_space(self) -> None:
         conn = self.conn
         limit = self._send_buffer
@@ -412,21 +462,27 @@ class FramedPipe(Pipe):
 
     async def send(self, value: Any) -> None:
         self._send_calls += 1
-        if self._send_calls % _FAIRNESS_EVERY == 0:
+        # Yielding lets the reader see a PAUSE: send() writes at most send_buffer bytes
+        # itself between two yields, no more than it could queue for the writer.
+        if self._send_calls % _FAIRNESS_EVERY == 0 or self._unyielded_bytes >= self._send_buffer:
+            self._unyielded_bytes = 0
             await trio.lowlevel.checkpoint()
         else:
             await trio.lowlevel.checkpoint_if_cancelled()
         self._check_send()
         await self._wait_for_space()
         self.conn.send(value)
-        self._tx_event.set()
+        if not self._write_now():
+            self._tx_event.set()
 
     async def send_batch(self, values: Sequence[Any]) -> None:
+        self._unyielded_bytes = 0
         await trio.lowlevel.checkpoint()
         self._check_send()
         await self._wait_for_space()
         self.conn.send_many(values)
-        self._tx_event.set()
+        if not self._write_now():
+            self._tx_event.set()
 
     async def end(self) -> None:
         await trio.lowlevel.checkpoint()

@@ -263,6 +263,10 @@ class Connection:
         self._pending: list[bytes] = []
         self._pending_size = 0
         self._stream_size = 0
+        # What a byte-stream transport left of its last write (see unwritten()): it goes
+        # out before anything else, PAUSE or not, since it may end a frame under way.
+        self._unwritten: list[bytes | memoryview] = []
+        self._unwritten_size = 0
 
         # Incoming: chunks not yet parsed, and bytes needed before parsing is useful.
         # Incoming: bytes received and not yet parsed are _inbuf[_start:_end]. Parsing is
@@ -304,13 +308,18 @@ class Connection:
     @property
     def buffered_bytes(self) -> int:
         """Outgoing bytes queued and not yet taken by :meth:`data_to_send`."""
-        return self._pending_size + self._stream_size + sum(len(f) for f in self._control)
+        return (
+            self._unwritten_size
+            + self._pending_size
+            + self._stream_size
+            + sum(len(f) for f in self._control)
+        )
 
     @property
     def has_data_to_send(self) -> bool:
         """True when :meth:`data_to_send` may return something (control frames, or
         DATA/END/ERROR queued, possibly held back by the peer's PAUSE)."""
-        return bool(self._control or self._stream or self._pending)
+        return bool(self._unwritten or self._control or self._stream or self._pending)
 
     @property
     def can_send(self) -> bool:
@@ -464,21 +473,47 @@ class Connection:
         pieces = self.data_to_send_pieces()
         if not pieces:
             return b""
-        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+        if len(pieces) == 1 and type(pieces[0]) is bytes:
+            return pieces[0]
+        return b"".join(pieces)
 
-    def data_to_send_pieces(self) -> list[bytes]:
+    def data_to_send_pieces(self) -> list[bytes | memoryview]:
         """Like :meth:`data_to_send`, without joining: the bytes ready for the wire are
         these pieces in order (a large ``bytes`` message is one of them, uncopied), for
         transports with vectored writes."""
-        pieces: list[bytes] = []
+        pieces = self._unwritten
+        self._unwritten = []
+        self._unwritten_size = 0
         for frame in self._take_frames():
             pieces.extend(frame)
         self.bytes_sent += sum(map(len, pieces))
         return pieces
 
+    def unwritten(self, pieces: Sequence[bytes | memoryview], written: int) -> None:
+        """Tell the machine that the transport wrote only the first ``written`` bytes of
+        ``pieces`` (what :meth:`data_to_send_pieces` last returned). The rest is returned
+        first by the next call, before control frames and whether or not the peer has
+        paused us: the bytes on the wire must not stop in the middle of a frame."""
+        rest: list[bytes | memoryview] = []
+        skip = written
+        for piece in pieces:
+            size = len(piece)
+            if skip >= size:
+                skip -= size
+                continue
+            rest.append(memoryview(piece)[skip:] if skip else piece)
+            skip = 0
+        if skip:
+            raise ValueError(f"written={written} exceeds the {written - skip} bytes given")
+        size = sum(map(len, rest))
+        self._unwritten[:0] = rest
+        self._unwritten_size += size
+        self.bytes_sent -= size
+
     def frames_to_send(self) -> list[bytes]:
         """Like :meth:`data_to_send`, but one ``bytes`` per frame, for transports that
         carry one frame per message (WebSocket)."""
+        assert not self._unwritten, "unwritten() is for byte-stream transports"
         frames = [f[0] if len(f) == 1 else b"".join(f) for f in self._take_frames()]
         self.bytes_sent += sum(map(len, frames))
         return frames

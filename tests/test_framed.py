@@ -1026,6 +1026,110 @@ async def test_large_bytes_over_a_socket_with_small_buffers_arrive_intact() -> N
     assert received == [x for i, blob in enumerate(blobs) for x in (blob, i)]
 
 
+# -- writes by send itself -------------------------------------------------------------
+
+
+async def test_a_large_message_sent_while_the_writer_is_idle_is_written_by_send_itself(
+    socket_stream_pair: tuple[trio.SocketStream, trio.SocketStream],
+    framed_pair: OpenFramedPair,
+) -> None:
+    blob = bytes(range(256)) * 400  # 100 KiB: fits the socket buffer
+    with trio.fail_after(HANG_GUARD):
+        async with framed_pair(*socket_stream_pair) as (a, b):
+            await trio.testing.wait_all_tasks_blocked()  # the writer is idle
+            sent_before = a.stats.bytes_sent
+            await a.send(blob)
+            # send() did not yield, so the writer cannot have written it.
+            assert a.conn.buffered_bytes == 0
+            assert a.stats.bytes_sent - sent_before > len(blob)
+            assert await b.receive() == blob
+
+
+async def test_a_small_message_is_left_to_the_writer_to_coalesce(
+    socket_stream_pair: tuple[trio.SocketStream, trio.SocketStream],
+    framed_pair: OpenFramedPair,
+) -> None:
+    with trio.fail_after(HANG_GUARD):
+        async with framed_pair(*socket_stream_pair) as (a, b):
+            await trio.testing.wait_all_tasks_blocked()
+            await a.send("small")
+            await a.send("too")
+            assert a.conn.buffered_bytes > 0
+            assert [await b.receive(), await b.receive()] == ["small", "too"]
+
+
+async def test_what_the_socket_does_not_take_is_finished_by_the_writer_in_order(
+    framed_pair: OpenFramedPair,
+) -> None:
+    left, right = socket.socketpair()
+    left.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16384)
+    blob = bytes(range(256)) * 4096  # 1 MiB: far more than the socket takes at once
+    a_stream = trio.SocketStream(trio.socket.from_stdlib_socket(left))
+    b_stream = trio.SocketStream(trio.socket.from_stdlib_socket(right))
+    with trio.fail_after(HANG_GUARD):
+        async with framed_pair(a_stream, b_stream) as (a, b):
+            await trio.testing.wait_all_tasks_blocked()
+            await a.send(blob)
+            assert 0 < a.conn.buffered_bytes < len(blob)  # part written, the rest queued
+            await a.send("after")
+            assert await b.receive() == blob
+            assert await b.receive() == "after"
+
+
+async def test_send_writes_at_most_send_buffer_bytes_between_two_yields(
+    framed_pair: OpenFramedPair,
+) -> None:
+    """The reader must get to run and see a PAUSE: between two yields send() writes by
+    itself at most ``send_buffer`` bytes (and the message that crossed it), as much as it
+    could have queued; the writer may write its queue in the same turn."""
+    send_buffer = 128 * 1024
+    blob = b"y" * (64 * 1024)
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    port = listeners[0].socket.getsockname()[1]
+    client = await trio.open_tcp_stream("127.0.0.1", port)
+    server = await listeners[0].accept()
+    await listeners[0].aclose()
+    per_slice: list[int] = []
+    with trio.fail_after(HANG_GUARD):
+        async with (
+            framed_pair(client, server, initiator={"send_buffer": send_buffer}) as (a, b),
+            trio.open_nursery() as nursery,
+        ):
+
+            async def consume() -> None:
+                while await b.receive_batch():
+                    pass
+
+            async def watch() -> None:
+                last = a.stats.bytes_sent
+                while True:
+                    await trio.lowlevel.checkpoint()
+                    per_slice.append(a.stats.bytes_sent - last)
+                    last = a.stats.bytes_sent
+
+            nursery.start_soon(consume)
+            await trio.testing.wait_all_tasks_blocked()
+            nursery.start_soon(watch)
+            for _ in range(500):
+                await a.send(blob)
+            nursery.cancel_scope.cancel()
+    frame = len(blob) + 64
+    assert max(per_slice) <= 2 * (send_buffer + frame)
+
+
+async def test_a_large_send_to_a_peer_that_closed_breaks_the_pipe_with_a_trio_error(
+    socket_stream_pair: tuple[trio.SocketStream, trio.SocketStream],
+) -> None:
+    honest, raw_stream = socket_stream_pair
+    with trio.fail_after(HANG_GUARD):
+        async with honest_and_raw(honest, raw_stream) as (pipe, raw):
+            await raw.stream.aclose()
+            with pytest.raises(trio.BrokenResourceError) as info:
+                for _ in range(100):
+                    await pipe.send(b"z" * 100_000)
+            assert "transport failed" in str(info.value)
+
+
 async def test_idle_timeout_drops_a_peer_that_paused_us_ended_and_went_silent(
     autojump_clock: trio.testing.MockClock,
 ) -> None:

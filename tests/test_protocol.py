@@ -1491,6 +1491,61 @@ def test_frames_to_send_keeps_a_by_reference_frame_whole() -> None:
     assert messages_of(b.receive_frame(frame)) == [blob]
 
 
+def test_an_unwritten_tail_goes_out_first_and_completes_the_frames() -> None:
+    a, b = connect()
+    blob = bytes(range(256)) * 512
+    a.send(blob)
+    a.send("next")
+    pieces = a.data_to_send_pieces()
+    wire = b"".join(pieces)
+    a.unwritten(pieces, 1000)
+    a.ping(b"later")
+    a.send("after")
+    rest = a.data_to_send()
+    assert rest.startswith(wire[1000:])
+    first, ping, last = b.receive_data(wire[:1000] + rest)
+    assert messages_of([first]) == [blob, "next"]
+    assert isinstance(ping, PingReceived)
+    assert messages_of([last]) == ["after"]
+
+
+def test_an_unwritten_tail_goes_out_while_the_peer_has_paused_us() -> None:
+    a, b = connect()
+    blob = b"p" * 100_000
+    a.send(blob)
+    pieces = a.data_to_send_pieces()
+    a.unwritten(pieces, HEADER_SIZE + 10)
+    a.receive_data(encode_frame(FrameType.PAUSE))
+    a.send("held back")
+    tail = a.data_to_send()
+    assert len(tail) == HEADER_SIZE + 5 + len(blob) - (HEADER_SIZE + 10)
+    assert messages_of(b.receive_data(b"".join(pieces)[: HEADER_SIZE + 10] + tail)) == [blob]
+    assert a.buffered_bytes > 0  # "held back" waits for RESUME
+
+
+def test_an_unwritten_tail_counts_as_buffered_and_not_as_sent() -> None:
+    a, _ = connect()
+    before = a.bytes_sent
+    a.send(b"c" * 100_000)
+    pieces = a.data_to_send_pieces()
+    total = sum(map(len, pieces))
+    a.unwritten(pieces, 4096)
+    assert a.bytes_sent == before + 4096
+    assert a.buffered_bytes == total - 4096
+    assert a.has_data_to_send
+    a.data_to_send()
+    assert a.bytes_sent == before + total
+    assert a.buffered_bytes == 0
+
+
+def test_unwritten_refuses_a_count_beyond_the_pieces() -> None:
+    a, _ = connect()
+    a.send(b"c" * 100_000)
+    pieces = a.data_to_send_pieces()
+    with pytest.raises(ValueError, match="exceeds"):
+        a.unwritten(pieces, sum(map(len, pieces)) + 1)
+
+
 def test_a_violation_drops_queued_by_reference_frames_too() -> None:
     a, _ = connect()
     a.send(b"v" * 100_000)
