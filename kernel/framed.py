@@ -413,9 +413,9 @@ class FramedPipe(Pipe):
 
     def _write_now(self) -> bool:
         """Write what is queued straight to the socket, without waiting, when the writer
-        is idle and at least ``_WRITE_NOW_MIN`` bytes are queued: waking the writer for
-        a large message costs about as much as writing it. Returns True if nothing is
-        left for the writer.
+        is idle and at least ``_WRITE_NOW_MIN`` bytes are queued, which saves a hand-off
+        to the writer task per large message. Returns True if nothing is left for the
+        writer.
 
         The write never waits, so it cannot be cut off by a cancellation: what the socket
         does not take now is given back to the machine, ahead of everything else, and
