@@ -303,6 +303,18 @@ class FramedPipe(Pipe):
         self._break_tx(err)
         self._fail_handshake(err)
 
+    def _on_write_error(self, exc: BaseException) -> None:
+        """A write failed: only the sending direction is broken. What the peer sent
+        before it closed is still readable, so the reader goes on until EOF and the
+        receiver gets every message and the END (a peer that closed without END is
+        reported by the reader, as such)."""
+        if self._closed:
+            return
+        err = trio.BrokenResourceError(f"{self.name}: transport failed: {exc}")
+        err.__cause__ = exc
+        self._break_tx(err)
+        self._fail_handshake(err)
+
     def _finish_rx(self, outcome: BaseException) -> None:
         if self._rx_done is None:
             self._rx_done = outcome
@@ -374,7 +386,7 @@ class FramedPipe(Pipe):
                 self._tx_event = trio.Event()
                 await self._tx_event.wait()
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-            self._on_transport_error(exc)
+            self._on_write_error(exc)
         finally:
             self._writer_stopped = True
             self._writer_idle.set()

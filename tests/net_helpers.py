@@ -389,6 +389,32 @@ class NetworkSuite:
                 with pytest.raises(trio.EndOfChannel):
                     await pipe.receive()
 
+    async def test_a_sender_that_ends_and_leaves_at_once_loses_nothing_to_a_slow_reader(
+        self, net: Net
+    ) -> None:
+        # The sender ENDs and closes while the reader is still draining, so the reader's
+        # RESUMEs meet a closed socket: that write error must not cut the reading side.
+        count = 4_000
+        pad = "x" * 1000
+
+        async def send_end_and_leave(pipe: FramedPipe) -> None:
+            for start in range(0, count, 500):
+                await pipe.send_batch([(i, pad) for i in range(start, start + 500)])
+            await pipe.end()
+
+        with trio.fail_after(HANG_GUARD * 3):
+            async with net.listen(handler=send_end_and_leave) as listener:
+                for _ in range(5):
+                    got: list[int] = []
+                    async with net.connect(listener, high_water=64) as pipe:
+                        while True:
+                            try:
+                                got.extend(i for i, _ in await pipe.receive_batch(16))
+                            except trio.EndOfChannel:
+                                break
+                            await trio.lowlevel.checkpoint()  # a slow reader: others run
+                    assert got == list(range(count))
+
     # -- serving several peers --------------------------------------------------------
 
     async def test_handler_serves_several_peers_at_once(self, net: Net) -> None:

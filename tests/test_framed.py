@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -34,6 +35,7 @@ from pipekit.kernel.protocol import (
     PongReceived,
     encode_frame,
 )
+from pipekit.testing import MockTransport
 
 HANG_GUARD = 10  # seconds; a guard against hangs, never used to synchronise
 
@@ -877,6 +879,46 @@ async def test_a_peer_that_pauses_and_closes_breaks_the_sender_instead_of_hangin
                 async with framed_pipe(ours, initiator=True) as pipe:
                     for i in range(100_000):
                         await pipe.send(i)
+
+
+async def test_a_failed_write_leaves_what_the_peer_sent_readable_to_the_end() -> None:
+    transport = MockTransport(capacity=None)
+    to_receiver, to_sender = transport.wires
+    with trio.fail_after(HANG_GUARD):
+        async with honest_and_raw(transport.right, transport.left, honest_initiates=False) as (
+            receiver,
+            sender,
+        ):
+            to_receiver.pause()  # what the sender writes now stays in transit
+            sender.conn.send_many(range(1000))
+            sender.conn.end()
+            await sender.flush()
+            to_sender.cut("broken")  # the sender is gone: the receiver's writes fail
+            await receiver.ping(b"anyone?")
+            await trio.testing.wait_all_tasks_blocked()
+            with pytest.raises(trio.BrokenResourceError, match="transport failed"):
+                await receiver.send("reply")
+            to_receiver.resume()
+            assert await drain(receiver) == list(range(1000))
+
+
+async def test_a_pause_written_after_the_peer_closed_still_delivers_everything_it_sent(
+    socket_stream_pair: tuple[trio.SocketStream, trio.SocketStream],
+) -> None:
+    honest, raw_stream = socket_stream_pair
+    with trio.fail_after(HANG_GUARD):
+        async with honest_and_raw(
+            honest, raw_stream, honest_initiates=False, high_water=16, read_size=4096
+        ) as (receiver, sender):
+            # The sender writes everything and END, then closes its socket before the
+            # receiver has read any of it: the PAUSE the first read triggers meets EPIPE.
+            sender.conn.send_many(range(5000))
+            sender.conn.end()
+            data = sender.conn.data_to_send()
+            sock = raw_stream.socket
+            assert os.write(sock.fileno(), data) == len(data)
+            sock.close()
+            assert await drain(receiver) == list(range(5000))
 
 
 # -- idle timeout ----------------------------------------------------------------------
