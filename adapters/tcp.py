@@ -21,18 +21,11 @@ from typing import Unpack
 import trio
 
 from ..kernel.errors import ProtocolError
-from ..kernel.framed import FramedPipe, framed_pipe
-from ._network import (
-    DEFAULT_MAX_PEERS,
-    Handler,
-    Listener,
-    PipeOptions,
-    Reconnect,
-    Refusal,
-    connect_with_retry,
-    pipe_options,
-    run_listener,
-)
+from ..kernel.framed import FramedPipe
+from ._connect import Reconnect, connect_pipe
+from ._listener import DEFAULT_MAX_PEERS, Handler, Listener, run_listener, serve_forever
+from ._options import PipeOptions, pipe_options
+from ._refusal import Refusal
 
 __all__ = ["Listener", "Reconnect", "Refusal", "connect", "listen", "serve"]
 
@@ -86,7 +79,7 @@ async def serve(
 ) -> None:
     """Serve ``handler`` until cancelled; ``await nursery.start(serve, handler, ...)``
     returns the :class:`Listener` (for its ``address``)."""
-    async with listen(
+    listening = listen(
         host,
         port,
         handler=handler,
@@ -95,9 +88,8 @@ async def serve(
         max_peers=max_peers,
         backlog=backlog,
         **options,
-    ) as listener:
-        task_status.started(listener)
-        await trio.sleep_forever()
+    )
+    await serve_forever(listening, task_status)
 
 
 @asynccontextmanager
@@ -119,12 +111,10 @@ async def connect(
     token). ``reconnect=True`` or a :class:`Reconnect` retries failed connection attempts
     with exponential backoff (off by default); a pipe that broke after the handshake is
     not silently replaced."""
-    opts = pipe_options(**options)
     label = f"{'tls' if ssl_context is not None else 'tcp'}://{host}:{port}"
-    opts["name"] = opts.get("name") or label
 
     @asynccontextmanager
-    async def attempt() -> AsyncIterator[FramedPipe]:
+    async def open_stream(opts: PipeOptions) -> AsyncIterator[trio.abc.Stream]:
         stream: trio.abc.Stream = await trio.open_tcp_stream(host, port)
         if ssl_context is not None:
             tls = trio.SSLStream(stream, ssl_context, server_hostname=server_hostname or host)
@@ -142,8 +132,9 @@ async def connect(
                     ) from None
                 raise
             stream = tls
-        async with framed_pipe(stream, initiator=True, token=token, **opts) as pipe:
-            yield pipe
+        yield stream
 
-    async with connect_with_retry(attempt, reconnect, label) as pipe:
+    async with connect_pipe(
+        open_stream, label=label, token=token, reconnect=reconnect, options=options
+    ) as pipe:
         yield pipe

@@ -20,18 +20,11 @@ from typing import Unpack
 
 import trio
 
-from ..kernel.framed import FramedPipe, framed_pipe
-from ._network import (
-    DEFAULT_MAX_PEERS,
-    Handler,
-    Listener,
-    PipeOptions,
-    Reconnect,
-    Refusal,
-    connect_with_retry,
-    pipe_options,
-    run_listener,
-)
+from ..kernel.framed import FramedPipe
+from ._connect import Reconnect, connect_pipe
+from ._listener import DEFAULT_MAX_PEERS, Handler, Listener, run_listener, serve_forever
+from ._options import PipeOptions, pipe_options
+from ._refusal import Refusal
 
 __all__ = ["Listener", "Reconnect", "Refusal", "connect", "listen", "serve"]
 
@@ -120,7 +113,7 @@ async def serve(
 ) -> None:
     """Serve ``handler`` until cancelled; ``await nursery.start(serve, handler, path)``
     returns the :class:`Listener`."""
-    async with listen(
+    listening = listen(
         path,
         mode=mode,
         handler=handler,
@@ -128,9 +121,8 @@ async def serve(
         max_peers=max_peers,
         backlog=backlog,
         **options,
-    ) as listener:
-        task_status.started(listener)
-        await trio.sleep_forever()
+    )
+    await serve_forever(listening, task_status)
 
 
 @asynccontextmanager
@@ -143,16 +135,13 @@ async def connect(
 ) -> AsyncIterator[FramedPipe]:
     """Connect to the listener at ``path`` and yield the pipe once the handshake is done
     (errors and ``reconnect`` as in :func:`pipekit.adapters.tcp.connect`)."""
-    opts = pipe_options(**options)
     where = os.fspath(path)
-    label = f"unix:{where}"
-    opts["name"] = opts.get("name") or label
 
     @asynccontextmanager
-    async def attempt() -> AsyncIterator[FramedPipe]:
-        stream = await trio.open_unix_socket(where)
-        async with framed_pipe(stream, initiator=True, token=token, **opts) as pipe:
-            yield pipe
+    async def open_socket(opts: PipeOptions) -> AsyncIterator[trio.SocketStream]:
+        yield await trio.open_unix_socket(where)
 
-    async with connect_with_retry(attempt, reconnect, label) as pipe:
+    async with connect_pipe(
+        open_socket, label=f"unix:{where}", token=token, reconnect=reconnect, options=options
+    ) as pipe:
         yield pipe

@@ -31,7 +31,8 @@ from websockets.exceptions import ConnectionClosed
 from websockets.trio.client import connect as ws_connect
 
 from pipekit.adapters import tcp, unix, websocket
-from pipekit.adapters._network import Listener, Reconnect
+from pipekit.adapters._connect import Reconnect
+from pipekit.adapters._listener import Listener
 from pipekit.kernel import FramedPipe, ProtocolError, RemoteError
 from pipekit.kernel.protocol import (
     FLAG_JSON,

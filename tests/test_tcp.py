@@ -23,7 +23,7 @@ from net_helpers import (
 )
 
 from pipekit.adapters import tcp
-from pipekit.adapters._network import Listener
+from pipekit.adapters._listener import Listener
 from pipekit.kernel import FramedPipe, ProtocolError, RemoteError
 
 

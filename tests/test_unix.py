@@ -14,7 +14,7 @@ import trio
 from net_helpers import HANG_GUARD, NetworkSuite, echo, exchange
 
 from pipekit.adapters import unix
-from pipekit.adapters._network import Listener
+from pipekit.adapters._listener import Listener
 
 
 class TestUnix(NetworkSuite):

@@ -27,7 +27,7 @@ from websockets.trio.connection import Connection as WebSocket
 from websockets.typing import Origin
 
 from pipekit.adapters import websocket
-from pipekit.adapters._network import Listener
+from pipekit.adapters._listener import Listener
 from pipekit.kernel import FramedPipe, ProtocolError, RemoteError
 from pipekit.kernel.protocol import FrameType, encode_frame
 
