@@ -1,0 +1,133 @@
+"""The thread port: the blocking end of a pipe, for code running in a worker thread."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import trio
+
+from ..kernel.lane import Lane
+from ..kernel.pipe import error_for_peer
+
+__all__ = ["ThreadPort"]
+
+
+class ThreadPort:
+    """The blocking end of a pipe, for code running in a worker thread.
+
+    ``receive()`` raises :class:`trio.EndOfChannel` at the end (iteration simply stops);
+    ``send()`` blocks while the receiving side is full. All calls raise
+    :class:`trio.ClosedResourceError` once the owning module is being stopped.
+    """
+
+    def __init__(
+        self,
+        receive_lane: Lane | None,
+        send_lanes: Sequence[Lane],
+        abort: threading.Event,
+        *,
+        name: str = "thread-port",
+        writer_key: object = None,
+    ) -> None:
+        self.name = name
+        self.writer_key = writer_key
+        self._rx = receive_lane
+        self._tx = tuple(send_lanes)
+        self._abort = abort
+        self._ended = not self._tx
+        self._batch: list[Any] = []
+        self._pos = 0
+        self.messages_sent = 0
+        self.messages_received = 0
+
+    @classmethod
+    def duplex(cls, inp: ThreadPort, out: ThreadPort) -> ThreadPort:
+        """One port that receives what ``inp`` receives and sends where ``out`` sends
+        (for a ``port``-mode function with one input and one output)."""
+        return cls(
+            inp._rx,
+            out._tx,
+            inp._abort,
+            name=inp.name.rsplit(".", 1)[0],
+            writer_key=out.writer_key,
+        )
+
+    # -- receiving --------------------------------------------------------------------
+
+    def _lane(self) -> Lane:
+        if self._rx is None:
+            raise trio.ClosedResourceError(f"{self.name}: this port cannot receive")
+        return self._rx
+
+    def receive_batch(self, max_items: int | None = None) -> list[Any]:
+        """Block until at least one message is available; return up to ``max_items``."""
+        if self._pos < len(self._batch):
+            rest = self._batch[self._pos :]
+            self._batch, self._pos = [], 0
+            if max_items is not None and len(rest) > max_items:
+                self._batch, rest = rest[max_items:], rest[:max_items]
+            self.messages_received += len(rest)
+            return rest
+        batch = self._lane().get_many_blocking(max_items, self._abort)
+        self.messages_received += len(batch)
+        return batch
+
+    def receive(self) -> Any:
+        """Block until a message is available and return it."""
+        if self._pos >= len(self._batch):
+            self._batch = self._lane().get_many_blocking(None, self._abort)
+            self._pos = 0
+        item = self._batch[self._pos]
+        self._pos += 1
+        self.messages_received += 1
+        return item
+
+    def __iter__(self) -> Iterator[Any]:
+        while True:
+            try:
+                yield self.receive()
+            except trio.EndOfChannel:
+                return
+
+    def requeue_unread(self) -> None:
+        """Put messages taken from the lane but not yet handed out back at its front."""
+        if self._rx is not None and self._pos < len(self._batch):
+            self._rx.unget(self._batch[self._pos :])
+        self._batch, self._pos = [], 0
+
+    # -- sending ----------------------------------------------------------------------
+
+    def _check_send(self) -> None:
+        if self._ended:
+            raise trio.ClosedResourceError(f"{self.name}: sending direction already ended")
+
+    def send(self, value: Any) -> None:
+        if self._ended:
+            self._check_send()
+        tx = self._tx
+        if len(tx) != 1 or self._abort.is_set() or not tx[0].try_put(value):
+            for lane in tx:
+                lane.put_many_blocking((value,), self._abort)
+        self.messages_sent += 1
+
+    def send_batch(self, values: Sequence[Any]) -> None:
+        self._check_send()
+        if values:
+            for lane in self._tx:
+                lane.put_many_blocking(values, self._abort)
+            self.messages_sent += len(values)
+
+    def end(self) -> None:
+        if not self._ended:
+            self._ended = True
+            for lane in self._tx:
+                lane.end_writer(self.writer_key)
+
+    def fail(self, exc: BaseException) -> None:
+        if not self._ended:
+            self._ended = True
+            err = error_for_peer(exc, self.name)
+            for lane in self._tx:
+                lane.fail(err)
