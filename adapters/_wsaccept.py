@@ -1,7 +1,6 @@
-"""Accepting WebSocket connections for a :class:`~pipekit.adapters.tcp.Listener`: each
-connection holds a listener slot from the moment it is accepted, and the peers that fail
-TLS or the HTTP upgrade (which ``websockets`` drops before any handler runs) are
-recorded as refusals."""
+"""Accepting WebSocket connections for a :class:`Listener`: each connection holds a
+listener slot from the moment it is accepted, and the peers that fail TLS or the HTTP
+upgrade (which ``websockets`` drops before any handler runs) are recorded as refusals."""
 
 from __future__ import annotations
 

@@ -30,7 +30,8 @@ def browser_client() -> bytes:
 
 @dataclass(frozen=True, slots=True)
 class HttpResource:
-    """A static HTTP response body served by :func:`listen` for GET requests."""
+    """A static HTTP response body served for GET requests by
+    :func:`pipekit.adapters.websocket.listen`."""
 
     body: bytes
     content_type: str = "text/html; charset=utf-8"
@@ -49,8 +50,8 @@ def _response(status: int, reason: str, body: bytes, content_type: str) -> Respo
 
 
 class Gate:
-    """The HTTP side of :func:`listen`: static resources, the WebSocket path and the
-    origin allow-list (refusals are recorded in the listener)."""
+    """The websocket listener's ``process_request``: static resources, the WebSocket path
+    and the origin allow-list (refusals are recorded in the listener)."""
 
     def __init__(
         self,
