@@ -42,18 +42,6 @@ class ThreadPort:
         self.messages_sent = 0
         self.messages_received = 0
 
-    @classmethod
-    def duplex(cls, inp: ThreadPort, out: ThreadPort) -> ThreadPort:
-        """One port that receives what ``inp`` receives and sends where ``out`` sends
-        (for a ``port``-mode function with one input and one output)."""
-        return cls(
-            inp._rx,
-            out._tx,
-            inp._abort,
-            name=inp.name.rsplit(".", 1)[0],
-            writer_key=out.writer_key,
-        )
-
     # -- receiving --------------------------------------------------------------------
 
     def _lane(self) -> Lane:

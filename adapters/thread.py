@@ -165,7 +165,10 @@ class ThreadModule:
         # traffic and may hold unread messages, so account and requeue through it.
         duplex: ThreadPort | None = None
         if mode is ThreadMode.PORT and len(ins) == 1 and len(outs) == 1:
-            duplex = ThreadPort.duplex(tports[self.inputs[0]], tports[self.outputs[0]])
+            i, o = self.inputs[0], self.outputs[0]
+            duplex = ThreadPort(
+                ins[i], outs[o], runner.abort, name=self.name, writer_key=_key(ports[o])
+            )
 
         def body() -> None:
             try:
