@@ -23,7 +23,7 @@ import trio
 from ..adapters.stdio import ProcessSpec, open_process
 from ..adapters.thread import ThreadPort, open_thread_port
 from ..kernel import DEFAULT_CAPACITY, Lane, LocalPipe, Pipe, framed_pipe, open_pipe_pair
-from .conformance import framed_bound
+from ._adapter import framed_bound
 from .mock import MockTransport
 
 __all__ = [
