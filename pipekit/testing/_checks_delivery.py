@@ -60,17 +60,17 @@ def _order_messages(n: int) -> list[Any]:
     return [i if i % 2 == 0 else _MIXED[(i // 2) % len(_MIXED)] for i in range(n)]
 
 
+async def _send_then_end(src: Pipe, messages: list[Any]) -> None:
+    await send_messages(src, messages, batch=True)
+    await src.end()
+
+
 async def _order_one_way(label: str, src: Pipe, dst: Pipe, messages: list[Any]) -> None:
     await transfer(src, dst, messages, batch=False, what=f"{label} send/receive")
     await transfer(src, dst, messages, batch=True, what=f"{label} send_batch/receive_batch")
     got: list[Any] = []
-
-    async def send_then_end() -> None:
-        await send_messages(src, messages, batch=True)
-        await src.end()
-
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(send_then_end)
+        nursery.start_soon(_send_then_end, src, messages)
         async for batch in dst.batches(512):
             if not batch or len(batch) > 512:
                 raise AssertionError(f"{label}: batches(512) yielded a batch of {len(batch)}")
@@ -134,13 +134,8 @@ async def _send_then_end_received(what: str, src: Pipe, dst: Pipe, messages: lis
     """``src`` sends ``messages`` and ENDs; ``dst`` must receive exactly those, then
     :class:`trio.EndOfChannel`."""
     got: list[Any] = []
-
-    async def send_then_end() -> None:
-        await send_messages(src, messages, batch=True)
-        await src.end()
-
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(send_then_end)
+        nursery.start_soon(_send_then_end, src, messages)
         try:
             while len(got) <= len(messages):
                 got.append(await dst.receive())
