@@ -1,6 +1,7 @@
 """Smoke tests of the benchmarks: each runs (``--quick``) and prints every row.
 
-They assert nothing about speed: benchmarks are never timed tests (DESIGN.md section 6).
+They assert nothing about speed: timings depend on the machine and its load, so a
+benchmark is never a timed test.
 """
 
 from __future__ import annotations

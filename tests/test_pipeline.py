@@ -11,6 +11,7 @@ import collections
 import itertools
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
 
 import pytest
 import trio
@@ -361,6 +362,35 @@ def test_thread_stage_rejects_async_functions() -> None:
 def test_bad_stage_options_are_rejected(build: Callable[[], pk.Stage]) -> None:
     with pytest.raises(ValueError):
         build()
+
+
+@pytest.mark.parametrize(
+    ("stage", "args", "keyword"),
+    [
+        ("map", (double,), "bufer"),
+        ("source", (range(3),), "buffer"),
+        ("collect", (), "restart"),
+        ("sink", (print,), "workers"),
+        ("remote", (lambda: None,), "ordered"),
+    ],
+)
+def test_a_stage_rejects_keywords_it_does_not_take(
+    stage: str, args: tuple[Any, ...], keyword: str
+) -> None:
+    build: Any = getattr(pk, stage)
+    unexpected = rf"{stage}\(\) got an unexpected keyword argument '{keyword}'"
+    with pytest.raises(TypeError, match=unexpected):
+        build(*args, **{keyword: 1})
+
+
+def test_stage_options_default_in_one_place() -> None:
+    from pipekit.pipeline import StageSettings
+
+    assert pk.map(double).options == StageSettings()
+    assert pk.thread(double, workers=3, ordered=False, buffer=8).options == StageSettings(
+        buffer=8, workers=3, ordered=False
+    )
+    assert pk.collect(buffer_bytes=64).options == StageSettings(buffer_bytes=64, max_restarts=0)
 
 
 # --- bounded memory ------------------------------------------------------------------------

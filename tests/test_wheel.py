@@ -1,4 +1,6 @@
-"""The installed wheel works outside the checkout (DESIGN.md section 1)."""
+"""The installed wheel works outside the checkout: it holds only the ``pipekit``
+namespace (the kernel and the adapters inside it), ships the browser client, imports
+without the repository on the path and installs the ``pipekit`` console script."""
 
 from __future__ import annotations
 

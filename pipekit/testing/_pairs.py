@@ -14,8 +14,9 @@ import socket
 import sys
 import tempfile
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any
 
 import trio
@@ -23,7 +24,7 @@ import trio
 from ..adapters.stdio import ProcessSpec, open_process
 from ..adapters.thread import ThreadPort, open_thread_port
 from ..kernel import DEFAULT_CAPACITY, Lane, LocalPipe, Pipe, framed_pipe, open_pipe_pair
-from .conformance import framed_bound
+from ._adapter import framed_bound
 from .mock import MockTransport
 
 __all__ = [
@@ -130,6 +131,37 @@ THREAD_BOUND = 2 * THREAD_CAPACITY + THREAD_BATCH
 thread's lane to b (``capacity``): 192. The same each way."""
 
 
+def _forward(
+    receive: Callable[[], list[Any]],
+    end: Callable[[], object],
+    fail: Callable[[BaseException], object],
+    send: Callable[[list[Any]], object],
+    stop_receiving: Callable[[], object],
+    *,
+    interrupted: tuple[type[BaseException], ...] = (),
+) -> None:
+    """Relay batches from ``receive`` to ``send`` in this thread, blocking while the
+    next lane is full. END is forwarded with ``end``, an ERROR with ``fail``; an
+    ``interrupted`` exception from ``receive`` just stops. When ``send`` finds the other
+    side gone, ``stop_receiving`` tells this side to stop sending too."""
+    while True:
+        try:
+            items = receive()
+        except trio.EndOfChannel:
+            end()
+            return
+        except interrupted:
+            return
+        except Exception as exc:  # the sending side failed its direction
+            fail(exc)
+            return
+        try:
+            send(items)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            stop_receiving()  # the other side stopped receiving: so do we
+            return
+
+
 @asynccontextmanager
 async def open_thread_relay_pair(
     capacity: int = THREAD_CAPACITY, batch: int = THREAD_BATCH
@@ -144,22 +176,19 @@ async def open_thread_relay_pair(
     b = LocalPipe(to_b, (from_b,), name="b")
     from_a: list[Lane] = []  # the lane a sends into, once the port is open
 
+    def stop_a() -> None:
+        if from_a:
+            from_a[0].close_reader()
+
     def b_to_a(port: ThreadPort, errors: list[BaseException]) -> None:
         try:
-            while True:
-                try:
-                    items = from_b.get_many_blocking(batch)
-                except trio.EndOfChannel:
-                    port.end()
-                    return
-                except Exception as exc:  # b failed its direction
-                    port.fail(exc)
-                    return
-                try:
-                    port.send_batch(items)
-                except (trio.BrokenResourceError, trio.ClosedResourceError):
-                    from_b.close_reader()  # a stopped receiving: so do we
-                    return
+            _forward(
+                partial(from_b.get_many_blocking, batch),
+                port.end,
+                port.fail,
+                port.send_batch,
+                from_b.close_reader,
+            )
         except BaseException as exc:  # pragma: no cover - a bug in the relay itself
             errors.append(exc)
 
@@ -170,23 +199,14 @@ async def open_thread_relay_pair(
         )
         helper.start()
         try:
-            while True:
-                try:
-                    items = port.receive_batch(batch)
-                except trio.EndOfChannel:
-                    to_b.end_writer()
-                    return
-                except trio.ClosedResourceError:  # interrupted: the pair is going away
-                    return
-                except Exception as exc:  # a failed its direction
-                    to_b.fail(exc)
-                    return
-                try:
-                    to_b.put_many_blocking(items)
-                except (trio.BrokenResourceError, trio.ClosedResourceError):
-                    if from_a:
-                        from_a[0].close_reader()  # b stopped receiving: so do we
-                    return
+            _forward(
+                partial(port.receive_batch, batch),
+                to_b.end_writer,
+                to_b.fail,
+                to_b.put_many_blocking,
+                stop_a,
+                interrupted=(trio.ClosedResourceError,),  # the pair is going away
+            )
         finally:
             helper.join()
             if errors:

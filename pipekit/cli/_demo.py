@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import pipeline as pk
+from .. import pipeline as pk
 
 __all__ = ["AccessStats", "build_pipeline", "generate_lines", "parse_line"]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from .kernel import ModuleStats
+from ..kernel import ModuleStats
 
 __all__ = ["format_progress", "format_stats"]
 

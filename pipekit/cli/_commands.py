@@ -1,4 +1,4 @@
-"""The ``pipekit`` command (also ``python -m pipekit``)."""
+"""What each ``pipekit`` subcommand does, given its parsed arguments."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import argparse
 import importlib.util
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -14,11 +14,11 @@ from urllib.parse import quote
 
 import trio
 
-from .kernel import ModuleError, ModuleStats
-from .pipeline import Pipeline, Stage
-from .report import format_progress, format_stats
+from ..kernel import ModuleStats
+from ..pipeline import Pipeline, Stage
+from ._report import format_progress, format_stats
 
-__all__ = ["main"]
+__all__ = ["cmd_demo", "cmd_run", "cmd_serve", "cmd_worker"]
 
 
 def _progress_printer(stream: Any) -> Any:
@@ -48,7 +48,7 @@ def _run_pipeline(pipeline: Pipeline, *, quiet: bool) -> Any:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import build_pipeline
+    from ._demo import build_pipeline
 
     pipeline, stats = build_pipeline(lines=args.lines, seed=args.seed, workers=args.workers)
     print(f"pipekit demo: {args.lines:,} synthetic access-log lines (seed {args.seed})")
@@ -118,14 +118,14 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from .child import run_worker
+    from ..child import run_worker
 
     return run_worker(args.target, mode=args.mode, init=args.init)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from .adapters import websocket
-    from .serve import serve_demo
+    from ..adapters import websocket
+    from ._serve import serve_demo
 
     async def main() -> None:
         async with trio.open_nursery() as nursery:
@@ -156,87 +156,3 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     trio.run(main)
     return 0
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="pipekit", description="Stream pipelines with real backpressure."
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    demo = sub.add_parser("demo", help="run a real pipeline over generated access logs")
-    demo.add_argument(
-        "--lines", type=int, default=200_000, help="log lines to generate (default 200000)"
-    )
-    demo.add_argument("--seed", type=int, default=7)
-    demo.add_argument("--workers", type=int, default=2, help="threads for the enrich stage")
-    demo.add_argument("--quiet", action="store_true", help="no live progress line")
-    demo.set_defaults(func=cmd_demo)
-
-    run = sub.add_parser("run", help="run the pipeline declared in a Python file")
-    run.add_argument(
-        "target", metavar="FILE[:NAME]", help="file and variable (default NAME: pipeline)"
-    )
-    run.add_argument(
-        "--show", type=int, default=10, help="collected messages to print (default 10)"
-    )
-    run.add_argument("--quiet", action="store_true", help="no progress and no statistics")
-    run.set_defaults(func=cmd_run)
-
-    worker = sub.add_parser(
-        "worker",
-        help="serve a Python function as a process worker (the child side of pk.run)",
-        description="Serve TARGET to the parent process over pipekit/1: on the socket whose "
-        "descriptor is in $PIPEKIT_FD, else on stdin/stdout. See pipekit.child.",
-    )
-    worker.add_argument(
-        "target", metavar="TARGET", help="package.module:function, file.py or file.py:function"
-    )
-    worker.add_argument(
-        "--mode",
-        choices=("stream", "item"),
-        default="stream",
-        help="stream: the target owns the stream (default); item: fn(item) -> result",
-    )
-    worker.add_argument(
-        "--init", metavar="INIT", help="a zero-argument callable run once before any message"
-    )
-    worker.set_defaults(func=cmd_worker)
-
-    serve = sub.add_parser(
-        "serve",
-        help="serve WebSocket/TCP endpoints, the browser client and the live demo page",
-        description="Every peer that connects (the demo page at / over WebSocket, or a "
-        "pipekit/1 program over TCP) joins a pipeline as a module: readings go to it, its "
-        "transformed readings come back and are counted.",
-    )
-    serve.add_argument("--host", default="127.0.0.1", help="interface (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, default=8765, help="HTTP/WebSocket port (8765)")
-    serve.add_argument("--tcp-port", type=int, help="also serve pipekit/1 over TCP on this port")
-    serve.add_argument("--token", help="require this token in every peer's HELLO")
-    serve.add_argument(
-        "--origin",
-        action="append",
-        help="allowed WebSocket Origin (repeatable; default: the demo's own pages only)",
-    )
-    serve.add_argument("--count", type=int, help="readings per peer (default: endless)")
-    serve.add_argument(
-        "--rate", type=float, default=2000.0, help="readings per second per peer (0: unpaced)"
-    )
-    serve.add_argument("--exit-after", type=float, help=argparse.SUPPRESS)
-    serve.set_defaults(func=cmd_serve)
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        return int(args.func(args))
-    except ModuleError as exc:
-        cause = exc.__cause__
-        print(f"pipekit: {exc}", file=sys.stderr)
-        if cause is not None and not isinstance(cause, ModuleError) and str(cause) not in str(exc):
-            print(f"  caused by {type(cause).__name__}: {cause}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130

@@ -1,0 +1,96 @@
+"""The ``pipekit`` command (also ``python -m pipekit``): its arguments and dispatch."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from ..kernel import ModuleError
+from ._commands import cmd_demo, cmd_run, cmd_serve, cmd_worker
+
+__all__ = ["build_parser", "main"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pipekit", description="Stream pipelines with real backpressure."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser("demo", help="run a real pipeline over generated access logs")
+    demo.add_argument(
+        "--lines", type=int, default=200_000, help="log lines to generate (default 200000)"
+    )
+    demo.add_argument("--seed", type=int, default=7)
+    demo.add_argument("--workers", type=int, default=2, help="threads for the enrich stage")
+    demo.add_argument("--quiet", action="store_true", help="no live progress line")
+    demo.set_defaults(func=cmd_demo)
+
+    run = sub.add_parser("run", help="run the pipeline declared in a Python file")
+    run.add_argument(
+        "target", metavar="FILE[:NAME]", help="file and variable (default NAME: pipeline)"
+    )
+    run.add_argument(
+        "--show", type=int, default=10, help="collected messages to print (default 10)"
+    )
+    run.add_argument("--quiet", action="store_true", help="no progress and no statistics")
+    run.set_defaults(func=cmd_run)
+
+    worker = sub.add_parser(
+        "worker",
+        help="serve a Python function as a process worker (the child side of pk.run)",
+        description="Serve TARGET to the parent process over pipekit/1: on the socket whose "
+        "descriptor is in $PIPEKIT_FD, else on stdin/stdout. See pipekit.child.",
+    )
+    worker.add_argument(
+        "target", metavar="TARGET", help="package.module:function, file.py or file.py:function"
+    )
+    worker.add_argument(
+        "--mode",
+        choices=("stream", "item"),
+        default="stream",
+        help="stream: the target owns the stream (default); item: fn(item) -> result",
+    )
+    worker.add_argument(
+        "--init", metavar="INIT", help="a zero-argument callable run once before any message"
+    )
+    worker.set_defaults(func=cmd_worker)
+
+    serve = sub.add_parser(
+        "serve",
+        help="serve WebSocket/TCP endpoints, the browser client and the live demo page",
+        description="Every peer that connects (the demo page at / over WebSocket, or a "
+        "pipekit/1 program over TCP) joins a pipeline as a module: readings go to it, its "
+        "transformed readings come back and are counted.",
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="interface (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8765, help="HTTP/WebSocket port (8765)")
+    serve.add_argument("--tcp-port", type=int, help="also serve pipekit/1 over TCP on this port")
+    serve.add_argument("--token", help="require this token in every peer's HELLO")
+    serve.add_argument(
+        "--origin",
+        action="append",
+        help="allowed WebSocket Origin (repeatable; default: the demo's own pages only)",
+    )
+    serve.add_argument("--count", type=int, help="readings per peer (default: endless)")
+    serve.add_argument(
+        "--rate", type=float, default=2000.0, help="readings per second per peer (0: unpaced)"
+    )
+    serve.add_argument("--exit-after", type=float, help=argparse.SUPPRESS)
+    serve.set_defaults(func=cmd_serve)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except ModuleError as exc:
+        cause = exc.__cause__
+        print(f"pipekit: {exc}", file=sys.stderr)
+        if cause is not None and not isinstance(cause, ModuleError) and str(cause) not in str(exc):
+            print(f"  caused by {type(cause).__name__}: {cause}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,61 @@
+"""Sinks: the stage that ends a pipeline, calling a function on or gathering every message."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Mapping
+from typing import Any, Unpack
+
+from ..kernel import Module, Pipe
+from ._settings import StageOptions, StageSettings, _BufferOptions
+from ._stage import Stage, _name
+
+__all__ = ["collect", "sink"]
+
+
+class _SinkModule:
+    inputs: tuple[str, ...] = ("inp",)
+    outputs: tuple[str, ...] = ()
+
+    def __init__(self, fn: Callable[[Any], Any] | None) -> None:
+        self.fn = fn
+        self.result: Any = [] if fn is None else None
+
+    async def run(self, ports: Mapping[str, Pipe]) -> None:
+        inp = ports["inp"]
+        fn = self.fn
+        if fn is None:
+            gathered: list[Any] = self.result
+            async for batch in inp.batches():
+                gathered.extend(batch)
+        elif inspect.iscoroutinefunction(fn):
+            async for batch in inp.batches():
+                for msg in batch:
+                    await fn(msg)
+        else:
+            async for batch in inp.batches():
+                for msg in batch:
+                    fn(msg)
+
+
+class _Sink(Stage):
+    role = "sink"
+
+    def __init__(self, fn: Callable[[Any], Any] | None, options: StageSettings) -> None:
+        super().__init__("collect" if fn is None else f"sink({_name(fn)})", options)
+        self.fn = fn
+
+    def module(self, *, first: bool = False) -> Module:
+        return _SinkModule(self.fn)
+
+
+def sink(fn: Callable[[Any], Any], **options: Unpack[StageOptions]) -> Stage:
+    """Call ``fn`` (plain or ``async``) on every message; the end of a pipeline."""
+    return _Sink(fn, StageSettings.from_options("sink", options))
+
+
+def collect(**options: Unpack[_BufferOptions]) -> Stage:
+    """A sink that gathers every message: ``run()`` returns them as a list. Of the
+    :class:`StageOptions` it takes the buffer keywords (it is never restarted)."""
+    settings = StageSettings.from_options("collect", options, _BufferOptions, max_restarts=0)
+    return _Sink(None, settings)

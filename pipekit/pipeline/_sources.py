@@ -1,0 +1,70 @@
+"""Sources: the stage that starts a pipeline by emitting items."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterable, Callable, Iterable, Mapping
+from typing import Any, Unpack
+
+from ..kernel import Module, Pipe
+from ._settings import StageSettings, _RestartOptions
+from ._stage import Stage, _name
+
+__all__ = ["SOURCE_BATCH", "source"]
+
+SOURCE_BATCH = 256
+
+
+class _SourceModule:
+    inputs: tuple[str, ...] = ()
+    outputs: tuple[str, ...] = ("out",)
+
+    def __init__(self, items: Any, batch: int) -> None:
+        self.items = items
+        self.batch = batch
+
+    async def run(self, ports: Mapping[str, Pipe]) -> None:
+        out = ports["out"]
+        items = self.items() if callable(self.items) else self.items
+        if isinstance(items, AsyncIterable):
+            async for item in items:
+                await out.send(item)
+            return
+        chunk: list[Any] = []
+        size = self.batch
+        for item in items:
+            chunk.append(item)
+            if len(chunk) >= size:
+                await out.send_batch(chunk)
+                chunk = []
+        if chunk:
+            await out.send_batch(chunk)
+
+
+class _Source(Stage):
+    role = "source"
+
+    def __init__(self, items: Any, batch: int, options: StageSettings) -> None:
+        super().__init__(f"source({_name(items)})", options)
+        self.items = items
+        self.batch = batch
+
+    def module(self, *, first: bool = False) -> Module:
+        return _SourceModule(self.items, self.batch)
+
+
+def source(
+    items: Iterable[Any] | AsyncIterable[Any] | Callable[[], Iterable[Any] | AsyncIterable[Any]],
+    *,
+    batch: int = SOURCE_BATCH,
+    **options: Unpack[_RestartOptions],
+) -> Stage:
+    """A stage that emits ``items``: an iterable, an async iterable, or a callable
+        returning one (called afresh on each run, e.g. a generator function). Items of a
+        plain iterable are sent in batches of up to ``batch``. Of the :class:`StageOptions`
+    it takes the restart keywords (a source has no input buffer)."""
+    if not (isinstance(items, Iterable | AsyncIterable) or callable(items)):
+        raise TypeError(
+            f"source() needs an iterable, an async iterable or a callable, not {items!r}"
+        )
+    settings = StageSettings.from_options("source", options, _RestartOptions)
+    return _Source(items, batch, settings)
