@@ -65,8 +65,9 @@ class RawDecoder(StreamDecoder, Protocol):
     def failure(self) -> ProtocolError | None: ...
 
 
-class _LineDecoder:
-    """bytes -> str lines (without the newline)."""
+class _Lines:
+    """What the line decoders share: stdout split into lines of at most ``max_line``
+    bytes."""
 
     def __init__(self, max_line: int) -> None:
         self._lines = LineSplitter(max_line)
@@ -74,6 +75,10 @@ class _LineDecoder:
     @property
     def failure(self) -> ProtocolError | None:
         return self._lines.failure
+
+
+class _LineDecoder(_Lines):
+    """bytes -> str lines (without the newline)."""
 
     def feed(self, data: bytes) -> list[Any]:
         return [line.decode("utf-8", "surrogateescape") for line in self._lines.split(data)]
@@ -83,15 +88,8 @@ class _LineDecoder:
         return [rest.decode("utf-8", "surrogateescape")] if rest else []
 
 
-class _JsonLinesDecoder:
+class _JsonLinesDecoder(_Lines):
     """bytes -> one JSON value per line (blank lines skipped)."""
-
-    def __init__(self, max_line: int) -> None:
-        self._lines = LineSplitter(max_line)
-
-    @property
-    def failure(self) -> ProtocolError | None:
-        return self._lines.failure
 
     def feed(self, data: bytes) -> list[Any]:
         return decode_json_lines(self._lines.split(data))

@@ -152,11 +152,11 @@ class Child:
         return self.timed_out or (code is not None and code != 0 and not self.killed_by_us)
 
 
-def _signal_name(sig: int) -> str | int:
+def _signal_name(sig: int) -> str:
     try:
         return signal.Signals(sig).name
     except ValueError:
-        return sig
+        return str(sig)
 
 
 async def spawn(
