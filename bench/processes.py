@@ -90,8 +90,8 @@ message is one socket buffer entry of ~1 KiB, and a window that fills both direc
 buffers deadlocks the parent and the child; 1024 does.)"""
 CHUNK = 1 << 20
 """Bytes per chunk sent through cat. (The raw baseline reads with pipekit's read size
-and enlarges its pipes as pipekit does: ``adapters/stdio.py`` ``BYTES_READ_SIZE`` and
-``PIPE_SIZE``.)"""
+and enlarges its pipes as pipekit does: ``pipekit.adapters.stdio`` ``BYTES_READ_SIZE``
+and ``PIPE_SIZE``.)"""
 TIMEOUT = 120.0
 """Seconds after which one measurement gives up (a hang is a failure, not a result)."""
 WARM_ROUND_TRIPS = 50
@@ -269,7 +269,8 @@ def echo_pipekit(n: int) -> float:
     """Seconds to echo ``n`` messages through a warm worker (after one warm-up message)."""
     import trio
 
-    from pipekit.adapters.stdio import open_process, worker_spec
+    from pipekit.adapters.stdio import open_process
+    from pipekit.workers import worker_spec
 
     async def main() -> float:
         spec = worker_spec(worker_target("echo_port"), env=child_env())

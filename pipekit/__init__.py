@@ -20,7 +20,7 @@ from .kernel import (
 )
 from .pipeline import Pipeline, Stage, collect, filter, map, remote, sink, source, thread
 from .pool import WorkerError, WorkerPool
-from .process import ProcessChain, Worker, cmd, run
+from .workers import ProcessChain, Worker, cmd, run
 
 __version__ = "0.1.0"
 

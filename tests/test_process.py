@@ -1,4 +1,4 @@
-"""Tests of ``pk.cmd`` / ``pk.run`` (:mod:`pipekit.process`): processes as handles, as
+"""Tests of ``pk.cmd`` / ``pk.run`` (:mod:`pipekit.workers`): processes as handles, as
 pipeline stages, and in shell-style compositions - all with real executables (``cat``,
 ``grep``, ``jq``, ``awk``, ``sort``, ``gzip``, ``head``, ``seq``, ``sh``, ``yes``) and real
 Python workers (``python -m pipekit worker``).
@@ -47,7 +47,7 @@ from proc_helpers import (
 import pipekit as pk
 from pipekit.adapters.stdio import PIPE_SIZE, READ_SIZE
 from pipekit.pipeline import BULK_BUFFER_BYTES
-from pipekit.process import OUTPUT_BYTES, OUTPUT_MESSAGES
+from pipekit.workers import OUTPUT_BYTES, OUTPUT_MESSAGES, worker_spec
 
 HANG_GUARD = 15.0  # seconds; only ever reached when something is broken
 MISSING_PROGRAM = "pipekit-test-no-such-program"
@@ -608,6 +608,25 @@ def test_background_job_is_terminated_when_the_trio_run_ends() -> None:
 
 
 # --- Python workers ------------------------------------------------------------------------
+
+
+def test_worker_spec_runs_pipekit_worker_with_a_framed_channel() -> None:
+    spec = worker_spec("app.mod:fn", mode="item", init="app.mod:setup", python="/py")
+    assert spec.argv == (
+        "/py",
+        "-m",
+        "pipekit",
+        "worker",
+        "app.mod:fn",
+        "--mode",
+        "item",
+        "--init",
+        "app.mod:setup",
+    )
+    assert (spec.mode, spec.channel) == ("frames", "PIPEKIT_FD")
+    assert (spec.stdin, spec.stdout, spec.stderr) == ("null", "inherit", "pipe")
+    assert spec.codecs == ("msgpack",)
+    assert spec.label == "app.mod:fn"
 
 
 async def test_python_worker_that_prints_freely_delivers_every_message_intact(

@@ -37,14 +37,15 @@ from proc_helpers import (
 from pipekit.adapters.stdio import (
     PIPE_SIZE,
     STDERR_TAIL,
-    Mode,
     ProcessError,
     ProcessModule,
     ProcessPipe,
     ProcessSpec,
+    Redirect,
+    StdioMode,
+    StdioModeName,
     open_chain,
     open_process,
-    worker_spec,
 )
 from pipekit.kernel import ModuleError, Pipe, ProtocolError, open_kernel
 
@@ -129,7 +130,7 @@ def env_without_channel() -> dict[str, str]:
 # --- specs ----------------------------------------------------------------------------
 
 
-def test_spec_rejects_an_empty_argv_a_bad_mode_and_a_channel_without_frames() -> None:
+def test_spec_rejects_an_empty_argv_a_bad_mode_and_a_bad_channel() -> None:
     with pytest.raises(ValueError, match="argv"):
         ProcessSpec(())
     with pytest.raises(ValueError, match="mode"):
@@ -137,28 +138,23 @@ def test_spec_rejects_an_empty_argv_a_bad_mode_and_a_channel_without_frames() ->
     with pytest.raises(ValueError, match="stdout"):
         ProcessSpec(("cat",), stdout="file")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="channel"):
-        ProcessSpec(("cat",), mode="lines", channel=True)
+        ProcessSpec(("cat",), mode="lines", channel="PIPEKIT_FD")
+    with pytest.raises(ValueError, match="channel"):
+        ProcessSpec(("cat",), mode="frames", channel="")
     with pytest.raises(ValueError, match="max_line"):
         ProcessSpec(("cat",), max_line=0)
 
 
-def test_worker_spec_runs_pipekit_worker_with_a_framed_channel() -> None:
-    spec = worker_spec("app.mod:fn", mode="item", init="app.mod:setup", python="/py")
-    assert spec.argv == (
-        "/py",
-        "-m",
-        "pipekit",
-        "worker",
-        "app.mod:fn",
-        "--mode",
-        "item",
-        "--init",
-        "app.mod:setup",
+def test_spec_takes_the_mode_and_redirections_as_strings_and_keeps_enums() -> None:
+    spec = ProcessSpec(("cat",), mode="jsonl", stdin="null", stderr=Redirect.INHERIT)
+    assert spec.mode is StdioMode.JSONL
+    assert [str(mode) for mode in StdioMode] == ["frames", "lines", "jsonl", "bytes"]
+    assert (spec.stdin, spec.stdout, spec.stderr) == (
+        Redirect.NULL,
+        Redirect.PIPE,
+        Redirect.INHERIT,
     )
-    assert (spec.mode, spec.channel) == ("frames", True)
-    assert (spec.stdin, spec.stdout, spec.stderr) == ("null", "inherit", "pipe")
-    assert spec.codecs == ("msgpack",)
-    assert spec.label == "app.mod:fn"
+    assert all(isinstance(r, Redirect) for r in (spec.stdin, spec.stdout, spec.stderr))
 
 
 # --- modes ----------------------------------------------------------------------------
@@ -205,7 +201,9 @@ async def test_a_long_line_written_in_many_pieces_arrives_whole() -> None:
 
 
 @pytest.mark.parametrize("mode", ["lines", "jsonl"])
-async def test_a_line_longer_than_max_line_is_oversize_naming_the_process(mode: Mode) -> None:
+async def test_a_line_longer_than_max_line_is_oversize_naming_the_process(
+    mode: StdioModeName,
+) -> None:
     # The process writes 64 KiB and never a newline (and then waits): the reader gives up
     # once max_line bytes are in, without waiting for the line to end.
     script = "import sys, time; sys.stdout.write('7' * 65536); sys.stdout.flush(); time.sleep(60)"
@@ -275,7 +273,7 @@ async def test_channel_keeps_frames_off_stdout_so_prints_are_harmless(
     echo_child: list[str], capfd: pytest.CaptureFixture[str]
 ) -> None:
     messages: list[Any] = [{"n": i, "text": "é" * i} for i in range(200)]
-    spec = ProcessSpec(tuple(echo_child), mode="frames", channel=True, stdout="inherit")
+    spec = ProcessSpec(tuple(echo_child), mode="frames", channel="PIPEKIT_FD", stdout="inherit")
     async with open_process(spec) as child:
         got = []
         for m in messages:  # one at a time, so the child prints once per message
@@ -354,7 +352,7 @@ async def test_chain_upstream_killed_by_sigpipe_is_not_a_failure() -> None:
     async with open_chain(specs) as chain:
         assert await collect(chain) == ["1", "2"]
         assert await chain.wait() == 0
-        seq = chain._children[0]
+        seq = chain._processes.first
         assert seq.process.returncode == -signal.SIGPIPE
 
 

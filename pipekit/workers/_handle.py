@@ -1,60 +1,34 @@
-"""Processes for people: ``pk.run`` (Python workers), ``pk.cmd`` (any executable).
-
-Both return a :class:`Worker`. A worker is two things:
-
-* a **handle** you drive from trio::
-
-      async with pk.run("myapp.enrich:main") as w:
-          await w.send(record)
-          enriched = await w.receive(timeout=5)
-          reply = await w.call(other)          # send, then receive
-
-  leaving the block ENDs the worker's input and waits for it (or kills it if the block
-  raised); ``kill``, ``wait``, ``is_alive``, ``pid``, ``exit_code`` and ``stderr``
-  are there as for a shell job;
-
-* a **pipeline stage**: ``pk.source(items) | pk.run(a) | pk.cmd("jq", "-c", ".x") |
-  pk.sink(f)``. Adjacent commands in raw modes are joined by an OS pipe, as a shell does.
-
-Shell-style composition: ``a.then(b)`` runs ``b`` if ``a`` succeeded (``&&``),
-``a.otherwise(b)`` if it failed (``||``), ``a.background()`` starts it without waiting
-(``&``). Python workers talk msgpack frames on a dedicated descriptor (so ``print`` in
-the worker is harmless); commands get JSON lines (``mode="jsonl"``, the default),
-``"lines"`` of text, ``"bytes"``, or pipekit/1 ``"frames"``.
-"""
+"""The :class:`Worker` handle - a process you drive from trio that is also a pipeline
+stage - and shell-style composition of workers (``&&``, ``||``, ``&``)."""
 
 from __future__ import annotations
 
 import contextlib
-import os
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any
 
 import trio
 
-from .adapters.stdio import (
-    DEFAULT_MAX_LINE,
+from ..adapters.stdio import (
     ProcessError,
+    ProcessErrorKind,
     ProcessModule,
     ProcessPipe,
     ProcessSpec,
+    Redirect,
+    StdioMode,
     open_process,
-    worker_spec,
 )
-from .kernel import Module, Pipe, RestartPolicy, batch_failure
-from .kernel.scopes import open_plain_nursery
-from .pipeline import Stage, _Options, _options
+from ..kernel import Module
+from ..pipeline import Stage, _Options
+from ._stages import ChainStage, FanOutModule, ItemModule
 
-__all__ = ["ProcessChain", "Worker", "cmd", "run"]
-
-Mode = Literal["frames", "lines", "jsonl", "bytes"]
 OUTPUT_MESSAGES = 100_000
 """Messages :attr:`Worker.output` keeps (the most recent)."""
 OUTPUT_BYTES = 16 * 1024 * 1024
 """Bytes of ``bytes``/``str`` messages :attr:`Worker.output` keeps (the most recent)."""
-Stdio = Literal["pipe", "inherit", "null"]
 
 
 class Worker(Stage):
@@ -99,7 +73,7 @@ class Worker(Stage):
     def raw(self) -> bool:
         """True for a command in a raw mode (it can be joined to its neighbours by an OS
         pipe)."""
-        return self.spec.mode != "frames"
+        return self.spec.mode != StdioMode.FRAMES
 
     can_lead = True
 
@@ -107,16 +81,16 @@ class Worker(Stage):
         if self.pool_args is not None:
             if first:
                 raise ValueError(f"{self.label}: an item-mode worker cannot lead a pipeline")
-            return _ItemModule(self.pool_args, self.workers, name=self.label)
-        if not first and self.spec.stdin != "pipe" and not self.spec.channel:
+            return ItemModule(self.pool_args, self.workers, name=self.label)
+        if not first and self.spec.stdin != Redirect.PIPE and self.spec.channel is None:
             raise ValueError(
-                f"{self.label} has stdin={self.spec.stdin!r} and cannot take the messages of "
+                f"{self.label} has stdin={str(self.spec.stdin)!r} and cannot take the messages of "
                 "the stage before it: only a pipeline's first stage may leave stdin unconnected"
             )
         if self.workers > 1:
             if first:
                 raise ValueError(f"{self.label}: a stage with workers > 1 cannot lead a pipeline")
-            return _FanOutModule(self.spec, self.workers, name=self.label)
+            return FanOutModule(self.spec, self.workers, name=self.label)
         return ProcessModule(self.spec, name=self.label, source=first)
 
     @property
@@ -124,12 +98,12 @@ class Worker(Stage):
         return (
             self.raw
             and self.workers == 1
-            and self.spec.stdin == "pipe"
-            and self.spec.stdout == "pipe"
+            and self.spec.stdin == Redirect.PIPE
+            and self.spec.stdout == Redirect.PIPE
         )
 
     def joined(self, following: Sequence[Stage]) -> Stage:
-        return _ChainStage([self, *(w for w in following if isinstance(w, Worker))])
+        return ChainStage([self, *(w for w in following if isinstance(w, Worker))])
 
     # -- as a handle -----------------------------------------------------------------
 
@@ -156,7 +130,7 @@ class Worker(Stage):
                     self._pipe = pipe
                     started.set()
                     await pipe.end()
-                    if self.spec.stdout == "pipe":  # read it, or a chatty job blocks
+                    if self.spec.stdout == Redirect.PIPE:  # read it, or a chatty job blocks
                         async for batch in _batches_quietly(pipe):
                             self._keep_output(batch)
                     await _wait_quietly(pipe)
@@ -294,12 +268,12 @@ class Worker(Stage):
             async with open_process(self.spec) as pipe:
                 self._pipe = pipe
                 await pipe.end()
-                if self.spec.stdout == "pipe":
+                if self.spec.stdout == Redirect.PIPE:
                     async for batch in _batches_quietly(pipe):
                         self._keep_output(batch)
                 return await _wait_quietly(pipe)
         except ProcessError as exc:
-            if exc.kind == "spawn_failed":
+            if exc.kind == ProcessErrorKind.SPAWN_FAILED:
                 raise
             code = self._pipe.returncode if self._pipe is not None else None
             return code if code is not None else 1
@@ -327,12 +301,12 @@ async def _wait_quietly(pipe: ProcessPipe) -> int:
     return code if code is not None else 1
 
 
-async def _batches_quietly(pipe: ProcessPipe) -> Any:
+async def _batches_quietly(pipe: ProcessPipe) -> AsyncIterator[list[Any]]:
     try:
         async for batch in pipe.batches():
             yield batch
     except ProcessError as exc:
-        if exc.kind == "spawn_failed":
+        if exc.kind == ProcessErrorKind.SPAWN_FAILED:
             raise
 
 
@@ -393,234 +367,3 @@ def _in_trio() -> bool:
     except RuntimeError:
         return False
     return True
-
-
-def run(
-    target: str | os.PathLike[str],
-    *,
-    mode: Literal["stream", "item"] = "stream",
-    init: str | None = None,
-    timeout: float | None = None,
-    env: Mapping[str, str] | None = None,
-    cwd: str | os.PathLike[str] | None = None,
-    stdin: Stdio = "null",
-    stdout: Stdio = "inherit",
-    stderr: Stdio = "pipe",
-    kill_grace: float = 5.0,
-    detach: bool = False,
-    workers: int = 1,
-    ordered: bool = True,
-    buffer: int | None = None,
-    buffer_bytes: int | None = None,
-    restart: str | RestartPolicy = "never",
-    max_restarts: int = 3,
-    backoff: float = 0.1,
-) -> Worker:
-    """A Python worker process running ``target``: ``"package.module:function"`` or a
-    ``.py`` path (its ``main``). The worker reads its input stream and writes results
-    (``mode="stream"``), or is called once per item (``mode="item"``); ``init`` names a
-    function it calls once first. Its framed channel is a dedicated descriptor, so its
-    stdout (inherited by default) is free for ``print``.
-
-    As a pipeline stage, ``workers=N`` runs N processes. An item-mode worker gives one
-    result per message, in order (it runs on a :class:`~pipekit.WorkerPool`); a
-    stream-mode worker may emit any number of messages per input, so N of them cannot
-    keep order: pass ``ordered=False``."""
-    if stdout == "pipe":
-        raise ValueError(
-            "a Python worker's stdout carries its print() output, not messages: "
-            "use stdout='inherit' (the default) or 'null'"
-        )
-    if workers > 1 and ordered and mode == "stream":
-        raise ValueError(
-            "a stream-mode worker may emit any number of messages per input, so the order "
-            "of N processes' output cannot be kept: pass ordered=False"
-        )
-    spec = worker_spec(
-        os.fspath(target),
-        mode=mode,
-        init=init,
-        timeout=timeout,
-        env=env,
-        cwd=cwd,
-        stdin=stdin,
-        stdout=stdout,
-        stderr=stderr,
-        kill_grace=kill_grace,
-    )
-    label = f"run({os.path.basename(os.fspath(target))})"
-    worker = Worker(
-        spec,
-        label=label,
-        options=_options(buffer, restart, max_restarts, backoff, buffer_bytes),
-        detach=detach,
-        workers=workers,
-        ordered=ordered,
-    )
-    if mode == "item":
-        worker.pool_args = {
-            "target": os.fspath(target),
-            "init": init,
-            "env": env,
-            "cwd": cwd,
-            "stdout": stdout,
-            "stderr": stderr,
-            "kill_grace": kill_grace,
-        }
-    return worker
-
-
-def cmd(
-    program: str | os.PathLike[str],
-    *args: str | os.PathLike[str],
-    mode: Mode = "jsonl",
-    timeout: float | None = None,
-    env: Mapping[str, str] | None = None,
-    cwd: str | os.PathLike[str] | None = None,
-    stdin: Stdio = "pipe",
-    stdout: Stdio = "pipe",
-    stderr: Stdio = "pipe",
-    kill_grace: float = 5.0,
-    max_line: int = DEFAULT_MAX_LINE,
-    detach: bool = False,
-    workers: int = 1,
-    ordered: bool = True,
-    buffer: int | None = None,
-    buffer_bytes: int | None = None,
-    restart: str | RestartPolicy = "never",
-    max_restarts: int = 3,
-    backoff: float = 0.1,
-) -> Worker:
-    """Any executable as a worker. Messages travel as JSON lines by default
-    (``mode="jsonl"``); ``"lines"`` sends and receives text lines, ``"bytes"`` raw
-    chunks, ``"frames"`` pipekit/1 on stdin/stdout. ``workers=N`` (with
-    ``ordered=False``) runs N copies in a pipeline, least-loaded first."""
-    if workers > 1 and ordered:
-        raise ValueError(
-            "a command may emit any number of messages per input, so the order of N "
-            "copies' output cannot be kept: pass ordered=False"
-        )
-    argv = (os.fspath(program), *(os.fspath(a) for a in args))
-    spec = ProcessSpec(
-        argv,
-        mode=mode,
-        timeout=timeout,
-        env=env,
-        cwd=cwd,
-        stdin=stdin,
-        stdout=stdout,
-        stderr=stderr,
-        kill_grace=kill_grace,
-        max_line=max_line,
-    )
-    label = f"cmd({os.path.basename(argv[0])})"
-    return Worker(
-        spec,
-        label=label,
-        options=_options(buffer, restart, max_restarts, backoff, buffer_bytes),
-        detach=detach,
-        workers=workers,
-        ordered=ordered,
-    )
-
-
-class _ItemModule:
-    """An item-mode worker as a stage: ``size`` processes of a :class:`WorkerPool`
-    call the function once per message. Each input batch is mapped in order; a message
-    whose call failed fails the module (with the :class:`WorkerError`) after the other
-    results of its batch are delivered, as with :func:`pipekit.map`."""
-
-    inputs: tuple[str, ...] = ("inp",)
-    outputs: tuple[str, ...] = ("out",)
-
-    def __init__(self, pool_args: Mapping[str, Any], size: int, *, name: str) -> None:
-        self.pool_args = dict(pool_args)
-        self.size = size
-        self.name = name
-
-    async def run(self, ports: Mapping[str, Pipe]) -> None:
-        from .pool import WorkerError, WorkerPool  # the pool builds on this module
-
-        inp, out = ports["inp"], ports["out"]
-        position = 0  # of the batch's first message in this stage's input
-        async with WorkerPool(size=self.size, **self.pool_args) as pool:
-            async for batch in inp.batches():
-                results = await pool.map(batch)
-                good = [r for r in results if not isinstance(r, WorkerError)]
-                if good:
-                    await out.send_batch(good)
-                errors = [r for r in results if isinstance(r, WorkerError)]
-                for err in errors:
-                    if err.index is not None:
-                        err.index += position  # the message's place in the stream
-                if errors:
-                    raise batch_failure(errors)
-                position += len(batch)
-
-
-class _FanOutModule:
-    """``workers`` copies of one process; each input batch goes to the copy with the
-    fewest messages in flight (sent minus received), outputs are merged as they come.
-    Any copy failing fails the module with its :class:`ProcessError`; a copy that stops
-    reading and exits cleanly ends the module's input (like ``head`` in a shell)."""
-
-    inputs: tuple[str, ...] = ("inp",)
-    outputs: tuple[str, ...] = ("out",)
-
-    def __init__(self, spec: ProcessSpec, workers: int, *, name: str, batch: int = 256) -> None:
-        self.spec = spec
-        self.workers = workers
-        self.name = name
-        self.batch = batch
-
-    async def run(self, ports: Mapping[str, Pipe]) -> None:
-        inp, out = ports["inp"], ports["out"]
-        async with AsyncExitStack() as stack:
-            pipes = [
-                await stack.enter_async_context(open_process(self.spec))
-                for _ in range(self.workers)
-            ]
-            async with open_plain_nursery() as nursery:
-                for pipe in pipes:
-                    nursery.start_soon(self._drain, pipe, out)
-
-                def in_flight(p: ProcessPipe) -> int:
-                    s = p.stats
-                    return s.messages_sent - s.messages_received
-
-                async for batch in inp.batches(self.batch):
-                    target = min(pipes, key=in_flight)
-                    try:
-                        await target.send_batch(batch)
-                    except trio.BrokenResourceError:
-                        # That copy stopped reading: a failure surfaces as its
-                        # ProcessError; a clean exit ends our input, as SIGPIPE would.
-                        await target.wait()
-                        await inp.aclose()
-                        break
-                for pipe in pipes:
-                    await pipe.end()
-
-    @staticmethod
-    async def _drain(pipe: ProcessPipe, out: Pipe) -> None:
-        async for batch in pipe.batches():
-            await out.send_batch(batch)
-
-
-class _ChainStage(Stage):
-    """Adjacent raw-mode commands as one stage: their processes are joined by OS pipes,
-    so the bytes between them never pass through Python."""
-
-    can_lead = True
-    joinable = True
-    bulk_output = True
-
-    def __init__(self, workers: list[Worker]) -> None:
-        super().__init__(" | ".join(w.label for w in workers), workers[0].options)
-        self.workers = workers
-
-    def joined(self, following: Sequence[Stage]) -> Stage:
-        return _ChainStage([*self.workers, *(w for w in following if isinstance(w, Worker))])
-
-    def module(self, *, first: bool = False) -> Module:
-        return ProcessModule([w.spec for w in self.workers], name=self.label, source=first)

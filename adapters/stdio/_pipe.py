@@ -1,0 +1,214 @@
+"""The pipe to a process or a chain of processes: the pipe contract over their stdio,
+framed or raw, with their failures told as theirs."""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Sequence
+from typing import Any
+
+import trio
+
+from ...kernel.errors import ProtocolError
+from ...kernel.framed import FramedPipe
+from ...kernel.pipe import Pipe, PipeStats
+from ._processes import Processes
+from ._raw import RawStdio
+
+
+class ProcessPipe(Pipe):
+    """A :class:`Pipe` to one process or a chain of processes. Made by
+    :func:`open_process` / :func:`open_chain`.
+
+    Sending writes to the (first) process's stdin; receiving reads the (last) one's
+    stdout. The stream ends (:class:`trio.EndOfChannel`) when stdout closes and every
+    process exited with 0; if one failed, ``receive`` raises its :class:`ProcessError`.
+    """
+
+    def __init__(
+        self,
+        processes: Processes,
+        *,
+        name: str,
+        framed: FramedPipe | None = None,
+        raw: RawStdio | None = None,
+    ) -> None:
+        assert (framed is None) != (raw is None), "a process pipe is framed or raw"
+        self.name = name
+        self._processes = processes
+        self._framed = framed
+        self._raw = raw
+        self._inbox: deque[Any] = deque()
+        self._closed = False
+        self._sent = 0
+        self._received = 0
+
+    # -- process control ----------------------------------------------------------------
+
+    @property
+    def pid(self) -> int:
+        """The pid of the (first) process."""
+        return self._processes.first.pid
+
+    @property
+    def pids(self) -> list[int]:
+        return self._processes.pids
+
+    @property
+    def returncode(self) -> int | None:
+        """The last process's return code (negative: killed by that signal), or None
+        while it runs."""
+        return self._processes.last.process.returncode
+
+    @property
+    def stderr(self) -> str:
+        """The captured stderr tails, one process after the other."""
+        return self._processes.stderr
+
+    def is_alive(self) -> bool:
+        return self._processes.is_alive()
+
+    def kill(self) -> None:
+        """SIGKILL every process now (they are reaped when the scope exits)."""
+        self._processes.kill()
+
+    async def wait(self) -> int:
+        """Wait for every process to exit; return the last one's return code. Raises
+        :class:`ProcessError` if one of them failed (non-zero exit, signal, timeout)."""
+        return await self._processes.wait()
+
+    # -- sending ----------------------------------------------------------------------
+
+    async def send(self, value: Any) -> None:
+        await self.send_batch((value,))
+
+    async def send_batch(self, values: Sequence[Any]) -> None:
+        if self._closed:
+            raise trio.ClosedResourceError(f"{self.name}: pipe is closed")
+        if self._framed is not None:
+            try:
+                await self._framed.send_batch(values)
+            except (ProtocolError, trio.BrokenResourceError) as exc:
+                if isinstance(exc, ProtocolError) and exc.kind == "oversize":
+                    raise  # refused before anything was queued: the channel is intact
+                raise await self._processes.outcome(exc) from exc
+            return
+        assert self._raw is not None
+        await self._raw.send_batch(values)
+        self._sent += len(values)
+
+    async def end(self) -> None:
+        if self._framed is not None:
+            await self._framed.end()
+            return
+        assert self._raw is not None
+        await self._raw.end()
+
+    async def fail(self, exc: BaseException) -> None:
+        if self._framed is not None:
+            await self._framed.fail(exc)
+            return
+        await self.end()  # raw modes have no way to say "error": close stdin
+
+    # -- receiving --------------------------------------------------------------------
+
+    async def receive(self) -> Any:
+        if not self._inbox:
+            self._inbox.extend(await self.receive_batch())
+        else:
+            await trio.lowlevel.checkpoint()
+        self._received += 1
+        return self._inbox.popleft()
+
+    async def receive_batch(self, max_items: int | None = None) -> list[Any]:
+        if self._closed:
+            raise trio.ClosedResourceError(f"{self.name}: pipe is closed")
+        if self._inbox:
+            await trio.lowlevel.checkpoint()
+            batch = list(self._inbox)
+            self._inbox.clear()
+        elif self._framed is not None:
+            try:
+                batch = await self._framed.receive_batch(max_items)
+            except trio.EndOfChannel:
+                await self._finish_stream()
+                raise
+            except (ProtocolError, trio.BrokenResourceError) as exc:
+                raise await self._processes.outcome(exc) from exc
+        else:
+            batch = await self._read_raw()
+        if max_items is not None and len(batch) > max_items:
+            self._inbox.extend(batch[max_items:])
+            batch = batch[:max_items]
+        self._received += len(batch)
+        return batch
+
+    async def _read_raw(self) -> list[Any]:
+        raw = self._raw
+        assert raw is not None
+        if raw.stdout is None:
+            await trio.lowlevel.checkpoint()
+            raise trio.EndOfChannel
+        while True:
+            if raw.failure is not None:  # found after the lines before it
+                await trio.lowlevel.checkpoint()
+                raise await self._processes.describe(raw.failure)
+            if raw.eof:
+                await self._finish_stream()
+                raise trio.EndOfChannel
+            try:
+                data = await raw.receive_some()
+            except trio.BrokenResourceError as exc:
+                raise await self._processes.outcome(exc) from exc
+            try:
+                batch = raw.decode(data)
+            except ProtocolError as exc:
+                raise await self._processes.describe(exc) from exc
+            if batch:
+                return batch
+
+    def _input_open(self) -> bool:
+        if self._framed is not None:
+            return self._framed.conn.send_state == "open"
+        assert self._raw is not None
+        return self._raw.input_open
+
+    async def _finish_stream(self) -> None:
+        """The output ended: the stream ends cleanly only if every process succeeds.
+
+        A process may close its output and still read its input until we END it, so
+        while our input is open the wait is bounded; a failure after that is reported
+        by :meth:`wait` and when the block exits."""
+        processes = self._processes
+        if self._input_open():
+            with trio.move_on_after(min(1.0, processes.last.spec.kill_grace)):
+                await processes.wait_all()
+            if processes.is_alive():
+                return
+        else:
+            await processes.wait_all()
+        await processes.raise_if_failed()
+
+    async def aclose(self) -> None:
+        self._closed = True
+        if self._framed is not None:
+            await self._framed.aclose()
+        if self._raw is not None:
+            await self._raw.aclose()
+
+    @property
+    def stats(self) -> PipeStats:
+        if self._framed is not None:
+            return self._framed.stats
+        assert self._raw is not None
+        return PipeStats(
+            messages_sent=self._sent,
+            messages_received=self._received,
+            bytes_sent=self._raw.bytes_sent,
+            bytes_received=self._raw.bytes_received,
+            paused_seconds=self._raw.paused,
+            queue_depth=len(self._inbox),
+        )
+
+    def __repr__(self) -> str:
+        return f"<ProcessPipe {self.name!r} pids={self.pids}>"

@@ -1,0 +1,35 @@
+"""The spec of a Python worker process: how ``python -m pipekit worker`` is started."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, Literal
+
+from ..adapters.stdio import ProcessSpec, Redirect, StdioMode
+from ..child import FD_ENV
+
+
+def worker_spec(
+    target: str,
+    *,
+    mode: Literal["stream", "item"] = "stream",
+    init: str | None = None,
+    python: str | None = None,
+    **options: Any,
+) -> ProcessSpec:
+    """The spec of a Python worker process: ``python -m pipekit worker TARGET`` with its
+    framed channel on a dedicated socket (stdout stays free for ``print``), whose
+    descriptor number the worker finds in ``$PIPEKIT_FD``.
+
+    ``target`` is ``"package.module:function"`` or a ``.py`` path (its ``main``);
+    ``mode`` ``stream`` hands the function the whole stream, ``item`` calls it once per
+    item. ``init`` names a function the worker calls once before any message.
+    ``options`` are more :class:`~pipekit.adapters.stdio.ProcessSpec` fields."""
+    argv = [python or sys.executable, "-m", "pipekit", "worker", target, "--mode", mode]
+    if init is not None:
+        argv += ["--init", init]
+    options.setdefault("stdout", Redirect.INHERIT)
+    options.setdefault("stdin", Redirect.NULL)
+    options.setdefault("codecs", ("msgpack",))
+    options.setdefault("name", target)
+    return ProcessSpec(tuple(argv), mode=StdioMode.FRAMES, channel=FD_ENV, **options)
