@@ -19,8 +19,8 @@ from .kernel import (
     open_kernel,
 )
 from .pipeline import Pipeline, Stage, collect, filter, map, remote, sink, source, thread
-from .pool import WorkerError, WorkerPool
 from .process import ProcessChain, Worker, cmd, run
+from .workers import WorkerError, WorkerPool
 
 __version__ = "0.1.0"
 
