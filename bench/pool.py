@@ -56,7 +56,7 @@ if str(ROOT) not in sys.path:
 import trio  # noqa: E402
 
 import pipekit as pk  # noqa: E402
-from pipekit.pool import PoolStats  # noqa: E402
+from pipekit.workers import PoolStats  # noqa: E402
 
 SIZE = 2
 THIS = str(Path(__file__).resolve())

@@ -19,8 +19,7 @@ from .kernel import (
     open_kernel,
 )
 from .pipeline import Pipeline, Stage, collect, filter, map, remote, sink, source, thread
-from .pool import WorkerError, WorkerPool
-from .workers import ProcessChain, Worker, cmd, run
+from .workers import ProcessChain, Worker, WorkerError, WorkerPool, cmd, run
 
 __version__ = "0.1.0"
 

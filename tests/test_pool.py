@@ -35,16 +35,15 @@ from pool_workers import (
 )
 
 import pipekit as pk
-import pipekit.pool
-from pipekit.pool import (
-    _RAN,
-    _SUSPECT,
-    CHUNK_SECONDS,
-    FIRST_CHUNK,
-    _Flight,
-    _StreamRun,
-    _water_fill,
-)
+from pipekit.workers import CHUNK_SECONDS
+from pipekit.workers._dispatch import water_fill
+from pipekit.workers._queue import Flight, SegmentState
+from pipekit.workers._records import ProgressRecords
+from pipekit.workers._runs import StreamRun
+from pipekit.workers._sizing import FIRST_CHUNK
+from pipekit.workers._worker import Worker
+
+FRESH, RAN, SUSPECT = SegmentState.FRESH, SegmentState.RAN, SegmentState.SUSPECT
 
 WORKERS = Path(__file__).with_name("pool_workers.py")
 HANG_GUARD = 20.0  # seconds; only ever reached when something is broken
@@ -293,13 +292,13 @@ async def test_items_much_larger_than_the_last_ones_are_chunked_by_their_own_siz
     # a 12 MB chunk, larger than a frame, were it built by the old estimate (it would
     # fail to encode and be split in halves until it fits).
     unsendable: list[BaseException] = []
-    original = pk.WorkerPool._unsendable
+    original = Worker._unsendable
 
-    def spy(self: pk.WorkerPool, worker: Any, first: int, exc: BaseException) -> Any:
+    def spy(self: Worker, first: int, exc: BaseException) -> Any:
         unsendable.append(exc)
-        return original(self, worker, first, exc)
+        return original(self, first, exc)
 
-    monkeypatch.setattr(pk.WorkerPool, "_unsendable", spy)
+    monkeypatch.setattr(Worker, "_unsendable", spy)
     big = [bytes([i]) * 200_000 for i in range(60)]
     with trio.fail_after(HANG_GUARD):
         async with pk.WorkerPool(target("size"), size=2) as pool:
@@ -402,7 +401,7 @@ async def test_a_worker_killed_from_outside_costs_no_item(tmp_path: Path) -> Non
 async def test_without_a_progress_record_every_unanswered_item_is_isolated(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(pipekit.pool._Progress, "create", classmethod(lambda cls, slots: None))
+    monkeypatch.setattr(ProgressRecords, "create", classmethod(lambda cls, slots: None))
     with trio.fail_after(HANG_GUARD):
         async with pk.WorkerPool(target("crash"), size=2) as pool:
             results = await pool.map(range(500))
@@ -432,9 +431,9 @@ class _Record:
 
 
 class _DeadWorker:
-    """What WorkerPool._settle reads of a worker whose process is gone."""
+    """What the pool reads of a worker whose process is gone, when it settles its items."""
 
-    def __init__(self, flights: list[_Flight]) -> None:
+    def __init__(self, flights: list[Flight]) -> None:
         self.slot = 0
         self.pid = 4242
         self.inflight = deque(flights)
@@ -445,63 +444,74 @@ class _DeadWorker:
     def describe(self) -> str:
         return "worker 0 (pid 4242)"
 
+    def take_flights(self) -> list[Flight]:
+        flights = list(self.inflight)
+        self.inflight.clear()
+        self.load = 0
+        return flights
 
-def settle(flights: list[_Flight], record: tuple[int, int] | None) -> pk.WorkerPool:
+
+def settle(flights: list[Flight], record: tuple[int, int] | None) -> pk.WorkerPool:
     """A pool (not started) after settling a dead worker that held ``flights``."""
     pool = pk.WorkerPool(target("square"), size=1)
-    pool._progress = _Record(*record) if record else None  # type: ignore[assignment]
+    supervisor = pool._supervisor
+    supervisor.progress = _Record(*record) if record else None  # type: ignore[assignment]
     worker: Any = _DeadWorker(flights)
-    pool._limbo = worker.load
-    pool._settle(worker)
+    supervisor.limbo = worker.load
+    supervisor.settle(worker)
     return pool
 
 
-def queued(pool: pk.WorkerPool) -> list[tuple[list[int], int]]:
+def queued(pool: pk.WorkerPool) -> list[tuple[list[int], SegmentState]]:
     return [
-        ([s.base + k for k in range(s.pos, s.stop)], s.kind)  # type: ignore[operator]
-        for s in pool._pending
+        ([s.base + k for k in range(s.pos, s.stop)], s.state)  # type: ignore[operator]
+        for s in pool._dispatcher.pending
     ]
+
+
+def suspects(pool: pk.WorkerPool) -> list[int | None]:
+    return [index for _, index, _ in pool._dispatcher.suspects]
 
 
 def test_settling_a_crash_requeues_by_what_ran() -> None:
     # Ids 100..109 are items 0..9, 110..114 items 10..14; the worker answered items 0-1
     # and was running the slice of ids 104..107 (items 4-7).
-    run = _StreamRun()
-    first = _Flight(100, run, 0, list(range(10)))
+    run = StreamRun()
+    first = Flight(100, run, 0, list(range(10)))
     first.done = 2
-    pool = settle([first, _Flight(110, run, 10, list(range(10, 15)))], (104, 108))
-    assert queued(pool) == [([2, 3], _RAN), ([8, 9], 0), ([10, 11, 12, 13, 14], 0)]
-    assert [index for _, index, _ in pool._suspects] == [4, 5, 6, 7]
+    pool = settle([first, Flight(110, run, 10, list(range(10, 15)))], (104, 108))
+    assert queued(pool) == [([2, 3], RAN), ([8, 9], FRESH), ([10, 11, 12, 13, 14], FRESH)]
+    assert suspects(pool) == [4, 5, 6, 7]
     assert not run.ready  # nothing delivered: all 13 unanswered items run again
     assert (pool.stats.pending, pool.stats.retried) == (13, 13)
 
 
 def test_settling_does_not_run_an_item_a_third_time() -> None:
     # Items 0-5 had already run once (their answers lost with another worker).
-    run = _StreamRun()
-    pool = settle([_Flight(100, run, 0, list(range(6)), _RAN)], (102, 104))
+    run = StreamRun()
+    pool = settle([Flight(100, run, 0, list(range(6)), RAN)], (102, 104))
     errors = dict(run.ready)
     assert sorted(errors) == [0, 1, 2, 3]
     assert all(isinstance(e, pk.WorkerError) and e.kind == "terminated" for e in errors.values())
     assert "already lost once" in errors[0].message
-    assert queued(pool) == [([4, 5], _RAN)] and not pool._suspects
+    assert queued(pool) == [([4, 5], RAN)] and not pool._dispatcher.suspects
 
 
 def test_settling_a_lone_item_makes_it_the_culprit_whatever_the_record() -> None:
-    run = _StreamRun()
-    pool = settle([_Flight(100, run, 7, [7], _SUSPECT)], (90, 95))
+    run = StreamRun()
+    pool = settle([Flight(100, run, 7, [7], SUSPECT)], (90, 95))
     ((index, error),) = run.ready
     assert index == 7 and isinstance(error, pk.WorkerError) and error.kind == "terminated"
-    assert error.exit_code == 1 and not pool._pending and not pool._suspects
+    assert error.exit_code == 1 and not pool._dispatcher.pending and not pool._dispatcher.suspects
 
 
 def test_settling_without_a_record_suspects_every_unanswered_item() -> None:
-    run = _StreamRun()
-    first = _Flight(100, run, 0, list(range(5)))
+    run = StreamRun()
+    first = Flight(100, run, 0, list(range(5)))
     first.done = 3
-    pool = settle([first, _Flight(105, run, 5, [5, 6])], None)
-    assert [index for _, index, _ in pool._suspects] == [3, 4, 5, 6]
-    assert not pool._pending and not run.ready
+    pool = settle([first, Flight(105, run, 5, [5, 6])], None)
+    assert suspects(pool) == [3, 4, 5, 6]
+    assert not pool._dispatcher.pending and not run.ready
 
 
 def test_worker_error_pickles_with_its_fields() -> None:
@@ -537,4 +547,4 @@ def test_batch_dispatch_matches_choosing_the_least_loaded_worker_per_item(
         best = min(free, key=lambda i: current[i])
         current[best] += 1
         expected[best] += 1
-    assert _water_fill(loads, caps, available) == expected
+    assert water_fill(loads, caps, available) == expected

@@ -23,8 +23,6 @@ seconds, and is reaped: no orphans, no zombies. Failures are :class:`ProcessErro
 or signal, and the tail of the process's stderr.
 """
 
-from typing import TYPE_CHECKING
-
 from ._chain import open_chain, open_process
 from ._errors import ProcessError, ProcessErrorKind
 from ._framedstdio import STDOUT_DRAIN
@@ -55,16 +53,3 @@ __all__ = [
     "open_process",
 ]
 
-
-# Transitional, for wave 2 to delete: pipekit/pool.py still imports worker_spec from
-# here. It belongs to pipekit.workers; this adapter does not know the worker layer.
-if TYPE_CHECKING:
-    from ...workers._launch import worker_spec as worker_spec
-else:
-
-    def __getattr__(name: str) -> object:
-        if name == "worker_spec":
-            from ...workers import worker_spec
-
-            return worker_spec
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,24 +1,43 @@
-"""Processes for people: ``pk.run`` (Python workers) and ``pk.cmd`` (any executable).
+"""Processes for people: ``pk.run`` (Python workers), ``pk.cmd`` (any executable) and
+:class:`WorkerPool` (a function called once per item in reused processes).
 
-Both return a :class:`Worker`, which is two things: a handle you drive from trio
-(``async with pk.run("app.enrich:main") as w: await w.call(record)``; leaving the block
-ENDs the worker's input and waits for it, or kills it if the block raised), and a
-pipeline stage (``pk.source(items) | pk.run(a) | pk.cmd("jq", "-c", ".x") | pk.sink(f)``;
-adjacent raw-mode commands are joined by an OS pipe, as a shell does). ``a.then(b)``,
-``a.otherwise(b)`` and ``a.background()`` compose workers as a shell's ``&&``, ``||``
-and ``&`` do. :func:`worker_spec` is the process spec of a Python worker, for the stdio
-adapter.
+``pk.run``/``pk.cmd`` return a :class:`Worker`, which is two things: a handle you drive
+from trio (``async with pk.run("app.enrich:main") as w: await w.call(record)``; leaving
+the block ENDs the worker's input and waits for it, or kills it if the block raised),
+and a pipeline stage (``pk.source(items) | pk.run(a) | pk.cmd("jq", "-c", ".x") |
+pk.sink(f)``; adjacent raw-mode commands are joined by an OS pipe, as a shell does).
+``a.then(b)``, ``a.otherwise(b)`` and ``a.background()`` compose workers as a shell's
+``&&``, ``||`` and ``&`` do. :func:`worker_spec` is the process spec of a Python worker,
+for the stdio adapter. This floor also holds the item protocol between parent and
+child and the child runtime behind ``pipekit worker`` (whose user-facing module is
+:mod:`pipekit.child`).
 """
 
+from ._crashes import MAX_BARREN_DEATHS
+from ._errors import WorkerError, WorkerErrorKind
 from ._handle import OUTPUT_BYTES, OUTPUT_MESSAGES, ProcessChain, Worker
 from ._launch import worker_spec
+from ._pool import WorkerPool
 from ._process import cmd, run
+from ._results import UnorderedResults
+from ._sizing import CHUNK_BYTES, CHUNK_SECONDS, MAX_CHUNK, TAIL_SECONDS
+from ._stats import PoolStats
 
 __all__ = [
+    "CHUNK_BYTES",
+    "CHUNK_SECONDS",
+    "MAX_BARREN_DEATHS",
+    "MAX_CHUNK",
     "OUTPUT_BYTES",
     "OUTPUT_MESSAGES",
+    "TAIL_SECONDS",
+    "PoolStats",
     "ProcessChain",
+    "UnorderedResults",
     "Worker",
+    "WorkerError",
+    "WorkerErrorKind",
+    "WorkerPool",
     "cmd",
     "run",
     "worker_spec",

@@ -13,6 +13,8 @@ from ..adapters.stdio import ProcessModule, ProcessPipe, ProcessSpec, open_proce
 from ..kernel import Module, Pipe, batch_failure
 from ..kernel.scopes import open_plain_nursery
 from ..pipeline import Stage
+from ._errors import WorkerError
+from ._pool import WorkerPool
 
 if TYPE_CHECKING:
     from ._handle import Worker
@@ -33,8 +35,6 @@ class ItemModule:
         self.name = name
 
     async def run(self, ports: Mapping[str, Pipe]) -> None:
-        from ..pool import WorkerError, WorkerPool  # the pool builds on this package
-
         inp, out = ports["inp"], ports["out"]
         position = 0  # of the batch's first message in this stage's input
         async with WorkerPool(size=self.size, **self.pool_args) as pool:

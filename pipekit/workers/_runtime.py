@@ -1,0 +1,159 @@
+"""The entry of a worker process, :func:`run_worker`: claim the channel, load the
+target, serve it over pipekit/1 as the accepting side, and exit with the right code.
+
+The channel is the socket whose descriptor number is in :data:`FD_ENV`, so that the
+child's own stdout and stderr stay free; without it the channel is the child's
+stdin/stdout, and then descriptor 1 and ``sys.stdout`` are redirected to stderr and
+stdin to ``/dev/null``, so that nothing the worker prints or reads can corrupt the
+frames.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import sys
+import traceback
+from collections.abc import Awaitable, Callable
+from typing import Literal
+
+import trio
+
+from ..kernel import FramedPipe, PipekitError, framed_pipe
+from ._bridge import bridge
+from ._items import item_body, no_mark, progress_marker, send_item_replies
+from ._outcome import EXIT_FAILED, EXIT_USAGE, ChannelLost, Failure, Stop
+from ._signals import install_signal_handlers, state
+from ._stream import run_async, stream_body
+from ._targets import StreamShape, TargetError, check_callable_with, load_target, stream_shape
+from ._wire import FD_ENV
+
+Mode = Literal["stream", "item"]
+
+
+def _open_channel() -> Callable[[], trio.abc.Stream]:
+    """Claim the channel's descriptors now (before user code runs); the returned
+    factory wraps them in a trio stream inside the run."""
+    text = os.environ.pop(FD_ENV, None)
+    if text is not None:
+        try:
+            sock = socket.socket(fileno=int(text))
+        except (ValueError, OSError) as exc:
+            raise TargetError(f"{FD_ENV}={text!r} is not a usable socket: {exc}") from None
+        if sock.type != socket.SOCK_STREAM:
+            raise TargetError(f"{FD_ENV}={text!r} is not a stream socket")
+        sock.set_inheritable(False)
+        return lambda: trio.SocketStream(trio.socket.from_stdlib_socket(sock))
+    # No dedicated descriptor: frames on stdin/stdout. Keep duplicates for the channel
+    # and point 0 at /dev/null and 1 (and sys.stdout) at stderr.
+    sys.stdout.flush()
+    rfd, wfd = os.dup(0), os.dup(1)
+    os.dup2(2, 1)
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.close(null)
+    sys.stdout = sys.stderr
+    return lambda: trio.StapledStream(trio.lowlevel.FdStream(wfd), trio.lowlevel.FdStream(rfd))
+
+
+async def _serve(
+    make_stream: Callable[[], trio.abc.Stream],
+    name: str,
+    runner: Callable[[FramedPipe], Awaitable[int]],
+) -> int:
+    code = EXIT_FAILED
+    with state.scope:
+        state.token = trio.lowlevel.current_trio_token()
+        if state.stopping:  # signalled while the run was starting
+            state.scope.cancel()
+        try:
+            async with framed_pipe(make_stream(), initiator=False, name=name) as pipe:
+                try:
+                    code = await runner(pipe)
+                except ChannelLost as exc:
+                    state.lost = True
+                    _say(f"channel to the parent lost: {exc}")
+                    code = EXIT_FAILED
+                except Stop as stop:
+                    code = stop.code
+        except (PipekitError, trio.BrokenResourceError) as exc:
+            state.lost = True
+            _say(f"channel failed: {exc}")
+            code = EXIT_FAILED
+        finally:
+            state.token = None
+    if state.stopping:
+        return state.exit_code
+    return code
+
+
+def _say(line: str) -> None:
+    print(f"pipekit worker: {line}", file=sys.stderr, flush=True)
+
+
+def _flush_stdio() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+
+
+def run_worker(target: str, *, mode: Mode = "stream", init: str | None = None) -> int:
+    """Serve ``target`` to the parent over the channel (see :mod:`pipekit.child`) and
+    return the exit code; after SIGTERM or a lost channel the process exits at once
+    (``os._exit``, after flushing stdout/stderr) so that stray threads cannot hold it.
+
+    Call it in a fresh process only: it claims the channel descriptors and installs
+    signal handlers."""
+    install_signal_handlers()
+    loading = target
+    try:
+        make_stream = _open_channel()
+        mark = progress_marker() if mode == "item" else no_mark
+        fn = load_target(target)
+        loading = init or target
+        init_fn = load_target(init) if init is not None else None
+        if init_fn is not None:
+            check_callable_with(init_fn, 0, init or "", "INIT must take no arguments")
+        runner: Callable[[FramedPipe], Awaitable[int]]
+        failures: list[Failure] = []
+        if mode == "item":
+            check_callable_with(fn, 1, target, "an item-mode target takes one argument")
+            body = item_body(fn, init_fn, failures, mark)
+
+            def runner(pipe: FramedPipe) -> Awaitable[int]:
+                return bridge(pipe, body, failures, unencodable=send_item_replies)
+
+        elif mode == "stream":
+            shape, nargs = stream_shape(fn, target)
+            if shape == StreamShape.ASYNC:
+
+                def runner(pipe: FramedPipe) -> Awaitable[int]:
+                    return run_async(pipe, fn, nargs, init_fn)
+
+            else:
+                stream_thread_body = stream_body(fn, shape, init_fn, failures)
+
+                def runner(pipe: FramedPipe) -> Awaitable[int]:
+                    return bridge(pipe, stream_thread_body, failures)
+
+        else:
+            raise TargetError(f"unknown mode {mode!r} (stream or item)")
+    except TargetError as exc:
+        _say(str(exc))
+        return EXIT_USAGE
+    except Exception as exc:
+        traceback.print_exc()
+        _say(f"importing {loading} failed: {type(exc).__name__}: {exc}")
+        return EXIT_USAGE
+
+    state.running = True
+    try:
+        code = trio.run(_serve, make_stream, target, runner)
+    finally:
+        state.running = False
+    if state.stopping or state.lost:
+        # Signalled, or the parent is gone: exit now, whatever threads user code left.
+        _flush_stdio()
+        os._exit(code)
+    return code
