@@ -7,6 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from ..kernel import ModuleError
+from ..workers import WorkerMode
 from ._commands import cmd_demo, cmd_run, cmd_serve, cmd_worker
 
 __all__ = ["build_parser", "main"]
@@ -48,8 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     worker.add_argument(
         "--mode",
-        choices=("stream", "item"),
-        default="stream",
+        choices=[mode.value for mode in WorkerMode],
+        default=WorkerMode.STREAM.value,
         help="stream: the target owns the stream (default); item: fn(item) -> result",
     )
     worker.add_argument(

@@ -15,7 +15,6 @@ messages), ``buffer_bytes=`` and restart options (``restart=``, ``max_restarts=`
 ``ordered=False``.
 """
 
-from ..kernel import RestartPolicy
 from ._pipeline import BULK_BUFFER_BYTES, Pipeline
 from ._remote import remote
 from ._settings import ParallelStageOptions, StageOptions, StageSettings
@@ -41,21 +40,3 @@ __all__ = [
     "thread",
 ]
 
-# pipekit.process builds its stages with these two until it takes StageOptions.
-_Options = StageSettings
-
-
-def _options(
-    buffer: int | None,
-    restart: str | RestartPolicy,
-    max_restarts: int,
-    backoff: float,
-    buffer_bytes: int | None = None,
-) -> StageSettings:
-    return StageSettings(
-        buffer=buffer,
-        buffer_bytes=buffer_bytes,
-        restart=restart,
-        max_restarts=max_restarts,
-        backoff=backoff,
-    )

@@ -22,6 +22,7 @@ from ._process import cmd, run
 from ._results import UnorderedResults
 from ._sizing import CHUNK_BYTES, CHUNK_SECONDS, MAX_CHUNK, TAIL_SECONDS
 from ._stats import PoolStats
+from ._wire import WorkerMode
 
 __all__ = [
     "CHUNK_BYTES",
@@ -37,6 +38,7 @@ __all__ = [
     "Worker",
     "WorkerError",
     "WorkerErrorKind",
+    "WorkerMode",
     "WorkerPool",
     "cmd",
     "run",

@@ -4,6 +4,7 @@ stage - and shell-style composition of workers (``&&``, ``||``, ``&``)."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack
 from types import TracebackType
@@ -22,7 +23,7 @@ from ..adapters.stdio import (
     open_process,
 )
 from ..kernel import Module
-from ..pipeline import Stage, _Options
+from ..pipeline import Stage, StageSettings
 from ._stages import ChainStage, FanOutModule, ItemModule
 
 OUTPUT_MESSAGES = 100_000
@@ -41,18 +42,14 @@ class Worker(Stage):
         spec: ProcessSpec,
         *,
         label: str,
-        options: _Options,
+        options: StageSettings,
         detach: bool,
-        workers: int = 1,
-        ordered: bool = True,
     ) -> None:
         super().__init__(label, options)
-        if workers < 1:
-            raise ValueError("workers must be at least 1")
         self.spec = spec
         self.detach = detach
-        self.workers = workers
-        self.ordered = ordered
+        self.workers = options.workers
+        self.ordered = options.ordered
         self.pool_args: dict[str, Any] | None = None
         """Set for an item-mode Python worker: as a stage it runs on a WorkerPool."""
         self._stack: AsyncExitStack | None = None
@@ -291,7 +288,8 @@ class Worker(Stage):
     def background(self) -> Worker:
         """``self &``: a copy that starts without tying the caller's scope to it; the
         process is still terminated when the trio run ends."""
-        return Worker(self.spec, label=self.label, options=self.options, detach=True)
+        options = dataclasses.replace(self.options, workers=1, ordered=True)
+        return Worker(self.spec, label=self.label, options=options, detach=True)
 
 
 async def _wait_quietly(pipe: ProcessPipe) -> int:

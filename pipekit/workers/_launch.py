@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import sys
-from typing import Any, Literal
+from typing import Any
 
 from ..adapters.stdio import ProcessSpec, Redirect, StdioMode
-from ..child import FD_ENV
+from ._wire import FD_ENV, WorkerMode, WorkerModeName
 
 
 def worker_spec(
     target: str,
     *,
-    mode: Literal["stream", "item"] = "stream",
+    mode: WorkerMode | WorkerModeName = WorkerMode.STREAM,
     init: str | None = None,
     python: str | None = None,
     **options: Any,
@@ -25,7 +25,8 @@ def worker_spec(
     ``mode`` ``stream`` hands the function the whole stream, ``item`` calls it once per
     item. ``init`` names a function the worker calls once before any message.
     ``options`` are more :class:`~pipekit.adapters.stdio.ProcessSpec` fields."""
-    argv = [python or sys.executable, "-m", "pipekit", "worker", target, "--mode", mode]
+    mode = WorkerMode(mode)
+    argv = [python or sys.executable, "-m", "pipekit", "worker", target, "--mode", mode.value]
     if init is not None:
         argv += ["--init", init]
     options.setdefault("stdout", Redirect.INHERIT)

@@ -94,6 +94,7 @@ from ._runs import MapRun, OneRun
 from ._sizing import MAX_INFLIGHT, ChunkSizer
 from ._stats import Counters, PoolStats
 from ._supervisor import Supervisor
+from ._wire import WorkerMode
 
 Stdio = Literal["pipe", "inherit", "null"]
 
@@ -161,7 +162,7 @@ class WorkerPool:
         self.init_timeout = init_timeout
         self.spec: ProcessSpec = worker_spec(
             self.target,
-            mode="item",
+            mode=WorkerMode.ITEM,
             init=self.init,
             python=python,
             env=env,

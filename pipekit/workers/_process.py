@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import Literal
+from typing import Unpack
 
 from ..adapters.stdio import (
     DEFAULT_MAX_LINE,
@@ -15,16 +15,16 @@ from ..adapters.stdio import (
     StdioMode,
     StdioModeName,
 )
-from ..kernel import RestartPolicy
-from ..pipeline import _options
+from ..pipeline import ParallelStageOptions, StageSettings
 from ._handle import Worker
 from ._launch import worker_spec
+from ._wire import WorkerMode, WorkerModeName
 
 
 def run(
     target: str | os.PathLike[str],
     *,
-    mode: Literal["stream", "item"] = "stream",
+    mode: WorkerMode | WorkerModeName = WorkerMode.STREAM,
     init: str | None = None,
     timeout: float | None = None,
     env: Mapping[str, str] | None = None,
@@ -34,13 +34,7 @@ def run(
     stderr: Redirect | RedirectName = "pipe",
     kill_grace: float = 5.0,
     detach: bool = False,
-    workers: int = 1,
-    ordered: bool = True,
-    buffer: int | None = None,
-    buffer_bytes: int | None = None,
-    restart: str | RestartPolicy = "never",
-    max_restarts: int = 3,
-    backoff: float = 0.1,
+    **options: Unpack[ParallelStageOptions],
 ) -> Worker:
     """A Python worker process running ``target``: ``"package.module:function"`` or a
     ``.py`` path (its ``main``). The worker reads its input stream and writes results
@@ -51,13 +45,16 @@ def run(
     As a pipeline stage, ``workers=N`` runs N processes. An item-mode worker gives one
     result per message, in order (it runs on a :class:`~pipekit.WorkerPool`); a
     stream-mode worker may emit any number of messages per input, so N of them cannot
-    keep order: pass ``ordered=False``."""
+    keep order: pass ``ordered=False``. The other keywords are the
+    :class:`~pipekit.pipeline.ParallelStageOptions`."""
+    mode = WorkerMode(mode)
+    settings = StageSettings.from_options("run", options, ParallelStageOptions)
     if stdout == Redirect.PIPE:
         raise ValueError(
             "a Python worker's stdout carries its print() output, not messages: "
             "use stdout='inherit' (the default) or 'null'"
         )
-    if workers > 1 and ordered and mode == "stream":
+    if settings.workers > 1 and settings.ordered and mode == WorkerMode.STREAM:
         raise ValueError(
             "a stream-mode worker may emit any number of messages per input, so the order "
             "of N processes' output cannot be kept: pass ordered=False"
@@ -75,15 +72,8 @@ def run(
         kill_grace=kill_grace,
     )
     label = f"run({os.path.basename(os.fspath(target))})"
-    worker = Worker(
-        spec,
-        label=label,
-        options=_options(buffer, restart, max_restarts, backoff, buffer_bytes),
-        detach=detach,
-        workers=workers,
-        ordered=ordered,
-    )
-    if mode == "item":
+    worker = Worker(spec, label=label, options=settings, detach=detach)
+    if mode == WorkerMode.ITEM:
         worker.pool_args = {
             "target": os.fspath(target),
             "init": init,
@@ -109,19 +99,15 @@ def cmd(
     kill_grace: float = 5.0,
     max_line: int = DEFAULT_MAX_LINE,
     detach: bool = False,
-    workers: int = 1,
-    ordered: bool = True,
-    buffer: int | None = None,
-    buffer_bytes: int | None = None,
-    restart: str | RestartPolicy = "never",
-    max_restarts: int = 3,
-    backoff: float = 0.1,
+    **options: Unpack[ParallelStageOptions],
 ) -> Worker:
     """Any executable as a worker. Messages travel as JSON lines by default
     (``mode="jsonl"``); ``"lines"`` sends and receives text lines, ``"bytes"`` raw
     chunks, ``"frames"`` pipekit/1 on stdin/stdout. ``workers=N`` (with
-    ``ordered=False``) runs N copies in a pipeline, least-loaded first."""
-    if workers > 1 and ordered:
+    ``ordered=False``) runs N copies in a pipeline, least-loaded first. The other
+    keywords are the :class:`~pipekit.pipeline.ParallelStageOptions`."""
+    settings = StageSettings.from_options("cmd", options, ParallelStageOptions)
+    if settings.workers > 1 and settings.ordered:
         raise ValueError(
             "a command may emit any number of messages per input, so the order of N "
             "copies' output cannot be kept: pass ordered=False"
@@ -140,11 +126,4 @@ def cmd(
         max_line=max_line,
     )
     label = f"cmd({os.path.basename(argv[0])})"
-    return Worker(
-        spec,
-        label=label,
-        options=_options(buffer, restart, max_restarts, backoff, buffer_bytes),
-        detach=detach,
-        workers=workers,
-        ordered=ordered,
-    )
+    return Worker(spec, label=label, options=settings, detach=detach)

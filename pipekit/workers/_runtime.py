@@ -16,7 +16,6 @@ import socket
 import sys
 import traceback
 from collections.abc import Awaitable, Callable
-from typing import Literal
 
 import trio
 
@@ -27,9 +26,9 @@ from ._outcome import EXIT_FAILED, EXIT_USAGE, ChannelLost, Failure, Stop
 from ._signals import install_signal_handlers, state
 from ._stream import run_async, stream_body
 from ._targets import StreamShape, TargetError, check_callable_with, load_target, stream_shape
-from ._wire import FD_ENV
+from ._wire import FD_ENV, WorkerMode, WorkerModeName
 
-Mode = Literal["stream", "item"]
+Mode = WorkerModeName
 
 
 def _open_channel() -> Callable[[], trio.abc.Stream]:
@@ -98,7 +97,9 @@ def _flush_stdio() -> None:
             stream.flush()
 
 
-def run_worker(target: str, *, mode: Mode = "stream", init: str | None = None) -> int:
+def run_worker(
+    target: str, *, mode: WorkerMode | Mode = WorkerMode.STREAM, init: str | None = None
+) -> int:
     """Serve ``target`` to the parent over the channel (see :mod:`pipekit.child`) and
     return the exit code; after SIGTERM or a lost channel the process exits at once
     (``os._exit``, after flushing stdout/stderr) so that stray threads cannot hold it.
@@ -109,7 +110,7 @@ def run_worker(target: str, *, mode: Mode = "stream", init: str | None = None) -
     loading = target
     try:
         make_stream = _open_channel()
-        mark = progress_marker() if mode == "item" else no_mark
+        mark = progress_marker() if mode == WorkerMode.ITEM else no_mark
         fn = load_target(target)
         loading = init or target
         init_fn = load_target(init) if init is not None else None
@@ -117,14 +118,14 @@ def run_worker(target: str, *, mode: Mode = "stream", init: str | None = None) -
             check_callable_with(init_fn, 0, init or "", "INIT must take no arguments")
         runner: Callable[[FramedPipe], Awaitable[int]]
         failures: list[Failure] = []
-        if mode == "item":
+        if mode == WorkerMode.ITEM:
             check_callable_with(fn, 1, target, "an item-mode target takes one argument")
             body = item_body(fn, init_fn, failures, mark)
 
             def runner(pipe: FramedPipe) -> Awaitable[int]:
                 return bridge(pipe, body, failures, unencodable=send_item_replies)
 
-        elif mode == "stream":
+        elif mode == WorkerMode.STREAM:
             shape, nargs = stream_shape(fn, target)
             if shape == StreamShape.ASYNC:
 

@@ -19,7 +19,21 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable
-from typing import Any
+from enum import StrEnum
+from typing import Any, Literal
+
+
+class WorkerMode(StrEnum):
+    """How the child runs its target (``pipekit worker --mode``)."""
+
+    STREAM = "stream"
+    """The target owns the whole stream."""
+    ITEM = "item"
+    """The target is called once per item (the item protocol below)."""
+
+
+WorkerModeName = Literal["stream", "item"]
+"""The strings a caller may pass for a :class:`WorkerMode`."""
 
 FD_ENV = "PIPEKIT_FD"
 """Environment variable holding the channel's descriptor number (removed once read)."""
