@@ -1,6 +1,6 @@
 """A real headless Chromium runs the demo page as a module of a Python pipeline.
 
-The page (``/`` from :func:`pipekit.serve.demo_resources`) imports the browser client
+The page (``/`` from :func:`pipekit.cli.serve.demo_resources`) imports the browser client
 ``/pipekit.js``, connects to the WebSocket endpoint, transforms every reading it receives
 and sends it back. Chromium is Debian's ``chromium`` (``.ci/run`` installs it).
 """
@@ -20,8 +20,8 @@ import pytest
 import trio
 
 from pipekit.adapters import websocket
+from pipekit.cli.serve import demo_resources, readings, stream_through_peer
 from pipekit.kernel import FramedPipe
-from pipekit.serve import demo_resources, readings, stream_through_peer
 
 CHROMIUM_FLAGS = (
     "--headless",

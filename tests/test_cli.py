@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from pipekit.cli import main
-from pipekit.cli._demo import generate_lines, parse_line
+from pipekit.cli.demo import generate_lines, parse_line
 
 ROOT = Path(__file__).resolve().parent.parent
 

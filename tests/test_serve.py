@@ -13,7 +13,7 @@ import trio
 from websockets.exceptions import InvalidStatus
 
 from pipekit.adapters import tcp, websocket
-from pipekit.cli._serve import readings, serve_demo
+from pipekit.cli.serve import readings, serve_demo
 
 HANG_GUARD = 20
 

@@ -16,7 +16,7 @@ import trio
 
 from ..kernel import ModuleStats
 from ..pipeline import Pipeline, Stage
-from ._report import format_progress, format_stats
+from .report import format_progress, format_stats
 
 __all__ = ["cmd_demo", "cmd_run", "cmd_serve", "cmd_worker"]
 
@@ -48,7 +48,7 @@ def _run_pipeline(pipeline: Pipeline, *, quiet: bool) -> Any:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from ._demo import build_pipeline
+    from .demo import build_pipeline
 
     pipeline, stats = build_pipeline(lines=args.lines, seed=args.seed, workers=args.workers)
     print(f"pipekit demo: {args.lines:,} synthetic access-log lines (seed {args.seed})")
@@ -125,7 +125,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from ..adapters import websocket
-    from ._serve import serve_demo
+    from .serve import serve_demo
 
     async def main() -> None:
         async with trio.open_nursery() as nursery:
