@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal as _signal
 from enum import StrEnum
 from typing import Literal
 
@@ -52,3 +53,17 @@ class ProcessError(PipekitError):
         if stderr.strip():
             text += "\n--- stderr (tail) ---\n" + stderr.rstrip()
         super().__init__(text)
+
+    @property
+    def signal_name(self) -> str | None:
+        """The name of :attr:`signal` (``"SIGKILL"``), its number if it has no name, or
+        None if no signal killed the process."""
+        return None if self.signal is None else signal_name(self.signal)
+
+
+def signal_name(number: int) -> str:
+    """``"SIGTERM"`` for 15; the number itself for a signal without a name."""
+    try:
+        return _signal.Signals(number).name
+    except ValueError:
+        return str(number)

@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 
 import trio
 
-from ._errors import ProcessError, ProcessErrorKind
+from ._errors import ProcessError, ProcessErrorKind, signal_name
 from ._spec import ProcessSpec, Redirect
 
 PIPE_SIZE = 1 << 20  # F_SETPIPE_SZ for the pipes we create (capped by the system)
@@ -129,7 +129,7 @@ class Child:
                 )
             elif sig is not None:
                 message = (
-                    f"{self.spec.label} (pid {self.pid}) was killed by signal {_signal_name(sig)}"
+                    f"{self.spec.label} (pid {self.pid}) was killed by signal {signal_name(sig)}"
                 )
             else:
                 message = f"{self.spec.label} (pid {self.pid}) exited with code {exit_code}"
@@ -150,13 +150,6 @@ class Child:
             # As in a shell: its reader stopped reading (``seq | head``).
             return self.timed_out
         return self.timed_out or (code is not None and code != 0 and not self.killed_by_us)
-
-
-def _signal_name(sig: int) -> str:
-    try:
-        return signal.Signals(sig).name
-    except ValueError:
-        return str(sig)
 
 
 async def spawn(

@@ -95,8 +95,8 @@ def _crash_error(
     remote = remote_cause(exc)
     if isinstance(exc, ProcessError):
         message = f"{worker.describe()} died {doing}: "
-        if exc.signal is not None:
-            message += f"killed by signal {_signal_name(exc.signal)}"
+        if exc.signal_name is not None:
+            message += f"killed by signal {exc.signal_name}"
         elif exc.exit_code is not None:
             message += f"exit code {exc.exit_code}"
         else:
@@ -163,12 +163,3 @@ def remote_cause(exc: BaseException | None) -> RemoteError | None:
         exc = exc.__cause__
         seen += 1
     return None
-
-
-def _signal_name(number: int) -> str:
-    import signal
-
-    try:
-        return signal.Signals(number).name
-    except ValueError:
-        return str(number)
