@@ -29,6 +29,11 @@ def size(x: Any) -> int:
     return len(x) if isinstance(x, (bytes, str)) else int(x)
 
 
+def unencodable_for_two(x: int) -> Any:
+    """A result no codec can encode for 2; ``x`` itself otherwise."""
+    return object() if x == 2 else x
+
+
 def poisoned(x: int) -> int:
     """Raises for :data:`POISON`: a per-item failure, the worker goes on."""
     if x == POISON:

@@ -261,6 +261,17 @@ async def test_unencodable_item_is_an_error_value() -> None:
     assert isinstance(submitted, pk.WorkerError) and submitted.index is None
 
 
+async def test_unencodable_result_is_an_error_value_and_the_worker_stays() -> None:
+    with trio.fail_after(HANG_GUARD):
+        async with pk.WorkerPool(target("unencodable_for_two"), size=1) as pool:
+            pids = pool.pids
+            results = await pool.map([1, 2, 3, 4])
+            assert pool.pids == pids and pool.stats.crashes == 0
+    assert [results[0], results[2], results[3]] == [1, 3, 4]
+    assert isinstance(results[1], pk.WorkerError)
+    assert (results[1].kind, results[1].index) == ("CodecError", 1)
+
+
 async def test_item_larger_than_a_frame_is_an_error_value_and_the_worker_stays() -> None:
     with trio.fail_after(HANG_GUARD):
         async with pk.WorkerPool(target("square"), size=1) as pool:

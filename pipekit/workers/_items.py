@@ -23,6 +23,7 @@ from ._wire import (
     RECORD,
     chunk_reply,
     error_entry,
+    parse_chunk_reply,
     parse_chunk_request,
     parse_record_address,
     record_writer,
@@ -248,20 +249,27 @@ async def _send_item_reply(pipe: FramedPipe, reply: Any) -> None:
         if isinstance(exc, ProtocolError) and exc.kind != "oversize":
             raise
         error = exc
-    chunk = isinstance(reply, list) and len(reply) == 4 and reply[0] == CHUNK
+    chunk = isinstance(reply, list) and len(reply) in (4, 5) and reply[0] == CHUNK
     if not chunk:
         rid = reply[0] if isinstance(reply, list) and reply else None
         await pipe.send([rid, False, _item_error(error)])
         return
-    _, first, results, failed = reply
+    first, results, failed, seconds = parse_chunk_reply(reply)
     if len(results) <= 1:
-        await pipe.send(chunk_reply(first, [_item_error(error)], [0], None))
+        await pipe.send(chunk_reply(first, [_item_error(error)], [0], seconds))
         return
+    # Halves keep the reply's shape: a timed reply's seconds are shared by item count.
     half = len(results) // 2
+    first_seconds = rest_seconds = None
+    if seconds is not None:
+        first_seconds = seconds * half / len(results)
+        rest_seconds = seconds - first_seconds
     await _send_item_reply(
-        pipe, chunk_reply(first, results[:half], [i for i in failed if i < half], None)
+        pipe, chunk_reply(first, results[:half], [i for i in failed if i < half], first_seconds)
     )
     await _send_item_reply(
         pipe,
-        chunk_reply(first + half, results[half:], [i - half for i in failed if i >= half], None),
+        chunk_reply(
+            first + half, results[half:], [i - half for i in failed if i >= half], rest_seconds
+        ),
     )
