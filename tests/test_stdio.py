@@ -11,6 +11,7 @@ never a fixed sleep; timeouts only guard against hangs.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
@@ -166,6 +167,16 @@ async def test_lines_mode_sends_and_receives_one_str_per_line() -> None:
         async with open_process(["cat"], mode="lines") as cat:
             got = await feed_and_collect(cat, lines)
     assert got == lines
+
+
+async def test_raw_mode_stats_count_each_message_received_one_at_a_time_once() -> None:
+    async with open_process(["seq", "1", "500"], mode="lines", stdin="null") as seq:
+        got = []
+        with contextlib.suppress(trio.EndOfChannel):
+            while True:
+                got.append(await seq.receive())
+        assert got == [str(i) for i in range(1, 501)]
+        assert seq.stats.messages_received == 500
 
 
 async def test_lines_mode_keeps_undecodable_bytes_as_surrogates() -> None:

@@ -114,13 +114,20 @@ class ProcessPipe(Pipe):
 
     async def receive(self) -> Any:
         if not self._inbox:
-            self._inbox.extend(await self.receive_batch())
+            self._inbox.extend(await self._next_batch(None))
         else:
             await trio.lowlevel.checkpoint()
         self._received += 1
         return self._inbox.popleft()
 
     async def receive_batch(self, max_items: int | None = None) -> list[Any]:
+        batch = await self._next_batch(max_items)
+        self._received += len(batch)
+        return batch
+
+    async def _next_batch(self, max_items: int | None) -> list[Any]:
+        """The next messages, at most ``max_items`` (the rest stay in the inbox); not
+        yet counted as received."""
         if self._closed:
             raise trio.ClosedResourceError(f"{self.name}: pipe is closed")
         if self._inbox:
@@ -140,7 +147,6 @@ class ProcessPipe(Pipe):
         if max_items is not None and len(batch) > max_items:
             self._inbox.extend(batch[max_items:])
             batch = batch[:max_items]
-        self._received += len(batch)
         return batch
 
     async def _read_raw(self) -> list[Any]:
