@@ -9,11 +9,14 @@ the framed pipe over any trio stream, and :func:`open_kernel`.
 from . import codecs, protocol
 from .errors import (
     CodecError,
+    ErrorKind,
     FlowControlError,
+    LocalProtocolError,
     ModuleError,
     PipekitError,
     ProtocolError,
     RemoteError,
+    RemoteProtocolError,
     WiringError,
 )
 from .framed import FramedPipe, MessageTransport, framed_pipe
@@ -37,17 +40,20 @@ from .modules import (
     batch_failure,
     process_batch,
 )
+from .options import PipeOptions, PipeSettings
 from .pipe import LocalPipe, Pipe, PipeStats, open_pipe_pair
 
 __all__ = [
     "DEFAULT_CAPACITY",
     "CodecError",
+    "ErrorKind",
     "FlowControlError",
     "FramedPipe",
     "FunctionModule",
     "Kernel",
     "Lane",
     "LocalPipe",
+    "LocalProtocolError",
     "MapModule",
     "MessageTransport",
     "Module",
@@ -56,12 +62,15 @@ __all__ = [
     "ModuleStats",
     "Pipe",
     "PipeOpener",
+    "PipeOptions",
+    "PipeSettings",
     "PipeStats",
     "PipekitError",
     "PortRef",
     "ProtocolError",
     "RemoteError",
     "RemoteModule",
+    "RemoteProtocolError",
     "RestartPolicy",
     "Topology",
     "WiringError",
