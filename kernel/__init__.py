@@ -23,6 +23,7 @@ from .framed import FramedPipe, MessageTransport, framed_pipe
 from .kernel import (
     Kernel,
     ModuleHandle,
+    ModuleState,
     ModuleStats,
     PortRef,
     RestartPolicy,
@@ -59,6 +60,7 @@ __all__ = [
     "Module",
     "ModuleError",
     "ModuleHandle",
+    "ModuleState",
     "ModuleStats",
     "Pipe",
     "PipeOpener",

@@ -26,6 +26,7 @@ import logging
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any, Literal
 
 import trio
@@ -38,6 +39,7 @@ from .pipe import LocalPipe, Pipe
 __all__ = [
     "Kernel",
     "ModuleHandle",
+    "ModuleState",
     "ModuleStats",
     "PortRef",
     "RestartPolicy",
@@ -94,12 +96,23 @@ class PortRef:
         return f"{self.module}.{self.port}"
 
 
+class ModuleState(StrEnum):
+    """Where a module is in its life; each member equals its value (``"done"``, ...)."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    RESTARTING = "restarting"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
 @dataclass(slots=True)
 class ModuleStats:
     """Live statistics of one module, summed over its restarts."""
 
     name: str
-    state: str = "pending"  # pending, running, restarting, done, failed, cancelled
+    state: ModuleState = ModuleState.PENDING
     restarts: int = 0
     messages_in: int = 0
     messages_out: int = 0
@@ -168,15 +181,12 @@ class ModuleHandle:
         self.name = name
 
     def __getitem__(self, port: str) -> PortRef:
-        entry = self.kernel._modules[self.name]
-        if port not in entry.module.inputs and port not in entry.module.outputs:
-            raise WiringError(f"module {self.name!r} has no port {port!r}")
-        return PortRef(self.name, port)
+        return self.kernel.port(self.name, port)
 
     @property
     def stats(self) -> ModuleStats:
         """A live snapshot of the module's statistics."""
-        return self.kernel._live_stats(self.kernel._modules[self.name])
+        return self.kernel.module_stats(self.name)
 
     def __repr__(self) -> str:
         return f"<ModuleHandle {self.name!r}>"
@@ -288,6 +298,14 @@ class Kernel:
                 "name one: handle[port]"
             )
         return PortRef(name, ports[0])
+
+    def port(self, module: str, port: str) -> PortRef:
+        """The input or output ``port`` of ``module``; :class:`WiringError` if it has
+        none."""
+        entry = self._entry(module)
+        if port not in entry.module.inputs and port not in entry.module.outputs:
+            raise WiringError(f"module {module!r} has no port {port!r}")
+        return PortRef(module, port)
 
     def _entry(self, name: str) -> _Entry:
         try:
@@ -408,7 +426,7 @@ class Kernel:
         try:
             while True:
                 ports = entry.ports = self._make_ports(entry)
-                stats.state = "running"
+                stats.state = ModuleState.RUNNING
                 error: BaseException | None = None
                 try:
                     await entry.module.run(ports)
@@ -448,7 +466,7 @@ class Kernel:
                     return
                 attempt += 1
                 stats.restarts += 1
-                stats.state = "restarting"
+                stats.state = ModuleState.RESTARTING
                 log.warning(
                     "module %r %s; restart %d/%d",
                     entry.name,
@@ -460,7 +478,8 @@ class Kernel:
         except BaseException:
             # Cancelled (the kernel is stopping or failing): release the lanes so that
             # blocked peers in other threads wake up, and let the cancellation through.
-            stats.state = "cancelled" if stats.state not in ("failed", "done") else stats.state
+            if stats.state not in (ModuleState.FAILED, ModuleState.DONE):
+                stats.state = ModuleState.CANCELLED
             for lane in entry.in_lanes.values():
                 lane.close_reader()
             raise
@@ -480,7 +499,7 @@ class Kernel:
         )
 
     def _finish(self, entry: _Entry) -> None:
-        entry.stats.state = "done"
+        entry.stats.state = ModuleState.DONE
         for port, lanes in entry.out_lanes.items():
             for lane in lanes:
                 lane.end_writer((entry.name, port))  # a no-op if the module ended it
@@ -489,7 +508,7 @@ class Kernel:
 
     def _fail(self, entry: _Entry, error: BaseException | None, message: str | None = None) -> None:
         stats = entry.stats
-        stats.state = "failed"
+        stats.state = ModuleState.FAILED
         if message is None:
             assert error is not None
             message = f"module {entry.name!r} failed: {type(error).__name__}: {error}"
@@ -511,6 +530,10 @@ class Kernel:
     def stats(self) -> dict[str, ModuleStats]:
         """A live snapshot of the statistics of every module (see :class:`ModuleStats`)."""
         return {name: self._live_stats(entry) for name, entry in self._modules.items()}
+
+    def module_stats(self, name: str) -> ModuleStats:
+        """A live snapshot of the statistics of module ``name``."""
+        return self._live_stats(self._entry(name))
 
     def _live_stats(self, entry: _Entry) -> ModuleStats:
         snap = dataclasses.replace(entry.stats, failures=list(entry.stats.failures))
@@ -542,8 +565,16 @@ class Kernel:
         ]
         return Topology(modules, edges)
 
-    def _release(self) -> None:
-        """Close every lane so no thread stays blocked on one after the kernel exits."""
+    @property
+    def failure(self) -> ModuleError | None:
+        """The error of the module that failed for good, if one did (the kernel scope
+        raises it)."""
+        return self._failure
+
+    def release(self) -> None:
+        """Retire the kernel once its scope has exited: no module can be added any more,
+        and every lane is closed so that no thread stays blocked on one."""
+        self._exited = True
         for entry in self._modules.values():
             for lane in entry.in_lanes.values():
                 lane.close_reader()
@@ -573,8 +604,8 @@ async def open_kernel(
                 nursery.cancel_scope.cancel()
                 raise
     except BaseExceptionGroup as group:
-        if kernel is not None and kernel._failure is not None:
-            unwrapped = kernel._failure
+        if kernel is not None and kernel.failure is not None:
+            unwrapped = kernel.failure
         else:
             real = [e for e in _flatten(group) if not isinstance(e, trio.Cancelled)]
             if len(real) != 1:
@@ -582,14 +613,13 @@ async def open_kernel(
             unwrapped = real[0]
     finally:
         if kernel is not None:
-            kernel._exited = True
-            kernel._release()
+            kernel.release()
     if unwrapped is not None:
         # Raised outside the except block and without "from": the exception keeps its
         # own __cause__ (a ModuleError's is the module's exception) and __context__.
         raise unwrapped
-    if kernel is not None and kernel._failure is not None:
-        raise kernel._failure
+    if kernel is not None and kernel.failure is not None:
+        raise kernel.failure
 
 
 def _flatten(group: BaseExceptionGroup[BaseException]) -> Sequence[BaseException]:
