@@ -280,19 +280,19 @@ class Kernel:
         self._modules[unique] = _Entry(unique, mod, policy, cap, max_bytes, ModuleStats(unique))
         return ModuleHandle(self, unique)
 
-    def _port(self, ref: ModuleHandle | PortRef | str, direction: str) -> PortRef:
+    def _port(self, ref: ModuleHandle | PortRef | str, kind: Literal["input", "output"]) -> PortRef:
+        """``ref`` as an input or output port (a module stands for its only one)."""
         if isinstance(ref, PortRef):
-            entry = self._entry(ref.module)
-            ports = entry.module.outputs if direction == "out" else entry.module.inputs
+            name = ref.module
+        else:
+            name = ref.name if isinstance(ref, ModuleHandle) else ref
+        entry = self._entry(name)
+        ports = entry.module.outputs if kind == "output" else entry.module.inputs
+        if isinstance(ref, PortRef):
             if ref.port not in ports:
-                kind = "output" if direction == "out" else "input"
                 raise WiringError(f"{ref} is not an {kind} port of module {ref.module!r}")
             return ref
-        name = ref.name if isinstance(ref, ModuleHandle) else ref
-        entry = self._entry(name)
-        ports = entry.module.outputs if direction == "out" else entry.module.inputs
         if len(ports) != 1:
-            kind = "output" if direction == "out" else "input"
             raise WiringError(
                 f"module {name!r} has {len(ports)} {kind} ports {list(ports)}; "
                 "name one: handle[port]"
@@ -324,24 +324,24 @@ class Kernel:
 
     def connect(self, a: ModuleHandle | PortRef | str, b: ModuleHandle | PortRef | str) -> None:
         """Send what ``a`` outputs to ``b``'s input."""
-        self._link(self._port(a, "out"), self._port(b, "in"), "connect")
+        self._link(self._port(a, "output"), self._port(b, "input"), "connect")
 
     def split(
         self, a: ModuleHandle | PortRef | str, targets: Iterable[ModuleHandle | PortRef | str]
     ) -> None:
         """Send every message ``a`` outputs to each of ``targets``, in order (the
         slowest target sets the pace)."""
-        src = self._port(a, "out")
+        src = self._port(a, "output")
         for t in targets:
-            self._link(src, self._port(t, "in"), "split")
+            self._link(src, self._port(t, "input"), "split")
 
     def merge(
         self, sources: Iterable[ModuleHandle | PortRef | str], b: ModuleHandle | PortRef | str
     ) -> None:
         """Interleave what ``sources`` output into ``b``'s input; it ends when all have."""
-        dst = self._port(b, "in")
+        dst = self._port(b, "input")
         for s in sources:
-            self._link(self._port(s, "out"), dst, "merge")
+            self._link(self._port(s, "output"), dst, "merge")
 
     # -- running ----------------------------------------------------------------------
 
