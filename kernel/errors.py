@@ -62,8 +62,10 @@ class ProtocolError(PipekitError):
     """The pipekit/1 byte stream broke a rule of the protocol.
 
     ``kind`` is the short machine-readable reason that also travels in the ERROR frame
-    sent to the peer (see :class:`ErrorKind`). Catch :class:`LocalProtocolError` or
-    :class:`RemoteProtocolError` to tell who broke the rule.
+    sent to the peer (see :class:`ErrorKind`). :class:`RemoteProtocolError` says the peer
+    broke the rule, :class:`LocalProtocolError` that this side misused the API; a message
+    too large for the peer's max frame is refused on send with a plain ``ProtocolError``
+    of kind ``oversize``.
     """
 
     kind: str = ErrorKind.PROTOCOL_ERROR
@@ -79,7 +81,8 @@ class ProtocolError(PipekitError):
 
 
 class LocalProtocolError(ProtocolError):
-    """This side misused the protocol: sending before the handshake or after END."""
+    """This side misused the protocol: sending before the handshake or after END, or a
+    payload too large to be framed at all."""
 
 
 class RemoteProtocolError(ProtocolError):
