@@ -9,17 +9,21 @@ the framed pipe over any trio stream, and :func:`open_kernel`.
 from . import codecs, protocol
 from .errors import (
     CodecError,
+    ErrorKind,
     FlowControlError,
+    LocalProtocolError,
     ModuleError,
     PipekitError,
     ProtocolError,
     RemoteError,
+    RemoteProtocolError,
     WiringError,
 )
 from .framed import FramedPipe, MessageTransport, framed_pipe
 from .kernel import (
     Kernel,
     ModuleHandle,
+    ModuleState,
     ModuleStats,
     PortRef,
     RestartPolicy,
@@ -37,31 +41,38 @@ from .modules import (
     batch_failure,
     process_batch,
 )
+from .options import PipeOptions, PipeSettings
 from .pipe import LocalPipe, Pipe, PipeStats, open_pipe_pair
 
 __all__ = [
     "DEFAULT_CAPACITY",
     "CodecError",
+    "ErrorKind",
     "FlowControlError",
     "FramedPipe",
     "FunctionModule",
     "Kernel",
     "Lane",
     "LocalPipe",
+    "LocalProtocolError",
     "MapModule",
     "MessageTransport",
     "Module",
     "ModuleError",
     "ModuleHandle",
+    "ModuleState",
     "ModuleStats",
     "Pipe",
     "PipeOpener",
+    "PipeOptions",
+    "PipeSettings",
     "PipeStats",
     "PipekitError",
     "PortRef",
     "ProtocolError",
     "RemoteError",
     "RemoteModule",
+    "RemoteProtocolError",
     "RestartPolicy",
     "Topology",
     "WiringError",

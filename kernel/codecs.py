@@ -22,7 +22,7 @@ from typing import Any, Protocol
 import cbor2
 import msgpack
 
-from .errors import CodecError, ProtocolError
+from .errors import CodecError, ErrorKind, RemoteProtocolError
 
 __all__ = [
     "CODEC_NAMES",
@@ -40,12 +40,12 @@ class StreamDecoder(Protocol):
     def feed(self, data: bytes) -> list[Any]:
         """Add ``data``; return the messages it completed (possibly none).
 
-        Raises :class:`ProtocolError` (kind ``"undecodable"``) on invalid input."""
+        Raises :class:`RemoteProtocolError` (kind ``"undecodable"``) on invalid input."""
         ...
 
     def close(self) -> list[Any]:
         """Declare the stream finished; return a last message that needed no terminator
-        (a final JSON line without its newline) and raise :class:`ProtocolError` if a
+        (a final JSON line without its newline) and raise :class:`RemoteProtocolError` if a
         message is left incomplete."""
         ...
 
@@ -70,9 +70,9 @@ class Codec(Protocol):
     def stream_decoder(self) -> StreamDecoder: ...
 
 
-def _undecodable(codec: str, exc: BaseException | None = None) -> ProtocolError:
+def _undecodable(codec: str, exc: BaseException | None = None) -> RemoteProtocolError:
     detail = f": {exc}" if exc is not None else ""
-    return ProtocolError(f"undecodable {codec} payload{detail}", kind="undecodable")
+    return RemoteProtocolError(f"undecodable {codec} payload{detail}", kind=ErrorKind.UNDECODABLE)
 
 
 def _unencodable(codec: str, exc: BaseException) -> CodecError:
@@ -246,7 +246,7 @@ class CborCodec:
 
 class LineSplitter:
     """bytes -> complete lines (``bytes``, without the newline). With ``max_line``, none
-    longer than that: a longer one is a :class:`ProtocolError` (kind ``oversize``), found
+    longer than that: a longer one is a :class:`RemoteProtocolError` (kind ``oversize``), found
     as soon as that many bytes of it are in, so a writer that never writes a newline
     cannot fill memory. The lines before it are still returned; the error is then raised
     by the next call, and by every call after (see :attr:`failure`). A partial line is
@@ -254,16 +254,17 @@ class LineSplitter:
 
     def __init__(self, max_line: int | None = None) -> None:
         self.max_line = max_line if max_line is not None else sys.maxsize
-        self.failure: ProtocolError | None = None
+        self.failure: RemoteProtocolError | None = None
         """The oversize error once one was found (raised by every later call)."""
         self._pieces: list[bytes] = []
         self._size = 0
 
-    def _fail(self) -> ProtocolError:
+    def _fail(self) -> RemoteProtocolError:
         self._pieces = []
         self._size = 0
-        self.failure = ProtocolError(
-            f"a line longer than {self.max_line} bytes (max_line) arrived", kind="oversize"
+        self.failure = RemoteProtocolError(
+            f"a line longer than {self.max_line} bytes (max_line) arrived",
+            kind=ErrorKind.OVERSIZE,
         )
         return self.failure
 
@@ -316,7 +317,7 @@ _json_decode = json.JSONDecoder().decode
 
 def decode_json_lines(lines: Iterable[bytes]) -> list[Any]:
     """One JSON value per line (UTF-8, without its newline); blank lines are skipped.
-    Raises :class:`ProtocolError` (kind ``"undecodable"``) for a line that is not JSON."""
+    Raises :class:`RemoteProtocolError` (kind ``"undecodable"``) for a line that is not JSON."""
     out: list[Any] = []
     for line in lines:
         if not line.strip():

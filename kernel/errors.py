@@ -7,19 +7,51 @@ code written against plain trio channels keeps working.
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Any
 
 import trio
 
 __all__ = [
     "CodecError",
+    "ErrorKind",
     "FlowControlError",
+    "LocalProtocolError",
     "ModuleError",
     "PipekitError",
     "ProtocolError",
     "RemoteError",
+    "RemoteProtocolError",
     "WiringError",
 ]
+
+
+class ErrorKind(StrEnum):
+    """The ``kind`` of every error the protocol layer itself reports (``docs/protocol.md``
+    section 8). A ``StrEnum``: each member equals its string, as it travels in an ERROR
+    frame, so ``exc.kind == "oversize"`` holds as well as ``exc.kind is
+    ErrorKind.OVERSIZE``. Peers may send kinds of their own: a received kind is a ``str``.
+    """
+
+    PROTOCOL_ERROR = "protocol_error"
+    """A :class:`ProtocolError` raised without a more precise kind."""
+    MALFORMED = "malformed"
+    OVERSIZE = "oversize"
+    UNDECODABLE = "undecodable"
+    FLOW_CONTROL = "flow_control"
+    VERSION_MISMATCH = "version_mismatch"
+    CODEC_MISMATCH = "codec_mismatch"
+    AUTH_FAILED = "auth_failed"
+    HANDSHAKE = "handshake"
+    """The connection closed before the handshake completed."""
+    HANDSHAKE_TIMEOUT = "handshake_timeout"
+    IDLE_TIMEOUT = "idle_timeout"
+    BUSY = "busy"
+    """A server refused the peer: it already serves its maximum number of peers."""
+    STATE = "state"
+    """Local misuse of the API (sending before the handshake or after END); never sent."""
+    CANCELLED = "cancelled"
+    """The module talking to a peer was stopped."""
 
 
 class PipekitError(Exception):
@@ -30,10 +62,13 @@ class ProtocolError(PipekitError):
     """The pipekit/1 byte stream broke a rule of the protocol.
 
     ``kind`` is the short machine-readable reason that also travels in the ERROR frame
-    sent to the peer (``"malformed"``, ``"oversize"``, ``"flow_control"``, ...).
+    sent to the peer (see :class:`ErrorKind`). :class:`RemoteProtocolError` says the peer
+    broke the rule, :class:`LocalProtocolError` that this side misused the API; a message
+    too large for the peer's max frame is refused on send with a plain ``ProtocolError``
+    of kind ``oversize``.
     """
 
-    kind: str = "protocol_error"
+    kind: str = ErrorKind.PROTOCOL_ERROR
 
     def __init__(self, message: str, *, kind: str | None = None) -> None:
         super().__init__(message)
@@ -45,10 +80,20 @@ class ProtocolError(PipekitError):
         return str(self.args[0]) if self.args else ""
 
 
-class FlowControlError(ProtocolError):
+class LocalProtocolError(ProtocolError):
+    """This side misused the protocol: sending before the handshake or after END, or a
+    payload too large to be framed at all."""
+
+
+class RemoteProtocolError(ProtocolError):
+    """The peer broke the protocol: malformed or oversize input, a bad HELLO, a wrong
+    token, a handshake that never completed, silence past the idle timeout."""
+
+
+class FlowControlError(RemoteProtocolError):
     """The peer kept sending DATA past the hard cap after we sent PAUSE."""
 
-    kind = "flow_control"
+    kind = ErrorKind.FLOW_CONTROL
 
 
 class RemoteError(PipekitError, trio.BrokenResourceError):

@@ -1,638 +1,27 @@
 """The framed pipe: pipekit/1 over any trio byte :class:`~trio.abc.Stream`.
 
-:func:`framed_pipe` drives one :class:`~pipekit.kernel.protocol.Connection` with two
-tasks: a reader that never stops reading the transport (so PAUSE, RESUME, END and ERROR
-are never stuck behind data) and a writer that sends whatever the machine has queued in
-one write (so messages queued while a write is under way are coalesced). On a socket,
-``send`` writes a large queue itself when the writer is idle. Every adapter
-that carries bytes reuses it: stdio, unix and tcp over a byte stream, websocket over a
-:class:`MessageTransport` that carries one frame per message.
+:func:`framed_pipe` runs a :class:`FramedPipe` over a transport for the length of an
+``async with`` block. Every adapter that carries bytes reuses it: stdio, unix and tcp
+over a byte stream, websocket over a :class:`MessageTransport` that carries one frame
+per message.
 """
 
 from __future__ import annotations
 
-import abc
-import errno
-import os
-from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Unpack
 
 import trio
 
-from .codecs import CODEC_NAMES
-from .errors import ProtocolError, RemoteError
-from .pipe import Pipe, PipeStats
-from .protocol import (
-    DEFAULT_HIGH_WATER,
-    DEFAULT_HIGH_WATER_BYTES,
-    DEFAULT_MAX_FRAME,
-    DEFAULT_PAUSE_SLACK,
-    Connection,
-    EndReceived,
-    ErrorReceived,
-    Event,
-    HandshakeComplete,
-    MessagesReceived,
-    PongReceived,
-    ProtocolViolation,
-    ResumeReceived,
-)
+from ._framedpipe import FramedPipe
+from ._transport import MessageTransport
+from ._transport import Transport as Transport
+from .options import DEFAULT_READ_SIZE as DEFAULT_READ_SIZE
+from .options import DEFAULT_SEND_BUFFER, PipeOptions, PipeSettings
+from .protocol import Connection
 
 __all__ = ["DEFAULT_SEND_BUFFER", "FramedPipe", "MessageTransport", "framed_pipe"]
-
-DEFAULT_SEND_BUFFER = 1024 * 1024
-"""Encoded bytes a sender may queue before ``send`` waits for the writer."""
-DEFAULT_READ_SIZE = 256 * 1024
-_FAIRNESS_EVERY = 64
-_WRITE_NOW_MIN = 64 * 1024
-"""``send`` writes to a socket itself, rather than waking the writer, once this many
-bytes are queued and the writer is idle (see :meth:`FramedPipe._write_now`)."""
-
-
-class MessageTransport(trio.abc.AsyncResource):
-    """A transport that carries whole messages, one pipekit/1 frame each (WebSocket).
-
-    ``receive_message`` returns the next message, ``None`` once the peer closed cleanly,
-    and raises :class:`~pipekit.kernel.ProtocolError` for a message it cannot carry (the
-    pipe then refuses the connection with that reason) or :class:`trio.BrokenResourceError`
-    when the connection broke. ``send_message`` sends one frame."""
-
-    @abc.abstractmethod
-    async def send_message(self, frame: bytes) -> None: ...
-
-    @abc.abstractmethod
-    async def receive_message(self) -> bytes | None: ...
-
-
-Transport = trio.abc.Stream | MessageTransport
-
-_VECTORED_MIN = 64 * 1024
-"""A write holding a piece at least this large goes out with sendmsg, uncopied."""
-_IOV_MAX = 512
-
-
-async def _send_vectored(
-    sock: trio.socket.SocketType, pieces: Sequence[bytes | memoryview]
-) -> None:
-    """Write all of ``pieces`` to ``sock`` with ``sendmsg`` (scatter-gather), with the
-    errors :meth:`trio.SocketStream.send_all` would raise."""
-    views = [memoryview(p) for p in pieces]
-    i = 0
-    try:
-        while i < len(views):
-            sent = await sock.sendmsg(views[i : i + _IOV_MAX])
-            while sent:
-                size = len(views[i])
-                if sent < size:
-                    views[i] = views[i][sent:]
-                    break
-                sent -= size
-                i += 1
-    except OSError as exc:
-        raise _stream_error(exc) from exc
-
-
-def _stream_error(exc: OSError) -> trio.ClosedResourceError | trio.BrokenResourceError:
-    """What :class:`trio.SocketStream` raises for ``exc``."""
-    if exc.errno == errno.EBADF:
-        return trio.ClosedResourceError("this socket was already closed")
-    return trio.BrokenResourceError(f"socket connection broken: {exc}")
-
-
-class FramedPipe(Pipe):
-    """A :class:`Pipe` speaking pipekit/1 over a byte stream. Made by :func:`framed_pipe`."""
-
-    def __init__(
-        self,
-        stream: Transport,
-        conn: Connection,
-        *,
-        name: str,
-        send_buffer: int = DEFAULT_SEND_BUFFER,
-        read_size: int = DEFAULT_READ_SIZE,
-    ) -> None:
-        self.name = name
-        self.stream = stream
-        self._per_frame = isinstance(stream, MessageTransport)
-        self._direct_socket = (
-            stream.socket
-            if isinstance(stream, trio.SocketStream) and hasattr(os, "writev")
-            else None
-        )
-        self.conn = conn
-        self._send_buffer = send_buffer
-        self._read_size = read_size
-        self._inbox: deque[Any] = deque()
-        self._rx_done: BaseException | None = None  # EndOfChannel or the failure
-        self._tx_broken: BaseException | None = None
-        self._closed = False
-        self._handshake = trio.Event()
-        self._handshake_error: BaseException | None = None
-        self._rx_event = trio.Event()
-        self._tx_event = trio.Event()
-        self._space_event = trio.Event()
-        self._writer_idle = trio.Event()
-        self._writer_stopped = False
-        self._writer_cut = False  # cancelled in the middle of a write
-        self._closed_event = trio.Event()
-        self._chunks_received = 0
-        self._transport_done = False  # EOF or a transport error: no more input can come
-        self._paused_seconds = 0.0
-        self._send_calls = 0
-        self._unyielded_bytes = 0  # written by send() itself since it last yielded
-        self._receive_calls = 0
-        self.last_pong: bytes | None = None
-
-    @property
-    def peer(self) -> dict[str, Any]:
-        """The peer's HELLO (without its token)."""
-        return dict(self.conn.peer or {})
-
-    # -- background tasks -------------------------------------------------------------
-
-    async def _reader(self) -> None:
-        try:
-            if isinstance(self.stream, MessageTransport):
-                await self._read_messages(self.stream)
-            elif isinstance(self.stream, trio.SocketStream):
-                await self._read_socket(self.stream.socket)
-            else:
-                await self._read_stream(self.stream)
-        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-            self._on_transport_error(exc)
-
-    async def _read_stream(self, stream: trio.abc.Stream) -> None:
-        conn = self.conn
-        receive_some = stream.receive_some
-        size = self._read_size
-        while True:
-            data = await receive_some(size)
-            self._chunks_received += 1
-            if not data:
-                self._on_events(conn.receive_eof())
-                self._on_eof()
-                return
-            events = conn.receive_data(data)
-            if events:
-                self._on_events(events)
-                if conn.failure is not None:
-                    return
-
-    async def _read_socket(self, sock: trio.socket.SocketType) -> None:
-        """Like :meth:`_read_stream`, reading straight into the protocol's buffer."""
-        conn = self.conn
-        size = self._read_size
-        while True:
-            with conn.receive_buffer(size) as target:
-                try:
-                    count = await sock.recv_into(target)
-                except OSError as exc:
-                    raise _stream_error(exc) from exc
-            self._chunks_received += 1
-            if not count:
-                self._on_events(conn.receive_eof())
-                self._on_eof()
-                return
-            events = conn.receive_filled(count)
-            if events:
-                self._on_events(events)
-                if conn.failure is not None:
-                    return
-
-    async def _read_messages(self, transport: MessageTransport) -> None:
-        conn = self.conn
-        while True:
-            try:
-                frame = await transport.receive_message()
-            except ProtocolError as exc:
-                self._on_events(conn.reject(str(exc), exc.kind))
-                return
-            self._chunks_received += 1
-            if frame is None:
-                self._on_eof()
-                return
-            events = conn.receive_frame(frame)
-            if events:
-                self._on_events(events)
-                if conn.failure is not None:
-                    return
-
-    async def _watch_idle(self, idle_timeout: float) -> None:
-        """Fail the pipe (kind ``idle_timeout``) when nothing arrives for
-        ``idle_timeout`` seconds; after half of it, a PING asks a live peer to answer.
-
-        It watches for as long as the transport can still bring input, also after the
-        peer's END: a peer that has ended still answers PING, and one that paused us (or
-        stopped reading) and then went silent must not hold this pipe forever."""
-        half = idle_timeout / 2
-        while self._watching():
-            seen = self._chunks_received
-            await trio.sleep(half)
-            if self._chunks_received != seen or not self._watching():
-                continue
-            if self.conn.handshake_complete:
-                self.conn.ping(b"idle?")
-                self._tx_event.set()
-            await trio.sleep(half)
-            if self._chunks_received != seen or not self._watching():
-                continue
-            self._on_events(
-                self.conn.reject(
-                    f"nothing received from the peer for {idle_timeout:g} s",
-                    kind="idle_timeout",
-                )
-            )
-            return
-
-    def _watching(self) -> bool:
-        """Whether the idle watchdog has a job: the pipe is open and not failed, and the
-        transport has not reported EOF or an error."""
-        return not (self._closed or self._transport_done or self.conn.failure is not None)
-
-    def _on_events(self, events: list[Event]) -> None:
-        for event in events:
-            if type(event) is MessagesReceived:
-                self._inbox.extend(event.messages)
-                self._rx_event.set()
-            elif isinstance(event, HandshakeComplete):
-                self._handshake.set()
-            elif isinstance(event, ResumeReceived):
-                self._space_event.set()
-            elif isinstance(event, EndReceived):
-                self._finish_rx(trio.EndOfChannel())
-            elif isinstance(event, ErrorReceived):
-                err = RemoteError(event.kind, event.message, event.details)
-                self._finish_rx(err)
-                if not self._handshake.is_set():
-                    self._fail_handshake(err)
-            elif isinstance(event, PongReceived):
-                self.last_pong = event.payload
-            elif isinstance(event, ProtocolViolation):
-                self._finish_rx(event.error)
-                self._break_tx(event.error)
-                self._fail_handshake(event.error)
-        if self.conn.has_data_to_send:  # PAUSE, RESUME, PONG, the answer HELLO, an ERROR
-            self._tx_event.set()
-
-    def _on_eof(self) -> None:
-        self._transport_done = True
-        peer = (self.conn.peer or {}).get("name", "peer")
-        if not self._handshake.is_set():
-            self._fail_handshake(
-                ProtocolError("connection closed before the handshake completed", kind="handshake")
-            )
-        self._finish_rx(trio.BrokenResourceError(f"{peer} closed the connection without END"))
-        if self.conn.peer_paused:
-            # The peer can never RESUME now: what is held back will not be delivered.
-            self._break_tx(
-                trio.BrokenResourceError(
-                    f"{peer} paused this pipe and then closed the connection: "
-                    f"{self.conn.buffered_bytes} queued bytes cannot be delivered"
-                )
-            )
-
-    def _on_transport_error(self, exc: BaseException) -> None:
-        self._transport_done = True
-        if self._closed:
-            return
-        err = trio.BrokenResourceError(f"{self.name}: transport failed: {exc}")
-        err.__cause__ = exc
-        self._finish_rx(err)
-        self._break_tx(err)
-        self._fail_handshake(err)
-
-    def _on_write_error(self, exc: BaseException) -> None:
-        """A write failed: only the sending direction is broken. What the peer sent
-        before it closed is still readable, so the reader goes on until EOF and the
-        receiver gets every message and the END (a peer that closed without END is
-        reported by the reader, as such)."""
-        if self._closed:
-            return
-        err = trio.BrokenResourceError(f"{self.name}: transport failed: {exc}")
-        err.__cause__ = exc
-        self._break_tx(err)
-        self._fail_handshake(err)
-
-    def _finish_rx(self, outcome: BaseException) -> None:
-        if self._rx_done is None:
-            self._rx_done = outcome
-        self._rx_event.set()
-
-    def _break_tx(self, exc: BaseException) -> None:
-        if self._tx_broken is None:
-            self._tx_broken = exc
-        self._space_event.set()
-        self._tx_event.set()
-
-    def _fail_handshake(self, exc: BaseException) -> None:
-        if not self._handshake.is_set():
-            self._handshake_error = exc
-            self._handshake.set()
-
-    def _writes(
-        self,
-    ) -> tuple[
-        Callable[[], Sequence[bytes | memoryview]],
-        Callable[[Sequence[bytes | memoryview]], Awaitable[None]],
-    ]:
-        """How the writer takes what is ready and puts it on the transport: one message
-        per frame on a :class:`MessageTransport`; otherwise one write, vectored on a
-        socket when a large message travels by reference (no copy), else joined."""
-        transport = self.stream
-        if isinstance(transport, MessageTransport):
-            send_message = transport.send_message
-
-            async def send_frames(frames: Sequence[bytes | memoryview]) -> None:
-                for frame in frames:  # bytes: a MessageTransport never gets a tail back
-                    await send_message(bytes(frame))
-
-            return self.conn.frames_to_send, send_frames
-        send_all = transport.send_all
-        sock = transport.socket if isinstance(transport, trio.SocketStream) else None
-
-        async def send_pieces(pieces: Sequence[bytes | memoryview]) -> None:
-            if len(pieces) == 1:
-                await send_all(pieces[0])
-            elif sock is not None and max(map(len, pieces)) >= _VECTORED_MIN:
-                await _send_vectored(sock, pieces)
-            else:
-                await send_all(b"".join(pieces))
-
-        return self.conn.data_to_send_pieces, send_pieces
-
-    async def _writer(self) -> None:
-        conn = self.conn
-        take, send = self._writes()
-        try:
-            while True:
-                writes = take()
-                if writes:
-                    # Events are replaced only once set, never while a task may still be
-                    # waiting on them (a replaced unset event would strand its waiters).
-                    if self._writer_idle.is_set():
-                        self._writer_idle = trio.Event()
-                    self._writer_cut = True
-                    await send(writes)
-                    self._writer_cut = False
-                    self._space_event.set()
-                    continue
-                self._writer_idle.set()
-                if conn.failure is not None:
-                    # The ERROR for a violation is out: disconnect.
-                    await self.stream.aclose()
-                    return
-                self._tx_event = trio.Event()
-                await self._tx_event.wait()
-        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-            self._on_write_error(exc)
-        finally:
-            self._writer_stopped = True
-            self._writer_idle.set()
-            self._space_event.set()
-
-    async def _last_words(self) -> None:
-        """Put the END or ERROR that closed this direction on the wire, shielded and
-        within a second, when the block is left with an exception. A cancellation of the
-        block stops the writer too (``RemoteModule`` tells its peer that it was stopped
-        and then sees that cancellation): what the writer left queued is then written
-        here, so the peer gets the reason rather than a bare close - unless the writer
-        was cut off in the middle of a write, which may have left half a frame."""
-        if self._closed or self.conn.send_state == "open":
-            return
-        with trio.CancelScope(shield=True), trio.move_on_after(1):
-            await self._flush()
-            if self._writer_stopped and not self._writer_cut and self._tx_broken is None:
-                take, send = self._writes()
-                writes = take()
-                if writes:
-                    await send(writes)
-
-    # -- sending ----------------------------------------------------------------------
-
-    def _check_send(self) -> None:
-        if self._closed:
-            raise trio.ClosedResourceError(f"{self.name}: pipe is closed")
-        if self._tx_broken is not None:
-            raise trio.BrokenResourceError(f"{self.name}: pipe is broken: {self._tx_broken}") from (
-                self._tx_broken
-            )
-        if self.conn.send_state != "open":
-            raise trio.ClosedResourceError(
-                f"{self.name}: sending direction already {self.conn.send_state}"
-            )
-
-    def _write_now(self) -> bool:
-        """Write what is queued straight to the socket, without waiting, when the writer
-        is idle and at least ``_WRITE_NOW_MIN`` bytes are queued, which saves a hand-off
-        to the writer task per large message. Returns True if nothing is left for the
-        writer.
-
-        The write never waits, so it cannot be cut off by a cancellation: what the socket
-        does not take now is given back to the machine, ahead of everything else, and
-        the writer sends it (and meets again any error, which it reports)."""
-        sock = self._direct_socket
-        conn = self.conn
-        if (
-            sock is None
-            or conn.buffered_bytes < _WRITE_NOW_MIN
-            or not self._writer_idle.is_set()
-            or self._writer_stopped
-            or conn.failure is not None
-        ):
-            return False
-        pieces = conn.data_to_send_pieces()
-        try:
-            written = os.writev(sock.fileno(), pieces[:_IOV_MAX])
-        except OSError:
-            written = 0
-        if written:
-            self._unyielded_bytes += written
-            self._space_event.set()
-        if written < sum(map(len, pieces)):
-            conn.unwritten(pieces, written)
-            return False
-        return True
-
-    async def _wait_for_space(self) -> None:
-        conn = self.conn
-        limit = self._send_buffer
-        if conn.can_send and conn.buffered_bytes < limit:
-            return
-        start = trio.current_time()
-        try:
-            while True:
-                self._check_send()
-                if conn.can_send and conn.buffered_bytes < limit:
-                    return
-                if self._space_event.is_set():  # shared by every waiting sender
-                    self._space_event = trio.Event()
-                await self._space_event.wait()
-        finally:
-            self._paused_seconds += trio.current_time() - start
-
-    async def send(self, value: Any) -> None:
-        self._send_calls += 1
-        # Yielding lets the reader see a PAUSE: send() writes at most send_buffer bytes
-        # itself between two yields, no more than it could queue for the writer.
-        if self._send_calls % _FAIRNESS_EVERY == 0 or self._unyielded_bytes >= self._send_buffer:
-            self._unyielded_bytes = 0
-            await trio.lowlevel.checkpoint()
-        else:
-            await trio.lowlevel.checkpoint_if_cancelled()
-        self._check_send()
-        await self._wait_for_space()
-        self.conn.send(value)
-        if not self._write_now():
-            self._tx_event.set()
-
-    async def send_batch(self, values: Sequence[Any]) -> None:
-        self._unyielded_bytes = 0
-        await trio.lowlevel.checkpoint()
-        self._check_send()
-        await self._wait_for_space()
-        self.conn.send_many(values)
-        if not self._write_now():
-            self._tx_event.set()
-
-    async def end(self) -> None:
-        await trio.lowlevel.checkpoint()
-        if self.conn.send_state != "open":
-            return
-        self._check_send()
-        self.conn.end()
-        self._tx_event.set()
-
-    async def fail(self, exc: BaseException, **details: Any) -> None:
-        """End the sending direction with an ERROR frame: ``kind`` is ``exc.kind`` if it
-        has one, else its type name; ``message`` is ``str(exc)``; ``details`` are extra
-        JSON fields of the payload (for example a ``traceback``)."""
-        await trio.lowlevel.checkpoint()
-        if self._closed or self._tx_broken is not None:
-            return
-        kind = getattr(exc, "kind", None)
-        self.conn.fail(
-            kind if isinstance(kind, str) else type(exc).__name__,
-            str(exc) or type(exc).__name__,
-            **details,
-        )
-        self._tx_event.set()
-
-    async def ping(self, payload: bytes = b"") -> None:
-        """Send PING; the peer's PONG payload appears in :attr:`last_pong`."""
-        await trio.lowlevel.checkpoint()
-        self._check_send()
-        self.conn.ping(payload)
-        self._tx_event.set()
-
-    # -- receiving --------------------------------------------------------------------
-
-    async def _wait_for_messages(self) -> None:
-        while not self._inbox:
-            if self._closed:
-                raise trio.ClosedResourceError(f"{self.name}: pipe is closed")
-            if self._rx_done is not None:
-                raise self._rx_done
-            if self._rx_event.is_set():  # shared by every waiting receiver
-                self._rx_event = trio.Event()
-            await self._rx_event.wait()
-
-    async def receive(self) -> Any:
-        self._receive_calls += 1
-        if self._receive_calls % _FAIRNESS_EVERY == 0:
-            await trio.lowlevel.checkpoint()
-        else:
-            await trio.lowlevel.checkpoint_if_cancelled()
-        if self._closed:
-            raise trio.ClosedResourceError(f"{self.name}: pipe is closed")
-        if not self._inbox:
-            await self._wait_for_messages()
-        item = self._inbox.popleft()
-        if self.conn.consumed(1):
-            self._tx_event.set()
-        return item
-
-    async def receive_batch(self, max_items: int | None = None) -> list[Any]:
-        # A checkpoint either way, yielding once: a receiver that has to wait for
-        # messages blocks in _wait_for_messages (as trio's own channels do).
-        await trio.lowlevel.checkpoint_if_cancelled()
-        if self._closed:
-            raise trio.ClosedResourceError(f"{self.name}: pipe is closed")
-        if self._inbox:
-            await trio.lowlevel.cancel_shielded_checkpoint()
-        await self._wait_for_messages()
-        inbox = self._inbox
-        if max_items is None or len(inbox) <= max_items:
-            batch = list(inbox)
-            inbox.clear()
-        else:
-            batch = [inbox.popleft() for _ in range(max_items)]
-        if self.conn.consumed(len(batch)):
-            self._tx_event.set()
-        return batch
-
-    # -- lifetime ---------------------------------------------------------------------
-
-    async def _flush(self) -> None:
-        """Wait until the writer has put everything queued on the wire."""
-        while not self._writer_stopped and (
-            self.conn.buffered_bytes or not self._writer_idle.is_set()
-        ):
-            if self._tx_broken is not None and self.conn.failure is None:
-                return  # nothing more can be delivered (a violation's ERROR still can)
-            self._tx_event.set()
-            if self.conn.buffered_bytes and self._writer_idle.is_set():
-                # Held back by the peer's PAUSE: wait for RESUME or a failure.
-                if self._space_event.is_set():
-                    self._space_event = trio.Event()
-                await self._space_event.wait()
-            else:
-                await self._writer_idle.wait()
-
-    async def aclose(self) -> None:
-        """END (if this side has not ended or failed), flush, and close the transport.
-
-        If cancelled while flushing (for example because the peer stays paused), the
-        transport is closed at once."""
-        if self._closed:
-            await trio.lowlevel.checkpoint()
-            return
-        try:
-            if self._tx_broken is None and self.conn.send_state == "open":
-                self.conn.end()
-                self._tx_event.set()
-            if self._tx_broken is None:
-                await self._flush()
-            elif self.conn.failure is not None and not self._writer_stopped:
-                # A violation: let the writer deliver the ERROR frame with the reason.
-                with trio.move_on_after(1):
-                    await self._flush()
-        finally:
-            self._closed = True
-            self._closed_event.set()
-            self._rx_event.set()
-            self._space_event.set()
-            await trio.aclose_forcefully(self.stream)
-
-    async def wait_closed(self) -> None:
-        """Wait until this pipe is closed (by :meth:`aclose` or its owner's exit)."""
-        await self._closed_event.wait()
-
-    @property
-    def stats(self) -> PipeStats:
-        conn = self.conn
-        return PipeStats(
-            messages_sent=conn.messages_sent,
-            messages_received=conn.messages_received,
-            bytes_sent=conn.bytes_sent,
-            bytes_received=conn.bytes_received,
-            paused_seconds=self._paused_seconds,
-            queue_depth=len(self._inbox),
-        )
-
-    def __repr__(self) -> str:
-        return f"<FramedPipe {self.name!r} codec={self.conn.codec_name}>"
 
 
 @asynccontextmanager
@@ -640,21 +29,10 @@ async def framed_pipe(
     stream: Transport,
     *,
     initiator: bool,
-    codecs: Sequence[str] = CODEC_NAMES,
-    name: str | None = None,
-    max_frame: int = DEFAULT_MAX_FRAME,
-    high_water: int = DEFAULT_HIGH_WATER,
-    low_water: int | None = None,
-    high_water_bytes: int = DEFAULT_HIGH_WATER_BYTES,
-    low_water_bytes: int | None = None,
-    pause_slack: int = DEFAULT_PAUSE_SLACK,
     token: str | None = None,
     expected_token: str | None = None,
-    handshake_timeout: float | None = 10.0,
     handshake_started: float | None = None,
-    idle_timeout: float | None = None,
-    send_buffer: int = DEFAULT_SEND_BUFFER,
-    read_size: int = DEFAULT_READ_SIZE,
+    **options: Unpack[PipeOptions],
 ) -> AsyncIterator[FramedPipe]:
     """Run pipekit/1 over ``stream`` and yield a :class:`FramedPipe` once the handshake
     is done.
@@ -673,78 +51,44 @@ async def framed_pipe(
     is PINGed half way, so a live but quiet peer answers) fails the pipe with kind
     ``idle_timeout``. ``stream`` is a byte stream or a :class:`MessageTransport`. On exit
     the pipe is ended and flushed, or - if the body raised - failed
-    with that exception, and the stream is closed in every case.
+    with that exception, and the stream is closed in every case. ``options`` are those
+    of :class:`~pipekit.kernel.PipeOptions`, checked by
+    :class:`~pipekit.kernel.PipeSettings` (which has their defaults).
     """
+    settings = PipeSettings(**options)
     conn = Connection(
-        initiator=initiator,
-        codecs=codecs,
-        name=name,
-        max_frame=max_frame,
-        high_water=high_water,
-        low_water=low_water,
-        high_water_bytes=high_water_bytes,
-        low_water_bytes=low_water_bytes,
-        pause_slack=pause_slack,
-        token=token,
-        expected_token=expected_token,
+        initiator=initiator, token=token, expected_token=expected_token, settings=settings
     )
-    pipe = FramedPipe(stream, conn, name=conn.name, send_buffer=send_buffer, read_size=read_size)
+    pipe = FramedPipe(
+        stream,
+        conn,
+        name=conn.name,
+        send_buffer=settings.send_buffer,
+        read_size=settings.read_size,
+    )
     body_error: BaseException | None = None
     unwrapped: BaseException | None = None
     try:
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(pipe._reader)
-            nursery.start_soon(pipe._writer)
-            if idle_timeout is not None:
-                nursery.start_soon(pipe._watch_idle, idle_timeout)
+            pipe.start(nursery, idle_timeout=settings.idle_timeout)
             try:
-                deadline = float("inf")
-                if handshake_timeout is not None:
-                    start = trio.current_time() if handshake_started is None else handshake_started
-                    deadline = start + handshake_timeout
-                with trio.move_on_at(deadline):
-                    await pipe._handshake.wait()
-                if not pipe._handshake.is_set():
-                    conn.fail(
-                        "handshake_timeout",
-                        f"handshake did not complete within {handshake_timeout} s",
-                    )
-                    pipe._tx_event.set()
-                    with trio.move_on_after(1):
-                        await pipe._flush()
-                    raise ProtocolError(
-                        f"{conn.name}: handshake did not complete within {handshake_timeout} s",
-                        kind="handshake_timeout",
-                    )
-                if pipe._handshake_error is not None:
-                    # A refused HELLO queued an ERROR with the reason: send it first.
-                    with trio.move_on_after(1):
-                        await pipe._flush()
-                    raise pipe._handshake_error
-                if not initiator:
-                    # Put the HELLO answer on the wire before handing the pipe over, so a
-                    # body that blocks the loop at once cannot stall the peer's handshake.
-                    with trio.move_on_after(1):
-                        await pipe._flush()
+                await pipe.complete_handshake(
+                    handshake_timeout=settings.handshake_timeout, started=handshake_started
+                )
                 try:
                     yield pipe
                 except BaseException as exc:
                     body_error = exc
-                    if not isinstance(exc, trio.Cancelled) and not pipe._closed:
-                        with trio.CancelScope(shield=True):  # fail() is a checkpoint
-                            await pipe.fail(exc)
-                    await pipe._last_words()
+                    await pipe.abandon(exc)
                     raise
                 await pipe.aclose()
             finally:
-                pipe._closed = True
-                pipe._closed_event.set()
                 # Close the transport *before* cancelling the nursery: inside a cancelled
                 # scope, the Cancelled raised within aclose_forcefully would belong to the
                 # nursery's scope, escape this finally and replace - and so silently
                 # swallow - the exception in flight (the body's or the handshake's).
                 try:
-                    await trio.aclose_forcefully(stream)
+                    await pipe.close_transport()
                 finally:
                     nursery.cancel_scope.cancel()
     except BaseExceptionGroup as group:

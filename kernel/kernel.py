@@ -21,7 +21,6 @@ is its ``__cause__``).
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -30,6 +29,7 @@ from typing import Any, Literal
 
 import trio
 
+from ._records import ModuleState, ModuleStats, PortRef, Restart, RestartPolicy, Topology
 from .errors import ModuleError, RemoteError, WiringError
 from .lane import DEFAULT_CAPACITY, Lane
 from .modules import Module, as_module
@@ -38,126 +38,16 @@ from .pipe import LocalPipe, Pipe
 __all__ = [
     "Kernel",
     "ModuleHandle",
+    "ModuleState",
     "ModuleStats",
     "PortRef",
+    "Restart",
     "RestartPolicy",
     "Topology",
     "open_kernel",
 ]
 
 log = logging.getLogger("pipekit.kernel")
-
-Restart = Literal["never", "on-failure", "always"]
-
-
-@dataclass(frozen=True, slots=True)
-class RestartPolicy:
-    """When a module is restarted, and how often.
-
-    ``restart``: ``never``; ``on-failure`` (after an exception); ``always`` (also after a
-    normal return, unless every input has ended). At most ``max_restarts`` restarts
-    (within the last ``window`` seconds, if given); the wait before restart *n* is
-    ``backoff * backoff_factor**(n-1)``, capped at ``backoff_max``.
-    """
-
-    restart: Restart = "never"
-    max_restarts: int = 3
-    backoff: float = 0.1
-    backoff_factor: float = 2.0
-    backoff_max: float = 10.0
-    window: float | None = None
-
-    def __post_init__(self) -> None:
-        if self.restart not in ("never", "on-failure", "always"):
-            raise ValueError(f"restart must be never, on-failure or always, not {self.restart!r}")
-        if (
-            self.max_restarts < 0
-            or self.backoff < 0
-            or self.backoff_factor < 1
-            or self.backoff_max < 0
-        ):
-            raise ValueError("max_restarts and backoff must be >= 0 and backoff_factor >= 1")
-
-    def delay(self, attempt: int) -> float:
-        """Seconds to wait before restart number ``attempt`` (1-based)."""
-        return min(self.backoff * self.backoff_factor ** (attempt - 1), self.backoff_max)
-
-
-@dataclass(frozen=True, slots=True)
-class PortRef:
-    """One port of one module: ``kernel_handle["out"]`` or ``PortRef("src", "out")``."""
-
-    module: str
-    port: str
-
-    def __str__(self) -> str:
-        return f"{self.module}.{self.port}"
-
-
-@dataclass(slots=True)
-class ModuleStats:
-    """Live statistics of one module, summed over its restarts."""
-
-    name: str
-    state: str = "pending"  # pending, running, restarting, done, failed, cancelled
-    restarts: int = 0
-    messages_in: int = 0
-    messages_out: int = 0
-    paused_seconds: float = 0.0
-    """Time spent blocked because a downstream buffer was full."""
-    started_at: float | None = None
-    finished_at: float | None = None
-    failures: list[str] = field(default_factory=list)
-    """``repr`` of every exception that caused a restart or the final failure."""
-
-    @property
-    def elapsed(self) -> float | None:
-        if self.started_at is None:
-            return None
-        end = self.finished_at if self.finished_at is not None else trio.current_time()
-        return end - self.started_at
-
-
-@dataclass(frozen=True)
-class Topology:
-    """The kernel's wiring, exportable as JSON, Graphviz DOT or Mermaid."""
-
-    modules: list[dict[str, Any]]
-    edges: list[dict[str, Any]]
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"modules": self.modules, "edges": self.edges}
-
-    def to_json(self, indent: int | None = 2) -> str:
-        return json.dumps(self.as_dict(), indent=indent)
-
-    def to_dot(self) -> str:
-        lines = ["digraph pipekit {", "  rankdir=LR;", "  node [shape=box];"]
-        for m in self.modules:
-            label = _dot_quote(m["name"])
-            if m["restart"] != "never":
-                label = label[:-1] + "\\n(" + m["restart"] + ')"'  # a DOT line break
-            lines.append(f"  {_dot_quote(m['name'])} [label={label}];")
-        for e in self.edges:
-            label = _dot_quote(f"{e['from_port']}->{e['to_port']}")
-            lines.append(f"  {_dot_quote(e['from'])} -> {_dot_quote(e['to'])} [label={label}];")
-        lines.append("}")
-        return "\n".join(lines) + "\n"
-
-    def to_mermaid(self) -> str:
-        ids = {m["name"]: f"m{i}" for i, m in enumerate(self.modules)}
-        lines = ["flowchart LR"]
-        for m in self.modules:
-            text = m["name"].replace('"', "'")
-            lines.append(f'  {ids[m["name"]]}["{text}"]')
-        for e in self.edges:
-            lines.append(f"  {ids[e['from']]} -->|{e['from_port']}->{e['to_port']}| {ids[e['to']]}")
-        return "\n".join(lines) + "\n"
-
-
-def _dot_quote(text: str) -> str:
-    """A DOT double-quoted string (only ``"`` and ``\\`` need escaping)."""
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 class ModuleHandle:
@@ -168,15 +58,12 @@ class ModuleHandle:
         self.name = name
 
     def __getitem__(self, port: str) -> PortRef:
-        entry = self.kernel._modules[self.name]
-        if port not in entry.module.inputs and port not in entry.module.outputs:
-            raise WiringError(f"module {self.name!r} has no port {port!r}")
-        return PortRef(self.name, port)
+        return self.kernel.port(self.name, port)
 
     @property
     def stats(self) -> ModuleStats:
         """A live snapshot of the module's statistics."""
-        return self.kernel._live_stats(self.kernel._modules[self.name])
+        return self.kernel.module_stats(self.name)
 
     def __repr__(self) -> str:
         return f"<ModuleHandle {self.name!r}>"
@@ -270,24 +157,32 @@ class Kernel:
         self._modules[unique] = _Entry(unique, mod, policy, cap, max_bytes, ModuleStats(unique))
         return ModuleHandle(self, unique)
 
-    def _port(self, ref: ModuleHandle | PortRef | str, direction: str) -> PortRef:
+    def _port(self, ref: ModuleHandle | PortRef | str, kind: Literal["input", "output"]) -> PortRef:
+        """``ref`` as an input or output port (a module stands for its only one)."""
         if isinstance(ref, PortRef):
-            entry = self._entry(ref.module)
-            ports = entry.module.outputs if direction == "out" else entry.module.inputs
+            name = ref.module
+        else:
+            name = ref.name if isinstance(ref, ModuleHandle) else ref
+        entry = self._entry(name)
+        ports = entry.module.outputs if kind == "output" else entry.module.inputs
+        if isinstance(ref, PortRef):
             if ref.port not in ports:
-                kind = "output" if direction == "out" else "input"
                 raise WiringError(f"{ref} is not an {kind} port of module {ref.module!r}")
             return ref
-        name = ref.name if isinstance(ref, ModuleHandle) else ref
-        entry = self._entry(name)
-        ports = entry.module.outputs if direction == "out" else entry.module.inputs
         if len(ports) != 1:
-            kind = "output" if direction == "out" else "input"
             raise WiringError(
                 f"module {name!r} has {len(ports)} {kind} ports {list(ports)}; "
                 "name one: handle[port]"
             )
         return PortRef(name, ports[0])
+
+    def port(self, module: str, port: str) -> PortRef:
+        """The input or output ``port`` of ``module``; :class:`WiringError` if it has
+        none."""
+        entry = self._entry(module)
+        if port not in entry.module.inputs and port not in entry.module.outputs:
+            raise WiringError(f"module {module!r} has no port {port!r}")
+        return PortRef(module, port)
 
     def _entry(self, name: str) -> _Entry:
         try:
@@ -306,24 +201,24 @@ class Kernel:
 
     def connect(self, a: ModuleHandle | PortRef | str, b: ModuleHandle | PortRef | str) -> None:
         """Send what ``a`` outputs to ``b``'s input."""
-        self._link(self._port(a, "out"), self._port(b, "in"), "connect")
+        self._link(self._port(a, "output"), self._port(b, "input"), "connect")
 
     def split(
         self, a: ModuleHandle | PortRef | str, targets: Iterable[ModuleHandle | PortRef | str]
     ) -> None:
         """Send every message ``a`` outputs to each of ``targets``, in order (the
         slowest target sets the pace)."""
-        src = self._port(a, "out")
+        src = self._port(a, "output")
         for t in targets:
-            self._link(src, self._port(t, "in"), "split")
+            self._link(src, self._port(t, "input"), "split")
 
     def merge(
         self, sources: Iterable[ModuleHandle | PortRef | str], b: ModuleHandle | PortRef | str
     ) -> None:
         """Interleave what ``sources`` output into ``b``'s input; it ends when all have."""
-        dst = self._port(b, "in")
+        dst = self._port(b, "input")
         for s in sources:
-            self._link(self._port(s, "out"), dst, "merge")
+            self._link(self._port(s, "output"), dst, "merge")
 
     # -- running ----------------------------------------------------------------------
 
@@ -408,7 +303,7 @@ class Kernel:
         try:
             while True:
                 ports = entry.ports = self._make_ports(entry)
-                stats.state = "running"
+                stats.state = ModuleState.RUNNING
                 error: BaseException | None = None
                 try:
                     await entry.module.run(ports)
@@ -448,7 +343,7 @@ class Kernel:
                     return
                 attempt += 1
                 stats.restarts += 1
-                stats.state = "restarting"
+                stats.state = ModuleState.RESTARTING
                 log.warning(
                     "module %r %s; restart %d/%d",
                     entry.name,
@@ -460,7 +355,8 @@ class Kernel:
         except BaseException:
             # Cancelled (the kernel is stopping or failing): release the lanes so that
             # blocked peers in other threads wake up, and let the cancellation through.
-            stats.state = "cancelled" if stats.state not in ("failed", "done") else stats.state
+            if stats.state not in (ModuleState.FAILED, ModuleState.DONE):
+                stats.state = ModuleState.CANCELLED
             for lane in entry.in_lanes.values():
                 lane.close_reader()
             raise
@@ -480,7 +376,7 @@ class Kernel:
         )
 
     def _finish(self, entry: _Entry) -> None:
-        entry.stats.state = "done"
+        entry.stats.state = ModuleState.DONE
         for port, lanes in entry.out_lanes.items():
             for lane in lanes:
                 lane.end_writer((entry.name, port))  # a no-op if the module ended it
@@ -489,7 +385,7 @@ class Kernel:
 
     def _fail(self, entry: _Entry, error: BaseException | None, message: str | None = None) -> None:
         stats = entry.stats
-        stats.state = "failed"
+        stats.state = ModuleState.FAILED
         if message is None:
             assert error is not None
             message = f"module {entry.name!r} failed: {type(error).__name__}: {error}"
@@ -511,6 +407,10 @@ class Kernel:
     def stats(self) -> dict[str, ModuleStats]:
         """A live snapshot of the statistics of every module (see :class:`ModuleStats`)."""
         return {name: self._live_stats(entry) for name, entry in self._modules.items()}
+
+    def module_stats(self, name: str) -> ModuleStats:
+        """A live snapshot of the statistics of module ``name``."""
+        return self._live_stats(self._entry(name))
 
     def _live_stats(self, entry: _Entry) -> ModuleStats:
         snap = dataclasses.replace(entry.stats, failures=list(entry.stats.failures))
@@ -542,8 +442,16 @@ class Kernel:
         ]
         return Topology(modules, edges)
 
-    def _release(self) -> None:
-        """Close every lane so no thread stays blocked on one after the kernel exits."""
+    @property
+    def failure(self) -> ModuleError | None:
+        """The error of the module that failed for good, if one did (the kernel scope
+        raises it)."""
+        return self._failure
+
+    def release(self) -> None:
+        """Retire the kernel once its scope has exited: no module can be added any more,
+        and every lane is closed so that no thread stays blocked on one."""
+        self._exited = True
         for entry in self._modules.values():
             for lane in entry.in_lanes.values():
                 lane.close_reader()
@@ -573,8 +481,8 @@ async def open_kernel(
                 nursery.cancel_scope.cancel()
                 raise
     except BaseExceptionGroup as group:
-        if kernel is not None and kernel._failure is not None:
-            unwrapped = kernel._failure
+        if kernel is not None and kernel.failure is not None:
+            unwrapped = kernel.failure
         else:
             real = [e for e in _flatten(group) if not isinstance(e, trio.Cancelled)]
             if len(real) != 1:
@@ -582,14 +490,13 @@ async def open_kernel(
             unwrapped = real[0]
     finally:
         if kernel is not None:
-            kernel._exited = True
-            kernel._release()
+            kernel.release()
     if unwrapped is not None:
         # Raised outside the except block and without "from": the exception keeps its
         # own __cause__ (a ModuleError's is the module's exception) and __context__.
         raise unwrapped
-    if kernel is not None and kernel._failure is not None:
-        raise kernel._failure
+    if kernel is not None and kernel.failure is not None:
+        raise kernel.failure
 
 
 def _flatten(group: BaseExceptionGroup[BaseException]) -> Sequence[BaseException]:

@@ -20,7 +20,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import trio
 
-from .errors import PipekitError
+from .errors import ErrorKind, PipekitError
 from .pipe import Pipe
 from .scopes import open_plain_nursery
 
@@ -235,7 +235,7 @@ def _only_cancelled(exc: BaseException) -> bool:
 
 
 class _Stopped(PipekitError):
-    kind = "cancelled"
+    kind = ErrorKind.CANCELLED
 
     def __init__(self) -> None:
         super().__init__("the module talking to this peer was stopped (cancelled)")

@@ -17,8 +17,10 @@ from pipekit.kernel import (
     FlowControlError,
     FramedPipe,
     MessageTransport,
+    PipeOptions,
     ProtocolError,
     RemoteError,
+    RemoteProtocolError,
     framed_pipe,
 )
 from pipekit.kernel.protocol import (
@@ -317,11 +319,47 @@ async def test_handshake_timeout_raises_protocol_error(
 ) -> None:
     s1, _silent_peer = trio.testing.memory_stream_pair()
     start = trio.current_time()
-    with pytest.raises(ProtocolError) as info:
+    with pytest.raises(RemoteProtocolError) as info:
         async with framed_pipe(s1, initiator=True, handshake_timeout=7):
             pass  # pragma: no cover - never reached
     assert info.value.kind == "handshake_timeout"
     assert 7 <= trio.current_time() - start < 9
+
+
+@pytest.mark.parametrize(
+    ("options", "error"),
+    [
+        ({"idle_timeout": 0}, ValueError),
+        ({"high_water": 0}, ValueError),
+        ({"coalesce": 1}, TypeError),
+    ],
+)
+async def test_options_are_checked_before_anything_runs(
+    options: dict[str, Any], error: type[Exception]
+) -> None:
+    s1, _silent_peer = trio.testing.memory_stream_pair()
+    with pytest.raises(error):
+        async with framed_pipe(s1, initiator=True, **options):
+            pass  # pragma: no cover - never reached
+
+
+async def test_one_options_dict_serves_both_ends(stream_pair: StreamPair) -> None:
+    options = PipeOptions(codecs=("json",), high_water=4, send_buffer=4096, read_size=1024)
+    left, right = stream_pair
+    with trio.fail_after(HANG_GUARD):
+        async with trio.open_nursery() as nursery:
+
+            async def echo() -> None:
+                async with framed_pipe(right, initiator=False, **options) as pipe:
+                    async for message in pipe:
+                        await pipe.send(message)
+
+            nursery.start_soon(echo)
+            async with framed_pipe(left, initiator=True, **options) as pipe:
+                assert pipe.conn.codec_name == "json" and pipe.name == "initiator"
+                await pipe.send_batch(list(range(20)))
+                await pipe.end()
+                assert [message async for message in pipe] == list(range(20))
 
 
 async def test_oversize_message_raises_locally_and_the_pipe_keeps_working(

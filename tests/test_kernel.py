@@ -16,6 +16,7 @@ from pipekit.kernel import (
     FramedPipe,
     Kernel,
     ModuleError,
+    ModuleState,
     Pipe,
     RestartPolicy,
     Topology,
@@ -258,6 +259,10 @@ async def test_module_exception_surfaces_as_module_error_naming_the_module() -> 
     assert info.value.__cause__ is original
     assert "exploder" in str(info.value)
     assert k.stats()["exploder"].state == "failed"
+    assert k.module_stats("exploder").state is ModuleState.FAILED
+    assert k.failure is info.value
+    with pytest.raises(WiringError, match="has exited"):
+        k.add(Collector())
 
 
 async def test_module_failure_cancels_the_other_modules() -> None:

@@ -19,7 +19,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pipekit.kernel.codecs import CODEC_NAMES, get_codec
-from pipekit.kernel.errors import CodecError, FlowControlError, ProtocolError
+from pipekit.kernel.errors import (
+    CodecError,
+    ErrorKind,
+    FlowControlError,
+    LocalProtocolError,
+    ProtocolError,
+    RemoteProtocolError,
+)
+from pipekit.kernel.options import PipeSettings
 from pipekit.kernel.protocol import (
     DEFAULT_COALESCE_BYTES,
     DEFAULT_HIGH_WATER,
@@ -31,6 +39,7 @@ from pipekit.kernel.protocol import (
     HELLO_MAX_FRAME,
     PROTOCOL,
     Connection,
+    Direction,
     EndReceived,
     ErrorReceived,
     Event,
@@ -136,10 +145,14 @@ def fresh(side: str) -> Connection:
 
 
 def assert_violation(
-    conn: Connection, data: bytes, kind: str, error_type: type[ProtocolError] = ProtocolError
+    conn: Connection,
+    data: bytes,
+    kind: str,
+    error_type: type[ProtocolError] = RemoteProtocolError,
 ) -> ProtocolError:
-    """Feed ``data``: it must end in a ProtocolViolation of ``kind``, queue exactly one
-    ERROR frame carrying that kind, and keep reporting the violation afterwards."""
+    """Feed ``data``: it must end in a ProtocolViolation of ``kind`` (the peer's fault: a
+    RemoteProtocolError), queue exactly one ERROR frame carrying that kind, and keep
+    reporting the violation afterwards."""
     events = conn.receive_data(data)
     assert events and isinstance(events[-1], ProtocolViolation), events
     assert not any(isinstance(e, ProtocolViolation) for e in events[:-1])
@@ -345,14 +358,14 @@ def test_token_is_ignored_by_an_acceptor_that_expects_none() -> None:
 def test_send_before_the_handshake_raises_protocol_error() -> None:
     i = Connection(initiator=True)
     i.data_to_send()
-    with pytest.raises(ProtocolError) as info:
+    with pytest.raises(LocalProtocolError) as info:
         i.send({"i": 1})
     assert info.value.kind == "state"
     assert i.data_to_send() == b""
 
 
 def test_send_many_before_the_handshake_raises_protocol_error() -> None:
-    with pytest.raises(ProtocolError):
+    with pytest.raises(LocalProtocolError):
         Connection(initiator=False).send_many([1, 2])
 
 
@@ -759,7 +772,7 @@ def test_send_many_queues_nothing_if_one_message_is_too_large() -> None:
 def test_send_after_end_raises_protocol_error() -> None:
     i, _ = connect()
     i.end()
-    with pytest.raises(ProtocolError) as info:
+    with pytest.raises(LocalProtocolError) as info:
         i.send(1)
     assert info.value.kind == "state"
 
@@ -767,7 +780,7 @@ def test_send_after_end_raises_protocol_error() -> None:
 def test_end_twice_raises_protocol_error() -> None:
     i, _ = connect()
     i.end()
-    with pytest.raises(ProtocolError):
+    with pytest.raises(LocalProtocolError):
         i.end()
 
 
@@ -1653,3 +1666,57 @@ def test_the_buffer_a_huge_frame_needed_is_given_back() -> None:
     assert messages_of(feed_in_place(b, a.data_to_send(), read=1 << 20))[-1] == "after"
     with b.receive_buffer(1024) as target:
         assert len(target) <= 4 * 1024 * 1024
+
+
+# --- kinds, states and settings -----------------------------------------------------
+
+
+def test_error_kinds_equal_their_wire_strings() -> None:
+    _, a = connect()
+    error = assert_violation(a, encode_frame(99), "malformed")
+    assert error.kind is ErrorKind.MALFORMED and isinstance(error, ProtocolError)
+    assert not isinstance(error, LocalProtocolError)
+    assert json.loads(json.dumps({"kind": ErrorKind.OVERSIZE})) == {"kind": "oversize"}
+    assert issubclass(FlowControlError, RemoteProtocolError)
+
+
+def test_direction_states_are_enums_equal_to_their_names() -> None:
+    def states(conn: Connection) -> tuple[Direction, Direction]:
+        return conn.send_state, conn.receive_state
+
+    i, a = connect()
+    i.end()
+    a.receive_data(i.data_to_send())
+    assert states(i) == (Direction.ENDED, Direction.OPEN) == ("ended", "open")
+    assert states(a) == (Direction.OPEN, Direction.ENDED)
+    assert all(type(state) is Direction for state in states(a))
+
+
+def test_settings_may_be_given_as_one_object() -> None:
+    settings = PipeSettings(name="n", codecs=["json"], high_water=10, high_water_bytes=1000)
+    conn = Connection(initiator=True, settings=settings)
+    same = Connection(
+        initiator=True, name="n", codecs=["json"], high_water=10, high_water_bytes=1000
+    )
+    assert conn.data_to_send() == same.data_to_send()
+    assert (conn.low_water, conn.low_water_bytes, conn.codecs) == (5, 500, ("json",))
+    with pytest.raises(TypeError):
+        Connection(initiator=True, settings=settings, high_water=3)
+    with pytest.raises(TypeError, match="send_buffer"):
+        Connection(initiator=True, send_buffer=10)  # type: ignore[call-arg]
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"codecs": []}, "codecs must be a non-empty subset"),
+        ({"max_frame": 10}, "max_frame must be between"),
+        ({"handshake_timeout": 0}, "handshake_timeout must be positive"),
+        ({"idle_timeout": -1.0}, "idle_timeout must be positive"),
+    ],
+)
+def test_pipe_settings_refuse_values_that_cannot_work(
+    options: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        PipeSettings(**options)

@@ -1,0 +1,220 @@
+"""Moving bytes between a transport and a :class:`~pipekit.kernel.protocol.Connection`.
+
+A transport is a trio byte stream or a :class:`MessageTransport` (one frame per
+message). :func:`read_into` feeds what a transport brings to the connection,
+:func:`writes_for` says how what the connection queued goes out, each in the way that
+suits the transport (a socket is read in place and written vectored), with the errors
+:class:`trio.SocketStream` raises.
+"""
+
+from __future__ import annotations
+
+import abc
+import errno
+import os
+from collections.abc import Awaitable, Callable, Sequence
+
+import trio
+
+from ._events import Event
+from .errors import ProtocolError
+from .protocol import Connection
+
+__all__ = [
+    "IOV_MAX",
+    "MessageTransport",
+    "Transport",
+    "Writes",
+    "direct_socket",
+    "read_into",
+    "write_some",
+    "writes_for",
+]
+
+
+class MessageTransport(trio.abc.AsyncResource):
+    """A transport that carries whole messages, one pipekit/1 frame each (WebSocket).
+
+    ``receive_message`` returns the next message, ``None`` once the peer closed cleanly,
+    and raises :class:`~pipekit.kernel.ProtocolError` for a message it cannot carry (the
+    pipe then refuses the connection with that reason) or :class:`trio.BrokenResourceError`
+    when the connection broke. ``send_message`` sends one frame."""
+
+    @abc.abstractmethod
+    async def send_message(self, frame: bytes) -> None: ...
+
+    @abc.abstractmethod
+    async def receive_message(self) -> bytes | None: ...
+
+
+Transport = trio.abc.Stream | MessageTransport
+
+Pieces = Sequence[bytes | memoryview]
+Writes = tuple[Callable[[], Pieces], Callable[[Pieces], Awaitable[None]]]
+"""How a writer takes what is ready (a call) and puts it on the transport (awaited)."""
+
+_VECTORED_MIN = 64 * 1024
+"""A write holding a piece at least this large goes out with sendmsg, uncopied."""
+IOV_MAX = 512
+"""Pieces handed to one ``sendmsg``/``writev`` call."""
+
+
+def _stream_error(exc: OSError) -> trio.ClosedResourceError | trio.BrokenResourceError:
+    """What :class:`trio.SocketStream` raises for ``exc``."""
+    if exc.errno == errno.EBADF:
+        return trio.ClosedResourceError("this socket was already closed")
+    return trio.BrokenResourceError(f"socket connection broken: {exc}")
+
+
+# -- reading --------------------------------------------------------------------------
+
+
+async def read_into(
+    transport: Transport,
+    conn: Connection,
+    read_size: int,
+    deliver: Callable[[list[Event]], None],
+    at_eof: Callable[[], None],
+) -> None:
+    """Feed everything ``transport`` brings to ``conn``, ``read_size`` bytes at most per
+    read, handing the events of each read to ``deliver``, until EOF (then ``at_eof()``)
+    or a violation. Raises :class:`trio.BrokenResourceError` or
+    :class:`trio.ClosedResourceError` when the transport fails."""
+    if isinstance(transport, MessageTransport):
+        await _read_messages(transport, conn, deliver, at_eof)
+    elif isinstance(transport, trio.SocketStream):
+        await _read_socket(transport.socket, conn, read_size, deliver, at_eof)
+    else:
+        await _read_stream(transport, conn, read_size, deliver, at_eof)
+
+
+async def _read_stream(
+    stream: trio.abc.Stream,
+    conn: Connection,
+    size: int,
+    deliver: Callable[[list[Event]], None],
+    at_eof: Callable[[], None],
+) -> None:
+    receive_some = stream.receive_some
+    while True:
+        data = await receive_some(size)
+        if not data:
+            deliver(conn.receive_eof())
+            at_eof()
+            return
+        events = conn.receive_data(data)
+        if events:
+            deliver(events)
+            if conn.failure is not None:
+                return
+
+
+async def _read_socket(
+    sock: trio.socket.SocketType,
+    conn: Connection,
+    size: int,
+    deliver: Callable[[list[Event]], None],
+    at_eof: Callable[[], None],
+) -> None:
+    """Like :func:`_read_stream`, reading straight into the connection's buffer."""
+    while True:
+        with conn.receive_buffer(size) as target:
+            try:
+                count = await sock.recv_into(target)
+            except OSError as exc:
+                raise _stream_error(exc) from exc
+        if not count:
+            deliver(conn.receive_eof())
+            at_eof()
+            return
+        events = conn.receive_filled(count)
+        if events:
+            deliver(events)
+            if conn.failure is not None:
+                return
+
+
+async def _read_messages(
+    transport: MessageTransport,
+    conn: Connection,
+    deliver: Callable[[list[Event]], None],
+    at_eof: Callable[[], None],
+) -> None:
+    while True:
+        try:
+            frame = await transport.receive_message()
+        except ProtocolError as exc:
+            deliver(conn.reject(str(exc), exc.kind))
+            return
+        if frame is None:
+            at_eof()
+            return
+        events = conn.receive_frame(frame)
+        if events:
+            deliver(events)
+            if conn.failure is not None:
+                return
+
+
+# -- writing --------------------------------------------------------------------------
+
+
+def writes_for(transport: Transport, conn: Connection) -> Writes:
+    """How a writer takes what ``conn`` has ready and puts it on ``transport``: one
+    message per frame on a :class:`MessageTransport`; otherwise one write, vectored on a
+    socket when a large message travels by reference (no copy), else joined."""
+    if isinstance(transport, MessageTransport):
+        send_message = transport.send_message
+
+        async def send_frames(frames: Pieces) -> None:
+            for frame in frames:  # bytes: a MessageTransport never gets a tail back
+                await send_message(bytes(frame))
+
+        return conn.frames_to_send, send_frames
+    send_all = transport.send_all
+    sock = transport.socket if isinstance(transport, trio.SocketStream) else None
+
+    async def send_pieces(pieces: Pieces) -> None:
+        if len(pieces) == 1:
+            await send_all(pieces[0])
+        elif sock is not None and max(map(len, pieces)) >= _VECTORED_MIN:
+            await _send_vectored(sock, pieces)
+        else:
+            await send_all(b"".join(pieces))
+
+    return conn.data_to_send_pieces, send_pieces
+
+
+async def _send_vectored(sock: trio.socket.SocketType, pieces: Pieces) -> None:
+    """Write all of ``pieces`` to ``sock`` with ``sendmsg`` (scatter-gather), with the
+    errors :meth:`trio.SocketStream.send_all` would raise."""
+    views = [memoryview(p) for p in pieces]
+    i = 0
+    try:
+        while i < len(views):
+            sent = await sock.sendmsg(views[i : i + IOV_MAX])
+            while sent:
+                size = len(views[i])
+                if sent < size:
+                    views[i] = views[i][sent:]
+                    break
+                sent -= size
+                i += 1
+    except OSError as exc:
+        raise _stream_error(exc) from exc
+
+
+def direct_socket(transport: Transport) -> trio.socket.SocketType | None:
+    """The socket under ``transport`` that :func:`write_some` can write to, if any."""
+    if isinstance(transport, trio.SocketStream) and hasattr(os, "writev"):
+        return transport.socket
+    return None
+
+
+def write_some(sock: trio.socket.SocketType, pieces: Pieces) -> int:
+    """Write what ``sock`` takes of ``pieces`` right now, without waiting; the number of
+    bytes written (0 on an error, which the next waiting write meets again)."""
+    try:
+        return os.writev(sock.fileno(), pieces[:IOV_MAX])
+    except OSError:
+        return 0
