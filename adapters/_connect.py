@@ -3,6 +3,7 @@ the initiator, and retry failed attempts under a :class:`Reconnect` policy."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import ssl
 from collections.abc import AsyncIterator, Callable
@@ -13,7 +14,7 @@ import trio
 
 from ..kernel.errors import ProtocolError, RemoteError
 from ..kernel.framed import FramedPipe, Transport, framed_pipe
-from ._options import PipeOptions, pipe_options
+from ..kernel.options import PipeOptions, PipeSettings
 from ._refusal import RefusalKind
 
 __all__ = ["Reconnect", "connect_pipe", "connect_with_retry"]
@@ -91,24 +92,25 @@ async def connect_with_retry(
 
 @asynccontextmanager
 async def connect_pipe(
-    open_transport: Callable[[PipeOptions], AbstractAsyncContextManager[Transport]],
+    open_transport: Callable[[PipeSettings], AbstractAsyncContextManager[Transport]],
     *,
     label: str,
     token: str | None,
     reconnect: Reconnect | bool | None,
     options: PipeOptions,
 ) -> AsyncIterator[FramedPipe]:
-    """Every adapter's ``connect``: validate ``options`` (the pipe is named ``label``
-    unless they name it), then enter ``open_transport(options)`` and the pipekit/1
+    """Every adapter's ``connect``: check ``options`` (the pipe is named ``label``
+    unless they name it), then enter ``open_transport(settings)`` and the pipekit/1
     handshake on the transport it yields, retried under ``reconnect``; yield the pipe."""
-    opts = pipe_options(**options)
-    opts["name"] = opts.get("name") or label
+    settings = PipeSettings(**options)
+    if settings.name is None:
+        settings = dataclasses.replace(settings, name=label)
 
     @asynccontextmanager
     async def attempt() -> AsyncIterator[FramedPipe]:
         async with (
-            open_transport(opts) as transport,
-            framed_pipe(transport, initiator=True, token=token, **opts) as pipe,
+            open_transport(settings) as transport,
+            framed_pipe(transport, initiator=True, token=token, settings=settings) as pipe,
         ):
             yield pipe
 

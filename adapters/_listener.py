@@ -11,6 +11,7 @@ the listener keeps serving everyone else.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import logging
 import math
@@ -24,8 +25,8 @@ import trio
 
 from ..kernel.errors import PipekitError, RemoteError
 from ..kernel.framed import FramedPipe, Transport, framed_pipe
+from ..kernel.options import PipeSettings
 from ..kernel.scopes import open_plain_nursery
-from ._options import PipeOptions
 from ._refusal import Refusal, RefusalKind, describe_peer, refusal_kind, refuse
 
 __all__ = [
@@ -77,7 +78,7 @@ class Listener:
         *,
         address: Any,
         label: str,
-        options: PipeOptions,
+        settings: PipeSettings,
         token: str | None,
         ssl_context: ssl.SSLContext | None,
         max_peers: int,
@@ -89,7 +90,7 @@ class Listener:
         self.url: str | None = None
         self.label = label
         self._listeners = list(listeners)
-        self._options = options
+        self._settings = settings
         self._token = token
         self._ssl_context = ssl_context
         self._max_peers = max_peers
@@ -230,11 +231,11 @@ class Listener:
     ) -> trio.abc.Stream | None:
         """TLS server handshake if configured, within the handshake timeout counted from
         ``started``; None (and the peer refused) if it failed."""
-        options = self._options
+        options = self._settings
         transport = stream
         if self._ssl_context is not None:
             tls = trio.SSLStream(stream, self._ssl_context, server_side=True)
-            timeout = options.get("handshake_timeout")
+            timeout = options.handshake_timeout
             try:
                 with trio.fail_at(math.inf if timeout is None else started + timeout):
                     await tls.do_handshake()
@@ -254,9 +255,9 @@ class Listener:
     async def _run_peer(self, transport: Transport, peer: str, started: float | None) -> None:
         """Run the pipekit/1 handshake on ``transport`` and serve the peer (hand its pipe
         to the handler or to :meth:`accept`), refusing it if the handshake fails."""
-        options = self._options
-        options = options.copy()
-        options["name"] = options.get("name") or f"{self.label}<-{peer}"
+        options = self._settings
+        if options.name is None:
+            options = dataclasses.replace(options, name=f"{self.label}<-{peer}")
         handed_out = False
         try:
             async with framed_pipe(
@@ -264,7 +265,7 @@ class Listener:
                 initiator=False,
                 expected_token=self._token,
                 handshake_started=started,
-                **options,
+                settings=options,
             ) as pipe:
                 self.accepted += 1
                 handed_out = True

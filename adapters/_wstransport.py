@@ -12,24 +12,24 @@ from websockets.trio.connection import Connection as WebSocket
 
 from ..kernel.errors import ProtocolError
 from ..kernel.framed import MessageTransport
+from ..kernel.options import PipeSettings
 from ..kernel.protocol import HEADER_SIZE, FrameType, encode_frame
-from ._options import PipeOptions
 
 __all__ = ["WebSocketTransport", "websocket_settings"]
 
 _CLOSE_TIMEOUT = 1.0
 
 
-def websocket_settings(options: PipeOptions, compression: bool) -> dict[str, Any]:
+def websocket_settings(settings: PipeSettings, compression: bool) -> dict[str, Any]:
     """The ``websockets`` keywords of a server or client connection: compression only
     if asked for, the upgrade within ``handshake_timeout``, no keepalive pings
     (``idle_timeout`` does that job), and messages of at most one frame."""
     return {
         "compression": "deflate" if compression else None,
-        "open_timeout": options.get("handshake_timeout"),
+        "open_timeout": settings.handshake_timeout,
         "ping_interval": None,
         "close_timeout": _CLOSE_TIMEOUT,
-        "max_size": options.get("max_frame", 0) + HEADER_SIZE,
+        "max_size": settings.max_frame + HEADER_SIZE,
     }
 
 

@@ -22,9 +22,9 @@ import trio
 
 from ..kernel.errors import ProtocolError
 from ..kernel.framed import FramedPipe
+from ..kernel.options import PipeOptions, PipeSettings
 from ._connect import Reconnect, connect_pipe
 from ._listener import DEFAULT_MAX_PEERS, Handler, Listener, run_listener, serve_forever
-from ._options import PipeOptions, pipe_options
 from ._refusal import Refusal
 
 __all__ = ["Listener", "Reconnect", "Refusal", "connect", "listen", "serve"]
@@ -47,7 +47,7 @@ async def listen(
     ``await handler(pipe)`` in its own task (its exception fails that peer's pipe only);
     without, take peers with ``await listener.accept()`` or ``async for``. On exit no more
     peers are accepted and every peer's pipe is closed."""
-    opts = pipe_options(**options)
+    settings = PipeSettings(**options)
     listeners = await trio.open_tcp_listeners(port, host=host, backlog=backlog)
     bound = listeners[0].socket.getsockname()
     scheme = "tls" if ssl_context is not None else "tcp"
@@ -55,7 +55,7 @@ async def listen(
         listeners,
         address=(bound[0], bound[1]),
         label=f"{scheme}://{bound[0]}:{bound[1]}",
-        options=opts,
+        settings=settings,
         token=token,
         ssl_context=ssl_context,
         max_peers=max_peers,
@@ -114,11 +114,11 @@ async def connect(
     label = f"{'tls' if ssl_context is not None else 'tcp'}://{host}:{port}"
 
     @asynccontextmanager
-    async def open_stream(opts: PipeOptions) -> AsyncIterator[trio.abc.Stream]:
+    async def open_stream(settings: PipeSettings) -> AsyncIterator[trio.abc.Stream]:
         stream: trio.abc.Stream = await trio.open_tcp_stream(host, port)
         if ssl_context is not None:
             tls = trio.SSLStream(stream, ssl_context, server_hostname=server_hostname or host)
-            timeout = opts.get("handshake_timeout")
+            timeout = settings.handshake_timeout
             try:
                 with trio.fail_after(math.inf if timeout is None else timeout):
                     await tls.do_handshake()

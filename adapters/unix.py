@@ -21,9 +21,9 @@ from typing import Unpack
 import trio
 
 from ..kernel.framed import FramedPipe
+from ..kernel.options import PipeOptions, PipeSettings
 from ._connect import Reconnect, connect_pipe
 from ._listener import DEFAULT_MAX_PEERS, Handler, Listener, run_listener, serve_forever
-from ._options import PipeOptions, pipe_options
 from ._refusal import Refusal
 
 __all__ = ["Listener", "Reconnect", "Refusal", "connect", "listen", "serve"]
@@ -67,7 +67,7 @@ async def listen(
 ) -> AsyncIterator[Listener]:
     """Listen on the socket file ``path`` for the duration of the block (see
     :func:`pipekit.adapters.tcp.listen` for ``handler`` and accepting)."""
-    opts = pipe_options(**options)
+    settings = PipeSettings(**options)
     where = os.fspath(path)
     _clear_stale(where)
     sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -85,7 +85,7 @@ async def listen(
         [trio.SocketListener(sock)],
         address=where,
         label=f"unix:{where}",
-        options=opts,
+        settings=settings,
         token=token,
         ssl_context=None,
         max_peers=max_peers,
@@ -138,7 +138,7 @@ async def connect(
     where = os.fspath(path)
 
     @asynccontextmanager
-    async def open_socket(opts: PipeOptions) -> AsyncIterator[trio.SocketStream]:
+    async def open_socket(settings: PipeSettings) -> AsyncIterator[trio.SocketStream]:
         yield await trio.open_unix_socket(where)
 
     async with connect_pipe(

@@ -31,9 +31,9 @@ from websockets.trio.server import serve as ws_serve
 
 from ..kernel.errors import ProtocolError
 from ..kernel.framed import FramedPipe
+from ..kernel.options import PipeOptions, PipeSettings
 from ._connect import Reconnect, connect_pipe
 from ._listener import DEFAULT_MAX_PEERS, Handler, Listener, run_listener, serve_forever
-from ._options import PipeOptions, pipe_options
 from ._refusal import Refusal
 from ._wsaccept import SlotListener, peer_of, slot_stream, upgrade_watcher
 from ._wsgate import BROWSER_CLIENT_PATH, SAME_ORIGIN, Gate, HttpResource, browser_client
@@ -74,7 +74,7 @@ async def listen(
     """Serve WebSocket peers at ``ws://host:port{path}`` for the duration of the block
     (``handler`` and accepting as in :func:`pipekit.adapters.tcp.listen`). Also serves
     the browser client at ``/pipekit.js`` and the GET resources in ``http``."""
-    opts = pipe_options(**options)
+    settings = PipeSettings(**options)
     resources_ = {BROWSER_CLIENT_PATH: HttpResource(browser_client(), "text/javascript")}
     resources_.update(http or {})
     scheme = "wss" if ssl_context is not None else "ws"
@@ -82,7 +82,7 @@ async def listen(
         [],
         address=None,
         label=f"{scheme}://{host}:{port}{path}",
-        options=opts,
+        settings=settings,
         token=token,
         ssl_context=None,  # TLS is done by the SlotListener's streams, before the upgrade
         max_peers=max_peers,
@@ -107,8 +107,8 @@ async def listen(
                 ssl=None,  # TLS is done by SlotListener's streams, so failures are seen
                 process_request=gate,
                 server_header=None,
-                create_connection=upgrade_watcher(listener, opts.get("handshake_timeout")),
-                **websocket_settings(opts, compression),
+                create_connection=upgrade_watcher(listener, settings.handshake_timeout),
+                **websocket_settings(settings, compression),
             )
         )
         bound = server.listeners[0].socket.getsockname()
@@ -173,15 +173,15 @@ async def connect(
     and ``reconnect`` as in :func:`pipekit.adapters.tcp.connect`."""
 
     @asynccontextmanager
-    async def open_websocket(opts: PipeOptions) -> AsyncIterator[WebSocketTransport]:
-        settings = websocket_settings(opts, compression)
-        timeout = settings["open_timeout"]
+    async def open_websocket(settings: PipeSettings) -> AsyncIterator[WebSocketTransport]:
+        ws_options = websocket_settings(settings, compression)
+        timeout = settings.handshake_timeout
         if ssl_context is not None:
-            settings["ssl"] = ssl_context
+            ws_options["ssl"] = ssl_context
         async with AsyncExitStack() as stack:
             try:
                 ws = await stack.enter_async_context(
-                    ws_connect(url, origin=origin, **settings)  # type: ignore[arg-type]
+                    ws_connect(url, origin=origin, **ws_options)  # type: ignore[arg-type]
                 )
             except TimeoutError as exc:
                 # The same error as every transport's handshake timeout (and retried).

@@ -32,6 +32,7 @@ async def framed_pipe(
     token: str | None = None,
     expected_token: str | None = None,
     handshake_started: float | None = None,
+    settings: PipeSettings | None = None,
     **options: Unpack[PipeOptions],
 ) -> AsyncIterator[FramedPipe]:
     """Run pipekit/1 over ``stream`` and yield a :class:`FramedPipe` once the handshake
@@ -53,9 +54,13 @@ async def framed_pipe(
     the pipe is ended and flushed, or - if the body raised - failed
     with that exception, and the stream is closed in every case. ``options`` are those
     of :class:`~pipekit.kernel.PipeOptions`, checked by
-    :class:`~pipekit.kernel.PipeSettings` (which has their defaults).
+    :class:`~pipekit.kernel.PipeSettings` (which has their defaults); a caller that
+    already holds checked settings passes them as ``settings`` instead.
     """
-    settings = PipeSettings(**options)
+    if settings is None:
+        settings = PipeSettings(**options)
+    elif options:
+        raise TypeError("framed_pipe() takes settings or option keywords, not both")
     conn = Connection(
         initiator=initiator, token=token, expected_token=expected_token, settings=settings
     )

@@ -16,6 +16,7 @@ import trio
 
 from ...kernel.errors import ProtocolError
 from ...kernel.framed import FramedPipe, framed_pipe
+from ...kernel.options import PipeOptions
 from ...kernel.scopes import open_plain_nursery
 from ._framedstdio import framed_stdio
 from ._pipe import ProcessPipe
@@ -67,12 +68,13 @@ async def open_chain(specs: Sequence[ProcessSpec]) -> AsyncIterator[ProcessPipe]
             await _spawn_chain(specs, processes, ends, nursery)
             if first.mode == StdioMode.FRAMES:
                 try:
-                    async with framed_pipe(
-                        ends.take_framed_transport(),
-                        initiator=True,
-                        codecs=first.codecs,
-                        name=name,
+                    options: PipeOptions = {
                         **first.framed_options,
+                        "codecs": first.codecs,
+                        "name": name,
+                    }
+                    async with framed_pipe(
+                        ends.take_framed_transport(), initiator=True, **options
                     ) as framed:
                         pipe = ProcessPipe(processes, name=name, framed=framed)
                         yield pipe

@@ -7,9 +7,10 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Literal
 
 from ...kernel.codecs import CODEC_NAMES
+from ...kernel.options import PipeOptions
 
 
 class StdioMode(StrEnum):
@@ -55,6 +56,8 @@ class ProcessSpec:
     ``channel``: the name of an environment variable; when given (mode must be
     ``frames``), pipekit/1 runs on a dedicated socket whose descriptor number the
     process finds in that variable, and its stdin and stdout are free.
+    ``codecs``, ``name`` and ``framed_options`` (more :class:`~pipekit.kernel.PipeOptions`):
+    the pipekit/1 settings of ``frames`` mode.
     ``timeout``: seconds the process may run before it is killed (kind ``timeout``).
     ``kill_grace``: seconds between SIGTERM and SIGKILL.
     ``max_line``: ``lines`` and ``jsonl`` modes, the longest line accepted from the
@@ -74,7 +77,7 @@ class ProcessSpec:
     channel: str | None = None
     codecs: tuple[str, ...] = CODEC_NAMES
     name: str | None = None
-    framed_options: Mapping[str, Any] = field(default_factory=dict)
+    framed_options: PipeOptions = field(default_factory=lambda: PipeOptions())
 
     def __post_init__(self) -> None:
         if not self.argv:

@@ -23,7 +23,15 @@ import trio
 
 from ..adapters.stdio import ProcessSpec, open_process
 from ..adapters.thread import ThreadPort, open_thread_port
-from ..kernel import DEFAULT_CAPACITY, Lane, LocalPipe, Pipe, framed_pipe, open_pipe_pair
+from ..kernel import (
+    DEFAULT_CAPACITY,
+    Lane,
+    LocalPipe,
+    Pipe,
+    PipeOptions,
+    framed_pipe,
+    open_pipe_pair,
+)
 from ._adapter import framed_bound
 from .mock import MockTransport
 
@@ -223,16 +231,27 @@ async def open_thread_relay_pair(
 
 # -- stdio: a child process relaying between its stdio and a Unix socket ------------------
 
-STDIO_OPTIONS: dict[str, Any] = {
-    "high_water": 64,
-    "send_buffer": 16 * 1024,
-    "pause_slack": 4 * 1024 * 1024,
+STDIO_HIGH_WATER = 64
+STDIO_SEND_BUFFER = 16 * 1024
+STDIO_PAUSE_SLACK = 4 * 1024 * 1024
+STDIO_OPTIONS: PipeOptions = {
+    "high_water": STDIO_HIGH_WATER,
+    "send_buffer": STDIO_SEND_BUFFER,
+    "pause_slack": STDIO_PAUSE_SLACK,
 }
 """Used by all four framed pipes of the stdio row (parent's a, the child's two, b). The
 pause slack is large because the child's stdin is an OS pipe of up to 1 MiB that may
 fill while the child is not scheduled, on top of what it reads per loop."""
 STDIO_BATCH = 64
-STDIO_BOUND = 2 * framed_bound(**STDIO_OPTIONS) + STDIO_BATCH
+STDIO_BOUND = (
+    2
+    * framed_bound(
+        high_water=STDIO_HIGH_WATER,
+        send_buffer=STDIO_SEND_BUFFER,
+        pause_slack=STDIO_PAUSE_SLACK,
+    )
+    + STDIO_BATCH
+)
 """Two framed hops (a -> child's stdin, child's socket -> b; the same the other way) +
 the batch the relay holds: 8746."""
 STDIO_KILL_GRACE = 0.25
@@ -288,5 +307,6 @@ async def open_stdio_relay_pair() -> AsyncIterator[tuple[Pipe, Pipe]]:
 
 @asynccontextmanager
 async def _framed_child(stream: trio.abc.Stream) -> AsyncIterator[Pipe]:
-    async with framed_pipe(stream, initiator=False, name="b", **STDIO_OPTIONS) as b:
+    options: PipeOptions = {**STDIO_OPTIONS, "name": "b"}
+    async with framed_pipe(stream, initiator=False, **options) as b:
         yield b
