@@ -12,10 +12,9 @@ from dataclasses import dataclass
 
 import trio
 
-from ..kernel.errors import ProtocolError, RemoteError
+from ..kernel.errors import ErrorKind, ProtocolError, RemoteError
 from ..kernel.framed import FramedPipe, Transport, framed_pipe
 from ..kernel.options import PipeOptions, PipeSettings
-from ._refusal import RefusalKind
 
 __all__ = ["Reconnect", "connect_pipe", "connect_with_retry"]
 
@@ -52,9 +51,9 @@ class Reconnect:
 
 def _retryable(exc: BaseException) -> bool:
     if isinstance(exc, RemoteError):
-        return exc.kind == RefusalKind.BUSY
+        return exc.kind == ErrorKind.BUSY
     if isinstance(exc, ProtocolError):
-        return exc.kind in (RefusalKind.HANDSHAKE, RefusalKind.HANDSHAKE_TIMEOUT)
+        return exc.kind in (ErrorKind.HANDSHAKE, ErrorKind.HANDSHAKE_TIMEOUT)
     if isinstance(exc.__cause__, ssl.SSLCertVerificationError):
         return False  # the same certificate will fail the same way
     return isinstance(exc, OSError | trio.BrokenResourceError | trio.ClosedResourceError)

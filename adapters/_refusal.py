@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import trio
 
-from ..kernel.errors import PipekitError
+from ..kernel.errors import ErrorKind, PipekitError
 from ..kernel.framed import MessageTransport, Transport
 from ..kernel.protocol import Connection
 
@@ -26,17 +26,17 @@ class RefusalKind(enum.StrEnum):
     Some equal a protocol error kind, as the peer sees the same failure on every
     transport."""
 
-    BUSY = "busy"
+    BUSY = ErrorKind.BUSY.value
     """Every peer slot is taken (also the kind of the ERROR frame such a peer gets)."""
     TLS = "tls"
     """The TLS handshake failed."""
     CLOSED = "closed"
     """The connection broke or closed during the handshake."""
-    HANDSHAKE = "handshake"
+    HANDSHAKE = ErrorKind.HANDSHAKE.value
     """The peer closed before its WebSocket upgrade."""
-    HANDSHAKE_TIMEOUT = "handshake_timeout"
+    HANDSHAKE_TIMEOUT = ErrorKind.HANDSHAKE_TIMEOUT.value
     """TLS or the WebSocket upgrade did not finish within ``handshake_timeout``."""
-    MALFORMED = "malformed"
+    MALFORMED = ErrorKind.MALFORMED.value
     """The peer did not speak HTTP where a WebSocket upgrade was due."""
     NOT_FOUND = "not_found"
     """A WebSocket upgrade to a path the listener does not serve."""

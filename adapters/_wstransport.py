@@ -3,17 +3,16 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import trio
 from websockets.exceptions import ConnectionClosed, ConnectionClosedOK
 from websockets.trio.connection import Connection as WebSocket
 
-from ..kernel.errors import ProtocolError
+from ..kernel.errors import ErrorKind, RemoteProtocolError
 from ..kernel.framed import MessageTransport
 from ..kernel.options import PipeSettings
-from ..kernel.protocol import HEADER_SIZE, FrameType, encode_frame
+from ..kernel.protocol import HEADER_SIZE, error_frame
 
 __all__ = ["WebSocketTransport", "websocket_settings"]
 
@@ -54,8 +53,8 @@ class WebSocketTransport(MessageTransport):
         except ConnectionClosed as exc:
             if exc.sent is not None and exc.sent.code == 1009 and not exc.rcvd_then_sent:
                 # We closed: the peer's message was larger than our max_frame.
-                raise ProtocolError(
-                    f"WebSocket message too big: {exc.sent.reason}", kind="oversize"
+                raise RemoteProtocolError(
+                    f"WebSocket message too big: {exc.sent.reason}", kind=ErrorKind.OVERSIZE
                 ) from exc
             if exc.rcvd is not None and exc.rcvd.code == 1009 and exc.rcvd_then_sent is not False:
                 # The peer closed: our message was larger than its max_frame. Report it as
@@ -63,14 +62,14 @@ class WebSocketTransport(MessageTransport):
                 if self._peer_refused:
                     return None
                 self._peer_refused = True
-                return _error_frame(
-                    "oversize", f"the peer refused a WebSocket message: {exc.rcvd.reason}"
+                return error_frame(
+                    ErrorKind.OVERSIZE, f"the peer refused a WebSocket message: {exc.rcvd.reason}"
                 )
             raise trio.BrokenResourceError(f"WebSocket closed: {_describe(exc)}") from exc
         if isinstance(message, str):
-            raise ProtocolError(
+            raise RemoteProtocolError(
                 "text WebSocket message: pipekit/1 frames travel as binary messages",
-                kind="malformed",
+                kind=ErrorKind.MALFORMED,
             )
         return message
 
@@ -81,11 +80,6 @@ class WebSocketTransport(MessageTransport):
         makes it log internal errors."""
         with trio.CancelScope(shield=True):
             await self.ws.aclose()
-
-
-def _error_frame(kind: str, message: str) -> bytes:
-    payload = json.dumps({"kind": kind, "message": message}).encode("utf-8")
-    return encode_frame(FrameType.ERROR, payload, json_flag=True)
 
 
 def _describe(exc: ConnectionClosed) -> str:

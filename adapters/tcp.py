@@ -20,7 +20,7 @@ from typing import Unpack
 
 import trio
 
-from ..kernel.errors import ProtocolError
+from ..kernel.errors import ErrorKind, RemoteProtocolError
 from ..kernel.framed import FramedPipe
 from ..kernel.options import PipeOptions, PipeSettings
 from ._connect import Reconnect, connect_pipe
@@ -126,9 +126,9 @@ async def connect(
                 await trio.aclose_forcefully(stream)
                 if isinstance(exc, trio.TooSlowError):
                     # The same error as every transport's handshake timeout (and retried).
-                    raise ProtocolError(
+                    raise RemoteProtocolError(
                         f"{label}: TLS handshake did not complete within {timeout} s",
-                        kind="handshake_timeout",
+                        kind=ErrorKind.HANDSHAKE_TIMEOUT,
                     ) from None
                 raise
             stream = tls

@@ -29,7 +29,7 @@ from websockets.trio.client import connect as ws_connect
 from websockets.trio.server import Server, ServerConnection
 from websockets.trio.server import serve as ws_serve
 
-from ..kernel.errors import ProtocolError
+from ..kernel.errors import ErrorKind, RemoteProtocolError
 from ..kernel.framed import FramedPipe
 from ..kernel.options import PipeOptions, PipeSettings
 from ._connect import Reconnect, connect_pipe
@@ -185,15 +185,15 @@ async def connect(
                 )
             except TimeoutError as exc:
                 # The same error as every transport's handshake timeout (and retried).
-                raise ProtocolError(
+                raise RemoteProtocolError(
                     f"{url}: WebSocket upgrade did not complete within {timeout} s",
-                    kind="handshake_timeout",
+                    kind=ErrorKind.HANDSHAKE_TIMEOUT,
                 ) from exc
             except InvalidMessage as exc:
                 # No HTTP answer: for example a wss:// listener that refused TLS.
-                raise ProtocolError(
+                raise RemoteProtocolError(
                     f"{url}: the server did not answer the WebSocket upgrade ({exc})",
-                    kind="handshake",
+                    kind=ErrorKind.HANDSHAKE,
                 ) from exc
             assert isinstance(ws, ClientConnection)
             yield WebSocketTransport(ws)

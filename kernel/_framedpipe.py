@@ -27,7 +27,7 @@ from ._events import (
 )
 from ._frames import OPEN
 from ._transport import Transport, direct_socket, read_into, write_some, writes_for
-from .errors import ErrorKind, RemoteError, RemoteProtocolError
+from .errors import ErrorKind, ProtocolError, RemoteError, RemoteProtocolError
 from .options import DEFAULT_READ_SIZE, DEFAULT_SEND_BUFFER
 from .pipe import Pipe, PipeStats
 from .protocol import Connection
@@ -82,6 +82,17 @@ class FramedPipe(Pipe):
     def peer(self) -> dict[str, Any]:
         """The peer's HELLO (without its token)."""
         return dict(self.conn.peer or {})
+
+    @property
+    def sending(self) -> bool:
+        """True while this side may still send: it has neither ended nor failed its
+        direction."""
+        return self.conn.send_state is OPEN
+
+    @property
+    def violation(self) -> ProtocolError | None:
+        """The protocol violation (either side's) that broke this pipe, if any."""
+        return self.conn.failure
 
     # -- background tasks -------------------------------------------------------------
 
@@ -350,14 +361,19 @@ class FramedPipe(Pipe):
         has one, else its type name; ``message`` is ``str(exc)``; ``details`` are extra
         JSON fields of the payload (for example a ``traceback``)."""
         await trio.lowlevel.checkpoint()
-        if self._closed or self._tx_broken is not None:
-            return
         kind = getattr(exc, "kind", None)
-        self.conn.fail(
+        self.fail_nowait(
             kind if isinstance(kind, str) else type(exc).__name__,
             str(exc) or type(exc).__name__,
             **details,
         )
+
+    def fail_nowait(self, kind: str, message: str, **details: Any) -> None:
+        """Queue ERROR ``{kind, message, **details}`` after everything already sent, at
+        once (no checkpoint); a no-op once this direction is closed or the pipe broke."""
+        if self._closed or self._tx_broken is not None:
+            return
+        self.conn.fail(kind, message, **details)
         self._tx_event.set()
 
     async def ping(self, payload: bytes = b"") -> None:

@@ -31,6 +31,7 @@ __all__ = [
     "Direction",
     "FrameType",
     "encode_frame",
+    "error_frame",
     "json_frame",
 ]
 
@@ -97,3 +98,8 @@ def json_frame(ftype: FrameType, body: dict[str, Any]) -> bytes:
     """One frame whose payload is ``body`` as compact UTF-8 JSON, with the JSON flag."""
     payload = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
     return encode_frame(ftype, payload, json_flag=True)
+
+
+def error_frame(kind: str, message: str, **details: Any) -> bytes:
+    """An ERROR frame with the payload ``{kind, message, **details}``."""
+    return json_frame(FrameType.ERROR, {"kind": kind, "message": message, **details})

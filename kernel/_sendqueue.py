@@ -15,7 +15,7 @@ from ._frames import (
     Direction,
     FrameType,
     encode_frame,
-    json_frame,
+    error_frame,
 )
 from .codecs import Codec
 from .errors import ErrorKind, LocalProtocolError, ProtocolError
@@ -194,7 +194,7 @@ class SendQueue:
         if self.send_state is not OPEN:
             return
         self._frame_pending()
-        frame = json_frame(FrameType.ERROR, {"kind": kind, "message": message, **details})
+        frame = error_frame(kind, message, **details)
         self._stream.append((frame,))
         self._stream_size += len(frame)
         self.send_state = FAILED

@@ -50,6 +50,7 @@ from ._frames import (
     Direction,
     FrameType,
     encode_frame,
+    error_frame,
     json_frame,
 )
 from ._receivebuffer import DEFAULT_READ_SIZE, ReceiveBuffer
@@ -83,6 +84,7 @@ __all__ = [
     "ProtocolViolation",
     "ResumeReceived",
     "encode_frame",
+    "error_frame",
 ]
 
 

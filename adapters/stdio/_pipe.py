@@ -9,7 +9,7 @@ from typing import Any
 
 import trio
 
-from ...kernel.errors import ProtocolError
+from ...kernel.errors import ErrorKind, ProtocolError
 from ...kernel.framed import FramedPipe
 from ...kernel.pipe import Pipe, PipeStats
 from ._processes import Processes
@@ -89,7 +89,7 @@ class ProcessPipe(Pipe):
             try:
                 await self._framed.send_batch(values)
             except (ProtocolError, trio.BrokenResourceError) as exc:
-                if isinstance(exc, ProtocolError) and exc.kind == "oversize":
+                if isinstance(exc, ProtocolError) and exc.kind == ErrorKind.OVERSIZE:
                     raise  # refused before anything was queued: the channel is intact
                 raise await self._processes.outcome(exc) from exc
             return
@@ -175,7 +175,7 @@ class ProcessPipe(Pipe):
 
     def _input_open(self) -> bool:
         if self._framed is not None:
-            return self._framed.conn.send_state == "open"
+            return self._framed.sending
         assert self._raw is not None
         return self._raw.input_open
 

@@ -14,7 +14,7 @@ from typing import Any
 import trio
 
 from ..adapters.thread import ThreadPort
-from ..kernel import CodecError, FramedPipe, ProtocolError
+from ..kernel import CodecError, ErrorKind, FramedPipe, ProtocolError
 from ._outcome import Failure, format_traceback
 from ._wire import (
     ANSWER_LAG,
@@ -246,7 +246,7 @@ async def _send_item_reply(pipe: FramedPipe, reply: Any) -> None:
         await pipe.send(reply)
         return
     except (CodecError, ProtocolError) as exc:
-        if isinstance(exc, ProtocolError) and exc.kind != "oversize":
+        if isinstance(exc, ProtocolError) and exc.kind != ErrorKind.OVERSIZE:
             raise
         error = exc
     chunk = isinstance(reply, list) and len(reply) in (4, 5) and reply[0] == CHUNK

@@ -47,7 +47,7 @@ class Failure:
         everything sent before, when the framed pipe is closed)."""
         sys.stderr.write(self.traceback)
         sys.stderr.flush()
-        pipe.conn.fail(self.kind, self.message, traceback=self.traceback)
+        pipe.fail_nowait(self.kind, self.message, traceback=self.traceback)
         return self.exit_code
 
 
@@ -69,5 +69,5 @@ def is_channel_loss(exc: BaseException, pipe: FramedPipe) -> bool:
     if isinstance(exc, RemoteError):
         return False
     if isinstance(exc, ProtocolError):
-        return pipe.conn.failure is not None
+        return pipe.violation is not None
     return isinstance(exc, trio.BrokenResourceError)

@@ -10,7 +10,7 @@ from typing import Any, Protocol
 import trio
 
 from ..adapters.stdio import ProcessError, ProcessPipe
-from ..kernel import CodecError, PipekitError, ProtocolError
+from ..kernel import CodecError, ErrorKind, PipekitError, ProtocolError
 from ._errors import WorkerError
 from ._queue import Entry, Flight
 from ._wire import ANSWER_LAG, chunk_request, parse_chunk_reply, parse_chunk_request
@@ -209,7 +209,7 @@ class Worker:
                 await pipe.send_batch(batch)
                 self.items_sent += count
             except (CodecError, ProtocolError) as exc:
-                if isinstance(exc, ProtocolError) and exc.kind != "oversize":
+                if isinstance(exc, ProtocolError) and exc.kind != ErrorKind.OVERSIZE:
                     return  # the channel broke: the receiving side reports it
                 if not await self._send_one_by_one(batch):
                     return
@@ -233,7 +233,7 @@ class Worker:
             await self.pipe.send(message)
             return True
         except (CodecError, ProtocolError) as exc:
-            if isinstance(exc, ProtocolError) and exc.kind != "oversize":
+            if isinstance(exc, ProtocolError) and exc.kind != ErrorKind.OVERSIZE:
                 return False
             error: BaseException = exc
         except (trio.BrokenResourceError, trio.ClosedResourceError, PipekitError):
