@@ -10,11 +10,14 @@ re-exports of the kernel's errors.
 from .adapters.stdio import ProcessError
 from .kernel import (
     CodecError,
+    ErrorKind,
     FlowControlError,
+    LocalProtocolError,
     ModuleError,
     PipekitError,
     ProtocolError,
     RemoteError,
+    RemoteProtocolError,
     WiringError,
     open_kernel,
 )
@@ -25,7 +28,9 @@ __version__ = "0.1.0"
 
 __all__ = [
     "CodecError",
+    "ErrorKind",
     "FlowControlError",
+    "LocalProtocolError",
     "ModuleError",
     "PipekitError",
     "Pipeline",
@@ -33,6 +38,7 @@ __all__ = [
     "ProcessError",
     "ProtocolError",
     "RemoteError",
+    "RemoteProtocolError",
     "Stage",
     "WiringError",
     "Worker",
