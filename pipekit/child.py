@@ -15,12 +15,12 @@ The worker's shapes, item protocol, failures and signals are described in
 
 from __future__ import annotations
 
-from .workers._outcome import EXIT_FAILED, EXIT_OK, EXIT_TERMINATED, EXIT_USAGE
-from .workers._runtime import Mode as Mode
-from .workers._runtime import run_worker
-from .workers._stream import messages, receive, receive_batch, send, send_batch
-from .workers._targets import StreamShape as StreamShape
-from .workers._targets import TargetError, load_target, stream_shape
+from .workers._child.outcome import EXIT_FAILED, EXIT_OK, EXIT_TERMINATED, EXIT_USAGE
+from .workers._child.runtime import Mode as Mode
+from .workers._child.runtime import run_worker
+from .workers._child.stream import messages, receive, receive_batch, send, send_batch
+from .workers._child.targets import StreamShape as StreamShape
+from .workers._child.targets import TargetError, load_target, stream_shape
 from .workers._wire import FD_ENV, PROGRESS_ENV
 
 __all__ = [

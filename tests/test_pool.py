@@ -36,12 +36,12 @@ from pool_workers import (
 
 import pipekit as pk
 from pipekit.workers import CHUNK_SECONDS
-from pipekit.workers._dispatch import water_fill
-from pipekit.workers._queue import Flight, SegmentState
-from pipekit.workers._records import ProgressRecords
-from pipekit.workers._runs import StreamRun
-from pipekit.workers._sizing import FIRST_CHUNK
-from pipekit.workers._worker import Worker
+from pipekit.workers._pool.dispatch import water_fill
+from pipekit.workers._pool.queue import Flight, SegmentState
+from pipekit.workers._pool.records import ProgressRecords
+from pipekit.workers._pool.runs import StreamRun
+from pipekit.workers._pool.sizing import FIRST_CHUNK
+from pipekit.workers._pool.worker import Worker
 
 FRESH, RAN, SUSPECT = SegmentState.FRESH, SegmentState.RAN, SegmentState.SUSPECT
 

@@ -13,15 +13,21 @@ child and the child runtime behind ``pipekit worker`` (whose user-facing module 
 :mod:`pipekit.child`).
 """
 
-from ._crashes import MAX_BARREN_DEATHS
-from ._errors import WorkerError, WorkerErrorKind
 from ._handle import OUTPUT_BYTES, OUTPUT_MESSAGES, ProcessChain, Worker
 from ._launch import worker_spec
-from ._pool import WorkerPool
+from ._pool import (
+    CHUNK_BYTES,
+    CHUNK_SECONDS,
+    MAX_BARREN_DEATHS,
+    MAX_CHUNK,
+    TAIL_SECONDS,
+    PoolStats,
+    UnorderedResults,
+    WorkerError,
+    WorkerErrorKind,
+    WorkerPool,
+)
 from ._process import cmd, run
-from ._results import UnorderedResults
-from ._sizing import CHUNK_BYTES, CHUNK_SECONDS, MAX_CHUNK, TAIL_SECONDS
-from ._stats import PoolStats
 from ._wire import WorkerMode
 
 __all__ = [

@@ -13,8 +13,7 @@ from ..adapters.stdio import ProcessModule, ProcessPipe, ProcessSpec, open_proce
 from ..kernel import Module, Pipe, batch_failure
 from ..kernel.scopes import open_plain_nursery
 from ..pipeline import Stage
-from ._errors import WorkerError
-from ._pool import WorkerPool
+from ._pool import WorkerError, WorkerPool
 
 if TYPE_CHECKING:
     from ._handle import Worker

@@ -6,11 +6,11 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterable
 
-from ._queue import Entry, Flight, Segment, SegmentState
-from ._runs import Run
-from ._sizing import ChunkSizer
-from ._stats import Counters
-from ._worker import Worker
+from .queue import Entry, Flight, Segment, SegmentState
+from .runs import Run
+from .sizing import ChunkSizer
+from .stats import Counters
+from .worker import Worker
 
 
 class Dispatcher:

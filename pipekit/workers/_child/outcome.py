@@ -10,7 +10,7 @@ import traceback
 
 import trio
 
-from ..kernel import FramedPipe, ProtocolError, RemoteError
+from ...kernel import FramedPipe, ProtocolError, RemoteError
 
 EXIT_OK = 0
 EXIT_FAILED = 1

@@ -19,14 +19,14 @@ from collections.abc import Awaitable, Callable
 
 import trio
 
-from ..kernel import FramedPipe, PipekitError, framed_pipe
-from ._bridge import bridge
-from ._items import item_body, no_mark, progress_marker, send_item_replies
-from ._outcome import EXIT_FAILED, EXIT_USAGE, ChannelLost, Failure, Stop
-from ._signals import install_signal_handlers, state
-from ._stream import run_async, stream_body
-from ._targets import StreamShape, TargetError, check_callable_with, load_target, stream_shape
-from ._wire import FD_ENV, WorkerMode, WorkerModeName
+from ...kernel import FramedPipe, PipekitError, framed_pipe
+from .._wire import FD_ENV, WorkerMode, WorkerModeName
+from .bridge import bridge
+from .items import item_body, no_mark, progress_marker, send_item_replies
+from .outcome import EXIT_FAILED, EXIT_USAGE, ChannelLost, Failure, Stop
+from .signals import install_signal_handlers, state
+from .stream import run_async, stream_body
+from .targets import StreamShape, TargetError, check_callable_with, load_target, stream_shape
 
 Mode = WorkerModeName
 

@@ -12,10 +12,11 @@ from typing import Any
 
 import trio
 
-from ..adapters.stdio import ProcessSpec, open_process
-from ..kernel import PipekitError
-from ..kernel.scopes import open_plain_nursery
-from ._crashes import (
+from ...adapters.stdio import ProcessSpec, open_process
+from ...kernel import PipekitError
+from ...kernel.scopes import open_plain_nursery
+from .._wire import PROGRESS_ENV
+from .crashes import (
     MAX_BARREN_DEATHS,
     barren_error,
     loss_error,
@@ -23,13 +24,12 @@ from ._crashes import (
     startup_error,
     triage,
 )
-from ._dispatch import Dispatcher
-from ._errors import WorkerError, remote_error, unsendable_error
-from ._queue import Entry
-from ._records import ProgressRecords
-from ._stats import Counters
-from ._wire import PROGRESS_ENV
-from ._worker import Worker
+from .dispatch import Dispatcher
+from .errors import WorkerError, remote_error, unsendable_error
+from .queue import Entry
+from .records import ProgressRecords
+from .stats import Counters
+from .worker import Worker
 
 
 class Supervisor:

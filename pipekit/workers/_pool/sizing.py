@@ -3,8 +3,8 @@ unanswered, from the pool's options or from the pace and size of the items."""
 
 from __future__ import annotations
 
-from ..kernel.protocol import DEFAULT_MAX_FRAME
-from ._queue import Segment
+from ...kernel.protocol import DEFAULT_MAX_FRAME
+from .queue import Segment
 
 MAX_INFLIGHT = 1 << 20
 """The largest ``max_inflight`` and ``chunksize``."""

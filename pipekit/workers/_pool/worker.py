@@ -9,11 +9,11 @@ from typing import Any, Protocol
 
 import trio
 
-from ..adapters.stdio import ProcessError, ProcessPipe
-from ..kernel import CodecError, ErrorKind, PipekitError, ProtocolError
-from ._errors import WorkerError
-from ._queue import Entry, Flight
-from ._wire import ANSWER_LAG, chunk_request, parse_chunk_reply, parse_chunk_request
+from ...adapters.stdio import ProcessError, ProcessPipe
+from ...kernel import CodecError, ErrorKind, PipekitError, ProtocolError
+from .._wire import ANSWER_LAG, chunk_request, parse_chunk_reply, parse_chunk_request
+from .errors import WorkerError
+from .queue import Entry, Flight
 
 _SAMPLE_ITEMS = 256  # items, or ...
 _SAMPLE_BYTES = 32 * 1024  # ... bytes in a sample of the bytes per item

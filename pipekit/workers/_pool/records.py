@@ -10,7 +10,7 @@ import sys
 import tempfile
 from typing import Any
 
-from ._wire import RECORD, read_record, record_address, reset_record
+from .._wire import RECORD, read_record, record_address, reset_record
 
 
 class ProgressRecords:

@@ -10,9 +10,9 @@ from typing import Any
 
 import trio
 
-from ._dispatch import Dispatcher
-from ._queue import Segment
-from ._runs import StreamRun
+from .dispatch import Dispatcher
+from .queue import Segment
+from .runs import StreamRun
 
 _FAIRNESS_EVERY = 64
 

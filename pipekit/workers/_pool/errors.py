@@ -5,8 +5,8 @@ from __future__ import annotations
 import enum
 from typing import Any
 
-from ..kernel import PipekitError
-from ._wire import parse_error_entry
+from ...kernel import PipekitError
+from .._wire import parse_error_entry
 
 
 class WorkerErrorKind(enum.StrEnum):

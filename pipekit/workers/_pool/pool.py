@@ -85,16 +85,16 @@ from typing import Any, Literal
 
 import trio
 
-from ..adapters.stdio import ProcessSpec
-from ._dispatch import Dispatcher
-from ._launch import worker_spec
-from ._queue import Segment
-from ._results import UnorderedResults
-from ._runs import MapRun, OneRun
-from ._sizing import MAX_INFLIGHT, ChunkSizer
-from ._stats import Counters, PoolStats
-from ._supervisor import Supervisor
-from ._wire import WorkerMode
+from ...adapters.stdio import ProcessSpec
+from .._launch import worker_spec
+from .._wire import WorkerMode
+from .dispatch import Dispatcher
+from .queue import Segment
+from .results import UnorderedResults
+from .runs import MapRun, OneRun
+from .sizing import MAX_INFLIGHT, ChunkSizer
+from .stats import Counters, PoolStats
+from .supervisor import Supervisor
 
 Stdio = Literal["pipe", "inherit", "null"]
 

@@ -13,10 +13,9 @@ from typing import Any
 
 import trio
 
-from ..adapters.thread import ThreadPort
-from ..kernel import CodecError, ErrorKind, FramedPipe, ProtocolError
-from ._outcome import Failure, format_traceback
-from ._wire import (
+from ...adapters.thread import ThreadPort
+from ...kernel import CodecError, ErrorKind, FramedPipe, ProtocolError
+from .._wire import (
     ANSWER_LAG,
     CHUNK,
     PROGRESS_ENV,
@@ -28,6 +27,7 @@ from ._wire import (
     parse_record_address,
     record_writer,
 )
+from .outcome import Failure, format_traceback
 
 _ITEM_BATCH = 256  # requests taken, and replies sent, at once in item mode
 _ITEM_FLUSH = 0.01  # seconds a finished item's reply may wait for company

@@ -3,11 +3,11 @@ which are lost, and the error values that say so."""
 
 from __future__ import annotations
 
-from ..adapters.stdio import ProcessError
-from ..kernel import RemoteError
-from ._errors import WorkerError, WorkerErrorKind
-from ._queue import Entry, Flight, Segment, SegmentState
-from ._worker import Worker
+from ...adapters.stdio import ProcessError
+from ...kernel import RemoteError
+from .errors import WorkerError, WorkerErrorKind
+from .queue import Entry, Flight, Segment, SegmentState
+from .worker import Worker
 
 MAX_BARREN_DEATHS = 5
 """Fresh workers that may die in a row, pool-wide, before any worker answers an item,

@@ -21,7 +21,7 @@ from types import FrameType
 
 import trio
 
-from ._outcome import EXIT_FAILED, EXIT_TERMINATED
+from .outcome import EXIT_FAILED, EXIT_TERMINATED
 
 _WATCHDOG = 3.0  # seconds after SIGTERM before the process exits whatever it is doing
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import enum
 from typing import Any
 
-from ._runs import Run
+from .runs import Run
 
 
 class SegmentState(enum.Enum):

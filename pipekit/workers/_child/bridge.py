@@ -10,9 +10,9 @@ from typing import Any
 
 import trio
 
-from ..adapters.thread import ThreadPort, open_thread_port
-from ..kernel import CodecError, FramedPipe, Pipe, ProtocolError, RemoteError
-from ._outcome import EXIT_FAILED, EXIT_OK, ChannelLost, Failure, Stop
+from ...adapters.thread import ThreadPort, open_thread_port
+from ...kernel import CodecError, FramedPipe, Pipe, ProtocolError, RemoteError
+from .outcome import EXIT_FAILED, EXIT_OK, ChannelLost, Failure, Stop
 
 _PUMP_BATCH = 512  # messages per hand-off from the framed pipe to the worker thread
 _GRACE = 1.0  # seconds an interrupted worker thread gets to stop

@@ -9,10 +9,10 @@ from typing import Any
 
 import trio
 
-from ..adapters.thread import ThreadPort
-from ..kernel import FramedPipe
-from ._outcome import EXIT_OK, ChannelLost, Failure, is_channel_loss
-from ._targets import StreamShape
+from ...adapters.thread import ThreadPort
+from ...kernel import FramedPipe
+from .outcome import EXIT_OK, ChannelLost, Failure, is_channel_loss
+from .targets import StreamShape
 
 # -- the module-level API (blocking shapes) ---------------------------------------------
 

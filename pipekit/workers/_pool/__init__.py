@@ -1,0 +1,30 @@
+"""The worker pool: :class:`WorkerPool` and the machinery behind it.
+
+``pool`` is the public face (options, lifetime, ``map``/``imap_unordered``/``submit``);
+``supervisor`` runs one slot per worker process and replaces dead ones; ``worker`` is one
+worker process and ``WorkerHost``, the interface it reports to; ``dispatch`` queues work
+and hands chunks to the least-loaded workers, sized by ``sizing``; ``crashes`` settles a
+dead worker's items; ``queue`` (work units), ``runs`` (who waits for which results),
+``results``, ``stats``, ``records`` (progress records in shared memory) and ``errors``
+(:class:`WorkerError`) are the pieces they share.
+"""
+
+from .crashes import MAX_BARREN_DEATHS
+from .errors import WorkerError, WorkerErrorKind
+from .pool import WorkerPool
+from .results import UnorderedResults
+from .sizing import CHUNK_BYTES, CHUNK_SECONDS, MAX_CHUNK, TAIL_SECONDS
+from .stats import PoolStats
+
+__all__ = [
+    "CHUNK_BYTES",
+    "CHUNK_SECONDS",
+    "MAX_BARREN_DEATHS",
+    "MAX_CHUNK",
+    "TAIL_SECONDS",
+    "PoolStats",
+    "UnorderedResults",
+    "WorkerError",
+    "WorkerErrorKind",
+    "WorkerPool",
+]
