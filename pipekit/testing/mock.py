@@ -155,6 +155,56 @@ class MockWire:
         self._cut = True
         self._notify()
 
+    # -- the streams' side ----------------------------------------------------------
+
+    def write_some(self, data: bytes) -> int:
+        """Accept as much of ``data`` as fits now (all of it if unbounded) and return
+        how many bytes; raises :class:`trio.BrokenResourceError` once this direction
+        can no longer be written (cut, or the reading side closed)."""
+        self._check_writable()
+        room = self._room()
+        size = len(data) if room is None else min(len(data), room)
+        if size:
+            piece = data[:size]
+            self._queue += piece
+            self._written += piece
+            self._notify()
+        return size
+
+    def may_write(self) -> bool:
+        """True if a write would accept bytes now, or would raise (so need not wait)."""
+        if self._writer_error() is not None:
+            return True
+        room = self._room()
+        return room is None or room > 0
+
+    def write_eof(self) -> None:
+        """The writing stream is done: the reader gets what is in transit, then EOF."""
+        self._eof = True
+        self._notify()
+
+    def read_some(self, max_bytes: int | None) -> bytes | None:
+        """What the reading stream may take now: up to ``max_bytes`` bytes, ``b""`` at
+        EOF, or None if it must wait; raises :class:`trio.BrokenResourceError` if cut."""
+        if self._broken is not None:
+            raise trio.BrokenResourceError(self._broken)
+        if self._paused:
+            return None
+        if self._queue:
+            return self._take(max_bytes)
+        return b"" if self._eof else None
+
+    def close_reading(self) -> None:
+        """The reading stream is closed: what is in transit is dropped and the writer's
+        further writes fail."""
+        self._reader_closed = True
+        self._queue.clear()
+        self._notify()
+
+    async def wait_for_change(self) -> None:
+        """Wait until something happens on this direction (bytes, room, EOF, a fault)."""
+        await self._event.wait()
+
     # -- internals --------------------------------------------------------------------
 
     def _notify(self) -> None:
@@ -182,6 +232,11 @@ class MockWire:
         if self._cut:
             return trio.BrokenResourceError(f"{self.name}: connection cut")
         return None
+
+    def _check_writable(self) -> None:
+        error = self._writer_error()
+        if error is not None:
+            raise error
 
     def _room(self) -> int | None:
         """Bytes the writer may add now (None: unbounded)."""
@@ -218,21 +273,12 @@ class MockStream(trio.abc.HalfCloseableStream):
             pos = 0
             while True:
                 self._check_send_open()
-                error = wire._writer_error()
-                if error is not None:
-                    raise error
+                accepted = wire.write_some(payload[pos:])
+                pos += accepted
                 if pos >= len(payload):
                     return
-                room = wire._room()
-                if room is None or room > 0:
-                    end = len(payload) if room is None else min(len(payload), pos + room)
-                    piece = payload[pos:end]
-                    wire._queue += piece
-                    wire._written += piece
-                    pos = end
-                    wire._notify()
-                    continue
-                await wire._event.wait()
+                if not accepted:
+                    await wire.wait_for_change()
 
     async def wait_send_all_might_not_block(self) -> None:
         with self._send_busy:
@@ -240,12 +286,9 @@ class MockStream(trio.abc.HalfCloseableStream):
             wire = self.outgoing
             while True:
                 self._check_send_open()
-                if wire._writer_error() is not None:
+                if wire.may_write():
                     return
-                room = wire._room()
-                if room is None or room > 0:
-                    return
-                await wire._event.wait()
+                await wire.wait_for_change()
 
     async def send_eof(self) -> None:
         with self._send_busy:
@@ -253,8 +296,7 @@ class MockStream(trio.abc.HalfCloseableStream):
             if self._closed:
                 raise trio.ClosedResourceError(f"{self.name}: stream is closed")
             self._eof_sent = True
-            self.outgoing._eof = True
-            self.outgoing._notify()
+            self.outgoing.write_eof()
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
         if max_bytes is not None:
@@ -267,25 +309,18 @@ class MockStream(trio.abc.HalfCloseableStream):
             while True:
                 if self._closed:
                     raise trio.ClosedResourceError(f"{self.name}: stream is closed")
-                if wire._broken is not None:
-                    raise trio.BrokenResourceError(wire._broken)
-                if not wire._paused:
-                    if wire._queue:
-                        return wire._take(max_bytes)
-                    if wire._eof:
-                        return b""
-                await wire._event.wait()
+                data = wire.read_some(max_bytes)
+                if data is not None:
+                    return data
+                await wire.wait_for_change()
 
     async def aclose(self) -> None:
         """Close both directions: the peer reads what is in transit, then EOF; the
         peer's further writes raise :class:`trio.BrokenResourceError`."""
         if not self._closed:
             self._closed = True
-            self.outgoing._eof = True
-            self.outgoing._notify()
-            self.incoming._reader_closed = True
-            self.incoming._queue.clear()
-            self.incoming._notify()
+            self.outgoing.write_eof()
+            self.incoming.close_reading()
         await trio.lowlevel.checkpoint()
 
     def __repr__(self) -> str:
