@@ -20,6 +20,7 @@ from ._transport import Transport as Transport
 from .options import DEFAULT_READ_SIZE as DEFAULT_READ_SIZE
 from .options import DEFAULT_SEND_BUFFER, PipeOptions, PipeSettings
 from .protocol import Connection
+from .scopes import unwrap_group
 
 __all__ = ["DEFAULT_SEND_BUFFER", "FramedPipe", "MessageTransport", "framed_pipe"]
 
@@ -88,24 +89,22 @@ async def framed_pipe(
                     raise
                 await pipe.aclose()
             finally:
-                # Close the transport *before* cancelling the nursery: inside a cancelled
-                # scope, the Cancelled raised within aclose_forcefully would belong to the
-                # nursery's scope, escape this finally and replace - and so silently
-                # swallow - the exception in flight (the body's or the handshake's).
+                # Close the transport *before* cancelling the nursery, and shielded: in a
+                # cancelled scope (this nursery's, or the caller's when it is cancelled
+                # from outside), the Cancelled raised within aclose_forcefully would
+                # escape this finally and replace - and so silently swallow - the
+                # exception in flight (the body's or the handshake's). A forceful close
+                # does not wait, so the shield cannot hold anything up.
                 try:
-                    await pipe.close_transport()
+                    with trio.CancelScope(shield=True):
+                        await pipe.close_transport()
                 finally:
                     nursery.cancel_scope.cancel()
     except BaseExceptionGroup as group:
         # Raise the body's exception, or the handshake's error, as itself rather than
         # wrapped in the nursery's ExceptionGroup (a group the body raised stays intact).
-        inner: BaseException = group
-        while isinstance(inner, BaseExceptionGroup) and len(inner.exceptions) == 1:
-            if inner is body_error:
-                break
-            inner = inner.exceptions[0]
-        if inner is group:
+        unwrapped = unwrap_group(group, keep=body_error)
+        if unwrapped is group:
             raise
-        unwrapped = inner
     if unwrapped is not None:
         raise unwrapped  # outside the except block: keeps its own __context__

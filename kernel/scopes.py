@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 
 import trio
 
-__all__ = ["open_plain_nursery", "sole_error"]
+__all__ = ["open_plain_nursery", "sole_error", "unwrap_group"]
 
 
 def sole_error(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
@@ -15,6 +15,27 @@ def sole_error(group: BaseExceptionGroup[BaseException]) -> BaseException | None
     None if there are several or none."""
     real = [e for e in group.exceptions if not isinstance(e, trio.Cancelled)]
     return real[0] if len(real) == 1 else None
+
+
+def unwrap_group(
+    group: BaseExceptionGroup[BaseException], keep: BaseException | None = None
+) -> BaseException:
+    """The exception ``group`` stands for: descend while a group holds one exception
+    other than :class:`trio.Cancelled` (a cancellation from outside that arrives beside
+    a real error is dropped: the error says more, and the cancelled scope still stops
+    the caller at its next checkpoint), or nothing but cancellations (they stand for
+    one). ``keep`` (a group raised as such, e.g. by user code) is never descended into.
+    Returns ``group`` itself when it holds several errors."""
+    inner: BaseException = group
+    while isinstance(inner, BaseExceptionGroup) and inner is not keep:
+        real = sole_error(inner)
+        if real is not None:
+            inner = real
+        elif all(isinstance(e, trio.Cancelled) for e in inner.exceptions):
+            inner = inner.exceptions[0]
+        else:
+            break
+    return inner
 
 
 @asynccontextmanager
