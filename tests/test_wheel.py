@@ -4,8 +4,10 @@ without the repository on the path and installs the ``pipekit`` console script."
 
 from __future__ import annotations
 
+import site
 import subprocess
 import sys
+import sysconfig
 import venv
 import zipfile
 from pathlib import Path
@@ -39,6 +41,38 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return found
 
 
+def venv_with_our_dependencies(env_dir: Path) -> Path:
+    """A new virtualenv that sees the dependencies (trio, msgpack, cbor2, ...) of the
+    interpreter running the tests, wherever they are installed (the base interpreter or
+    a virtualenv), without a download, but not pipekit itself: the running
+    interpreter's site directories are appended to the new one's path by a ``.pth``
+    file, which adds them as plain paths (their own ``.pth`` files, such as an editable
+    install's finder of this checkout, are not run). Returns its ``python``."""
+    venv.EnvBuilder(with_pip=False).create(env_dir)
+    python = env_dir / "bin" / "python"
+    purelib = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    ours = {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}
+    ours.update(site.getsitepackages())
+    (Path(purelib) / "_running_interpreter_deps.pth").write_text(
+        "".join(f"{d}\n" for d in sorted(ours) if Path(d).is_dir())
+    )
+    return python
+
+
+def install_wheel(python: Path, wheel: Path) -> None:
+    pip = [sys.executable, "-m", "pip", "--python", str(python)]
+    subprocess.run(
+        [*pip, "install", "--no-deps", "-q", str(wheel)],
+        check=True,
+        capture_output=True,
+    )
+
+
 def test_wheel_holds_only_the_pipekit_namespace(wheel: Path) -> None:
     names = zipfile.ZipFile(wheel).namelist()
     tops = {n.split("/", 1)[0] for n in names}
@@ -60,26 +94,8 @@ def test_wheel_ships_the_browser_client_and_demo_page(wheel: Path) -> None:
 def test_installed_wheel_imports_kernel_and_adapters_outside_the_checkout(
     wheel: Path, tmp_path: Path
 ) -> None:
-    env_dir = tmp_path / "venv"
-    # System site-packages provide the dependencies (trio, msgpack, cbor2) without a
-    # download; pipekit itself comes only from the wheel, as the assertions check.
-    venv.EnvBuilder(system_site_packages=True, with_pip=False).create(env_dir)
-    python = env_dir / "bin" / "python"
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "--python",
-            str(python),
-            "install",
-            "--no-deps",
-            "-q",
-            str(wheel),
-        ],
-        check=True,
-        capture_output=True,
-    )
+    python = venv_with_our_dependencies(tmp_path / "venv")
+    install_wheel(python, wheel)
     outside = tmp_path / "elsewhere"
     outside.mkdir()
     probe = (
@@ -96,31 +112,16 @@ def test_installed_wheel_imports_kernel_and_adapters_outside_the_checkout(
         [str(python), "-I", "-c", probe], cwd=outside, check=True, capture_output=True, text=True
     )
     lines = done.stdout.strip().splitlines()
-    site = (env_dir / "lib").resolve()
+    installed = (tmp_path / "venv" / "lib").resolve()
     for line in lines[:3]:
-        assert Path(line).is_relative_to(site), f"{line} not from the installed wheel"
+        assert Path(line).is_relative_to(installed), f"{line} not from the installed wheel"
         assert not Path(line).is_relative_to(ROOT)
     assert lines[3] == "None None", "nothing may be installed under the bare names kernel/adapters"
 
 
 def test_console_script_runs_the_demo(wheel: Path, tmp_path: Path) -> None:
     env_dir = tmp_path / "venv"
-    venv.EnvBuilder(system_site_packages=True, with_pip=False).create(env_dir)
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "--python",
-            str(env_dir / "bin" / "python"),
-            "install",
-            "--no-deps",
-            "-q",
-            str(wheel),
-        ],
-        check=True,
-        capture_output=True,
-    )
+    install_wheel(venv_with_our_dependencies(env_dir), wheel)
     done = subprocess.run(
         [str(env_dir / "bin" / "pipekit"), "demo", "--lines", "2000", "--quiet"],
         cwd=tmp_path,
