@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gc
 import os
+import shutil
 import socket
 import ssl
 import threading
@@ -29,6 +30,31 @@ import trustme
 from pipekit.kernel import FramedPipe, framed_pipe
 
 StreamPair = tuple[trio.abc.Stream, trio.abc.Stream]
+
+
+# -- system programs -------------------------------------------------------------------
+
+REQUIRE_PROGRAMS_ENV = "PIPEKIT_REQUIRE_PROGRAMS"
+"""Set (to anything) by ``.ci/run``, which installs every program the tests use: there a
+missing program fails its tests instead of skipping them."""
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "needs(program, package): the test runs a system program; without it the test is "
+        "skipped with the command that installs it",
+    )
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    for mark in item.iter_markers(name="needs"):
+        program, package = mark.args
+        if shutil.which(program) is None:
+            reason = f"needs {program}: apt-get install {package}"
+            if os.environ.get(REQUIRE_PROGRAMS_ENV):
+                pytest.fail(f"{reason} (.ci/run installs it; it is missing)")
+            pytest.skip(reason)
 FramedPair = tuple[FramedPipe, FramedPipe]
 
 
