@@ -15,6 +15,18 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 ROWS = {
+    "bench/latency.py": [
+        "floor: trio <-> trio socketpair echo",
+        "floor: mp.Pipe send()/recv() echo",
+        "floor: OS pipes, python readline",
+        "in-process pipe: send() -> receive()",
+        "thread port: echo thread",
+        "Worker.call(): async worker",
+        "Worker.call(): port worker",
+        "unix: send() -> receive()",
+        "tcp 127.0.0.1: send() -> receive()",
+        "websocket: send() -> receive()",
+    ],
     "bench/network.py": [
         "small msgs: unix (adapters.unix)",
         "small msgs: tcp 127.0.0.1 (adapters.tcp)",
