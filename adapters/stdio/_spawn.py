@@ -95,6 +95,29 @@ class Child:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.pid, sig)
 
+    def group_alive(self) -> bool:
+        """Whether any process is left in its group (the leader included)."""
+        try:
+            os.killpg(self.pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+
+    async def end_stragglers(self) -> None:
+        """The leader has exited and its input has ended: what is left of its group (a
+        background job holding its stdout open, say) gets ``kill_grace`` seconds to go,
+        then SIGTERM, then SIGKILL after ``kill_grace`` more. Sent to the group only:
+        how the leader exited stays what it was."""
+        grace = self.spec.kill_grace
+        await trio.sleep(grace)
+        if not self.group_alive():
+            return
+        self.signal_group(signal.SIGTERM)
+        await trio.sleep(grace)
+        self.signal_group(signal.SIGKILL)
+
     def stop(self, sig: int) -> None:
         """Send ``sig`` to the group on our behalf: the exit it causes is no failure."""
         self.killed_by_us = True
