@@ -89,3 +89,13 @@ def bytes_written(pid: int) -> int:
     with open(f"/proc/{pid}/io") as f:
         fields = dict(line.split(": ") for line in f.read().splitlines())
     return int(fields["wchar"])
+
+
+async def exited(pid: int, hang_guard: float = HANG_GUARD) -> None:
+    """Wait until ``pid`` (not necessarily our child) has exited: a process whose last
+    descriptors are closed may still be on its way out."""
+    try:
+        fd = open_pidfd(pid)
+    except ProcessLookupError:
+        return  # gone already
+    await pidfd_exited(fd, hang_guard)
