@@ -44,6 +44,7 @@ from proc_helpers import (
     our_fd_links,
     pidfd_exited,
     proc_stat,
+    program_running_a_command,
 )
 
 import pipekit as pk
@@ -1199,3 +1200,12 @@ async def test_a_frames_child_that_never_exits_after_both_ends_is_terminated(
     with trio.fail_after(HANG_GUARD):
         assert await (pk.source(range(5)) | stage | pk.collect()).arun() == list(range(5))
     assert_no_children()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux")
+async def test_a_command_dies_with_its_program_even_by_sigkill(tmp_path: Path) -> None:
+    # Nothing of the program's runs after SIGKILL: the parent-death signal does it.
+    async with program_running_a_command(tmp_path) as (program, command):
+        program.kill()
+        assert await program.wait() == -signal.SIGKILL
+        await exited(command)

@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 import trio
 
 from ._errors import ProcessError, ProcessErrorKind, signal_name
+from ._fork import RunningProcess, start_process
 from ._spec import ProcessSpec, Redirect
 
 PIPE_SIZE = 1 << 20  # F_SETPIPE_SZ for the pipes we create (capped by the system)
@@ -35,7 +36,7 @@ def os_pipe() -> tuple[int, int]:
 class Child:
     """One spawned process: its stderr tail, timeout and termination."""
 
-    def __init__(self, spec: ProcessSpec, process: trio.Process, *, feeds_next: bool) -> None:
+    def __init__(self, spec: ProcessSpec, process: RunningProcess, *, feeds_next: bool) -> None:
         self.spec = spec
         self.process = process
         self.pid = process.pid
@@ -185,8 +186,9 @@ async def spawn(
     extra_env: Mapping[str, str] | None = None,
     feeds_next: bool = False,
 ) -> Child:
-    """Start one process in a new session (so a group of its own); its stderr capture,
-    timeout and watch run in ``nursery``. ``stdin``/``stdout``: descriptors for the
+    """Start one process in a new session (so a group of its own; on Linux with a
+    parent-death signal, see :mod:`._fork`); its stderr capture, timeout and watch run
+    in ``nursery``. ``stdin``/``stdout``: descriptors for the
     child, None to inherit ours."""
     err_r: int | None = None
     err_w: int | None
@@ -198,7 +200,7 @@ async def spawn(
     if extra_env:
         env.update(extra_env)
     try:
-        process = await trio.lowlevel.open_process(
+        process = await start_process(
             list(spec.argv),
             stdin=stdin,
             stdout=stdout,
