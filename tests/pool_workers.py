@@ -109,3 +109,13 @@ def wait_for_file_or_pid(x: Any) -> int:
                 raise TimeoutError(f"{x} never appeared")
             time.sleep(0.002)
     return os.getpid()
+
+
+CRASH_EVERY = 100
+
+
+def crash_every(x: int) -> int:
+    """Kills its own process for every item ``x % CRASH_EVERY == CRASH_EVERY // 2``."""
+    if x % CRASH_EVERY == CRASH_EVERY // 2:
+        os._exit(1)
+    return x * x

@@ -5,6 +5,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
 
 import trio
 
@@ -89,3 +94,58 @@ def bytes_written(pid: int) -> int:
     with open(f"/proc/{pid}/io") as f:
         fields = dict(line.split(": ") for line in f.read().splitlines())
     return int(fields["wchar"])
+
+
+async def exited(pid: int, hang_guard: float = HANG_GUARD) -> None:
+    """Wait until ``pid`` (not necessarily our child) has exited: a process whose last
+    descriptors are closed may still be on its way out."""
+    try:
+        fd = open_pidfd(pid)
+    except ProcessLookupError:
+        return  # gone already
+    await pidfd_exited(fd, hang_guard)
+
+
+# A Python program whose pipeline runs a command that would sleep for five minutes; the
+# sink prints the command's pid (sh becomes sleep: the same pid).
+SLEEPING_PIPELINE = """
+import pipekit as pk
+
+def show(line):
+    print(line, flush=True)
+
+(pk.cmd("sh", "-c", "echo $$; exec sleep 300", mode="lines") | pk.sink(show)).run()
+"""
+
+
+@contextlib.asynccontextmanager
+async def program_running_a_command(
+    directory: Path, hang_guard: float = HANG_GUARD
+) -> AsyncIterator[tuple[trio.Process, int]]:
+    """Start :data:`SLEEPING_PIPELINE` as a child of ours and yield ``(its process, the
+    command's pid)`` once the command runs (the command is the program's child, not
+    ours). Whatever is still alive at the end is killed."""
+    script = directory / "sleeping_pipeline.py"
+    script.write_text(SLEEPING_PIPELINE)
+    program = await trio.lowlevel.open_process(
+        [sys.executable, str(script)], stdout=subprocess.PIPE, stdin=subprocess.DEVNULL
+    )
+    command = 0
+    try:
+        assert program.stdout is not None
+        line = b""
+        with trio.fail_after(hang_guard):
+            while not line.endswith(b"\n"):
+                chunk = await program.stdout.receive_some()
+                assert chunk, "the program ended before its command ran"
+                line += chunk
+        command = int(line)
+        yield program, command
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            program.kill()
+        if command:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(command, signal.SIGKILL)
+        await program.wait()
+        await program.stdout.aclose()  # type: ignore[union-attr]

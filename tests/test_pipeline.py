@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import collections
 import itertools
+import signal
+import sys
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
 import trio.testing
+from proc_helpers import exited, program_running_a_command
 
 import pipekit as pk
 from pipekit.kernel import ModuleStats
@@ -526,3 +530,18 @@ def test_errors_from_run_carry_no_unrelated_context() -> None:
         seen.append(exc)
         exc = exc.__cause__ or exc.__context__
     assert not any(isinstance(e, RuntimeError) for e in seen), seen
+
+
+# --- signals ----------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="pidfds are Linux")
+async def test_sigterm_to_a_program_in_run_stops_its_commands_and_exits_143(
+    tmp_path: Path,
+) -> None:
+    # run() handles SIGTERM like Ctrl-C: cancel, terminate every process, exit 143.
+    async with program_running_a_command(tmp_path) as (program, command):
+        program.send_signal(signal.SIGTERM)
+        with trio.fail_after(HANG_GUARD):
+            assert await program.wait() == 143
+        await exited(command)  # no command outlives the program

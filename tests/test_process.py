@@ -20,6 +20,7 @@ import hashlib
 import itertools
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -37,11 +38,13 @@ from proc_helpers import (
     blocked_in_pipe_write,
     bytes_written,
     children,
+    exited,
     fd_link,
     only_child,
     our_fd_links,
     pidfd_exited,
     proc_stat,
+    program_running_a_command,
 )
 
 import pipekit as pk
@@ -1049,3 +1052,160 @@ async def test_terminating_several_processes_takes_one_grace_period(
             await trio.sleep_forever()
     assert trio.current_time() - start < 1 + 5 + 1  # not 3 x 5 s
     assert_no_children()
+
+
+# --- processes that must not hang a stage once they are done ---------------------------
+
+
+@pytest.mark.parametrize("chained", [False, True], ids=["alone", "in-a-chain"])
+async def test_a_background_job_holding_stdout_does_not_keep_a_command_stage_open(
+    tmp_path: Path, chained: bool
+) -> None:
+    # The command exits once its input ended, but left a job that holds its stdout: the
+    # job gets kill_grace seconds, then TERM (KILL after kill_grace), and the stage ends.
+    job = tmp_path / "job.pid"
+    script = f"sleep 1000 & echo $! > {job}; exec cat"
+    stage = pk.cmd("sh", "-c", script, mode="lines", kill_grace=0.2)
+    if chained:
+        stage = stage | pk.cmd("cat", mode="lines", kill_grace=0.2)  # type: ignore[assignment]
+    with trio.fail_after(HANG_GUARD):
+        assert await (pk.source(["a", "b"]) | stage | pk.collect()).arun() == ["a", "b"]
+    await exited(int(job.read_text()))  # the job was ended: it does not outlive the stage
+    assert_no_children()
+
+
+async def test_a_finished_commands_own_background_job_is_ended_when_it_leads() -> None:
+    # No input of ours: the job holding stdout is ended once the command has exited.
+    stage = pk.cmd("sh", "-c", "sleep 1000 & echo $!", mode="lines", kill_grace=0.2)
+    with trio.fail_after(HANG_GUARD):
+        (job,) = await (stage | pk.collect()).arun()
+    await exited(int(job))
+    assert_no_children()
+
+
+# A pipekit/1 peer written from the spec alone, in the style of a Node.js program: it
+# answers our END with its own, then waits for its stdin to close before it exits
+# (``process.stdin.on('end', ...)``); "stubborn" ignores even that.
+FRAMES_PEER = r"""
+import json, os, struct, sys, time
+
+def read_exact(n):
+    buf = b""
+    while len(buf) < n:
+        chunk = os.read(0, n - len(buf))
+        if not chunk:
+            return None
+        buf += chunk
+    return buf
+
+def send(kind, payload=b"", flags=0):
+    os.write(1, struct.pack(">IHH", len(payload), kind, flags) + payload)
+
+hello = {"protocol": "pipekit/1", "codec": "json", "name": "peer", "max_frame": 1 << 20,
+         "high_water": 1000}
+while True:
+    head = read_exact(8)
+    if head is None:  # our stdin closed: only now do we leave
+        if sys.argv[1] == "stubborn":
+            while True:
+                time.sleep(60)
+        sys.exit(0)
+    length, kind, flags = struct.unpack(">IHH", head)
+    payload = read_exact(length) if length else b""
+    if kind == 8:
+        send(8, json.dumps(hello).encode(), 1)
+    elif kind == 1:
+        send(1, payload, flags & 1)
+    elif kind == 2:
+        send(2)  # END answered with END
+    elif kind == 4:
+        send(5, payload)
+"""
+
+NODE_FRAMES_PEER = r"""
+let buf = Buffer.alloc(0);
+function send(kind, payload = Buffer.alloc(0), flags = 0) {
+  const head = Buffer.alloc(8);
+  head.writeUInt32BE(payload.length, 0);
+  head.writeUInt16BE(kind, 4);
+  head.writeUInt16BE(flags, 6);
+  process.stdout.write(Buffer.concat([head, payload]));
+}
+const hello = {protocol: "pipekit/1", codec: "json", name: "node-peer",
+               max_frame: 1 << 20, high_water: 1000};
+process.stdin.on("data", (chunk) => {
+  buf = Buffer.concat([buf, chunk]);
+  while (buf.length >= 8) {
+    const length = buf.readUInt32BE(0), kind = buf.readUInt16BE(4), flags = buf.readUInt16BE(6);
+    if (buf.length < 8 + length) break;
+    const payload = buf.subarray(8, 8 + length);
+    buf = buf.subarray(8 + length);
+    if (kind === 8) send(8, Buffer.from(JSON.stringify(hello)), 1);
+    else if (kind === 1) send(1, payload, flags & 1);
+    else if (kind === 2) send(2);
+    else if (kind === 4) send(5, payload);
+  }
+});
+process.stdin.on("end", () => process.exit(0));
+"""
+
+
+def frames_peer(tmp_path: Path, language: str, behaviour: str = "polite") -> pk.Worker:
+    if language == "node":
+        if not shutil.which("node"):
+            pytest.skip("node is not installed")
+        script = tmp_path / "peer.js"
+        script.write_text(NODE_FRAMES_PEER)
+        argv = ["node", str(script)]
+    else:
+        script = tmp_path / "peer.py"
+        script.write_text(FRAMES_PEER)
+        argv = [sys.executable, str(script), behaviour]
+    grace = 0.2 if behaviour == "stubborn" else 1000  # polite: closing stdin must do it
+    return pk.cmd(*argv, mode="frames", kill_grace=grace)
+
+
+@pytest.mark.parametrize("language", ["python", "node"])
+async def test_a_frames_child_waiting_for_stdin_to_close_ends_the_pipeline(
+    tmp_path: Path, language: str
+) -> None:
+    stage = frames_peer(tmp_path, language)
+    with trio.fail_after(HANG_GUARD):
+        assert await (pk.source([1, "two", [3]]) | stage | pk.collect()).arun() == [
+            1,
+            "two",
+            [3],
+        ]
+    assert_no_children()
+
+
+@pytest.mark.parametrize("behaviour", ["polite", "stubborn"])
+async def test_a_frames_handle_is_left_once_both_directions_ended(
+    tmp_path: Path, behaviour: str
+) -> None:
+    # Polite: it exits once its stdin is closed; stubborn: TERM after kill_grace.
+    with trio.fail_after(HANG_GUARD):
+        async with frames_peer(tmp_path, "python", behaviour) as w:
+            assert await w.call({"a": 1}) == {"a": 1}
+    assert w.exit_code == (0 if behaviour == "polite" else -signal.SIGTERM)
+    assert_no_children()
+
+
+async def test_a_frames_child_that_never_exits_after_both_ends_is_terminated(
+    tmp_path: Path,
+) -> None:
+    # Both directions ended and its stdin closed, it stays: TERM after kill_grace. Its
+    # stream ended cleanly, so the stage does not fail.
+    stage = frames_peer(tmp_path, "python", "stubborn")
+    with trio.fail_after(HANG_GUARD):
+        assert await (pk.source(range(5)) | stage | pk.collect()).arun() == list(range(5))
+    assert_no_children()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux")
+async def test_a_command_dies_with_its_program_even_by_sigkill(tmp_path: Path) -> None:
+    # Nothing of the program's runs after SIGKILL: the parent-death signal does it.
+    async with program_running_a_command(tmp_path) as (program, command):
+        program.kill()
+        assert await program.wait() == -signal.SIGKILL
+        await exited(command)

@@ -7,7 +7,7 @@ import contextlib
 import os
 import socket
 import subprocess
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from typing import Any
@@ -66,6 +66,9 @@ async def open_chain(specs: Sequence[ProcessSpec]) -> AsyncIterator[ProcessPipe]
     async with open_plain_nursery() as nursery:
         try:
             await _spawn_chain(specs, processes, ends, nursery)
+            if first.mode != StdioMode.FRAMES and first.stdin != Redirect.PIPE:
+                processes.input_ended.set()  # nothing of ours to end
+            nursery.start_soon(processes.end_stragglers)
             if first.mode == StdioMode.FRAMES:
                 try:
                     options: PipeOptions = {
@@ -73,9 +76,8 @@ async def open_chain(specs: Sequence[ProcessSpec]) -> AsyncIterator[ProcessPipe]
                         "codecs": first.codecs,
                         "name": name,
                     }
-                    async with framed_pipe(
-                        ends.take_framed_transport(), initiator=True, **options
-                    ) as framed:
+                    transport, processes.close_input = ends.take_framed_transport()
+                    async with framed_pipe(transport, initiator=True, **options) as framed:
                         pipe = ProcessPipe(processes, name=name, framed=framed)
                         yield pipe
                         await _discard_rest(framed, processes.last)
@@ -83,6 +85,9 @@ async def open_chain(specs: Sequence[ProcessSpec]) -> AsyncIterator[ProcessPipe]
                     if pipe is None:  # the handshake failed: say why, with stderr
                         raise await processes.outcome(exc) from exc
                     raise
+                # Both directions have ended (or the process was terminated): its
+                # input is closed, and it has kill_grace seconds to exit.
+                await processes.settle_ended()
             else:
                 stdin, stdout = ends.take_stdio()
                 raw = RawStdio(
@@ -136,11 +141,19 @@ class _Ends:
         self.theirs.append(fd)
         return fd
 
-    def take_framed_transport(self) -> trio.abc.Stream:
-        """The byte stream to the child's pipekit/1 end, now owned by the caller."""
+    def take_framed_transport(self) -> tuple[trio.abc.Stream, Callable[[], None]]:
+        """The byte stream to the child's pipekit/1 end, now owned by the caller, and
+        the function that closes the child's input at once (see
+        :attr:`Processes.close_input`)."""
         if self.channel is not None:
             # The socket stays known here, so that a failure closes it (twice is harmless).
-            return trio.SocketStream(trio.socket.from_stdlib_socket(self.channel))
+            channel = self.channel
+
+            def shut_channel() -> None:
+                with contextlib.suppress(OSError):
+                    channel.shutdown(socket.SHUT_WR)
+
+            return trio.SocketStream(trio.socket.from_stdlib_socket(channel)), shut_channel
         stdin, stdout = self.take_stdio()
         assert stdin is not None and stdout is not None
         return framed_stdio(stdin, stdout)

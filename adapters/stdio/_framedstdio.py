@@ -6,6 +6,7 @@ from __future__ import annotations
 import fcntl
 import struct
 import termios
+from collections.abc import Callable
 
 import trio
 
@@ -14,10 +15,13 @@ STDOUT_DRAIN = 1.0  # seconds a failed write to a framed child waits for its std
 
 def framed_stdio(
     stdin: trio.lowlevel.FdStream, stdout: trio.lowlevel.FdStream
-) -> trio.abc.HalfCloseableStream:
-    """The byte stream to run pipekit/1 on, from our ends of a child's stdin and stdout."""
+) -> tuple[trio.abc.HalfCloseableStream, Callable[[], None]]:
+    """The byte stream to run pipekit/1 on, from our ends of a child's stdin and stdout,
+    and the function that closes the child's stdin at once (once both directions have
+    ended: a peer may wait for its stdin to close before it exits)."""
     framed_stdout = _FramedStdout(stdout)
-    return trio.StapledStream(_FramedStdin(stdin, framed_stdout), framed_stdout)
+    framed_stdin = _FramedStdin(stdin, framed_stdout)
+    return trio.StapledStream(framed_stdin, framed_stdout), stdin.close
 
 
 def _readable_bytes(fd: int) -> int:

@@ -94,19 +94,29 @@ class ProcessPipe(Pipe):
                 raise await self._processes.outcome(exc) from exc
             return
         assert self._raw is not None
-        await self._raw.send_batch(values)
+        try:
+            await self._raw.send_batch(values)
+        except trio.BrokenResourceError:
+            self._processes.input_ended.set()  # the process closed its stdin
+            raise
         self._sent += len(values)
 
     async def end(self) -> None:
-        if self._framed is not None:
-            await self._framed.end()
-            return
-        assert self._raw is not None
-        await self._raw.end()
+        try:
+            if self._framed is not None:
+                await self._framed.end()
+                return
+            assert self._raw is not None
+            await self._raw.end()
+        finally:
+            self._processes.input_ended.set()
 
     async def fail(self, exc: BaseException) -> None:
         if self._framed is not None:
-            await self._framed.fail(exc)
+            try:
+                await self._framed.fail(exc)
+            finally:
+                self._processes.input_ended.set()
             return
         await self.end()  # raw modes have no way to say "error": close stdin
 
@@ -184,7 +194,9 @@ class ProcessPipe(Pipe):
 
         A process may close its output and still read its input until we END it, so
         while our input is open the wait is bounded; a failure after that is reported
-        by :meth:`wait` and when the block exits."""
+        by :meth:`wait` and when the block exits. A framed process whose both
+        directions have ended gets its input closed and ``kill_grace`` seconds to exit
+        (:meth:`Processes.settle_ended`)."""
         processes = self._processes
         if self._input_open():
             with trio.move_on_after(min(1.0, processes.last.spec.kill_grace)):
@@ -192,6 +204,8 @@ class ProcessPipe(Pipe):
             if processes.is_alive():
                 return
         else:
+            if self._framed is not None:
+                await processes.settle_ended()
             await processes.wait_all()
         await processes.raise_if_failed()
 

@@ -4,6 +4,7 @@ them together, and the error that best explains a failure."""
 from __future__ import annotations
 
 import signal
+from collections.abc import Callable
 
 import trio
 
@@ -17,6 +18,12 @@ class Processes:
 
     def __init__(self) -> None:
         self.children: list[Child] = []
+        self.input_ended = trio.Event()
+        """Set once the first process's input has ended: we closed its stdin (raw), sent
+        END (frames), or it has no input from us."""
+        self.close_input: Callable[[], None] | None = None
+        """Closes our end of a framed process's input (its stdin, or the channel's
+        sending half) at once."""
 
     def add(self, child: Child) -> None:
         self.children.append(child)
@@ -67,6 +74,31 @@ class Processes:
             if c.failed:
                 await c.settle()
                 raise c.error()
+
+    async def end_stragglers(self) -> None:
+        """Once the input has ended, each process that exits (in chain order, each one's
+        input having ended with the one before it) has its group's leftovers ended
+        (:meth:`Child.end_stragglers`), so that a background job holding a stdout open
+        cannot keep the stream from ending. Runs for the life of the pipe."""
+        await self.input_ended.wait()
+        for c in self.children:
+            await c.process.wait()
+            if not c.failed:  # a failed one's group is killed already (Child.watch)
+                await c.end_stragglers()
+
+    async def settle_ended(self) -> None:
+        """A framed process has ENDed its output and we ENDed its input: close its input
+        (a peer may wait for that before it exits), give it ``kill_grace`` seconds to
+        exit, then SIGTERM it, and SIGKILL it after ``kill_grace`` more (an exit we
+        caused is no failure: its stream ended cleanly)."""
+        if self.close_input is not None:
+            self.close_input()
+        child = self.last
+        if child.process.returncode is None:
+            with trio.move_on_after(child.spec.kill_grace):
+                await child.process.wait()
+        if child.process.returncode is None:
+            await child.terminate()
 
     async def terminate(self) -> None:
         """:meth:`Child.terminate` for every process at once: SIGTERM to every group,

@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 import trio
 
 from ._errors import ProcessError, ProcessErrorKind, signal_name
+from ._fork import RunningProcess, start_process
 from ._spec import ProcessSpec, Redirect
 
 PIPE_SIZE = 1 << 20  # F_SETPIPE_SZ for the pipes we create (capped by the system)
@@ -35,7 +36,7 @@ def os_pipe() -> tuple[int, int]:
 class Child:
     """One spawned process: its stderr tail, timeout and termination."""
 
-    def __init__(self, spec: ProcessSpec, process: trio.Process, *, feeds_next: bool) -> None:
+    def __init__(self, spec: ProcessSpec, process: RunningProcess, *, feeds_next: bool) -> None:
         self.spec = spec
         self.process = process
         self.pid = process.pid
@@ -94,6 +95,29 @@ class Child:
     def signal_group(self, sig: int) -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.pid, sig)
+
+    def group_alive(self) -> bool:
+        """Whether any process is left in its group (the leader included)."""
+        try:
+            os.killpg(self.pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+
+    async def end_stragglers(self) -> None:
+        """The leader has exited and its input has ended: what is left of its group (a
+        background job holding its stdout open, say) gets ``kill_grace`` seconds to go,
+        then SIGTERM, then SIGKILL after ``kill_grace`` more. Sent to the group only:
+        how the leader exited stays what it was."""
+        grace = self.spec.kill_grace
+        await trio.sleep(grace)
+        if not self.group_alive():
+            return
+        self.signal_group(signal.SIGTERM)
+        await trio.sleep(grace)
+        self.signal_group(signal.SIGKILL)
 
     def stop(self, sig: int) -> None:
         """Send ``sig`` to the group on our behalf: the exit it causes is no failure."""
@@ -162,8 +186,9 @@ async def spawn(
     extra_env: Mapping[str, str] | None = None,
     feeds_next: bool = False,
 ) -> Child:
-    """Start one process in a new session (so a group of its own); its stderr capture,
-    timeout and watch run in ``nursery``. ``stdin``/``stdout``: descriptors for the
+    """Start one process in a new session (so a group of its own; on Linux with a
+    parent-death signal, see :mod:`._fork`); its stderr capture, timeout and watch run
+    in ``nursery``. ``stdin``/``stdout``: descriptors for the
     child, None to inherit ours."""
     err_r: int | None = None
     err_w: int | None
@@ -175,7 +200,7 @@ async def spawn(
     if extra_env:
         env.update(extra_env)
     try:
-        process = await trio.lowlevel.open_process(
+        process = await start_process(
             list(spec.argv),
             stdin=stdin,
             stdout=stdout,

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Sequence
+import os
+import signal
+import threading
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import trio
 
 from ..kernel import Kernel, ModuleStats, Topology, open_kernel
+from ..kernel.scopes import open_plain_nursery
 from ._sinks import collect
 from ._stage import Stage
 
@@ -17,6 +21,10 @@ __all__ = ["BULK_BUFFER_BYTES", "Pipeline"]
 BULK_BUFFER_BYTES = 4 * 1024 * 1024
 """Byte budget of the buffer after a stage that emits bulk data (a process): its
 messages can be megabyte chunks, so a message count alone would not bound memory."""
+
+EXIT_SIGTERM = 128 + signal.SIGTERM
+"""The exit status ``run()`` leaves with (``SystemExit``) after a SIGTERM: 143, as a
+shell reports a process that SIGTERM ended."""
 
 
 class Pipeline:
@@ -69,7 +77,12 @@ class Pipeline:
     def run(self) -> Any:
         """Run to completion in a new trio event loop and return the sink's result.
 
-        Raises :class:`~pipekit.ModuleError` naming the stage that failed."""
+        Raises :class:`~pipekit.ModuleError` naming the stage that failed. SIGTERM is
+        handled like Ctrl-C: the run is cancelled, every process is terminated (TERM,
+        then KILL after its ``kill_grace``), and ``run()`` raises
+        ``SystemExit(EXIT_SIGTERM)`` (143) - unless the program has a SIGTERM handler of
+        its own, or ``run()`` is not called in the main thread. A second SIGTERM during
+        that cleanup ends the program at once."""
         try:
             trio.lowlevel.current_task()
             inside_trio = True
@@ -77,7 +90,41 @@ class Pipeline:
             inside_trio = False
         if inside_trio:
             raise RuntimeError("Pipeline.run() called inside trio: use 'await pipeline.arun()'")
-        return trio.run(self.arun)
+        if (
+            threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL
+        ):
+            return trio.run(self.arun)
+        return trio.run(self._arun_until_sigterm)
+
+    async def _arun_until_sigterm(self) -> Any:
+        """:meth:`arun`, cancelled by SIGTERM (then ``SystemExit(EXIT_SIGTERM)``)."""
+        terminated = False
+        run_scope = trio.CancelScope()
+
+        async def watch(signals: AsyncIterator[int]) -> None:
+            nonlocal terminated
+            async for _ in signals:
+                if terminated:  # a second one: no more grace
+                    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                    os.kill(os.getpid(), signal.SIGTERM)
+                terminated = True
+                run_scope.cancel()
+
+        result: Any = None
+        try:
+            with trio.open_signal_receiver(signal.SIGTERM) as signals:
+                async with open_plain_nursery() as nursery:
+                    nursery.start_soon(watch, signals)
+                    try:
+                        with run_scope:
+                            result = await self.arun()
+                    finally:
+                        nursery.cancel_scope.cancel()
+        finally:
+            if terminated:
+                raise SystemExit(EXIT_SIGTERM)
+        return result
 
     async def arun(
         self,

@@ -3,10 +3,13 @@ death) cancels the trio run, a watchdog exits the process if that takes too long
 second signal exits at once.
 
 On Linux the child stops (exit code 1) when its parent *process* dies. It uses
-``PR_SET_PDEATHSIG``, which fires when the *thread* that forked the child ends - and
-``trio.lowlevel.open_process`` forks from a cached worker thread that ends after 10 s
-idle. So the signal is a dedicated real-time one (``SIGRTMIN + 2``), not SIGTERM, and it
-stops the child only if ``os.getppid()`` has changed (the parent process is gone).
+``PR_SET_PDEATHSIG``, which fires when the *thread* that forked the child ends - and a
+parent may fork from a thread that ends long before it does (``trio.lowlevel.open_process``
+forks from a cached worker thread that ends after 10 s idle; pipekit's own parents fork
+from one thread that lives as long as they do, see ``pipekit.adapters.stdio._fork``, and
+set SIGKILL, which this replaces). So the signal is a dedicated real-time one
+(``SIGRTMIN + 2``), not SIGTERM, and it stops the child only if ``os.getppid()`` has
+changed (the parent process is gone).
 """
 
 from __future__ import annotations

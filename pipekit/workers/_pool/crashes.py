@@ -20,12 +20,13 @@ def triage(
     """Sort the unanswered items of a dead worker by its progress record (``record``:
     the ids ``[start, end)`` of the slice it was running, None if unknown) into
     ``(again, suspects, lost)``. Items before the slice ran to the end (their answers
-    were lost): they run once more, chunked only with such items. Items after it never
-    started: they are queued again as they were. Items in the slice are suspects: each
+    were lost): they run once more, on a worker holding nothing else (``RAN``, see
+    :meth:`Dispatcher.dispatch`). Items after it never started: they are queued again as
+    they were. Items in the slice are suspects: each
     runs again alone. An item that ran (or was in the slice) a second time is lost: it
     is not run a third time. Without a record every unanswered item is a suspect.
     Items of cancelled runs are left out."""
-    again: list[Segment] = []  # back to the front of the queue, in order
+    again: list[Segment] = []  # queued again (Dispatcher.put_back), in order
     suspects: list[Entry] = []
     lost: list[Entry] = []  # ran twice: not run again
     for flight in flights:

@@ -27,6 +27,8 @@ class Dispatcher:
         self.pending: deque[Segment] = deque()
         self.pending_items = 0  # items in pending
         self.suspects: deque[Entry] = deque()
+        self.reruns: deque[Segment] = deque()  # items that ran once (RAN): run alone
+        self.rerun_items = 0  # items in reruns
         self.next_id = 0  # message ids: consecutive within a chunk
 
     @property
@@ -38,7 +40,7 @@ class Dispatcher:
     @property
     def queued(self) -> int:
         """Items waiting for a worker."""
-        return self.pending_items + len(self.suspects)
+        return self.pending_items + len(self.suspects) + self.rerun_items
 
     # -- workers ----------------------------------------------------------------------------
 
@@ -63,9 +65,16 @@ class Dispatcher:
         self.dispatch()
 
     def put_back(self, segments: list[Segment]) -> None:
-        """Queue ``segments`` again, at the front, in this order."""
-        self.pending.extendleft(reversed(segments))
-        self.pending_items += sum(len(segment) for segment in segments)
+        """Queue ``segments`` of a dead worker again, in this order: items that never
+        started at the front of the queue, items that already ran once (``RAN``) to be
+        run again on a worker that holds nothing else (:meth:`dispatch`)."""
+        for segment in segments:
+            if segment.state is SegmentState.RAN:
+                self.reruns.append(segment)
+                self.rerun_items += len(segment)
+        fresh = [segment for segment in segments if segment.state is not SegmentState.RAN]
+        self.pending.extendleft(reversed(fresh))
+        self.pending_items += sum(len(segment) for segment in fresh)
 
     def requeue(self, entries: list[Entry]) -> None:
         """Queue single items again, at the front, in this order (cancelled ones are
@@ -91,6 +100,11 @@ class Dispatcher:
             self.pending.clear()
             self.pending.extend(kept)
             self.pending_items = sum(len(segment) for segment in kept)
+        if any(segment.run is run for segment in self.reruns):
+            kept = [segment for segment in self.reruns if segment.run is not run]
+            self.reruns.clear()
+            self.reruns.extend(kept)
+            self.rerun_items = sum(len(segment) for segment in kept)
         if any(entry[0] is run for entry in self.suspects):
             entries = [entry for entry in self.suspects if entry[0] is not run]
             self.suspects.clear()
@@ -105,22 +119,26 @@ class Dispatcher:
         self.pending.clear()
         self.pending_items = 0
         self.suspects.clear()
+        self.reruns.clear()
+        self.rerun_items = 0
 
     # -- dispatch ---------------------------------------------------------------------------
 
     def dispatch(self) -> None:
-        """Hand queued items to workers: isolated items first (each to an idle worker),
-        then the rest, each to the worker with the fewest unanswered items."""
+        """Hand queued items to workers: isolated work first, each to an idle worker
+        that then gets nothing else until it has answered all of it (suspects one by
+        one, then items that already ran once), then the rest, each to the worker with
+        the fewest unanswered items.
+
+        Isolating the items that already ran once is what keeps an innocent item from
+        being blamed: chunked before another item that crashes their worker, they would
+        be lost a second time and not run a third."""
         live = self.live
         if not live:
             return
         suspects = self.suspects
         while suspects:
-            idle = None
-            for w in live:
-                if not w.inflight and not w.dead and not w.closing:
-                    idle = w
-                    break
+            idle = self._idle()
             if idle is None:
                 return  # the others wait until the suspects are placed
             run, index, item = suspects.popleft()
@@ -129,6 +147,24 @@ class Dispatcher:
             first = self.next_id
             self.next_id += 1
             idle.isolate(Flight(first, run, index, [item], SegmentState.SUSPECT))
+        reruns = self.reruns
+        while reruns:
+            segment = reruns[0]
+            if segment.run.cancelled:
+                reruns.popleft()
+                self.rerun_items -= len(segment)
+                continue
+            idle = self._idle()
+            if idle is None:
+                return  # the others wait until the reruns are placed
+            n = min(len(segment), max(1, idle.capacity(self.sizer.limit)))
+            start, items = segment.take(n)
+            if not len(segment):
+                reruns.popleft()
+            self.rerun_items -= n
+            first = self.next_id
+            self.next_id += n
+            idle.isolate(Flight(first, segment.run, start, items, SegmentState.RAN))
         pending = self.pending
         sizer = self.sizer
         while pending:
@@ -156,6 +192,13 @@ class Dispatcher:
             for w, give in zip(workers, gives, strict=True):
                 if give and pending:
                     self._assign(w, give, chunk)
+
+    def _idle(self) -> Worker | None:
+        """A live worker holding no unanswered item, if any."""
+        for w in self.live:
+            if not w.inflight and not w.dead and not w.closing:
+                return w
+        return None
 
     def _assign(self, worker: Worker, count: int, chunk: int) -> None:
         """Move up to ``count`` queued items to ``worker``, in chunks of at most

@@ -56,7 +56,9 @@ pool may hold several of its items unanswered. To tell them apart each worker re
 in a few bytes of memory shared with the pool, which slice of items it is running (at
 most 1024 items, ~1 ms of work); once the dead process is reaped the pool reads the
 record. Unanswered items before that slice ran to the end (their answers were lost):
-they run once more, in chunks of such items only. Items after it never started: they
+they run once more, on a worker that holds nothing else and gets nothing more until it
+has answered them (so that another item that crashes it cannot take them along again:
+only an item that crashes a worker is ever reported). Items after it never started: they
 are queued again. The items of the slice are *suspects*: each is sent again, alone, to a
 worker with nothing else to do; the one that crashes (or times out) in isolation is the
 culprit and comes back as the error value, the others complete normally. When a worker

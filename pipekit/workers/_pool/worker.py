@@ -85,7 +85,7 @@ class Worker:
         self.answered = 0
         self.fed = False  # given items since its last answer: no more until it answers
         self.warming = has_init  # one item at a time until the first answer
-        self.isolating = False  # holds an item being isolated: nothing else goes here
+        self.isolating = False  # holds isolated items: nothing else until all answered
         self.dead = False
         self.closing = False
         self.fatal: BaseException | None = None  # the pool must fail with this
@@ -122,7 +122,8 @@ class Worker:
         self.tx_event.set()
 
     def isolate(self, flight: Flight) -> None:
-        """Send ``flight``, an item being isolated: nothing else goes here meanwhile."""
+        """Send ``flight``, items being isolated (a suspect, or items that already ran
+        once): nothing else goes here until every item it holds is answered."""
         self.isolating = True
         self.give(flight)
         self.tx_event.set()
@@ -265,6 +266,8 @@ class Worker:
             self.load -= 1
             if i == 0:
                 self.head_since = trio.current_time()
+            if not inflight:
+                self.isolating = False
             if self.closing and not inflight:
                 self.tx_event.set()
             self.host.unsendable(self, (flight.run, flight.start, items[0]), exc)
@@ -276,9 +279,10 @@ class Worker:
         self.answered += count
         self.fed = False
         self.warming = False
-        self.isolating = False
         if self.inflight:
             self.head_since = trio.current_time()
+        else:
+            self.isolating = False
         if self.closing and not self.inflight:
             self.tx_event.set()
 
