@@ -20,7 +20,6 @@ import hashlib
 import itertools
 import os
 import random
-import shutil
 import signal
 import subprocess
 import sys
@@ -178,6 +177,8 @@ def digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+@pytest.mark.needs("jq", "jq")
+@pytest.mark.needs("awk", "gawk")
 async def test_command_chain_output_is_byte_identical_to_bash(corpus: Corpus) -> None:
     p = (
         pk.cmd("cat", corpus.path, mode="bytes")
@@ -197,6 +198,8 @@ async def test_command_chain_output_is_byte_identical_to_bash(corpus: Corpus) ->
     assert_no_children()
 
 
+@pytest.mark.needs("jq", "jq")
+@pytest.mark.needs("awk", "gawk")
 async def test_pipeline_with_python_stages_between_commands_is_byte_identical_to_bash(
     corpus: Corpus,
 ) -> None:
@@ -279,6 +282,7 @@ async def test_adjacent_raw_commands_are_joined_by_an_os_pipe() -> None:
     assert list(p.stats) == ["source(lines)", "cmd(cat) | cmd(cat)", "sink(inspect_processes)"]
 
 
+@pytest.mark.needs("jq", "jq")
 async def test_a_frames_command_is_not_joined_to_its_neighbours(
     worker_file: Callable[[str], str],
 ) -> None:
@@ -322,6 +326,7 @@ async def test_head_in_a_command_chain_ends_normally_as_in_a_shell() -> None:
 # --- modes --------------------------------------------------------------------------------
 
 
+@pytest.mark.needs("jq", "jq")
 async def test_jsonl_is_the_default_mode_of_a_command() -> None:
     records = [{"name": f"n{i}", "tags": ["a", i]} for i in range(500)]
     p = pk.source(records) | pk.cmd("jq", "-c", "{name, n: .tags[1]}")
@@ -1152,8 +1157,6 @@ process.stdin.on("end", () => process.exit(0));
 
 def frames_peer(tmp_path: Path, language: str, behaviour: str = "polite") -> pk.Worker:
     if language == "node":
-        if not shutil.which("node"):
-            pytest.skip("node is not installed")
         script = tmp_path / "peer.js"
         script.write_text(NODE_FRAMES_PEER)
         argv = ["node", str(script)]
@@ -1165,7 +1168,9 @@ def frames_peer(tmp_path: Path, language: str, behaviour: str = "polite") -> pk.
     return pk.cmd(*argv, mode="frames", kill_grace=grace)
 
 
-@pytest.mark.parametrize("language", ["python", "node"])
+@pytest.mark.parametrize(
+    "language", ["python", pytest.param("node", marks=pytest.mark.needs("node", "nodejs"))]
+)
 async def test_a_frames_child_waiting_for_stdin_to_close_ends_the_pipeline(
     tmp_path: Path, language: str
 ) -> None:

@@ -191,6 +191,7 @@ async def test_lines_mode_delivers_a_last_line_without_newline() -> None:
         assert await collect(p) == ["a", "b", "no newline"]
 
 
+@pytest.mark.needs("jq", "jq")
 async def test_jsonl_mode_sends_and_receives_json_values() -> None:
     values: list[Any] = [{"a": i, "b": [1, "x", None]} for i in range(1000)]
     values += [1.5, "text", None, True, []]
@@ -337,6 +338,7 @@ async def test_chain_joins_adjacent_processes_with_an_os_pipe() -> None:
         assert await feed_and_collect(chain, ["c", "a", "b"]) == ["a", "b", "c"]
 
 
+@pytest.mark.needs("jq", "jq")
 async def test_chain_encodes_with_the_first_mode_and_decodes_with_the_last() -> None:
     specs = [
         ProcessSpec(("jq", "-c", ".n * 2"), mode="jsonl"),
