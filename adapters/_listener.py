@@ -25,15 +25,17 @@ import trio
 
 from ..kernel.errors import PipekitError, RemoteError
 from ..kernel.framed import FramedPipe, Transport, framed_pipe
-from ..kernel.options import PipeSettings
+from ..kernel.options import PipeOptions, PipeSettings
 from ..kernel.scopes import open_plain_nursery
 from ._refusal import Refusal, RefusalKind, describe_peer, refusal_kind, refuse
 
 __all__ = [
+    "DEFAULT_IDLE_TIMEOUT",
     "DEFAULT_MAX_PEERS",
     "Handler",
     "Listener",
     "Slot",
+    "listener_settings",
     "run_listener",
     "serve_forever",
 ]
@@ -42,9 +44,23 @@ log = logging.getLogger("pipekit.adapters")
 
 DEFAULT_MAX_PEERS = 256
 """Peers a listener serves at once; more are refused with kind ``busy``."""
+DEFAULT_IDLE_TIMEOUT = 60.0
+"""A listener's ``idle_timeout`` unless given (``idle_timeout=None`` turns it off): a
+peer from which nothing arrives for this long is dropped. It is PINGed after half of it,
+so a live peer with nothing to say answers and stays."""
 _KEPT_REFUSALS = 100
 
 Handler = Callable[[FramedPipe], Awaitable[Any]]
+
+
+def listener_settings(options: PipeOptions) -> PipeSettings:
+    """The checked settings of a listener's pipes: ``options`` with the listener's own
+    default, an ``idle_timeout`` of :data:`DEFAULT_IDLE_TIMEOUT` unless one is given
+    (``None`` turns it off), so that peers which go silent cannot hold every slot."""
+    settings = PipeSettings(**options)
+    if "idle_timeout" not in options:
+        settings = dataclasses.replace(settings, idle_timeout=DEFAULT_IDLE_TIMEOUT)
+    return settings
 
 
 class Slot(enum.Enum):

@@ -33,7 +33,14 @@ from ..kernel.errors import ErrorKind, RemoteProtocolError
 from ..kernel.framed import FramedPipe
 from ..kernel.options import PipeOptions, PipeSettings
 from ._connect import Reconnect, connect_pipe
-from ._listener import DEFAULT_MAX_PEERS, Handler, Listener, run_listener, serve_forever
+from ._listener import (
+    DEFAULT_MAX_PEERS,
+    Handler,
+    Listener,
+    listener_settings,
+    run_listener,
+    serve_forever,
+)
 from ._refusal import Refusal
 from ._wsaccept import SlotListener, peer_of, slot_stream, upgrade_watcher
 from ._wsgate import BROWSER_CLIENT_PATH, SAME_ORIGIN, Gate, HttpResource, browser_client
@@ -74,7 +81,7 @@ async def listen(
     """Serve WebSocket peers at ``ws://host:port{path}`` for the duration of the block
     (``handler`` and accepting as in :func:`pipekit.adapters.tcp.listen`). Also serves
     the browser client at ``/pipekit.js`` and the GET resources in ``http``."""
-    settings = PipeSettings(**options)
+    settings = listener_settings(options)
     resources_ = {BROWSER_CLIENT_PATH: HttpResource(browser_client(), "text/javascript")}
     resources_.update(http or {})
     scheme = "wss" if ssl_context is not None else "ws"
