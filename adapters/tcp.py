@@ -31,6 +31,7 @@ from ._listener import (
     Handler,
     Listener,
     listener_settings,
+    open_tcp_listeners,
     run_listener,
     serve_forever,
 )
@@ -57,7 +58,7 @@ async def listen(
     without, take peers with ``await listener.accept()`` or ``async for``. On exit no more
     peers are accepted and every peer's pipe is closed."""
     settings = listener_settings(options)
-    listeners = await trio.open_tcp_listeners(port, host=host, backlog=backlog)
+    listeners = await open_tcp_listeners(host, port, backlog)
     bound = listeners[0].socket.getsockname()
     scheme = "tls" if ssl_context is not None else "tcp"
     listener = Listener(

@@ -38,6 +38,7 @@ from ._listener import (
     Handler,
     Listener,
     listener_settings,
+    open_tcp_listeners,
     run_listener,
     serve_forever,
 )
@@ -103,7 +104,7 @@ async def listen(
             WebSocketTransport(ws), peer_of(ws), stream.slot, stream.accepted_at
         )
 
-    sockets = await trio.open_tcp_listeners(port, host=host)
+    sockets = await open_tcp_listeners(host, port)
 
     async def start(nursery: trio.Nursery) -> None:
         server: Server = await nursery.start(
