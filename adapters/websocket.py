@@ -45,7 +45,7 @@ from ._listener import (
 from ._refusal import Refusal
 from ._wsaccept import SlotListener, peer_of, slot_stream, upgrade_watcher
 from ._wsgate import BROWSER_CLIENT_PATH, SAME_ORIGIN, Gate, HttpResource, browser_client
-from ._wstransport import WebSocketTransport, websocket_settings
+from ._wstransport import PipekitClientConnection, WebSocketTransport, websocket_settings
 
 __all__ = [
     "BROWSER_CLIENT_PATH",
@@ -189,7 +189,12 @@ async def connect(
         async with AsyncExitStack() as stack:
             try:
                 ws = await stack.enter_async_context(
-                    ws_connect(url, origin=origin, **ws_options)  # type: ignore[arg-type]
+                    ws_connect(
+                        url,
+                        origin=origin,  # type: ignore[arg-type]
+                        create_connection=PipekitClientConnection,
+                        **ws_options,
+                    )
                 )
             except TimeoutError as exc:
                 # The same error as every transport's handshake timeout (and retried).

@@ -162,6 +162,8 @@ class RawPeer:
         self.eof = False
         self.reset: BaseException | None = None
         """Set when the connection was reset rather than closed cleanly."""
+        self.close_code: int | None = None
+        """Over WebSocket: the code of the listener's close frame, once received."""
 
     async def send_raw(self, data: bytes | str) -> None:
         await self._send(data)
@@ -243,6 +245,8 @@ async def raw_websocket_peer(url: str, **kw: Any) -> AsyncIterator[RawPeer]:
             except ConnectionClosed as exc:
                 if exc.rcvd is None:
                     peer.reset = exc
+                else:
+                    peer.close_code = exc.rcvd.code
                 return None
             assert isinstance(message, bytes), f"text message from the listener: {message!r}"
             return message
