@@ -11,7 +11,10 @@ are off (pipekit's ``idle_timeout`` does that job for every transport alike).
 ES module, no build step; see ``docs/guide.md``), and ``http=`` adds more resources (the
 demo page of ``pipekit serve``). ``origins=`` is the allow-list for the ``Origin``
 header of WebSocket upgrades (browsers always send it; ``None`` in the list admits
-clients that send none); a disallowed origin gets HTTP 403 with the reason.
+clients that send none); a disallowed origin gets HTTP 403 with the reason. By default
+(:data:`DEFAULT_ORIGINS`) only the listener's own pages and clients that send no
+``Origin`` are admitted, so that no other site open in a browser can connect;
+``origins=None`` admits every origin.
 """
 
 from __future__ import annotations
@@ -62,6 +65,9 @@ __all__ = [
 ]
 
 DEFAULT_PATH = "/ws"
+DEFAULT_ORIGINS: tuple[str | None, ...] = (SAME_ORIGIN, None)
+"""The ``origins`` a listener admits unless told otherwise: the pages it serves itself
+(:data:`SAME_ORIGIN`) and clients that send no ``Origin`` (programs, not browsers)."""
 
 
 @asynccontextmanager
@@ -72,7 +78,7 @@ async def listen(
     path: str = DEFAULT_PATH,
     handler: Handler | None = None,
     token: str | None = None,
-    origins: Sequence[str | None] | None = None,
+    origins: Sequence[str | None] | None = DEFAULT_ORIGINS,
     ssl_context: ssl.SSLContext | None = None,
     compression: bool = False,
     max_peers: int = DEFAULT_MAX_PEERS,
@@ -136,7 +142,7 @@ async def serve(
     *,
     path: str = DEFAULT_PATH,
     token: str | None = None,
-    origins: Sequence[str | None] | None = None,
+    origins: Sequence[str | None] | None = DEFAULT_ORIGINS,
     ssl_context: ssl.SSLContext | None = None,
     compression: bool = False,
     max_peers: int = DEFAULT_MAX_PEERS,

@@ -122,6 +122,28 @@ async def test_disallowed_origin_is_refused_403_while_others_keep_working() -> N
                 assert await exchange(pipe, "allowed") == "allowed"
 
 
+async def test_by_default_only_its_own_pages_and_clients_without_origin_may_connect() -> None:
+    # Another site open in the same browser must not reach a listener (one on loopback
+    # included) unless the listener says so.
+    with trio.fail_after(HANG_GUARD):
+        async with websocket.listen(handler=echo) as listener:
+            assert listener.url is not None
+            _, port = listener.address
+            for foreign in ("https://evil.example", f"http://127.0.0.1:{port + 1}"):
+                with pytest.raises(InvalidStatus) as info:
+                    async with websocket.connect(listener.url, origin=foreign):
+                        pytest.fail(f"a page of {foreign} got through")
+                assert info.value.response.status_code == 403
+            assert (await listener.wait_refused(2)).kind == "origin"
+            for own in (f"http://127.0.0.1:{port}", f"http://localhost:{port}", None):
+                async with websocket.connect(listener.url, origin=own) as pipe:
+                    assert await exchange(pipe, own) == own
+        async with websocket.listen(handler=echo, origins=None) as anyone:
+            assert anyone.url is not None
+            async with websocket.connect(anyone.url, origin="https://evil.example") as pipe:
+                assert await exchange(pipe, "admitted") == "admitted"
+
+
 async def test_client_without_origin_is_admitted_only_if_none_is_allowed() -> None:
     with trio.fail_after(HANG_GUARD):
         async with websocket.listen(handler=echo, origins=["https://app.example"]) as strict:
