@@ -25,15 +25,18 @@ import trio
 
 from ..kernel.errors import PipekitError, RemoteError
 from ..kernel.framed import FramedPipe, Transport, framed_pipe
-from ..kernel.options import PipeSettings
+from ..kernel.options import PipeOptions, PipeSettings
 from ..kernel.scopes import open_plain_nursery
 from ._refusal import Refusal, RefusalKind, describe_peer, refusal_kind, refuse
 
 __all__ = [
+    "DEFAULT_IDLE_TIMEOUT",
     "DEFAULT_MAX_PEERS",
     "Handler",
     "Listener",
     "Slot",
+    "listener_settings",
+    "open_tcp_listeners",
     "run_listener",
     "serve_forever",
 ]
@@ -42,9 +45,36 @@ log = logging.getLogger("pipekit.adapters")
 
 DEFAULT_MAX_PEERS = 256
 """Peers a listener serves at once; more are refused with kind ``busy``."""
+DEFAULT_IDLE_TIMEOUT = 60.0
+"""A listener's ``idle_timeout`` unless given (``idle_timeout=None`` turns it off): a
+peer from which nothing arrives for this long is dropped. It is PINGed after half of it,
+so a live peer with nothing to say answers and stays."""
 _KEPT_REFUSALS = 100
 
 Handler = Callable[[FramedPipe], Awaitable[Any]]
+
+
+def listener_settings(options: PipeOptions) -> PipeSettings:
+    """The checked settings of a listener's pipes: ``options`` with the listener's own
+    default, an ``idle_timeout`` of :data:`DEFAULT_IDLE_TIMEOUT` unless one is given
+    (``None`` turns it off), so that peers which go silent cannot hold every slot."""
+    settings = PipeSettings(**options)
+    if "idle_timeout" not in options:
+        settings = dataclasses.replace(settings, idle_timeout=DEFAULT_IDLE_TIMEOUT)
+    return settings
+
+
+async def open_tcp_listeners(
+    host: str | None, port: int, backlog: int | None = None
+) -> list[trio.SocketListener]:
+    """:func:`trio.open_tcp_listeners`, whose :class:`OSError` (an address in use, a
+    port that needs privileges, an unknown host) names the address it could not take."""
+    try:
+        return await trio.open_tcp_listeners(port, host=host, backlog=backlog)
+    except OSError as exc:
+        where = f"[{host}]:{port}" if host and ":" in host else f"{host or '*'}:{port}"
+        reason = f"cannot listen on {where}: {exc.strerror or exc}"
+        raise (OSError(reason) if exc.errno is None else OSError(exc.errno, reason)) from exc
 
 
 class Slot(enum.Enum):
@@ -280,12 +310,18 @@ class Listener:
         except (PipekitError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             if not handed_out:
                 self.record_refusal(peer, refusal_kind(exc), str(exc))
-            elif not isinstance(exc, RemoteError):
+            elif not isinstance(exc, RemoteError) and not _shutting_down():
+                # (A listener shutting down breaks its peers' connections itself.)
                 log.warning("%s: peer %s failed: %s", self.label, peer, exc)
         except Exception:
             # A handler's own failure: the peer got it as an ERROR frame; the listener
             # goes on serving the others.
             log.exception("%s: handler failed for peer %s", self.label, peer)
+
+
+def _shutting_down() -> bool:
+    """Whether the calling task is being cancelled (the listener is shutting down)."""
+    return trio.current_effective_deadline() == -math.inf
 
 
 @asynccontextmanager

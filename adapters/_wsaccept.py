@@ -14,6 +14,7 @@ from websockets.trio.server import ServerConnection
 
 from ._listener import Listener, Slot
 from ._refusal import RefusalKind
+from ._wstransport import OversizeReporting
 
 __all__ = ["SlotListener", "SlotStream", "peer_of", "slot_stream", "upgrade_watcher"]
 
@@ -115,9 +116,10 @@ def upgrade_watcher(listener: Listener, timeout: float | None) -> type[ServerCon
     handshake failed (kind ``tls``), whose TLS handshake or HTTP upgrade did not finish
     in time (``handshake_timeout``), that closed before sending the upgrade
     (``handshake``, as on the other transports) or that did not speak HTTP at all
-    (``malformed``): websockets drops those before any handler runs."""
+    (``malformed``): websockets drops those before any handler runs. It also tells a
+    peer ``oversize`` before closing with 1009 (:class:`OversizeReporting`)."""
 
-    class UpgradeWatcher(ServerConnection):
+    class UpgradeWatcher(OversizeReporting, ServerConnection):
         # websockets only knows the addresses of a bare trio.SocketStream.
         @property
         def local_address(self) -> Any:

@@ -1,5 +1,6 @@
 """pipekit/1 frames as WebSocket messages: a ``websockets.trio`` connection as a
-:class:`~pipekit.kernel.MessageTransport`, and the ``websockets`` settings both ends use."""
+:class:`~pipekit.kernel.MessageTransport`, the ``websockets`` settings both ends use, and
+the connection classes that tell a peer ``oversize`` before closing with 1009."""
 
 from __future__ import annotations
 
@@ -7,16 +8,63 @@ from typing import Any
 
 import trio
 from websockets.exceptions import ConnectionClosed, ConnectionClosedOK
+from websockets.frames import CloseCode
+from websockets.protocol import State
+from websockets.trio.client import ClientConnection
 from websockets.trio.connection import Connection as WebSocket
 
 from ..kernel.errors import ErrorKind, RemoteProtocolError
 from ..kernel.framed import MessageTransport
 from ..kernel.options import PipeSettings
-from ..kernel.protocol import HEADER_SIZE, error_frame
+from ..kernel.protocol import HEADER_SIZE, FrameType, error_frame
 
-__all__ = ["WebSocketTransport", "websocket_settings"]
+__all__ = [
+    "OversizeReporting",
+    "PipekitClientConnection",
+    "WebSocketTransport",
+    "websocket_settings",
+]
 
 _CLOSE_TIMEOUT = 1.0
+_ERROR = FrameType.ERROR.value
+_END = FrameType.END.value
+
+
+class OversizeReporting(WebSocket):
+    """A ``websockets.trio`` connection that tells its peer why before it refuses a
+    message larger than ``max_size`` (``max_frame`` + 8): websockets closes with 1009
+    from the message's header, and just before that close frame this sends a pipekit
+    ERROR of kind ``oversize``, as any transport would (unless this side's direction
+    has already ended, after which an ERROR would be malformed: then 1009 says it
+    alone). Installed as the connection is created, so it holds from the first
+    message on; :class:`WebSocketTransport` records when this side sends END or
+    ERROR."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.pipekit_direction_open = True
+        protocol = self.protocol
+        fail = protocol.fail
+
+        def fail_telling_why(code: int, reason: str = "") -> None:
+            if (
+                code == CloseCode.MESSAGE_TOO_BIG
+                and self.pipekit_direction_open
+                and protocol.state is State.OPEN
+                and not protocol.expect_continuation_frame
+            ):
+                self.pipekit_direction_open = False
+                protocol.send_binary(
+                    error_frame(ErrorKind.OVERSIZE, f"WebSocket message too big: {reason}")
+                )
+            fail(code, reason)
+
+        # websockets offers no hook here; its sans-I/O protocol calls fail() for 1009.
+        protocol.fail = fail_telling_why  # type: ignore[method-assign]
+
+
+class PipekitClientConnection(OversizeReporting, ClientConnection):
+    """The client's WebSocket connection (``create_connection=`` of websockets' connect)."""
 
 
 def websocket_settings(settings: PipeSettings, compression: bool) -> dict[str, Any]:
@@ -37,9 +85,12 @@ class WebSocketTransport(MessageTransport):
 
     def __init__(self, ws: WebSocket) -> None:
         self.ws = ws
+        self._reporting = ws if isinstance(ws, OversizeReporting) else None
         self._peer_refused = False
 
     async def send_message(self, frame: bytes) -> None:
+        if self._reporting is not None and frame[5] in (_END, _ERROR) and not frame[4]:
+            self._reporting.pipekit_direction_open = False  # no ERROR may follow now
         try:
             await self.ws.send(frame)
         except ConnectionClosed as exc:
@@ -57,8 +108,9 @@ class WebSocketTransport(MessageTransport):
                     f"WebSocket message too big: {exc.sent.reason}", kind=ErrorKind.OVERSIZE
                 ) from exc
             if exc.rcvd is not None and exc.rcvd.code == 1009 and exc.rcvd_then_sent is not False:
-                # The peer closed: our message was larger than its max_frame. Report it as
-                # the ERROR a byte-stream peer would have sent (once; then the end).
+                # The peer closed: our message was larger than its max_frame. Unless its
+                # ERROR said so already, report it as the ERROR a byte-stream peer would
+                # have sent (once; then the end).
                 if self._peer_refused:
                     return None
                 self._peer_refused = True
@@ -71,6 +123,8 @@ class WebSocketTransport(MessageTransport):
                 "text WebSocket message: pipekit/1 frames travel as binary messages",
                 kind=ErrorKind.MALFORMED,
             )
+        if len(message) > 5 and message[5] == _ERROR and not message[4]:
+            self._peer_refused = True  # the peer's direction is over: a 1009 adds nothing
         return message
 
     async def aclose(self) -> None:

@@ -7,7 +7,9 @@ listener refuses every peer whose HELLO does not carry that token (compared in c
 time) with an ERROR saying why, before any DATA is accepted. ``ssl_context=`` wraps the
 connection in TLS (:class:`trio.SSLStream`); the TLS handshake counts towards
 ``handshake_timeout``. Every option of :func:`~pipekit.kernel.framed_pipe` applies
-(``max_frame``, ``handshake_timeout``, ``idle_timeout``, watermarks, ...).
+(``max_frame``, ``handshake_timeout``, ``idle_timeout``, watermarks, ...); a listener's
+``idle_timeout`` is 60 s unless given (``None`` turns it off), so that peers which go
+silent cannot hold every slot.
 """
 
 from __future__ import annotations
@@ -24,7 +26,15 @@ from ..kernel.errors import ErrorKind, RemoteProtocolError
 from ..kernel.framed import FramedPipe
 from ..kernel.options import PipeOptions, PipeSettings
 from ._connect import Reconnect, connect_pipe
-from ._listener import DEFAULT_MAX_PEERS, Handler, Listener, run_listener, serve_forever
+from ._listener import (
+    DEFAULT_MAX_PEERS,
+    Handler,
+    Listener,
+    listener_settings,
+    open_tcp_listeners,
+    run_listener,
+    serve_forever,
+)
 from ._refusal import Refusal
 
 __all__ = ["Listener", "Reconnect", "Refusal", "connect", "listen", "serve"]
@@ -47,8 +57,8 @@ async def listen(
     ``await handler(pipe)`` in its own task (its exception fails that peer's pipe only);
     without, take peers with ``await listener.accept()`` or ``async for``. On exit no more
     peers are accepted and every peer's pipe is closed."""
-    settings = PipeSettings(**options)
-    listeners = await trio.open_tcp_listeners(port, host=host, backlog=backlog)
+    settings = listener_settings(options)
+    listeners = await open_tcp_listeners(host, port, backlog)
     bound = listeners[0].socket.getsockname()
     scheme = "tls" if ssl_context is not None else "tcp"
     listener = Listener(

@@ -23,7 +23,14 @@ import trio
 from ..kernel.framed import FramedPipe
 from ..kernel.options import PipeOptions, PipeSettings
 from ._connect import Reconnect, connect_pipe
-from ._listener import DEFAULT_MAX_PEERS, Handler, Listener, run_listener, serve_forever
+from ._listener import (
+    DEFAULT_MAX_PEERS,
+    Handler,
+    Listener,
+    listener_settings,
+    run_listener,
+    serve_forever,
+)
 from ._refusal import Refusal
 
 __all__ = ["Listener", "Reconnect", "Refusal", "connect", "listen", "serve"]
@@ -67,7 +74,7 @@ async def listen(
 ) -> AsyncIterator[Listener]:
     """Listen on the socket file ``path`` for the duration of the block (see
     :func:`pipekit.adapters.tcp.listen` for ``handler`` and accepting)."""
-    settings = PipeSettings(**options)
+    settings = listener_settings(options)
     where = os.fspath(path)
     _clear_stale(where)
     sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

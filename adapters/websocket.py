@@ -11,7 +11,10 @@ are off (pipekit's ``idle_timeout`` does that job for every transport alike).
 ES module, no build step; see ``docs/guide.md``), and ``http=`` adds more resources (the
 demo page of ``pipekit serve``). ``origins=`` is the allow-list for the ``Origin``
 header of WebSocket upgrades (browsers always send it; ``None`` in the list admits
-clients that send none); a disallowed origin gets HTTP 403 with the reason.
+clients that send none); a disallowed origin gets HTTP 403 with the reason. By default
+(:data:`DEFAULT_ORIGINS`) only the listener's own pages and clients that send no
+``Origin`` are admitted, so that no other site open in a browser can connect;
+``origins=None`` admits every origin.
 """
 
 from __future__ import annotations
@@ -33,11 +36,19 @@ from ..kernel.errors import ErrorKind, RemoteProtocolError
 from ..kernel.framed import FramedPipe
 from ..kernel.options import PipeOptions, PipeSettings
 from ._connect import Reconnect, connect_pipe
-from ._listener import DEFAULT_MAX_PEERS, Handler, Listener, run_listener, serve_forever
+from ._listener import (
+    DEFAULT_MAX_PEERS,
+    Handler,
+    Listener,
+    listener_settings,
+    open_tcp_listeners,
+    run_listener,
+    serve_forever,
+)
 from ._refusal import Refusal
 from ._wsaccept import SlotListener, peer_of, slot_stream, upgrade_watcher
 from ._wsgate import BROWSER_CLIENT_PATH, SAME_ORIGIN, Gate, HttpResource, browser_client
-from ._wstransport import WebSocketTransport, websocket_settings
+from ._wstransport import PipekitClientConnection, WebSocketTransport, websocket_settings
 
 __all__ = [
     "BROWSER_CLIENT_PATH",
@@ -54,6 +65,9 @@ __all__ = [
 ]
 
 DEFAULT_PATH = "/ws"
+DEFAULT_ORIGINS: tuple[str | None, ...] = (SAME_ORIGIN, None)
+"""The ``origins`` a listener admits unless told otherwise: the pages it serves itself
+(:data:`SAME_ORIGIN`) and clients that send no ``Origin`` (programs, not browsers)."""
 
 
 @asynccontextmanager
@@ -64,7 +78,7 @@ async def listen(
     path: str = DEFAULT_PATH,
     handler: Handler | None = None,
     token: str | None = None,
-    origins: Sequence[str | None] | None = None,
+    origins: Sequence[str | None] | None = DEFAULT_ORIGINS,
     ssl_context: ssl.SSLContext | None = None,
     compression: bool = False,
     max_peers: int = DEFAULT_MAX_PEERS,
@@ -74,7 +88,7 @@ async def listen(
     """Serve WebSocket peers at ``ws://host:port{path}`` for the duration of the block
     (``handler`` and accepting as in :func:`pipekit.adapters.tcp.listen`). Also serves
     the browser client at ``/pipekit.js`` and the GET resources in ``http``."""
-    settings = PipeSettings(**options)
+    settings = listener_settings(options)
     resources_ = {BROWSER_CLIENT_PATH: HttpResource(browser_client(), "text/javascript")}
     resources_.update(http or {})
     scheme = "wss" if ssl_context is not None else "ws"
@@ -96,7 +110,7 @@ async def listen(
             WebSocketTransport(ws), peer_of(ws), stream.slot, stream.accepted_at
         )
 
-    sockets = await trio.open_tcp_listeners(port, host=host)
+    sockets = await open_tcp_listeners(host, port)
 
     async def start(nursery: trio.Nursery) -> None:
         server: Server = await nursery.start(
@@ -128,7 +142,7 @@ async def serve(
     *,
     path: str = DEFAULT_PATH,
     token: str | None = None,
-    origins: Sequence[str | None] | None = None,
+    origins: Sequence[str | None] | None = DEFAULT_ORIGINS,
     ssl_context: ssl.SSLContext | None = None,
     compression: bool = False,
     max_peers: int = DEFAULT_MAX_PEERS,
@@ -181,7 +195,12 @@ async def connect(
         async with AsyncExitStack() as stack:
             try:
                 ws = await stack.enter_async_context(
-                    ws_connect(url, origin=origin, **ws_options)  # type: ignore[arg-type]
+                    ws_connect(
+                        url,
+                        origin=origin,  # type: ignore[arg-type]
+                        create_connection=PipekitClientConnection,
+                        **ws_options,
+                    )
                 )
             except TimeoutError as exc:
                 # The same error as every transport's handshake timeout (and retried).

@@ -32,7 +32,7 @@ from websockets.trio.client import connect as ws_connect
 
 from pipekit.adapters import tcp, unix, websocket
 from pipekit.adapters._connect import Reconnect
-from pipekit.adapters._listener import Listener
+from pipekit.adapters._listener import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_PEERS, Listener
 from pipekit.kernel import FramedPipe, ProtocolError, RemoteError
 from pipekit.kernel.protocol import (
     FLAG_JSON,
@@ -162,14 +162,20 @@ class RawPeer:
         self.eof = False
         self.reset: BaseException | None = None
         """Set when the connection was reset rather than closed cleanly."""
+        self.close_code: int | None = None
+        """Over WebSocket: the code of the listener's close frame, once received."""
 
     async def send_raw(self, data: bytes | str) -> None:
         await self._send(data)
 
-    async def send_hello(self) -> None:
-        """Send this peer's HELLO (and nothing else it may have queued)."""
+    async def send_queued(self) -> None:
+        """Send every frame :attr:`conn` has queued, one write (or message) each."""
         for frame in self.conn.frames_to_send():
             await self._send(frame)
+
+    async def send_hello(self) -> None:
+        """Send this peer's HELLO (before the handshake, the only frame queued)."""
+        await self.send_queued()
 
     async def read_once(self) -> None:
         data = await self._receive()
@@ -239,6 +245,8 @@ async def raw_websocket_peer(url: str, **kw: Any) -> AsyncIterator[RawPeer]:
             except ConnectionClosed as exc:
                 if exc.rcvd is None:
                     peer.reset = exc
+                else:
+                    peer.close_code = exc.rcvd.code
                 return None
             assert isinstance(message, bytes), f"text message from the listener: {message!r}"
             return message
@@ -700,6 +708,61 @@ class NetworkSuite:
                     assert await served.receive() == "still here"
                     await served.send("so am I")
                     assert await pipe.receive() == "so am I"
+
+    async def test_with_default_settings_silent_peers_are_dropped_and_a_good_client_served(
+        self, net: Net, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        # Peers that complete their HELLO and then go silent (never answering a PING)
+        # fill every slot of a listener with default settings; its default idle timeout
+        # frees them, so a good client is served again. Virtual time: the guard is long.
+        silent = DEFAULT_MAX_PEERS
+        peers: list[RawPeer] = []
+
+        async def silent_peer(listener: Listener, task_status: trio.TaskStatus[None]) -> None:
+            async with net.raw(listener) as raw:
+                peers.append(raw)
+                await raw.handshake()
+                task_status.started()
+                await raw.read_to_end()  # answers nothing: the listener must give up on it
+
+        # The guard is inside the listener's block: binding a Unix socket waits for a
+        # thread, and meanwhile the virtual clock would jump to the guard's deadline.
+        async with net.listen(handler=echo) as listener:
+            with trio.fail_after(10 * DEFAULT_IDLE_TIMEOUT):
+                async with trio.open_nursery() as nursery:
+                    # One after the other: a burst of connects would overflow the
+                    # accept backlog (a Unix socket then fails the connect).
+                    for _ in range(silent):
+                        await nursery.start(silent_peer, listener)
+                    start = trio.current_time()
+                    assert listener.peers == silent
+                    with pytest.raises(RemoteError) as info:
+                        async with net.connect(listener):
+                            pytest.fail("a peer got in while every slot was taken")
+                    assert info.value.kind == "busy"
+                # Every silent peer was PINGed, then told why and closed, within 1.5
+                # idle timeouts of its last frame.
+                elapsed = trio.current_time() - start
+                assert DEFAULT_IDLE_TIMEOUT <= elapsed <= 1.5 * DEFAULT_IDLE_TIMEOUT
+                for raw in peers:
+                    assert raw.pings() >= 1
+                    assert [e.kind for e in raw.errors()] == ["idle_timeout"]
+                await wait_until(lambda: listener.peers == 0)
+                async with net.connect(listener) as good:
+                    assert await exchange(good, "good") == "good"
+
+    async def test_idle_timeout_none_turns_the_listener_default_off(
+        self, net: Net, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        async with net.listen(idle_timeout=None) as listener:  # outside the guard: see above
+            with trio.fail_after(10 * DEFAULT_IDLE_TIMEOUT):
+                async with net.raw(listener) as raw:
+                    await raw.handshake()
+                    async with await listener.accept() as pipe:
+                        await trio.sleep(5 * DEFAULT_IDLE_TIMEOUT)
+                        raw.conn.send("still here")
+                        await raw.send_queued()
+                        assert await pipe.receive() == "still here"
 
     # -- max_peers --------------------------------------------------------------------
 

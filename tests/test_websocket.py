@@ -4,6 +4,7 @@ the browser client), compression and ``wss:``."""
 
 from __future__ import annotations
 
+import contextlib
 import ssl
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from net_helpers import (
     raw_websocket_peer,
     wait_until,
 )
-from websockets.exceptions import InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.extensions.permessage_deflate import PerMessageDeflate
 from websockets.trio.client import connect as ws_connect
 from websockets.trio.connection import Connection as WebSocket
@@ -29,7 +30,7 @@ from websockets.typing import Origin
 from pipekit.adapters import websocket
 from pipekit.adapters._listener import Listener
 from pipekit.kernel import FramedPipe, ProtocolError, RemoteError
-from pipekit.kernel.protocol import FrameType, encode_frame
+from pipekit.kernel.protocol import EndReceived, FrameType, encode_frame
 
 
 class TestWebSocket(NetworkSuite):
@@ -119,6 +120,28 @@ async def test_disallowed_origin_is_refused_403_while_others_keep_working() -> N
                 assert refusal.kind == "origin"
                 assert "https://evil.example" in refusal.reason
                 assert await exchange(pipe, "allowed") == "allowed"
+
+
+async def test_by_default_only_its_own_pages_and_clients_without_origin_may_connect() -> None:
+    # Another site open in the same browser must not reach a listener (one on loopback
+    # included) unless the listener says so.
+    with trio.fail_after(HANG_GUARD):
+        async with websocket.listen(handler=echo) as listener:
+            assert listener.url is not None
+            _, port = listener.address
+            for foreign in ("https://evil.example", f"http://127.0.0.1:{port + 1}"):
+                with pytest.raises(InvalidStatus) as info:
+                    async with websocket.connect(listener.url, origin=foreign):
+                        pytest.fail(f"a page of {foreign} got through")
+                assert info.value.response.status_code == 403
+            assert (await listener.wait_refused(2)).kind == "origin"
+            for own in (f"http://127.0.0.1:{port}", f"http://localhost:{port}", None):
+                async with websocket.connect(listener.url, origin=own) as pipe:
+                    assert await exchange(pipe, own) == own
+        async with websocket.listen(handler=echo, origins=None) as anyone:
+            assert anyone.url is not None
+            async with websocket.connect(anyone.url, origin="https://evil.example") as pipe:
+                assert await exchange(pipe, "admitted") == "admitted"
 
 
 async def test_client_without_origin_is_admitted_only_if_none_is_allowed() -> None:
@@ -296,6 +319,8 @@ async def test_text_message_is_refused_as_malformed(net: Net) -> None:
     "message",
     [
         pytest.param(b"\x00\x00\x00", id="shorter-than-a-header"),
+        # 7 bytes: one short of a header, whose "length" would make it exactly one frame.
+        pytest.param(encode_frame(FrameType.END)[:7], id="seven-bytes"),
         pytest.param(encode_frame(FrameType.HELLO, b"{}", json_flag=True)[:-1], id="cut-short"),
         pytest.param(encode_frame(FrameType.PING) * 2, id="two-frames"),
     ],
@@ -311,6 +336,90 @@ async def test_binary_message_that_is_not_one_frame_is_refused_as_malformed(
     assert refusal.kind == "malformed"
     assert "exactly one frame" in refusal.reason
     assert [e.kind for e in raw.errors()] == ["malformed"]
+
+
+async def test_seven_then_one_byte_messages_are_refused_not_joined_into_an_end(
+    net: Net,
+) -> None:
+    # The two messages together are an END frame; each alone is not a frame at all. The
+    # listener refuses the first (ERROR, then close), and its pipe fails rather than
+    # seeing a clean end.
+    end = encode_frame(FrameType.END)
+    with trio.fail_after(HANG_GUARD):
+        async with net.listen() as listener, net.raw(listener) as raw:
+            await raw.handshake()
+            async with await listener.accept() as pipe:
+                await raw.send_raw(end[:7])
+                with contextlib.suppress(ConnectionClosed):  # it may be closed by then
+                    await raw.send_raw(end[7:])
+                with pytest.raises(ProtocolError) as info:
+                    await pipe.receive()
+                assert info.value.kind == "malformed"
+            await raw.read_to_end()
+    assert [e.kind for e in raw.errors()] == ["malformed"]
+    assert raw.close_code == 1000
+
+
+async def test_oversize_message_gets_an_oversize_error_before_close_1009(net: Net) -> None:
+    with trio.fail_after(HANG_GUARD):
+        async with net.listen(max_frame=4096) as listener, net.raw(listener) as raw:
+            await raw.handshake()
+            async with await listener.accept() as pipe:
+                # A whole frame, but 10,008 bytes: more than max_frame + 8 = 4104.
+                await raw.send_raw(encode_frame(FrameType.DATA, b"x" * 10_000))
+                with pytest.raises(ProtocolError) as info:
+                    await pipe.receive()
+                assert info.value.kind == "oversize"
+            await raw.read_to_end()
+    [error] = raw.errors()
+    assert error.kind == "oversize"
+    assert "10008 bytes exceeds limit of 4104 bytes" in error.message
+    assert raw.close_code == 1009
+
+
+async def test_the_client_too_tells_an_oversize_sender_why_before_1009() -> None:
+    seen: list[BaseException] = []
+
+    async def rogue(pipe: FramedPipe) -> None:
+        pipe.conn.peer_max_frame = 1 << 20  # a peer that ignores the announced limit
+        await pipe.send(b"x" * 10_000)
+        try:
+            await pipe.receive()
+        except (RemoteError, trio.BrokenResourceError) as exc:
+            seen.append(exc)
+
+    with trio.fail_after(HANG_GUARD):
+        async with websocket.listen(handler=rogue) as listener:
+            assert listener.url is not None
+            async with websocket.connect(listener.url, max_frame=4096) as pipe:
+                with pytest.raises(ProtocolError) as info:
+                    await pipe.receive()
+                assert info.value.kind == "oversize"
+            await wait_until(lambda: bool(seen))
+    [error] = seen
+    assert isinstance(error, RemoteError), repr(error)
+    assert error.kind == "oversize"
+    # The client's own ERROR, not the stand-in for a bare close 1009.
+    assert error.message.startswith("WebSocket message too big: ")
+    assert "exceeds limit of 4104 bytes" in error.message
+
+
+async def test_after_its_own_end_the_listener_closes_1009_without_an_error(net: Net) -> None:
+    # An ERROR after END in the same direction would be malformed: the close alone says it.
+    with trio.fail_after(HANG_GUARD):
+        async with net.listen(max_frame=4096) as listener, net.raw(listener) as raw:
+            await raw.handshake()
+            async with await listener.accept() as pipe:
+                await pipe.end()
+                while not any(isinstance(e, EndReceived) for e in raw.events):
+                    await raw.read_once()
+                await raw.send_raw(encode_frame(FrameType.DATA, b"x" * 10_000))
+                with pytest.raises(ProtocolError) as info:
+                    await pipe.receive()
+                assert info.value.kind == "oversize"
+            await raw.read_to_end()
+    assert raw.errors() == []
+    assert raw.close_code == 1009
 
 
 async def test_text_message_after_the_handshake_fails_the_pipe(net: Net) -> None:

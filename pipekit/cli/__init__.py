@@ -13,6 +13,17 @@ from ._commands import cmd_demo, cmd_run, cmd_serve, cmd_worker
 __all__ = ["build_parser", "main"]
 
 
+def _port(text: str) -> int:
+    """A TCP port number for argparse: 0 (any free port) to 65535."""
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"not a port number (0-65535): {text!r}")
+    return port
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pipekit", description="Stream pipelines with real backpressure."
@@ -64,10 +75,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Every peer that connects (the demo page at / over WebSocket, or a "
         "pipekit/1 program over TCP) joins a pipeline as a module: readings go to it, its "
         "transformed readings come back and are counted.",
+        epilog="Exit status: 1 if an endpoint cannot be opened (a port in use, say) and 130 "
+        "after Ctrl-C, each with one line on stderr; 2 for bad arguments.",
     )
     serve.add_argument("--host", default="127.0.0.1", help="interface (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, default=8765, help="HTTP/WebSocket port (8765)")
-    serve.add_argument("--tcp-port", type=int, help="also serve pipekit/1 over TCP on this port")
+    serve.add_argument("--port", type=_port, default=8765, help="HTTP/WebSocket port (8765)")
+    serve.add_argument("--tcp-port", type=_port, help="also serve pipekit/1 over TCP on this port")
     serve.add_argument("--token", help="require this token in every peer's HELLO")
     serve.add_argument(
         "--origin",

@@ -123,11 +123,28 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return run_worker(args.target, mode=args.mode, init=args.init)
 
 
+SERVE_CANNOT_LISTEN = 1
+"""``pipekit serve``'s exit status when an endpoint cannot be opened (a port in use,
+one that needs privileges, an unknown host): one line on stderr says which and why."""
+SERVE_INTERRUPTED = 130
+"""``pipekit serve``'s exit status after Ctrl-C (SIGINT), with one line on stderr."""
+
+
+def _leaves(exc: BaseException) -> list[BaseException]:
+    """The exceptions inside ``exc`` (itself, if it is not a group)."""
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for inner in exc.exceptions for leaf in _leaves(inner)]
+    return [exc]
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from ..adapters import websocket
     from .serve import serve_demo
 
+    serving = False
+
     async def main() -> None:
+        nonlocal serving
         async with trio.open_nursery() as nursery:
             addresses = await nursery.start(
                 partial(
@@ -141,6 +158,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                     rate=args.rate or None,
                 )
             )
+            serving = True
             query = f"?token={quote(args.token)}" if args.token else ""
             print(f"pipekit serve: demo page     {addresses['page']}{query}")
             print(f"               browser client {addresses['page']}pipekit.js")
@@ -154,5 +172,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 await trio.sleep(args.exit_after)
                 nursery.cancel_scope.cancel()
 
-    trio.run(main)
+    try:
+        trio.run(main)
+    except BaseException as exc:  # Ctrl-C and a busy port are one line, not a traceback
+        leaves = _leaves(exc)
+        if any(isinstance(leaf, KeyboardInterrupt) for leaf in leaves):
+            print("pipekit serve: stopped (Ctrl-C)", file=sys.stderr)
+            return SERVE_INTERRUPTED
+        failures = [leaf for leaf in leaves if not isinstance(leaf, trio.Cancelled)]
+        if not serving and failures and all(isinstance(f, OSError) for f in failures):
+            failure = failures[0]
+            assert isinstance(failure, OSError)
+            print(f"pipekit serve: {failure.strerror or failure}", file=sys.stderr)
+            return SERVE_CANNOT_LISTEN
+        raise
     return 0
