@@ -256,13 +256,19 @@ class Connection(SendQueue):
     def receive_frame(self, frame: bytes | bytearray | memoryview) -> list[Event]:
         """Feed one whole frame, for transports that carry one frame per message
         (WebSocket). A message that is not exactly one frame is malformed."""
-        if self.failure is None and not self._received.held:
+        if self.failure is None:
             size = len(frame)
-            length = HEADER.unpack_from(frame)[0] if size >= HEADER_SIZE else -1
+            if size < HEADER_SIZE:
+                return self.reject(
+                    f"a transport message must hold exactly one frame (got {size} bytes, "
+                    f"less than a {HEADER_SIZE}-byte header)"
+                )
+            length = HEADER.unpack_from(frame)[0]
             # An oversize length is left to receive_data, which reports it as such.
             if size != HEADER_SIZE + length and length <= self.max_frame:
                 return self.reject(
-                    f"a transport message must hold exactly one frame (got {size} bytes)"
+                    f"a transport message must hold exactly one frame (got {size} bytes, "
+                    f"its header announces {HEADER_SIZE + length})"
                 )
         return self.receive_data(frame)
 

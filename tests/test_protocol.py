@@ -1449,6 +1449,20 @@ def test_receive_frame_refuses_a_message_shorter_than_a_header() -> None:
     assert_refused(b.receive_frame(b"\x00\x01"), b, "malformed")
 
 
+@pytest.mark.parametrize("size", [1, HEADER_SIZE - 1])
+def test_receive_frame_refuses_a_message_one_byte_short_of_a_header(size: int) -> None:
+    _, b = connect()
+    assert_refused(b.receive_frame(encode_frame(FrameType.END)[:size]), b, "malformed")
+
+
+def test_receive_frame_never_joins_two_short_messages_into_a_frame() -> None:
+    _, b = connect()
+    end = encode_frame(FrameType.END)
+    assert_refused(b.receive_frame(end[:7]), b, "malformed")
+    assert not any(isinstance(e, EndReceived) for e in b.receive_frame(end[7:]))
+    assert b.receive_state is Direction.FAILED
+
+
 def test_receive_frame_reports_an_oversize_length_as_oversize() -> None:
     _, b = connect()
     header = HEADER.pack(b.max_frame + 1, FrameType.DATA, 0)
