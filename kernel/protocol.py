@@ -149,6 +149,8 @@ class Connection(SendQueue):
         self._unconsumed_frames: deque[list[int]] = deque()
         self.paused_peer = False
         self._bytes_since_pause = 0
+        # PING frame bytes received while a PONG was still owed (see _handle).
+        self._ping_bytes_owed = 0
 
         self._received = ReceiveBuffer()
         # msgpack DATA payloads are decoded straight from a view of the receive buffer
@@ -297,6 +299,9 @@ class Connection(SendQueue):
             return [ProtocolViolation(exc)]
         return []
 
+    def _pong_taken(self) -> None:
+        self._ping_bytes_owed = 0
+
     def _check_header(self, length: int, ftype: int, flags: int) -> None:
         if flags & ~FLAG_JSON:
             raise _malformed(f"reserved flag bits set (flags=0x{flags:04x})")
@@ -365,7 +370,16 @@ class Connection(SendQueue):
         if self.codec is None:
             raise _malformed(f"{ftype.name} before the handshake completed")
         if ftype == FrameType.PING:
-            self._queue_control(encode_frame(FrameType.PONG, payload))
+            if self._queue_pong(encode_frame(FrameType.PONG, payload)):
+                # The peer pings faster than it reads its PONGs: only the latest PING is
+                # answered, and a peer that goes on without reading is cut off.
+                self._ping_bytes_owed += HEADER_SIZE + len(payload)
+                if self._ping_bytes_owed > self.pause_slack:
+                    raise FlowControlError(
+                        "flow control violated: peer sent "
+                        f"{self._ping_bytes_owed} bytes of PING while a PONG was still "
+                        f"owed to it (allowed {self.pause_slack})"
+                    )
             events.append(PingReceived(payload))
         elif ftype == FrameType.PONG:
             events.append(PongReceived(payload))

@@ -1077,6 +1077,56 @@ def test_ping_round_trip_reports_pong() -> None:
     assert i.receive_data(a.data_to_send()) == [PongReceived(b"42")]
 
 
+def test_a_ping_while_the_last_pong_is_still_queued_replaces_that_pong() -> None:
+    _, a = connect()
+    events = a.receive_data(b"".join(encode_frame(FrameType.PING, p) for p in (b"1", b"2", b"3")))
+    assert events == [PingReceived(b"1"), PingReceived(b"2"), PingReceived(b"3")]
+    assert a.buffered_bytes == HEADER_SIZE + 1
+    assert a.data_to_send() == encode_frame(FrameType.PONG, b"3")  # only the latest
+    a.receive_data(encode_frame(FrameType.PING, b"4"))
+    assert a.data_to_send() == encode_frame(FrameType.PONG, b"4")  # the last one went out
+
+
+def test_a_pong_goes_out_with_the_control_frames_queued_before_it() -> None:
+    _, a = connect(acceptor={"high_water": 1})
+    a.receive_data(data_frame(1) + encode_frame(FrameType.PING, b"p"))
+    assert frame_types(a.data_to_send()) == [FrameType.PAUSE, FrameType.PONG]
+
+
+def test_pings_past_pause_slack_while_a_pong_is_owed_are_a_flow_control_error() -> None:
+    _, a = connect(acceptor={"pause_slack": 100})
+    ping = encode_frame(FrameType.PING, b"p" * 42)  # 50 bytes with its header
+    a.receive_data(ping * 3)  # 100 bytes arrive while a PONG is owed: tolerated
+    assert a.failure is None
+    error = assert_violation(a, ping, "flow_control", FlowControlError)
+    assert "flow control violated" in error.message and "PING" in error.message
+
+
+def test_pings_owed_count_from_zero_once_the_pong_is_taken() -> None:
+    _, a = connect(acceptor={"pause_slack": 100})
+    ping = encode_frame(FrameType.PING, b"p" * 42)
+    for _ in range(10):
+        a.receive_data(ping * 3)
+        assert frame_types(a.data_to_send()) == [FrameType.PONG]
+    assert a.failure is None
+
+
+def test_a_peer_flooding_1_mib_pings_without_reading_is_cut_off_in_bounded_memory() -> None:
+    """Issue 13, item 1: a peer that sends 1 MiB PINGs and never reads its PONGs."""
+    _, a = connect()
+    ping = encode_frame(FrameType.PING, b"\xa5" * (1 << 20))
+    most = 0
+    for _ in range(1024):  # up to 1 GiB of PINGs
+        events = a.receive_data(ping)
+        most = max(most, a.buffered_bytes)
+        if a.failure is not None:
+            break
+    assert most <= 2 * len(ping) < 64 * 1024 * 1024
+    assert isinstance(events[-1], ProtocolViolation)
+    assert isinstance(a.failure, FlowControlError)
+    assert DEFAULT_PAUSE_SLACK < a.bytes_received <= DEFAULT_PAUSE_SLACK + 2 * len(ping)
+
+
 def test_error_from_the_peer_becomes_error_received_with_details() -> None:
     i, a = connect()
     i.fail("bad_input", "field 'v' missing", module="parse", line=3)
