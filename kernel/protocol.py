@@ -15,7 +15,6 @@ module holds the handshake, the receive side and flow control, and exports them 
 from __future__ import annotations
 
 import hmac
-import json
 from collections import deque
 from typing import Any, Unpack
 
@@ -55,7 +54,7 @@ from ._frames import (
 )
 from ._receivebuffer import DEFAULT_READ_SIZE, ReceiveBuffer
 from ._sendqueue import SendQueue
-from .codecs import get_codec
+from .codecs import get_codec, json_decode
 from .errors import ErrorKind, FlowControlError, ProtocolError, RemoteProtocolError
 from .options import ConnectionOptions, PipeSettings
 
@@ -402,8 +401,8 @@ class Connection(SendQueue):
         if not flags & FLAG_JSON:
             raise _malformed(f"{ftype.name} payload must carry the JSON flag")
         try:
-            body = json.loads(payload.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError, RecursionError) as exc:  # nested too deep
+            body = json_decode(payload.decode("utf-8"))
+        except Exception as exc:  # not UTF-8, not JSON, nested too deep, NaN, ...
             raise _malformed(f"{ftype.name} payload is not valid JSON: {exc}") from exc
         if not isinstance(body, dict):
             raise _malformed(f"{ftype.name} payload must be a JSON object")
