@@ -180,11 +180,13 @@ _LARGE_PAYLOAD = 64 * 1024 + 64
 class _MsgpackFrame:
     """A msgpack DATA payload, decoded a slice at a time (see :class:`FrameDecoder`)."""
 
-    __slots__ = ("_first", "_size", "_unpacker", "left")
+    __slots__ = ("_first", "_size", "_start", "_unpacker", "left")
 
     def __init__(self, payload: bytes | memoryview) -> None:
         self._size = self.left = len(payload)
         self._first: list[Any] = []
+        self._start = 0  # where the Unpacker's bytes start in the payload
+        rest: bytes | memoryview = payload
         if self._size > _LARGE_PAYLOAD:
             # Bigger than a coalesced frame: most likely one large message. Decode it in
             # place rather than copying the payload into an Unpacker first.
@@ -192,22 +194,30 @@ class _MsgpackFrame:
                 self._first = [msgpack.unpackb(payload, **_MSGPACK)]
                 self._unpacker = None
                 return
-            except msgpack.ExtraData:
-                pass  # several messages after all
+            except msgpack.ExtraData as more:  # several messages after all
+                self._first = [more.unpacked]
+                rest = more.extra
+                self._start = self._size - len(rest)
             except Exception as exc:
                 raise _undecodable("msgpack", exc) from exc
         self._unpacker = unpacker = msgpack.Unpacker(max_buffer_size=0, **_MSGPACK)
-        unpacker.feed(payload)
+        unpacker.feed(rest)
 
     def take(self, limit: int) -> list[Any]:
+        messages = self._first
+        if messages:
+            self._first = []
+            self.left = self._size - self._start
+            if self._unpacker is None:
+                self.left = 0
+            if len(messages) >= limit or self._unpacker is None:
+                return messages
+            limit -= len(messages)
         unpacker = self._unpacker
-        if unpacker is None:  # the one large message
-            self.left = 0
-            first, self._first = self._first, []
-            return first
+        assert unpacker is not None
         try:
-            messages = list(itertools.islice(unpacker, limit))
-            if len(messages) < limit:
+            more = list(itertools.islice(unpacker, limit))
+            if len(more) < limit:
                 # The payload is used up. Did it end at a message boundary? tell() cannot
                 # say (it counts the parsed part of an unfinished array or map), but one
                 # more byte can: a nil (0xc0) decodes as exactly None only on its own;
@@ -216,12 +226,15 @@ class _MsgpackFrame:
                 if next(unpacker, _NOT_A_MESSAGE) is not None:
                     raise ValueError("payload ends inside a message")
                 self.left = 0
-            else:
-                self.left = self._size - unpacker.tell()  # right after a whole message
+            else:  # right after a whole message, tell() is exact
+                self.left = self._size - self._start - unpacker.tell()
         except Exception as exc:  # whatever the bytes: undecodable, never another error
             self.left = 0
             raise _undecodable("msgpack", exc) from exc
-        return messages
+        if messages:
+            messages.extend(more)
+            return messages
+        return more
 
 
 class MsgpackCodec:

@@ -333,6 +333,20 @@ def test_msgpack_large_payload_of_several_messages_decodes_them_all() -> None:
     assert codec.decode_many(payload) == [blob, {"after": 1}]
 
 
+def test_msgpack_large_payload_of_several_messages_is_taken_a_slice_at_a_time() -> None:
+    codec = get_codec("msgpack")
+    blob = b"y" * 200_000
+    tail = codec.encode_many([{"after": 1}, 2, 3])
+    frame = codec.frame_decoder(codec.encode(blob) + tail)
+    assert frame.take(1) == [blob] and frame.left == len(tail)
+    assert frame.take(2) == [{"after": 1}, 2] and frame.left == 1
+    assert frame.take(2) == [3] and frame.left == 0
+    cut = codec.frame_decoder(codec.encode(blob) + tail[:-3])  # {"after": ...cut
+    assert cut.take(1) == [blob]
+    with pytest.raises(RemoteProtocolError, match="inside a message"):
+        cut.take(5)
+
+
 def test_msgpack_large_payload_cut_short_is_undecodable() -> None:
     codec = get_codec("msgpack")
     with pytest.raises(ProtocolError) as info:
