@@ -454,6 +454,8 @@ class Connection(SendQueue):
                         f"{self._bytes_since_pause} bytes of DATA after PAUSE "
                         f"(allowed {self.pause_slack})"
                     )
+            if not payload:
+                return  # valid, carries nothing
             codec = get_codec("json") if flags & FLAG_JSON else self.codec
             if self.decode_on_demand:
                 self._data_on_demand(codec, flags, payload, events)
@@ -512,14 +514,9 @@ class Connection(SendQueue):
     ) -> None:
         """A DATA frame with ``decode_on_demand``: decoded up to the high-water marks, and
         what is beyond them (the rest of this frame, or all of it) held."""
-        if self.held_bytes:  # DATA is already waiting: this frame waits behind it
-            if payload:
-                self._hold(flags, payload)
-            return
         room = self.high_water - self.unconsumed
-        if room <= 0 or self.unconsumed_bytes >= self.high_water_bytes:
-            if payload:
-                self._hold(flags, payload)
+        if self.held_bytes or room <= 0 or self.unconsumed_bytes >= self.high_water_bytes:
+            self._hold(flags, payload)  # beyond the marks, or behind DATA already held
             return
         frame = codec.frame_decoder(payload)
         messages = frame.take(room)
