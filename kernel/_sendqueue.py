@@ -49,6 +49,9 @@ class SendQueue:
         self.bytes_sent = 0
 
         self._control: list[bytes] = []
+        # The PONG owed to the peer, if any: a PING that arrives while it is still queued
+        # replaces it (only the latest PING is answered), so PONGs cannot pile up.
+        self._pong: bytes | None = None
         # Each ordered frame is a tuple of pieces that make it up when joined: one piece,
         # or a head and a large bytes message that is never copied (see send()).
         self._stream: list[tuple[bytes, ...]] = []
@@ -75,13 +78,20 @@ class SendQueue:
             + self._pending_size
             + self._stream_size
             + sum(len(f) for f in self._control)
+            + (len(self._pong) if self._pong is not None else 0)
         )
 
     @property
     def has_data_to_send(self) -> bool:
         """True when :meth:`data_to_send` may return something (control frames, or
         DATA/END/ERROR queued, possibly held back by the peer's PAUSE)."""
-        return bool(self._unwritten or self._control or self._stream or self._pending)
+        return bool(
+            self._unwritten
+            or self._control
+            or self._stream
+            or self._pending
+            or self._pong is not None
+        )
 
     @property
     def can_send(self) -> bool:
@@ -209,6 +219,16 @@ class SendQueue:
         else:
             self._control.append(frame)
 
+    def _queue_pong(self, frame: bytes) -> bool:
+        """Queue the PONG answering a PING, in place of the one still queued if there is
+        one (then returns True: the peer sent that PING before reading the last PONG)."""
+        replaced = self._pong is not None
+        self._pong = frame
+        return replaced
+
+    def _pong_taken(self) -> None:
+        """Called when the owed PONG is handed to the transport."""
+
     def _break(self, kind: str, message: str) -> None:
         """The connection broke: drop the DATA not yet taken, queue ERROR ``{kind,
         message}`` if this direction is still open, and from now on hand out what is
@@ -288,6 +308,10 @@ class SendQueue:
             self._control = []
         frames: list[tuple[bytes, ...]] = [(frame,) for frame in self._control]
         self._control = []
+        if self._pong is not None:
+            frames.append((self._pong,))
+            self._pong = None
+            self._pong_taken()
         if not self.peer_paused or self._broken:
             self._frame_pending()
             if self._stream:

@@ -14,9 +14,10 @@ from __future__ import annotations
 import io
 import itertools
 import json
+import math
 import struct
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 import cbor2
@@ -26,11 +27,14 @@ from .errors import CodecError, ErrorKind, RemoteProtocolError
 
 __all__ = [
     "CODEC_NAMES",
+    "MAX_DEPTH",
     "Codec",
+    "FrameDecoder",
     "LineSplitter",
     "StreamDecoder",
     "decode_json_lines",
     "get_codec",
+    "json_decode",
 ]
 
 
@@ -50,6 +54,21 @@ class StreamDecoder(Protocol):
         ...
 
 
+class FrameDecoder(Protocol):
+    """The messages of one DATA payload, taken a slice at a time, so that a payload of
+    millions of small messages never has to be decoded (and held) at once. Made by
+    :meth:`Codec.frame_decoder`; it keeps its own copy of what it has not decoded."""
+
+    left: int
+    """Payload bytes not decoded yet (0 once every message is taken)."""
+
+    def take(self, limit: int) -> list[Any]:
+        """The next messages, at most ``limit`` (>= 1) of them: fewer only once the
+        payload is used up (``left`` is then 0). Raises :class:`RemoteProtocolError` (kind
+        ``"undecodable"``) for invalid bytes or a payload that ends inside a message."""
+        ...
+
+
 class Codec(Protocol):
     """What every codec offers. ``name`` is its HELLO name."""
 
@@ -65,14 +84,42 @@ class Codec(Protocol):
         sender put large binary messages on the wire without copying them."""
         ...
 
-    def decode_many(self, payload: bytes | memoryview) -> list[Any]: ...
+    def decode_many(self, payload: bytes | memoryview) -> list[Any]:
+        """Every message of a DATA payload. Raises :class:`RemoteProtocolError` (kind
+        ``"undecodable"``) for anything that is not a whole number of valid messages of
+        pipekit/1's data model: no other exception escapes, whatever the bytes."""
+        ...
+
+    def frame_decoder(self, payload: bytes | memoryview) -> FrameDecoder:
+        """The messages of a DATA payload, to be taken a slice at a time (a copy is kept:
+        ``payload`` may be reused once this returns)."""
+        ...
 
     def stream_decoder(self) -> StreamDecoder: ...
 
 
+MAX_DEPTH = 1024
+"""Arrays and maps nested deeper than this are undecodable (msgpack's own limit; CBOR is
+held to it; JSON stops at Python's recursion limit, about 900 levels). pipekit/1 asks
+every receiver to accept at least 256 levels."""
+
+
 def _undecodable(codec: str, exc: BaseException | None = None) -> RemoteProtocolError:
-    detail = f": {exc}" if exc is not None else ""
+    detail = f": {_describe(exc)}" if exc is not None else ""
     return RemoteProtocolError(f"undecodable {codec} payload{detail}", kind=ErrorKind.UNDECODABLE)
+
+
+def _describe(exc: BaseException) -> str:
+    """What went wrong, readably: a library's wrapper message with the cause it wraps."""
+    text = str(exc) or type(exc).__name__
+    if "max_ext_len" in text:  # how msgpack refuses an extension type (see _MSGPACK)
+        return "an extension type (msgpack ext, timestamps included) is not a pipekit/1 value"
+    if isinstance(exc, TypeError) and "unhashable" in text:
+        return f"a map key must be a string, number, boolean, nil or binary ({text})"
+    cause = exc.__cause__
+    if cause is not None and str(cause) and str(cause) not in text:
+        text = f"{text}: {cause}"
+    return text
 
 
 def _unencodable(codec: str, exc: BaseException) -> CodecError:
@@ -82,9 +129,25 @@ def _unencodable(codec: str, exc: BaseException) -> CodecError:
 # --- msgpack ------------------------------------------------------------------------
 
 
+def _refuse_ext(code: int, data: bytes) -> Any:
+    raise ValueError(f"msgpack extension type {code} is not a pipekit/1 value")
+
+
+_MSGPACK: dict[str, Any] = {
+    "raw": False,
+    # Map keys may be any hashable value (an array or map key is undecodable: unhashable).
+    "strict_map_key": False,
+    # Extension types are not pipekit/1 values: an ext of 1+ data bytes is refused by
+    # its length (timestamps too, which never reach ext_hook), an empty one by the hook.
+    "max_ext_len": 0,
+    "ext_hook": _refuse_ext,
+}
+_NOT_A_MESSAGE = object()
+
+
 class _MsgpackStreamDecoder:
     def __init__(self) -> None:
-        self._unpacker = msgpack.Unpacker(raw=False, strict_map_key=False)
+        self._unpacker = msgpack.Unpacker(**_MSGPACK)
         self._fed = 0
         self._used = 0  # end of the last complete message
 
@@ -98,7 +161,7 @@ class _MsgpackStreamDecoder:
             for message in self._unpacker:
                 out.append(message)
                 self._used = self._unpacker.tell()
-        except (ValueError, msgpack.UnpackException) as exc:
+        except Exception as exc:  # whatever the bytes: undecodable, never another error
             raise _undecodable("msgpack", exc) from exc
         return out
 
@@ -112,6 +175,66 @@ _BIN32 = struct.Struct(">BI")
 _CBOR_BYTES32 = struct.Struct(">BI")
 _LARGE_BYTES = 64 * 1024
 _LARGE_PAYLOAD = 64 * 1024 + 64
+
+
+class _MsgpackFrame:
+    """A msgpack DATA payload, decoded a slice at a time (see :class:`FrameDecoder`)."""
+
+    __slots__ = ("_first", "_size", "_start", "_unpacker", "left")
+
+    def __init__(self, payload: bytes | memoryview) -> None:
+        self._size = self.left = len(payload)
+        self._first: list[Any] = []
+        self._start = 0  # where the Unpacker's bytes start in the payload
+        rest: bytes | memoryview = payload
+        if self._size > _LARGE_PAYLOAD:
+            # Bigger than a coalesced frame: most likely one large message. Decode it in
+            # place rather than copying the payload into an Unpacker first.
+            try:
+                self._first = [msgpack.unpackb(payload, **_MSGPACK)]
+                self._unpacker = None
+                return
+            except msgpack.ExtraData as more:  # several messages after all
+                self._first = [more.unpacked]
+                rest = more.extra
+                self._start = self._size - len(rest)
+            except Exception as exc:
+                raise _undecodable("msgpack", exc) from exc
+        self._unpacker = unpacker = msgpack.Unpacker(max_buffer_size=0, **_MSGPACK)
+        unpacker.feed(rest)
+
+    def take(self, limit: int) -> list[Any]:
+        messages = self._first
+        if messages:
+            self._first = []
+            self.left = self._size - self._start
+            if self._unpacker is None:
+                self.left = 0
+            if len(messages) >= limit or self._unpacker is None:
+                return messages
+            limit -= len(messages)
+        unpacker = self._unpacker
+        assert unpacker is not None
+        try:
+            more = list(itertools.islice(unpacker, limit))
+            if len(more) < limit:
+                # The payload is used up. Did it end at a message boundary? tell() cannot
+                # say (it counts the parsed part of an unfinished array or map), but one
+                # more byte can: a nil (0xc0) decodes as exactly None only on its own;
+                # inside an unfinished message it becomes part of that message.
+                unpacker.feed(b"\xc0")
+                if next(unpacker, _NOT_A_MESSAGE) is not None:
+                    raise ValueError("payload ends inside a message")
+                self.left = 0
+            else:  # right after a whole message, tell() is exact
+                self.left = self._size - self._start - unpacker.tell()
+        except Exception as exc:  # whatever the bytes: undecodable, never another error
+            self.left = 0
+            raise _undecodable("msgpack", exc) from exc
+        if messages:
+            messages.extend(more)
+            return messages
+        return more
 
 
 class MsgpackCodec:
@@ -144,28 +267,10 @@ class MsgpackCodec:
             raise _unencodable(self.name, exc) from exc
 
     def decode_many(self, payload: bytes | memoryview) -> list[Any]:
-        if len(payload) > _LARGE_PAYLOAD:
-            # Bigger than a coalesced frame: most likely one large message. Decode it in
-            # place rather than copying the payload into an Unpacker first.
-            try:
-                return [msgpack.unpackb(payload, raw=False, strict_map_key=False)]
-            except msgpack.ExtraData:
-                pass  # several messages after all
-            except (ValueError, msgpack.UnpackException) as exc:
-                raise _undecodable(self.name, exc) from exc
-        unpacker = msgpack.Unpacker(raw=False, strict_map_key=False, max_buffer_size=0)
-        unpacker.feed(payload)
-        messages: list[Any] = []
-        used = 0  # see _MsgpackStreamDecoder.feed: tell() after a complete message only
-        try:
-            for message in unpacker:
-                messages.append(message)
-                used = unpacker.tell()
-        except (ValueError, msgpack.UnpackException) as exc:
-            raise _undecodable(self.name, exc) from exc
-        if used != len(payload):
-            raise _undecodable(self.name, ValueError("payload ends inside a message"))
-        return messages
+        return _MsgpackFrame(payload).take(sys.maxsize)
+
+    def frame_decoder(self, payload: bytes | memoryview) -> FrameDecoder:
+        return _MsgpackFrame(payload)
 
     def stream_decoder(self) -> StreamDecoder:
         return _MsgpackStreamDecoder()
@@ -173,13 +278,50 @@ class MsgpackCodec:
 
 # --- CBOR ---------------------------------------------------------------------------
 
+_CBOR_TAGS = frozenset({2, 3, 55799})
+"""The CBOR tags pipekit/1 decodes: big integers (2, 3) and the self-describing marker
+(55799). Every other tag is refused: dates, decimals, regular expressions, sets, MIME
+messages, shared and string references (which build cyclic or exponentially shared
+structures) are not pipekit/1 values."""
+
+
+def _refuse_tag(tag: int) -> Callable[[Any], Any]:
+    def refuse(decoder: Any) -> Any:
+        raise ValueError(f"CBOR tag {tag} is not a pipekit/1 value (only tags 2 and 3)")
+
+    return refuse
+
+
+class _CborTagPolicy(dict[int, Callable[[Any], Any]]):
+    """cbor2's ``semantic_decoders``: looked up for every tag; a KeyError lets cbor2
+    decode a tag itself (big integers), anything else is refused."""
+
+    def __getitem__(self, tag: int) -> Callable[[Any], Any]:
+        if tag in _CBOR_TAGS:
+            raise KeyError(tag)
+        return _refuse_tag(tag)
+
+
+def _refuse_unknown_tag(decoder: Any, tag: Any) -> Any:
+    raise ValueError(f"CBOR tag {tag.tag} is not a pipekit/1 value (only tags 2 and 3)")
+
+
+_CBOR: dict[str, Any] = {
+    "semantic_decoders": _CborTagPolicy(),
+    "tag_hook": _refuse_unknown_tag,
+    "max_depth": MAX_DEPTH,
+    # Map keys are text or byte strings: other keys (numbers, arrays, maps) could be
+    # chosen to collide in a hash table and make a map cost quadratic time to build.
+    "strict_hashable_types": True,
+}
+
 
 def _cbor_decode_all(buffer: bytes) -> tuple[list[Any], int]:
     """Decode every complete CBOR item at the start of ``buffer``.
 
     Returns the items and how many bytes they used; stops at an incomplete item."""
     fp = io.BytesIO(buffer)
-    decoder = cbor2.CBORDecoder(fp)
+    decoder = cbor2.CBORDecoder(fp, **_CBOR)
     out: list[Any] = []
     used = 0
     while used < len(buffer):
@@ -187,7 +329,7 @@ def _cbor_decode_all(buffer: bytes) -> tuple[list[Any], int]:
             out.append(decoder.decode())
         except cbor2.CBORDecodeEOF:
             break
-        except (cbor2.CBORDecodeError, ValueError, TypeError, RecursionError) as exc:
+        except Exception as exc:  # whatever the bytes: undecodable, never another error
             raise _undecodable("cbor", exc) from exc
         used = fp.tell()
     return out, used
@@ -207,6 +349,33 @@ class _CborStreamDecoder:
         if self._buffer:
             raise _undecodable("cbor", ValueError("stream ends inside a message"))
         return []
+
+
+class _CborFrame:
+    """A CBOR DATA payload (a CBOR sequence), decoded a slice at a time."""
+
+    __slots__ = ("_decode", "_fp", "_size", "left")
+
+    def __init__(self, payload: bytes | memoryview) -> None:
+        data = bytes(payload)
+        self._size = self.left = len(data)
+        self._fp = io.BytesIO(data)
+        self._decode = cbor2.CBORDecoder(self._fp, **_CBOR).decode
+
+    def take(self, limit: int) -> list[Any]:
+        out: list[Any] = []
+        tell, size, decode = self._fp.tell, self._size, self._decode
+        try:
+            while len(out) < limit and tell() < size:
+                out.append(decode())
+        except cbor2.CBORDecodeEOF as exc:
+            self.left = 0
+            raise _undecodable("cbor", ValueError("payload ends inside a message")) from exc
+        except Exception as exc:  # whatever the bytes: undecodable, never another error
+            self.left = 0
+            raise _undecodable("cbor", exc) from exc
+        self.left = size - tell()
+        return out
 
 
 class CborCodec:
@@ -232,10 +401,10 @@ class CborCodec:
             raise _unencodable(self.name, exc) from exc
 
     def decode_many(self, payload: bytes | memoryview) -> list[Any]:
-        messages, used = _cbor_decode_all(bytes(payload))
-        if used != len(payload):
-            raise _undecodable(self.name, ValueError("payload ends inside a message"))
-        return messages
+        return _CborFrame(payload).take(sys.maxsize)
+
+    def frame_decoder(self, payload: bytes | memoryview) -> FrameDecoder:
+        return _CborFrame(payload)
 
     def stream_decoder(self) -> StreamDecoder:
         return _CborStreamDecoder()
@@ -311,22 +480,71 @@ class LineSplitter:
         return rest
 
 
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON (RFC 8259 has no NaN or infinities)")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"number {text[:40]} is out of range for a double")
+    return value
+
+
 _json_encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-_json_decode = json.JSONDecoder().decode
+json_decode: Callable[[str], Any] = json.JSONDecoder(
+    parse_constant=_refuse_constant, parse_float=_finite_float
+).decode
+"""Decode one JSON text the way pipekit/1 does (``docs/protocol.md`` section 4.5):
+``NaN``, ``Infinity`` and numbers beyond a double's range are refused with
+:class:`ValueError`; integers are exact; a duplicate key keeps its last value."""
 
 
 def decode_json_lines(lines: Iterable[bytes]) -> list[Any]:
     """One JSON value per line (UTF-8, without its newline); blank lines are skipped.
     Raises :class:`RemoteProtocolError` (kind ``"undecodable"``) for a line that is not JSON."""
     out: list[Any] = []
+    decode = json_decode
     for line in lines:
         if not line.strip():
             continue
         try:
-            out.append(_json_decode(line.decode("utf-8")))
-        except (UnicodeDecodeError, ValueError, RecursionError) as exc:  # nested too deep
+            out.append(decode(line.decode("utf-8")))
+        except Exception as exc:  # invalid, nested too deep, ...: never another error
             raise _undecodable("json", exc) from exc
     return out
+
+
+class _JsonFrame:
+    """A JSON DATA payload (values separated by newlines), decoded a slice at a time."""
+
+    __slots__ = ("_data", "_pos", "left")
+
+    def __init__(self, payload: bytes | memoryview) -> None:
+        self._data = bytes(payload)
+        self._pos = 0
+        self.left = len(self._data)
+
+    def take(self, limit: int) -> list[Any]:
+        data, pos = self._data, self._pos
+        end = len(data)
+        if data.count(b"\n", pos) < limit:  # the rest holds at most `limit` values
+            self._pos, self.left = end, 0
+            return decode_json_lines(data[pos:].split(b"\n"))
+        out: list[Any] = []
+        try:
+            while len(out) < limit and pos < end:
+                newline = data.find(b"\n", pos)
+                if newline < 0:
+                    newline = end
+                out.extend(decode_json_lines((data[pos:newline],)))
+                pos = newline + 1
+        except RemoteProtocolError:
+            self.left = 0
+            raise
+        self._pos = min(pos, end)
+        self.left = end - self._pos
+        return out
 
 
 class _JsonStreamDecoder:
@@ -364,6 +582,9 @@ class JsonCodec:
 
     def decode_many(self, payload: bytes | memoryview) -> list[Any]:
         return decode_json_lines(bytes(payload).split(b"\n"))
+
+    def frame_decoder(self, payload: bytes | memoryview) -> FrameDecoder:
+        return _JsonFrame(payload)
 
     def stream_decoder(self) -> StreamDecoder:
         return _JsonStreamDecoder()

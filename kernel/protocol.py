@@ -15,7 +15,6 @@ module holds the handshake, the receive side and flow control, and exports them 
 from __future__ import annotations
 
 import hmac
-import json
 from collections import deque
 from typing import Any, Unpack
 
@@ -55,7 +54,7 @@ from ._frames import (
 )
 from ._receivebuffer import DEFAULT_READ_SIZE, ReceiveBuffer
 from ._sendqueue import SendQueue
-from .codecs import get_codec
+from .codecs import Codec, FrameDecoder, get_codec, json_decode
 from .errors import ErrorKind, FlowControlError, ProtocolError, RemoteProtocolError
 from .options import ConnectionOptions, PipeSettings
 
@@ -105,6 +104,16 @@ class Connection(SendQueue):
     are given as keywords or as one :class:`~pipekit.kernel.PipeSettings`.
     ``token`` is sent in HELLO by an initiator; an acceptor with ``expected_token``
     refuses a HELLO whose token differs (constant-time comparison).
+
+    With ``decode_on_demand``, the receive side decodes DATA only while the messages
+    its application has not consumed are below the high-water marks; what arrives
+    beyond them is held as received bytes (:attr:`held_bytes`), and decoded, a window at
+    a time, by :meth:`receive_held` once the application has consumed down to the
+    low-water marks. So a frame of millions of tiny messages, or a peer that ignores
+    PAUSE, costs at most ``high_water`` decoded messages plus ``pause_slack`` received
+    bytes, and no call decodes more than ``high_water`` messages. A driver that sets it
+    MUST call :meth:`receive_held` after :meth:`consumed` while :attr:`held_bytes` is
+    non-zero. Without it, every DATA frame is decoded as it arrives.
     """
 
     def __init__(
@@ -114,6 +123,7 @@ class Connection(SendQueue):
         token: str | None = None,
         expected_token: str | None = None,
         coalesce_bytes: int = DEFAULT_COALESCE_BYTES,
+        decode_on_demand: bool = False,
         settings: PipeSettings | None = None,
         **options: Unpack[ConnectionOptions],
     ) -> None:
@@ -149,6 +159,21 @@ class Connection(SendQueue):
         self._unconsumed_frames: deque[list[int]] = deque()
         self.paused_peer = False
         self._bytes_since_pause = 0
+        # PING frame bytes received while a PONG was still owed (see _handle).
+        self._ping_bytes_owed = 0
+
+        # Decoding on demand: DATA received beyond the high-water marks, not decoded yet.
+        # Whole DATA frames (header and payload, as received) wait in _held from
+        # _held_pos on; the frame being decoded a slice at a time is _slicer; an END or
+        # ERROR that arrived behind held DATA waits in _held_final.
+        self.decode_on_demand = decode_on_demand
+        self.held_bytes = 0
+        """Received DATA bytes not decoded yet (headers included): see
+        :meth:`receive_held`. Always 0 without ``decode_on_demand``."""
+        self._held = bytearray()
+        self._held_pos = 0
+        self._slicer: FrameDecoder | None = None
+        self._held_final: Event | None = None
 
         self._received = ReceiveBuffer()
         # msgpack DATA payloads are decoded straight from a view of the receive buffer
@@ -201,16 +226,115 @@ class Connection(SendQueue):
                 frame[1] -= share
                 self.unconsumed_bytes -= share
                 count = 0
+        return self._resume_if_drained()
+
+    def _resume_if_drained(self) -> bool:
+        """Queue RESUME if we paused the peer and the backlog is down to both low-water
+        marks with nothing held; True if it did."""
         if (
             self.paused_peer
             and self.unconsumed <= self.low_water
             and self.unconsumed_bytes <= self.low_water_bytes
+            and not self.held_bytes
         ):
             self.paused_peer = False
             if self.receive_state is OPEN:
                 self._queue_control(encode_frame(FrameType.RESUME))
                 return True
         return False
+
+    def receive_held(self) -> list[Event]:
+        """Decode DATA held back by ``decode_on_demand``, once the application has
+        consumed down to both low-water marks: up to ``high_water`` unconsumed messages
+        (a frame may be taken in several slices), then, when nothing is held any more,
+        the END or ERROR that arrived behind it. Returns the events, like
+        :meth:`receive_data` (a payload found undecodable ends them with a
+        :class:`ProtocolViolation`); nothing while the backlog is above the low marks."""
+        if (
+            not self.held_bytes
+            or self.failure is not None
+            or self.unconsumed > self.low_water
+            or self.unconsumed_bytes > self.low_water_bytes
+        ):
+            return []
+        events: list[Event] = []
+        try:
+            self._decode_held(events)
+        except ProtocolError as exc:
+            self._violate(exc)
+            events.append(ProtocolViolation(exc))
+        return events
+
+    def _decode_held(self, events: list[Event]) -> None:
+        held = self._held
+        while self.held_bytes:
+            room = self.high_water - self.unconsumed
+            if room <= 0 or self.unconsumed_bytes >= self.high_water_bytes:
+                break
+            frame = self._slicer
+            if frame is None:  # the next held frame
+                length, _, flags = HEADER.unpack_from(held, self._held_pos)
+                start = self._held_pos + HEADER_SIZE
+                codec = get_codec("json") if flags & FLAG_JSON else self.codec
+                assert codec is not None
+                with memoryview(held)[start : start + length] as payload:
+                    frame = codec.frame_decoder(payload)  # a copy: _held may grow
+                self._held_pos = start + length
+                self._slicer = frame
+            before = frame.left
+            try:
+                messages = frame.take(room)
+            finally:
+                if not frame.left:
+                    self._slicer = None
+                self._count_held()
+            self._deliver(messages, before - frame.left, events)
+        if self._held_pos == len(held):
+            self._held = bytearray()  # gives back what a burst needed
+            self._held_pos = 0
+        if not self.held_bytes:
+            if self._held_final is not None:
+                events.append(self._held_final)
+                self._held_final = None
+            self._resume_if_drained()
+
+    def _count_held(self) -> None:
+        self.held_bytes = (
+            len(self._held)
+            - self._held_pos
+            + (self._slicer.left if self._slicer is not None else 0)
+        )
+
+    def _hold(self, flags: int, payload: bytes | memoryview) -> None:
+        """Keep a DATA frame, as received, to decode on demand."""
+        held = self._held
+        if self._held_pos and self._held_pos * 2 >= len(held):
+            del held[: self._held_pos]  # forget what was decoded, now and then
+            self._held_pos = 0
+        held += HEADER.pack(len(payload), 1, flags)
+        held += payload
+        self._count_held()
+
+    def _deliver(self, messages: list[Any], size: int, events: list[Event]) -> None:
+        """Hand ``messages`` (``size`` payload bytes) to the application: count them as
+        unconsumed, and PAUSE the peer if that reaches a high-water mark."""
+        if not messages:
+            return
+        count = len(messages)
+        self.messages_received += count
+        self.unconsumed += count
+        self.unconsumed_bytes += size
+        self._unconsumed_frames.append([count, size])
+        if events and type(events[-1]) is MessagesReceived:
+            events[-1].messages.extend(messages)
+        else:
+            events.append(MessagesReceived(messages))
+        if not self.paused_peer and (
+            self.unconsumed >= self.high_water or self.unconsumed_bytes >= self.high_water_bytes
+        ):
+            self.paused_peer = True
+            self._bytes_since_pause = 0
+            self._queue_control(encode_frame(FrameType.PAUSE))
 
     # -- incoming ---------------------------------------------------------------------
 
@@ -256,13 +380,19 @@ class Connection(SendQueue):
     def receive_frame(self, frame: bytes | bytearray | memoryview) -> list[Event]:
         """Feed one whole frame, for transports that carry one frame per message
         (WebSocket). A message that is not exactly one frame is malformed."""
-        if self.failure is None and not self._received.held:
+        if self.failure is None:
             size = len(frame)
-            length = HEADER.unpack_from(frame)[0] if size >= HEADER_SIZE else -1
+            if size < HEADER_SIZE:
+                return self.reject(
+                    f"a transport message must hold exactly one frame (got {size} bytes, "
+                    f"less than a {HEADER_SIZE}-byte header)"
+                )
+            length = HEADER.unpack_from(frame)[0]
             # An oversize length is left to receive_data, which reports it as such.
             if size != HEADER_SIZE + length and length <= self.max_frame:
                 return self.reject(
-                    f"a transport message must hold exactly one frame (got {size} bytes)"
+                    f"a transport message must hold exactly one frame (got {size} bytes, "
+                    f"its header announces {HEADER_SIZE + length})"
                 )
         return self.receive_data(frame)
 
@@ -291,6 +421,9 @@ class Connection(SendQueue):
             return [ProtocolViolation(exc)]
         return []
 
+    def _pong_taken(self) -> None:
+        self._ping_bytes_owed = 0
+
     def _check_header(self, length: int, ftype: int, flags: int) -> None:
         if flags & ~FLAG_JSON:
             raise _malformed(f"reserved flag bits set (flags=0x{flags:04x})")
@@ -312,36 +445,25 @@ class Connection(SendQueue):
             if self.receive_state is not OPEN:
                 raise _malformed(f"DATA after {self.receive_state.upper()}")
             if self.paused_peer:
-                self._bytes_since_pause += len(payload)
+                # Whole frames count, headers included: a flood of tiny frames is no
+                # cheaper to receive than their bytes say.
+                self._bytes_since_pause += HEADER_SIZE + len(payload)
                 if self._bytes_since_pause > self.pause_slack:
                     raise FlowControlError(
                         "flow control violated: peer sent "
                         f"{self._bytes_since_pause} bytes of DATA after PAUSE "
                         f"(allowed {self.pause_slack})"
                     )
+            if not payload:
+                return  # valid, carries nothing
             codec = get_codec("json") if flags & FLAG_JSON else self.codec
-            messages = codec.decode_many(payload)
-            if not messages:
+            if self.decode_on_demand:
+                self._data_on_demand(codec, flags, payload, events)
                 return
-            count = len(messages)
-            size = len(payload)
-            self.messages_received += count
-            self.unconsumed += count
-            self.unconsumed_bytes += size
-            self._unconsumed_frames.append([count, size])
-            if events and type(events[-1]) is MessagesReceived:
-                events[-1].messages.extend(messages)
-            else:
-                events.append(MessagesReceived(messages))
-            if not self.paused_peer and (
-                self.unconsumed >= self.high_water or self.unconsumed_bytes >= self.high_water_bytes
-            ):
-                self.paused_peer = True
-                self._bytes_since_pause = 0
-                self._queue_control(encode_frame(FrameType.PAUSE))
+            self._deliver(codec.decode_many(payload), len(payload), events)
             return
         ftype = FrameType(ftype)
-        payload = bytes(payload)  # already bytes: only large DATA payloads are views
+        payload = bytes(payload)  # already bytes: only DATA payloads are views
         if ftype == FrameType.HELLO:
             self._handle_hello(flags, payload, events)
             return
@@ -354,12 +476,21 @@ class Connection(SendQueue):
             if not isinstance(kind, str) or not isinstance(message, str):
                 raise _malformed("ERROR payload needs string fields kind and message")
             self.receive_state = FAILED
-            events.append(ErrorReceived(kind, message, body))
+            self._final(ErrorReceived(kind, message, body), events)
             return
         if self.codec is None:
             raise _malformed(f"{ftype.name} before the handshake completed")
         if ftype == FrameType.PING:
-            self._queue_control(encode_frame(FrameType.PONG, payload))
+            if self._queue_pong(encode_frame(FrameType.PONG, payload)):
+                # The peer pings faster than it reads its PONGs: only the latest PING is
+                # answered, and a peer that goes on without reading is cut off.
+                self._ping_bytes_owed += HEADER_SIZE + len(payload)
+                if self._ping_bytes_owed > self.pause_slack:
+                    raise FlowControlError(
+                        "flow control violated: peer sent "
+                        f"{self._ping_bytes_owed} bytes of PING while a PONG was still "
+                        f"owed to it (allowed {self.pause_slack})"
+                    )
             events.append(PingReceived(payload))
         elif ftype == FrameType.PONG:
             events.append(PongReceived(payload))
@@ -370,7 +501,7 @@ class Connection(SendQueue):
                 if self.receive_state is not OPEN:
                     raise _malformed(f"END after {self.receive_state.upper()}")
                 self.receive_state = ENDED
-                events.append(EndReceived())
+                self._final(EndReceived(), events)
             elif ftype == FrameType.PAUSE:
                 self.peer_paused = True
                 events.append(PauseReceived())
@@ -378,12 +509,35 @@ class Connection(SendQueue):
                 self.peer_paused = False
                 events.append(ResumeReceived())
 
+    def _data_on_demand(
+        self, codec: Codec, flags: int, payload: bytes | memoryview, events: list[Event]
+    ) -> None:
+        """A DATA frame with ``decode_on_demand``: decoded up to the high-water marks, and
+        what is beyond them (the rest of this frame, or all of it) held."""
+        room = self.high_water - self.unconsumed
+        if self.held_bytes or room <= 0 or self.unconsumed_bytes >= self.high_water_bytes:
+            self._hold(flags, payload)  # beyond the marks, or behind DATA already held
+            return
+        frame = codec.frame_decoder(payload)
+        messages = frame.take(room)
+        if frame.left:
+            self._slicer = frame
+            self.held_bytes = frame.left
+        self._deliver(messages, len(payload) - frame.left, events)
+
+    def _final(self, event: Event, events: list[Event]) -> None:
+        """Report END or ERROR, after the DATA held before it if there is any."""
+        if self.held_bytes:
+            self._held_final = event
+        else:
+            events.append(event)
+
     def _json_payload(self, ftype: FrameType, flags: int, payload: bytes) -> dict[str, Any]:
         if not flags & FLAG_JSON:
             raise _malformed(f"{ftype.name} payload must carry the JSON flag")
         try:
-            body = json.loads(payload.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError, RecursionError) as exc:  # nested too deep
+            body = json_decode(payload.decode("utf-8"))
+        except Exception as exc:  # not UTF-8, not JSON, nested too deep, NaN, ...
             raise _malformed(f"{ftype.name} payload is not valid JSON: {exc}") from exc
         if not isinstance(body, dict):
             raise _malformed(f"{ftype.name} payload must be a JSON object")
@@ -465,3 +619,8 @@ class Connection(SendQueue):
         self.failure = exc
         self._break(exc.kind, exc.message)
         self.receive_state = FAILED
+        # What was held undecoded is dropped: nothing more is delivered.
+        self._held = bytearray()
+        self._held_pos = self.held_bytes = 0
+        self._slicer = None
+        self._held_final = None

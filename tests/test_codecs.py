@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import ast
 import math
+import re
 from itertools import accumulate, pairwise
+from pathlib import Path
 from typing import Any
 
 import msgpack
@@ -11,8 +14,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipekit.kernel.codecs import CODEC_NAMES, LineSplitter, get_codec
-from pipekit.kernel.errors import CodecError, ProtocolError
+from pipekit.kernel.codecs import CODEC_NAMES, MAX_DEPTH, LineSplitter, get_codec
+from pipekit.kernel.errors import CodecError, ProtocolError, RemoteProtocolError
 
 SELF_DELIMITING = ["msgpack", "cbor"]
 
@@ -330,6 +333,20 @@ def test_msgpack_large_payload_of_several_messages_decodes_them_all() -> None:
     assert codec.decode_many(payload) == [blob, {"after": 1}]
 
 
+def test_msgpack_large_payload_of_several_messages_is_taken_a_slice_at_a_time() -> None:
+    codec = get_codec("msgpack")
+    blob = b"y" * 200_000
+    tail = codec.encode_many([{"after": 1}, 2, 3])
+    frame = codec.frame_decoder(codec.encode(blob) + tail)
+    assert frame.take(1) == [blob] and frame.left == len(tail)
+    assert frame.take(2) == [{"after": 1}, 2] and frame.left == 1
+    assert frame.take(2) == [3] and frame.left == 0
+    cut = codec.frame_decoder(codec.encode(blob) + tail[:-3])  # {"after": ...cut
+    assert cut.take(1) == [blob]
+    with pytest.raises(RemoteProtocolError, match="inside a message"):
+        cut.take(5)
+
+
 def test_msgpack_large_payload_cut_short_is_undecodable() -> None:
     codec = get_codec("msgpack")
     with pytest.raises(ProtocolError) as info:
@@ -399,3 +416,181 @@ def test_line_splitter_keeps_a_copy_of_a_reused_buffer() -> None:
     assert splitter.split(buffer) == []
     buffer[:] = b"XYZ"
     assert splitter.split(memoryview(b"d\ne\n")) == [b"abcd", b"e"]
+
+
+# --- every decode failure is undecodable (docs/protocol.md, section 4.5) -------------
+
+DOC = Path(__file__).resolve().parents[1] / "docs" / "protocol.md"
+UNDECODABLE = object()
+
+
+def spec_value_vectors() -> list[tuple[str, bytes, Any]]:
+    """The test vectors of section 4.5: (codec, payload, value or UNDECODABLE)."""
+    text = DOC.read_text(encoding="utf-8")
+    section = text[text.index("### 4.5 ") : text.index("## 5. ")]
+    vectors: list[tuple[str, bytes, Any]] = []
+    for line in section.splitlines():
+        row = re.fullmatch(r"\| (json|msgpack|cbor) \| `(.*)` \| (.*) \|", line)
+        if row is None:
+            continue
+        codec, shown, result = row.groups()
+        payload = shown.encode() if codec == "json" else bytes.fromhex(shown)
+        if result.startswith("undecodable"):
+            vectors.append((codec, payload, UNDECODABLE))
+            continue
+        kind, literal = re.fullmatch(r"(integer|float|map|array) `(.*)`", result).groups()  # type: ignore[union-attr]
+        value = float(literal) if kind == "float" else ast.literal_eval(literal)
+        vectors.append((codec, payload, value))
+    assert len(vectors) >= 30
+    return vectors
+
+
+def same_value(a: Any, b: Any) -> bool:
+    """Equal, with int and float told apart, -0.0 from 0.0, and NaN equal to itself."""
+    if isinstance(a, float) and isinstance(b, float):
+        return (math.isnan(a) and math.isnan(b)) or (
+            a == b and math.copysign(1, a) == math.copysign(1, b)
+        )
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, list):
+        return len(a) == len(b) and all(map(same_value, a, b))
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(same_value(a[k], b[k]) for k in a)
+    return bool(a == b)
+
+
+@pytest.mark.parametrize(
+    ("name", "payload", "expected"), spec_value_vectors(), ids=lambda v: repr(v)[:40]
+)
+def test_the_spec_value_vectors_decode_as_documented(
+    name: str, payload: bytes, expected: Any
+) -> None:
+    codec = get_codec(name)
+    for decode in (codec.decode_many, lambda p: codec.frame_decoder(p).take(1)):
+        if expected is UNDECODABLE:
+            with pytest.raises(RemoteProtocolError) as info:
+                decode(payload)
+            assert info.value.kind == "undecodable"
+        else:
+            (value,) = decode(payload)
+            assert same_value(value, expected), (value, expected)
+
+
+@pytest.mark.parametrize(
+    ("name", "payload", "reason"),
+    [
+        ("msgpack", "818000", "map key"),
+        ("msgpack", "c70005", "extension type 5"),
+        ("msgpack", "d6ff00000001", "extension type"),
+        ("cbor", "c11a00000001", "tag 1"),
+        ("cbor", "d9123401", "tag 4660"),
+        ("cbor", "a10102", "map key"),
+        ("json", "4e614e", "NaN"),
+        ("json", "5b3165343030305d", "out of range"),
+    ],
+)
+def test_undecodable_values_say_why(name: str, payload: str, reason: str) -> None:
+    with pytest.raises(RemoteProtocolError, match=reason):
+        get_codec(name).decode_many(bytes.fromhex(payload))
+
+
+def nested(name: str, depth: int) -> bytes:
+    """``depth`` arrays, one inside the other, around the integer 0."""
+    if name == "json":
+        return b"[" * depth + b"0" + b"]" * depth
+    return {"msgpack": b"\x91", "cbor": b"\x81"}[name] * depth + b"\x00"
+
+
+@pytest.mark.parametrize("name", CODEC_NAMES)
+def test_nesting_256_levels_deep_is_accepted(name: str) -> None:
+    (value,) = get_codec(name).decode_many(nested(name, 256))
+    for _ in range(256):
+        (value,) = value
+    assert value == 0
+
+
+@pytest.mark.parametrize("name", CODEC_NAMES)
+def test_nesting_beyond_the_depth_limit_is_undecodable(name: str) -> None:
+    with pytest.raises(RemoteProtocolError) as info:
+        get_codec(name).decode_many(nested(name, MAX_DEPTH + 1))
+    assert info.value.kind == "undecodable"
+
+
+def test_cbor_tags_other_than_big_integers_are_undecodable() -> None:
+    codec = get_codec("cbor")
+    for tag in [0, 1, 4, 5, 21, 25, 28, 29, 30, 32, 35, 36, 37, 100, 256, 258, 260, 261, 1004]:
+        head = bytes([0xD8, tag]) if tag < 256 else bytes([0xD9]) + tag.to_bytes(2, "big")
+        with pytest.raises(RemoteProtocolError, match=f"tag {tag}"):
+            codec.decode_many(head + b"\x01")
+    assert codec.decode_many(bytes.fromhex("c34100")) == [-1]  # tag 3: -1 - 0
+
+
+def hostile_payloads() -> st.SearchStrategy[bytes]:
+    """Random bytes, and valid encodings spliced with bytes that open containers, tags,
+    extension types, long strings and deep nesting."""
+    nasty = st.sampled_from(
+        [
+            b"\x81\x80",
+            b"\x81\x90",
+            b"\xd6\xff",
+            b"\xc7\x00\x05",
+            b"\xdd\xff\xff\xff\xff",
+            b"\xdb\xff\xff\xff\xff",
+            b"\x81" * 1100,
+            b"\x91" * 1100,
+            b"\x9f",
+            b"\x5f",
+            b"\xd8\x1c",
+            b"\xd8\x1d\x00",
+            b"\xc2\x5b",
+            b"\xa1\x01",
+            b"\xf7",
+            b"\xf8\x20",
+            b"\xff",
+            b"NaN",
+            b"1e400",
+            b"[" * 1100,
+            b'{"a":',
+            b"\\ud800",
+            b"\xef\xbb\xbf",
+            b"\n",
+        ]
+    )
+    pieces = st.lists(st.one_of(st.binary(max_size=12), nasty), max_size=8)
+    return pieces.map(b"".join)
+
+
+@settings(max_examples=300, deadline=None)
+@given(name=st.sampled_from(CODEC_NAMES), payload=hostile_payloads(), limit=st.integers(1, 4))
+def test_any_payload_decodes_or_is_undecodable_and_nothing_else(
+    name: str, payload: bytes, limit: int
+) -> None:
+    codec = get_codec(name)
+    try:
+        whole = codec.decode_many(payload)
+    except RemoteProtocolError as exc:
+        assert exc.kind == "undecodable"
+        whole = None
+    sliced: list[Any] = []
+    try:
+        frame = codec.frame_decoder(payload)
+        while True:
+            left = frame.left
+            taken = frame.take(limit)
+            assert len(taken) <= limit
+            sliced += taken
+            if frame.left == 0:
+                break
+            assert taken and frame.left < left  # progress
+    except RemoteProtocolError as exc:
+        assert exc.kind == "undecodable"
+        assert whole is None  # slicing refuses exactly what decoding at once refuses
+    else:
+        assert whole is not None and same_value(sliced, whole)
+    try:
+        decoder = codec.stream_decoder()
+        decoder.feed(payload)
+        decoder.close()
+    except RemoteProtocolError as exc:
+        assert exc.kind in ("undecodable", "oversize")

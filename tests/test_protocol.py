@@ -585,6 +585,14 @@ def test_header_checks_run_before_the_payload_is_complete() -> None:
         ("json", b"{"),
         ("json", b'"\xff"'),
         ("json", b"1 2"),
+        ("msgpack", bytes.fromhex("818000")),
+        ("msgpack", bytes.fromhex("819000")),
+        ("msgpack", bytes.fromhex("d6ff00000001")),
+        ("cbor", bytes.fromhex("d81c81d81d00")),
+        ("cbor", bytes.fromhex("a1810100")),
+        ("cbor", b"\x81" * 2000 + b"\x00"),
+        ("json", b"NaN"),
+        ("json", b"[1e400]"),
     ],
     ids=[
         "msgpack-never-used",
@@ -594,6 +602,14 @@ def test_header_checks_run_before_the_payload_is_complete() -> None:
         "json-truncated",
         "json-utf8",
         "json-two-values-one-line",
+        "msgpack-map-key-is-a-map",
+        "msgpack-map-key-is-an-array",
+        "msgpack-timestamp-ext",
+        "cbor-shared-reference-cycle",
+        "cbor-map-key-is-an-array",
+        "cbor-nested-too-deep",
+        "json-nan",
+        "json-out-of-double-range",
     ],
 )
 def test_undecodable_data_payload_is_undecodable(codec: str, payload: bytes) -> None:
@@ -1037,14 +1053,22 @@ def test_data_past_pause_slack_after_pause_is_a_flow_control_error() -> None:
 
 
 def test_data_of_exactly_pause_slack_after_pause_is_accepted() -> None:
-    _, a = connect(acceptor={"high_water": 1, "pause_slack": 6})
+    _, a = connect(acceptor={"high_water": 1, "pause_slack": 14})
     a.receive_data(data_frame(1))
-    frame = data_frame("xxxxx")  # 6 payload bytes
+    frame = data_frame("xxxxx")  # 14 bytes: its header and 6 payload bytes
     assert a.receive_data(frame) == [MessagesReceived(["xxxxx"])]
+    assert_violation(a, data_frame(), "flow_control", FlowControlError)
+
+
+def test_pause_slack_counts_the_headers_of_data_frames_even_empty_ones() -> None:
+    _, a = connect(acceptor={"high_water": 1, "pause_slack": 80})
+    a.receive_data(data_frame(1))
+    assert a.receive_data(data_frame() * 10) == []  # 80 bytes of empty DATA frames
+    assert_violation(a, data_frame(), "flow_control", FlowControlError)
 
 
 def test_pause_slack_counts_again_from_zero_after_a_new_pause() -> None:
-    _, a = connect(acceptor={"high_water": 1, "low_water": 0, "pause_slack": 6})
+    _, a = connect(acceptor={"high_water": 1, "low_water": 0, "pause_slack": 14})
     a.receive_data(data_frame(1) + data_frame("xxxxx"))
     a.consumed(2)
     a.receive_data(data_frame(2))  # pauses again
@@ -1075,6 +1099,56 @@ def test_ping_round_trip_reports_pong() -> None:
     i.ping(b"42")
     a.receive_data(i.data_to_send())
     assert i.receive_data(a.data_to_send()) == [PongReceived(b"42")]
+
+
+def test_a_ping_while_the_last_pong_is_still_queued_replaces_that_pong() -> None:
+    _, a = connect()
+    events = a.receive_data(b"".join(encode_frame(FrameType.PING, p) for p in (b"1", b"2", b"3")))
+    assert events == [PingReceived(b"1"), PingReceived(b"2"), PingReceived(b"3")]
+    assert a.buffered_bytes == HEADER_SIZE + 1
+    assert a.data_to_send() == encode_frame(FrameType.PONG, b"3")  # only the latest
+    a.receive_data(encode_frame(FrameType.PING, b"4"))
+    assert a.data_to_send() == encode_frame(FrameType.PONG, b"4")  # the last one went out
+
+
+def test_a_pong_goes_out_with_the_control_frames_queued_before_it() -> None:
+    _, a = connect(acceptor={"high_water": 1})
+    a.receive_data(data_frame(1) + encode_frame(FrameType.PING, b"p"))
+    assert frame_types(a.data_to_send()) == [FrameType.PAUSE, FrameType.PONG]
+
+
+def test_pings_past_pause_slack_while_a_pong_is_owed_are_a_flow_control_error() -> None:
+    _, a = connect(acceptor={"pause_slack": 100})
+    ping = encode_frame(FrameType.PING, b"p" * 42)  # 50 bytes with its header
+    a.receive_data(ping * 3)  # 100 bytes arrive while a PONG is owed: tolerated
+    assert a.failure is None
+    error = assert_violation(a, ping, "flow_control", FlowControlError)
+    assert "flow control violated" in error.message and "PING" in error.message
+
+
+def test_pings_owed_count_from_zero_once_the_pong_is_taken() -> None:
+    _, a = connect(acceptor={"pause_slack": 100})
+    ping = encode_frame(FrameType.PING, b"p" * 42)
+    for _ in range(10):
+        a.receive_data(ping * 3)
+        assert frame_types(a.data_to_send()) == [FrameType.PONG]
+    assert a.failure is None
+
+
+def test_a_peer_flooding_1_mib_pings_without_reading_is_cut_off_in_bounded_memory() -> None:
+    """Issue 13, item 1: a peer that sends 1 MiB PINGs and never reads its PONGs."""
+    _, a = connect()
+    ping = encode_frame(FrameType.PING, b"\xa5" * (1 << 20))
+    most = 0
+    for _ in range(1024):  # up to 1 GiB of PINGs
+        events = a.receive_data(ping)
+        most = max(most, a.buffered_bytes)
+        if a.failure is not None:
+            break
+    assert most <= 2 * len(ping) < 64 * 1024 * 1024
+    assert isinstance(events[-1], ProtocolViolation)
+    assert isinstance(a.failure, FlowControlError)
+    assert DEFAULT_PAUSE_SLACK < a.bytes_received <= DEFAULT_PAUSE_SLACK + 2 * len(ping)
 
 
 def test_error_from_the_peer_becomes_error_received_with_details() -> None:
@@ -1206,12 +1280,20 @@ def valid_streams(draw: st.DrawFn) -> tuple[bytes, Normalized]:
     return bytes(stream), expected
 
 
-def decode_in_chunks(stream: bytes, cuts: Iterable[int]) -> Normalized:
-    acceptor = Connection(initiator=False, high_water=10**9)
+def decode_in_chunks(
+    stream: bytes, cuts: Iterable[int], high_water: int | None = None
+) -> Normalized:
+    """Feed ``stream`` cut at ``cuts``. With ``high_water``, the acceptor decodes on
+    demand and its application consumes everything after each chunk."""
+    if high_water is None:
+        acceptor = Connection(initiator=False, high_water=10**9)
+    else:
+        acceptor = Connection(initiator=False, high_water=high_water, decode_on_demand=True)
     events: list[Event] = []
     start = 0
     for cut in [*sorted(cuts), len(stream)]:
-        events.extend(acceptor.receive_data(stream[start:cut]))
+        chunk = acceptor.receive_data(stream[start:cut])
+        events.extend(chunk if high_water is None else drain(acceptor, chunk))
         start = max(start, cut)
     events.extend(acceptor.receive_eof())
     return normalize(events)
@@ -1228,6 +1310,13 @@ def test_any_split_of_a_valid_stream_decodes_to_the_same_events(
     assert whole == expected
     assert decode_in_chunks(stream, cuts) == whole
     assert decode_in_chunks(stream, range(1, len(stream))) == whole  # one byte at a time
+    high_water = data.draw(st.integers(min_value=1, max_value=4))
+    on_demand = decode_in_chunks(stream, cuts, high_water)
+    # Decoding on demand holds DATA back, not control frames: the same messages in the
+    # same order, and the same control frames, possibly earlier than held messages.
+    assert [e for e in on_demand if e[0] == "message"] == [e for e in whole if e[0] == "message"]
+    assert sorted(map(repr, on_demand)) == sorted(map(repr, whole))
+    assert on_demand[-1] == whole[-1] == ("end", None)
 
 
 # --- docs/protocol.md is generated from this code ------------------------------------
@@ -1449,6 +1538,20 @@ def test_receive_frame_refuses_a_message_shorter_than_a_header() -> None:
     assert_refused(b.receive_frame(b"\x00\x01"), b, "malformed")
 
 
+@pytest.mark.parametrize("size", [1, HEADER_SIZE - 1])
+def test_receive_frame_refuses_a_message_one_byte_short_of_a_header(size: int) -> None:
+    _, b = connect()
+    assert_refused(b.receive_frame(encode_frame(FrameType.END)[:size]), b, "malformed")
+
+
+def test_receive_frame_never_joins_two_short_messages_into_a_frame() -> None:
+    _, b = connect()
+    end = encode_frame(FrameType.END)
+    assert_refused(b.receive_frame(end[:7]), b, "malformed")
+    assert not any(isinstance(e, EndReceived) for e in b.receive_frame(end[7:]))
+    assert b.receive_state is Direction.FAILED
+
+
 def test_receive_frame_reports_an_oversize_length_as_oversize() -> None:
     _, b = connect()
     header = HEADER.pack(b.max_frame + 1, FrameType.DATA, 0)
@@ -1597,6 +1700,187 @@ def test_json_data_nested_too_deep_is_undecodable(json_flag: bool) -> None:
     _, a = connect({"codecs": ["json"]})
     frame = encode_frame(FrameType.DATA, NESTED_JSON, json_flag=json_flag)
     assert_violation(a, frame, "undecodable")
+
+
+# -- decoding on demand: the receive window ---------------------------------------------------
+
+
+def on_demand(**options: Any) -> tuple[Connection, Connection]:
+    """A connected (initiator, acceptor) pair whose acceptor decodes on demand."""
+    i = Connection(initiator=True)
+    a = Connection(initiator=False, decode_on_demand=True, **options)
+    a.receive_data(i.data_to_send())
+    i.receive_data(a.data_to_send())
+    return i, a
+
+
+def drain(conn: Connection, events: list[Event]) -> list[Event]:
+    """What a framed pipe does: its application consumes everything delivered, and it
+    asks the machine for what it held back, until nothing is left."""
+    out = list(events)
+    for _ in range(10**6):
+        conn.consumed(conn.unconsumed)
+        more = conn.receive_held()
+        if not more:
+            return out
+        out += more
+    raise AssertionError("receive_held never ran dry")
+
+
+def peak_allocated(action: Any) -> int:
+    """Bytes allocated at the peak while ``action()`` ran (tracemalloc)."""
+    tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        base = tracemalloc.get_traced_memory()[0]
+        action()
+        return tracemalloc.get_traced_memory()[1] - base
+    finally:
+        tracemalloc.stop()
+
+
+def test_on_demand_decodes_no_more_than_the_high_water_mark() -> None:
+    i, a = on_demand(high_water=10)
+    i.send_many(range(25))
+    events = a.receive_data(i.data_to_send())
+    assert messages_of(events) == list(range(10))
+    assert a.unconsumed == 10 and a.held_bytes > 0
+    assert frame_types(a.data_to_send()) == [FrameType.PAUSE]
+
+
+def test_on_demand_receive_held_waits_for_the_low_water_mark() -> None:
+    i, a = on_demand(high_water=10)  # low water 5
+    i.send_many(range(25))
+    a.receive_data(i.data_to_send())
+    a.consumed(4)
+    assert a.receive_held() == []  # 6 unconsumed: above the low mark
+    a.consumed(1)
+    assert messages_of(a.receive_held()) == list(range(10, 15))  # up to high water again
+    assert a.unconsumed == 10
+
+
+def test_on_demand_delivers_everything_in_order_and_end_after_it() -> None:
+    i, a = on_demand(high_water=7)
+    sent: list[int] = []
+    for n in range(100):
+        batch = [n, *range(1000 + n, 1030 + n)] if n % 9 == 0 else [n]
+        i.send_many(batch)
+        sent += batch
+    i.end()
+    events = drain(a, a.receive_data(i.data_to_send()))
+    assert messages_of(events) == sent
+    assert isinstance(events[-1], EndReceived)
+    assert a.held_bytes == 0 and a.unconsumed == 0
+
+
+def test_on_demand_resumes_the_peer_only_once_nothing_is_held() -> None:
+    i, a = on_demand(high_water=4, low_water=0)
+    i.send_many(range(12))
+    a.receive_data(i.data_to_send())
+    assert frame_types(a.data_to_send()) == [FrameType.PAUSE]
+    assert a.consumed(4) is False  # 8 messages are still held: no RESUME
+    assert messages_of(a.receive_held()) == [4, 5, 6, 7]
+    assert a.data_to_send() == b""
+    a.consumed(4)
+    assert messages_of(a.receive_held()) == [8, 9, 10, 11]
+    assert a.held_bytes == 0
+    assert a.consumed(4) is True
+    assert frame_types(a.data_to_send()) == [FrameType.RESUME]
+
+
+def test_on_demand_control_frames_are_not_held_behind_data() -> None:
+    i, a = on_demand(high_water=2)
+    i.send_many(range(5))
+    data = i.data_to_send()
+    i.ping(b"p")
+    events = a.receive_data(data + i.data_to_send() + encode_frame(FrameType.PAUSE))
+    assert events == [MessagesReceived([0, 1]), PingReceived(b"p"), PauseReceived()]
+    assert frame_types(a.data_to_send()) == [FrameType.PAUSE, FrameType.PONG]
+
+
+def test_on_demand_an_error_behind_held_data_comes_after_it() -> None:
+    i, a = on_demand(high_water=2)
+    i.send_many(range(5))
+    i.fail("bad_input", "no more")
+    events = drain(a, a.receive_data(i.data_to_send()))
+    assert messages_of(events) == list(range(5))
+    assert events[-1] == ErrorReceived("bad_input", "no more", {})
+    assert a.receive_state is Direction.FAILED
+
+
+@pytest.mark.parametrize("codec", CODEC_NAMES)
+def test_on_demand_slices_frames_of_every_codec_and_json_flagged_ones(codec: str) -> None:
+    i = Connection(initiator=True, codecs=[codec], coalesce_bytes=10**6)
+    a = Connection(initiator=False, decode_on_demand=True, high_water=3)
+    a.receive_data(i.data_to_send())
+    i.receive_data(a.data_to_send())
+    i.send_many([{"n": n} for n in range(20)])
+    flagged = encode_frame(FrameType.DATA, b'{"j":1}\n\n{"j":2}\n', json_flag=True)
+    events = drain(a, a.receive_data(i.data_to_send() + flagged))
+    assert messages_of(events) == [{"n": n} for n in range(20)] + [{"j": 1}, {"j": 2}]
+
+
+def test_on_demand_an_undecodable_message_deep_in_a_frame_is_found_when_reached() -> None:
+    _, a = on_demand(high_water=2)
+    payload = b"\x01\x02\x03\x04\xc1"
+    events = a.receive_data(encode_frame(FrameType.DATA, payload))
+    assert messages_of(events) == [1, 2]
+    a.consumed(2)
+    events = a.receive_held()
+    assert messages_of(events) == [3, 4]
+    a.consumed(2)
+    events = a.receive_held()
+    assert isinstance(events[-1], ProtocolViolation)
+    assert events[-1].error.kind == "undecodable"
+    assert json.loads(parse_frames(a.data_to_send())[-1][2])["kind"] == "undecodable"
+    assert a.held_bytes == 0
+
+
+def test_on_demand_a_violation_drops_what_was_held() -> None:
+    i, a = on_demand(high_water=2)
+    i.send_many(range(50))
+    a.receive_data(i.data_to_send())
+    events = a.receive_data(encode_frame(99))
+    assert isinstance(events[-1], ProtocolViolation)
+    assert a.held_bytes == 0 and a.receive_held() == []
+
+
+def test_an_8_mib_frame_of_empty_maps_is_decoded_a_window_at_a_time_in_bounded_memory() -> None:
+    """Issue 13, item 2: one legal 8 MiB DATA frame of empty msgpack maps."""
+    _, a = on_demand()
+    frame = encode_frame(FrameType.DATA, b"\x80" * DEFAULT_MAX_FRAME)
+    got: list[int] = []
+
+    def receive() -> None:
+        events = a.receive_data(frame)
+        got.append(len(messages_of(events)))
+        for _ in range(3):  # the application takes some, more are decoded
+            a.consumed(a.unconsumed)
+            got.append(len(messages_of(a.receive_held())))
+
+    peak = peak_allocated(receive)
+    assert got == [DEFAULT_HIGH_WATER] * 4
+    assert a.held_bytes == DEFAULT_MAX_FRAME - 4 * DEFAULT_HIGH_WATER
+    assert peak < 64 * 1024 * 1024, f"peak {peak / 2**20:.1f} MiB"
+
+
+def test_a_peer_ignoring_pause_with_1_byte_messages_is_cut_off_in_bounded_memory() -> None:
+    """Issue 13, item 3: 64 KiB DATA frames of 1-byte messages, PAUSE ignored."""
+    _, a = on_demand()
+    frame = encode_frame(FrameType.DATA, b"\x01" * (64 * 1024))
+    events: list[Event] = []
+
+    def flood() -> None:
+        for _ in range(16 * 1024):  # up to 1 GiB
+            events[:] = a.receive_data(frame)
+            if a.failure is not None:
+                return
+
+    peak = peak_allocated(flood)
+    assert isinstance(a.failure, FlowControlError)
+    assert a.unconsumed == DEFAULT_HIGH_WATER
+    assert peak < 64 * 1024 * 1024, f"peak {peak / 2**20:.1f} MiB"
+    assert DEFAULT_PAUSE_SLACK < a.bytes_received <= DEFAULT_PAUSE_SLACK + 2 * len(frame)
 
 
 # -- reading in place ------------------------------------------------------------------------
