@@ -700,6 +700,7 @@ class NetworkSuite:
                     assert await served.receive() == "still here"
                     await served.send("so am I")
                     assert await pipe.receive() == "so am I"
+                    await pipe.end()  # so that served's close has our END, not a wait for it
 
     # -- max_peers --------------------------------------------------------------------
 
