@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -15,12 +16,14 @@ import trio.testing
 import pipekit as pk
 from pipekit.adapters import tcp
 from pipekit.kernel import (
+    ErrorKind,
     FramedPipe,
     ModuleError,
     Pipe,
     PipeStats,
     RemoteError,
     RemoteModule,
+    framed_pipe,
     open_pipe_pair,
 )
 
@@ -207,6 +210,7 @@ async def test_a_peer_over_a_connection_learns_that_the_stage_was_stopped() -> N
             await done.wait()
     [exc] = seen
     assert isinstance(exc, RemoteError), repr(exc)
+    assert exc.kind in ("module_failed", "cancelled"), exc.kind
     assert "upstream broke" in str(exc) or exc.kind == "cancelled"
 
 
@@ -357,3 +361,34 @@ async def test_the_peers_error_met_by_both_the_sender_and_the_receiver_is_raised
     [error] = errors
     assert isinstance(error, RemoteError) and error.message == "peer exploded"
     assert [type(e) for e in peer.told] == [RemoteError]
+
+
+# -- the kinds pipekit sends on its own behalf are snake_case ---------------------------
+
+
+async def test_a_peer_fed_by_a_failed_module_gets_an_error_of_kind_module_failed() -> None:
+    # What RemoteModule (and a frames-mode process stage) do when their input fails:
+    # fail the peer with the upstream's ModuleError.
+    left, right = trio.testing.memory_stream_pair()
+    upstream = ModuleError("map(parse)", "module 'map(parse)' failed: ValueError: bad row")
+    assert upstream.kind == "module_failed"
+    async with trio.open_nursery() as nursery:
+
+        async def sender() -> None:
+            async with framed_pipe(left, initiator=True) as pipe:
+                await pipe.send(1)
+                await pipe.fail(upstream)
+
+        nursery.start_soon(sender)
+        with trio.fail_after(HANG_GUARD):
+            async with framed_pipe(right, initiator=False) as peer:
+                assert await peer.receive() == 1
+                with pytest.raises(RemoteError) as info:
+                    await peer.receive()
+    assert info.value.kind == "module_failed"
+    assert info.value.message == "module 'map(parse)' failed: ValueError: bad row"
+
+
+def test_every_kind_pipekit_sends_on_its_own_behalf_is_snake_case() -> None:
+    kinds = [str(kind) for kind in ErrorKind] + [ModuleError("m").kind]
+    assert all(re.fullmatch(r"[a-z]+(_[a-z]+)*", kind) for kind in kinds), kinds
