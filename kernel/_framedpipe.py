@@ -84,9 +84,10 @@ class FramedPipe(Pipe):
         self._send_buffer = send_buffer
         self._read_size = read_size
         self.close_timeout = close_timeout
-        """Seconds a close waits for the peer's END or ERROR after ours, then for EOF
-        (None: no limit; 0: no wait, only what has arrived is reported). May be changed
-        while the pipe is open."""
+        """Seconds a close waits for the peer's END or ERROR after ours, then for EOF,
+        and at most waits behind a peer that keeps it paused and takes nothing (None: no
+        limit; 0: no wait for the peer: what is queued is still written, and only what
+        has arrived is reported). May be changed while the pipe is open."""
         self._inbox: deque[Any] = deque()
         self._rx_done: BaseException | None = None  # EndOfChannel or the failure
         self._told = False  # a failure of this pipe was raised to the application
@@ -209,7 +210,6 @@ class FramedPipe(Pipe):
             elif isinstance(event, PongReceived):
                 if event.payload == _CLOSE_PING and self._closing:
                     self._close_acked = True
-                    self._rx_event.set()
                 else:
                     self.last_pong = event.payload
             elif isinstance(event, ProtocolViolation):
@@ -627,6 +627,30 @@ class FramedPipe(Pipe):
             else:
                 await self._writer_idle.wait()
 
+    async def _flush_while_moving(self) -> None:
+        """:meth:`_flush`, for as long as it makes progress: a peer that keeps us paused
+        while it drains slowly is waited for, one that keeps us paused and takes nothing
+        for ``close_timeout`` is given up on (the sending direction breaks: what is still
+        queued is lost, and the close says so)."""
+        timeout = self.close_timeout
+        if not timeout:  # None, or 0: what is queued is written, however long it takes
+            await self._flush()
+            return
+        while True:
+            sent = self.conn.bytes_sent
+            with trio.move_on_after(timeout):
+                await self._flush()
+                return
+            if self.conn.bytes_sent == sent:
+                peer = (self.conn.peer or {}).get("name", "the peer")
+                self._break_tx(
+                    trio.BrokenResourceError(
+                        f"{peer} kept this pipe paused for {timeout:g} s while it was "
+                        f"closing: {self.conn.buffered_bytes} queued bytes were not delivered"
+                    )
+                )
+                return
+
     def _deadline(self) -> float:
         timeout = self.close_timeout
         return float("inf") if timeout is None else trio.current_time() + timeout
@@ -642,14 +666,13 @@ class FramedPipe(Pipe):
 
     async def _await_peer(self, deadline: float) -> None:
         """Wait until the peer's direction is closed (END, ERROR, or the transport's
-        end), at the latest until ``deadline``, discarding the messages that arrive.
-        Half way, a peer that is still open is sent a PING: its PONG proves it has
-        received everything up to our END."""
+        end), at the latest until ``deadline`` (what arrives meanwhile is discarded: the
+        pipe is closing). Half way, a peer that is still open is sent a PING: its PONG
+        proves it has received everything up to our END."""
         conn = self.conn
         now = trio.current_time()
         ping_at = now + (deadline - now) / 2
         pinged = False
-        self._discard()
         while self._rx_done is None and trio.current_time() < deadline:
             if not pinged and trio.current_time() >= ping_at:
                 pinged = True
@@ -660,7 +683,6 @@ class FramedPipe(Pipe):
                 self._rx_event = trio.Event()
             with trio.move_on_at(deadline if pinged else ping_at):
                 await self._rx_event.wait()
-            self._discard()
 
     async def _linger(self, deadline: float) -> None:
         """The graceful end of a close: wait for the peer's direction to close, then -
@@ -672,9 +694,7 @@ class FramedPipe(Pipe):
             return
         if isinstance(self.stream, trio.abc.HalfCloseableStream):
             with trio.move_on_at(deadline):
-                while not self._reader_done.is_set():
-                    await self._reader_done.wait()
-                    self._discard()
+                await self._reader_done.wait()
 
     def _close_failure(self) -> BaseException | None:
         """What a close reports, if anything - nothing if a failure of this pipe was
@@ -707,9 +727,10 @@ class FramedPipe(Pipe):
         Raises what the sender would otherwise lose silently: the peer's ERROR as
         :class:`~pipekit.kernel.RemoteError`, :class:`trio.BrokenResourceError` if the
         connection broke before the peer's END (or while messages were being sent) or if
-        the peer neither ended nor answered a PING within ``close_timeout``; a failure
-        already raised by ``receive`` or ``send`` is not raised again. If cancelled (for
-        example while the peer stays paused), the transport is closed at once."""
+        the peer neither ended nor answered a PING within ``close_timeout``, or if it kept
+        this side paused, taking nothing, for ``close_timeout`` (a peer that drains slowly
+        is waited for); a failure already raised by ``receive`` or ``send`` is not raised
+        again. If cancelled, the transport is closed at once."""
         if self._closing:
             await trio.lowlevel.checkpoint()
             return
@@ -723,12 +744,16 @@ class FramedPipe(Pipe):
                 self.conn.end()
                 self._tx_event.set()
             if self._tx_broken is None:
-                await self._flush()
+                await self._flush_while_moving()
             elif self.conn.failure is not None and not self._writer_stopped:
                 # A violation: let the writer deliver the ERROR frame with the reason.
                 with trio.move_on_after(1):
                     await self._flush()
-            if self.conn.failure is None and (self._rx_done is not None or self.conn.messages_sent):
+            if (
+                self.conn.failure is None
+                and self._tx_broken is None
+                and (self._rx_done is not None or self.conn.messages_sent)
+            ):
                 # (A pipe that sent no messages has nothing whose delivery a wait could
                 # confirm: the stream of a peer that is still open is abandoned at once.)
                 await self._linger(self._deadline())

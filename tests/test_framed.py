@@ -1476,3 +1476,48 @@ async def test_a_failing_side_sends_error_and_closes_without_resetting_the_conne
     assert seen == [b"EOF"]
     errors = [e for e in raw.events if isinstance(e, ErrorReceived)]
     assert [(e.kind, e.message) for e in errors] == [("KeyError", "'gave up'")]
+
+
+async def test_a_close_held_back_by_a_peer_that_stays_paused_gives_up_in_bounded_time(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # The peer's application never reads: it paused us, and our END waits behind DATA
+    # it will never take. The close must not wait forever: it reports the loss.
+    left, right = trio.testing.memory_stream_pair()
+    async with trio.open_nursery() as nursery:
+
+        async def never_reads() -> None:
+            async with framed_pipe(right, initiator=False, high_water=16) as peer:
+                await trio.sleep_forever()
+                await peer.receive()  # pragma: no cover - never reached
+
+        nursery.start_soon(never_reads)
+        start = trio.current_time()
+        with trio.fail_after(60), pytest.raises(trio.BrokenResourceError, match="paused"):
+            async with framed_pipe(left, initiator=True, send_buffer=1024) as pipe:
+                with trio.move_on_after(1):
+                    for i in range(1000):
+                        await pipe.send(i)
+                assert pipe.conn.peer_paused
+        assert trio.current_time() - start == pytest.approx(1 + DEFAULT_CLOSE_TIMEOUT)
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_close_waits_for_a_slow_but_steady_reader_however_long_it_takes(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    left, right = trio.testing.memory_stream_pair()
+    got: list[int] = []
+    async with trio.open_nursery() as nursery:
+
+        async def slow_reader() -> None:
+            async with framed_pipe(right, initiator=False, high_water=16) as peer:
+                async for batch in peer.batches(4):
+                    got.extend(batch)
+                    await trio.sleep(1)  # 4 messages a second: 250 s for 1000
+
+        nursery.start_soon(slow_reader)
+        with trio.fail_after(600):
+            async with framed_pipe(left, initiator=True, send_buffer=1024) as pipe:
+                await pipe.send_batch(list(range(1000)))
+    assert got == list(range(1000))
