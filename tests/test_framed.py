@@ -1464,15 +1464,18 @@ async def test_a_failing_side_sends_error_and_closes_without_resetting_the_conne
                 try:
                     await raw.read_until_eof()
                     seen.append(b"EOF")
+                    await client.send_eof()  # both directions closed: our EOF too
                 except trio.BrokenResourceError as exc:
                     seen.append(exc)
 
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(peer)
+                start = trio.current_time()
                 with pytest.raises(KeyError):
                     async with framed_pipe(server, initiator=False, high_water=4) as pipe:
                         await pipe.receive()
                         raise KeyError("gave up")
+                assert trio.current_time() - start < DEFAULT_CLOSE_TIMEOUT  # no timeout
     assert seen == [b"EOF"]
     errors = [e for e in raw.events if isinstance(e, ErrorReceived)]
     assert [(e.kind, e.message) for e in errors] == [("KeyError", "'gave up'")]
