@@ -2,15 +2,25 @@
 :class:`~pipekit.kernel.protocol.Connection` over a transport.
 
 Two tasks serve it: a reader that never stops reading the transport (so PAUSE, RESUME,
-END and ERROR are never stuck behind data) and a writer that sends whatever the machine
-has queued in one write (so messages queued while a write is under way are coalesced).
-On a socket, ``send`` writes a large queue itself when the writer is idle.
+END and ERROR are never held up by data it has not read) and a writer that sends
+whatever the machine has queued in one write (so messages queued while a write is under
+way are coalesced). On a socket, ``send`` writes a large queue itself when the writer
+is idle.
+
+Closing follows ``docs/protocol.md`` section 5: our END (or ERROR), then a wait of at
+most ``close_timeout`` for the peer's END or ERROR (what arrives meanwhile is discarded,
+so a paused peer can finish), then, once both directions are closed, a half-close and a
+read until EOF, so that the transport closes with nothing unread and never resets what
+the peer still had to deliver. A close reports what the sender would otherwise lose
+silently: the peer's ERROR, a connection that broke before the peer's END, or a peer
+that neither ended nor answered a PING within ``close_timeout``.
 """
 
 from __future__ import annotations
 
 from collections import deque
 from collections.abc import Sequence
+from contextlib import suppress
 from typing import Any
 
 import trio
@@ -32,7 +42,21 @@ from .options import DEFAULT_READ_SIZE, DEFAULT_SEND_BUFFER
 from .pipe import Pipe, PipeStats
 from .protocol import Connection
 
-__all__ = ["FramedPipe"]
+__all__ = ["DEFAULT_CLOSE_TIMEOUT", "FramedPipe"]
+
+DEFAULT_CLOSE_TIMEOUT = 5.0
+"""Seconds a close waits for the peer to END (or fail) its own direction after ours, and
+then for the transport's EOF. Long enough for a healthy peer to take what it holds
+(at most its high-water marks plus what is in flight) and answer with END; short enough
+that a peer which keeps its direction open on purpose delays a close only briefly: past
+it, a peer that has answered a PING sent after our END has provably received everything
+we sent, and the close succeeds; one that has not is reported."""
+_CLOSE_PING = b"pipekit:close"
+"""The payload of the PING a closing pipe sends, half way through ``close_timeout``, to
+a peer that has not ended its direction yet."""
+_READER_DRAIN = 1.0
+"""Seconds a failed write waits for the reader to take what had arrived before it (the
+peer's ERROR, typically), so that the peer's reason, not the broken pipe, is reported."""
 
 _FAIRNESS_EVERY = 64
 _WRITE_NOW_MIN = 64 * 1024
@@ -51,6 +75,7 @@ class FramedPipe(Pipe):
         name: str,
         send_buffer: int = DEFAULT_SEND_BUFFER,
         read_size: int = DEFAULT_READ_SIZE,
+        close_timeout: float | None = DEFAULT_CLOSE_TIMEOUT,
     ) -> None:
         self.name = name
         self.stream = stream
@@ -58,10 +83,22 @@ class FramedPipe(Pipe):
         self.conn = conn
         self._send_buffer = send_buffer
         self._read_size = read_size
+        self.close_timeout = close_timeout
+        """Seconds a close waits for the peer's END or ERROR after ours, then for EOF,
+        and at most waits behind a peer that keeps it paused and takes nothing (None: no
+        limit; 0: no wait for the peer: what is queued is still written, and only what
+        has arrived is reported). May be changed while the pipe is open."""
         self._inbox: deque[Any] = deque()
         self._rx_done: BaseException | None = None  # EndOfChannel or the failure
+        self._told = False  # a failure of this pipe was raised to the application
         self._tx_broken: BaseException | None = None
-        self._closed = False
+        self._closing = False  # aclose() or abandon() began: the application is done
+        self._closed = False  # the transport is closed
+        self._close_acked = False  # the peer answered the PING of our close
+        self._half_closed = False  # the writer sent EOF: both directions are closed
+        self._end_written = False  # our END or ERROR, and all before it, is written
+        self._reader_done = trio.Event()  # EOF, a transport error or a violation
+        self._transport_failed = False
         self._handshake = trio.Event()
         self._handshake_error: BaseException | None = None
         self._rx_event = trio.Event()
@@ -101,6 +138,8 @@ class FramedPipe(Pipe):
             await read_into(self.stream, self.conn, self._read_size, self._on_events, self._on_eof)
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             self._on_transport_error(exc)
+        finally:
+            self._reader_done.set()
 
     async def _watch_idle(self, idle_timeout: float) -> None:
         """Fail the pipe (kind ``idle_timeout``) when nothing arrives for
@@ -131,13 +170,30 @@ class FramedPipe(Pipe):
             return
 
     def _watching(self) -> bool:
-        """Whether the idle watchdog has a job: the pipe is open and not failed, and the
-        transport has not reported EOF or an error."""
-        return not (self._closed or self._transport_done or self.conn.failure is not None)
+        """Whether the idle watchdog has a job: the pipe is open and not failed, the
+        transport has not reported EOF or an error, and the directions are not both
+        closed (after that, nothing more may be sent: not even a PING)."""
+        return not (
+            self._closed
+            or self._transport_done
+            or self.conn.failure is not None
+            or self._both_closed()
+        )
+
+    def _both_closed(self) -> bool:
+        """Both directions are closed: we sent END or ERROR, and the peer's END or ERROR
+        (or the end of the transport) arrived."""
+        return self.conn.send_state is not OPEN and self._rx_done is not None
 
     def _on_events(self, events: list[Event]) -> None:
+        if self._end_written and self._rx_done is not None:
+            return  # both directions are closed: what still arrives is ignored
         for event in events:
             if type(event) is MessagesReceived:
+                if self._closing:  # nobody will receive them: let the peer go on
+                    if self.conn.consumed(len(event.messages)):
+                        self._tx_event.set()
+                    continue
                 self._inbox.extend(event.messages)
                 self._rx_event.set()
             elif isinstance(event, HandshakeComplete):
@@ -152,7 +208,10 @@ class FramedPipe(Pipe):
                 if not self._handshake.is_set():
                     self._fail_handshake(err)
             elif isinstance(event, PongReceived):
-                self.last_pong = event.payload
+                if event.payload == _CLOSE_PING and self._closing:
+                    self._close_acked = True
+                else:
+                    self.last_pong = event.payload
             elif isinstance(event, ProtocolViolation):
                 self._finish_rx(event.error)
                 self._break_tx(event.error)
@@ -170,7 +229,7 @@ class FramedPipe(Pipe):
                 )
             )
         self._finish_rx(trio.BrokenResourceError(f"{peer} closed the connection without END"))
-        if self.conn.peer_paused:
+        if self.conn.peer_paused and not self._end_written:
             # The peer can never RESUME now: what is held back will not be delivered.
             self._break_tx(
                 trio.BrokenResourceError(
@@ -181,20 +240,24 @@ class FramedPipe(Pipe):
 
     def _on_transport_error(self, exc: BaseException) -> None:
         self._transport_done = True
+        self._transport_failed = True
         if self._closed:
             return
         err = trio.BrokenResourceError(f"{self.name}: transport failed: {exc}")
         err.__cause__ = exc
         self._finish_rx(err)
-        self._break_tx(err)
+        if not self._end_written:  # (once it is, the reader reports what is lost)
+            self._break_tx(err)
         self._fail_handshake(err)
 
     def _on_write_error(self, exc: BaseException) -> None:
         """A write failed: only the sending direction is broken. What the peer sent
         before it closed is still readable, so the reader goes on until EOF and the
         receiver gets every message and the END (a peer that closed without END is
-        reported by the reader, as such)."""
-        if self._closed:
+        reported by the reader, as such). Once our END or ERROR is written, the sending
+        direction has nothing left to lose (what the peer did not get, the reader reports
+        as a connection that broke before the peer's END)."""
+        if self._closed or self._end_written:
             return
         err = trio.BrokenResourceError(f"{self.name}: transport failed: {exc}")
         err.__cause__ = exc
@@ -205,6 +268,7 @@ class FramedPipe(Pipe):
         if self._rx_done is None:
             self._rx_done = outcome
         self._rx_event.set()
+        self._tx_event.set()  # the writer half-closes once both directions are closed
 
     def _break_tx(self, exc: BaseException) -> None:
         if self._tx_broken is None:
@@ -232,15 +296,33 @@ class FramedPipe(Pipe):
                     await send(writes)
                     self._writer_cut = False
                     self._space_event.set()
+                    if conn.send_state is not OPEN and not conn.has_data_to_send:
+                        self._end_written = True
                     continue
                 self._writer_idle.set()
                 if conn.failure is not None:
                     # The ERROR for a violation is out: disconnect.
                     await self.stream.aclose()
                     return
+                if (
+                    self._both_closed()
+                    and not conn.has_data_to_send  # (DATA and END held back by PAUSE)
+                    and not self._transport_failed
+                ):
+                    # Nothing more may be sent (section 5): say so with EOF where the
+                    # transport can, so a peer reading until EOF closes now.
+                    self._half_closed = True
+                    if isinstance(self.stream, trio.abc.HalfCloseableStream):
+                        await self.stream.send_eof()
+                    return
                 self._tx_event = trio.Event()
                 await self._tx_event.wait()
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            if not self._closed:
+                # What arrived before the failure (the peer's ERROR, say) is read first:
+                # the peer's reason wins over the broken pipe it caused.
+                with trio.move_on_after(_READER_DRAIN):
+                    await self._reader_done.wait()
             self._on_write_error(exc)
         finally:
             self._writer_stopped = True
@@ -258,25 +340,45 @@ class FramedPipe(Pipe):
             return
         with trio.CancelScope(shield=True), trio.move_on_after(1):
             await self._flush()
-            if self._writer_stopped and not self._writer_cut and self._tx_broken is None:
+            if (
+                self._writer_stopped
+                and not self._writer_cut
+                and not self._half_closed
+                and self._tx_broken is None
+            ):
                 take, send = writes_for(self.stream, self.conn)
                 writes = take()
                 if writes:
                     await send(writes)
+                    if not self.conn.has_data_to_send:
+                        self._end_written = True
 
     # -- sending ----------------------------------------------------------------------
 
     def _check_send(self) -> None:
-        if self._closed:
+        if self._closing:
             raise trio.ClosedResourceError(f"{self.name}: pipe is closed")
         if self._tx_broken is not None:
-            raise trio.BrokenResourceError(f"{self.name}: pipe is broken: {self._tx_broken}") from (
-                self._tx_broken
-            )
+            raise self._send_failure()
         if self.conn.send_state is not OPEN:
             raise trio.ClosedResourceError(
                 f"{self.name}: sending direction already {self.conn.send_state}"
             )
+
+    def _send_failure(self) -> BaseException:
+        """What a send raises once the sending direction broke: the peer's ERROR if it
+        sent one (it came first, and says why: the broken transport is its consequence),
+        else a :class:`trio.BrokenResourceError` caused by the transport's error."""
+        self._told = True
+        broken = self._tx_broken
+        rx = self._rx_done
+        if isinstance(rx, RemoteError):
+            err = RemoteError(rx.kind, rx.message, rx.details)
+            err.__cause__ = broken
+            return err
+        failure = trio.BrokenResourceError(f"{self.name}: pipe is broken: {broken}")
+        failure.__cause__ = broken
+        return failure
 
     def _write_now(self) -> bool:
         """Write what is queued straight to the socket, without waiting, when the writer
@@ -387,9 +489,11 @@ class FramedPipe(Pipe):
 
     async def _wait_for_messages(self) -> None:
         while not self._inbox:
-            if self._closed:
+            if self._closing:
                 raise trio.ClosedResourceError(f"{self.name}: pipe is closed")
             if self._rx_done is not None:
+                if type(self._rx_done) is not trio.EndOfChannel:
+                    self._told = True
                 raise self._rx_done
             if self._rx_event.is_set():  # shared by every waiting receiver
                 self._rx_event = trio.Event()
@@ -401,7 +505,7 @@ class FramedPipe(Pipe):
             await trio.lowlevel.checkpoint()
         else:
             await trio.lowlevel.checkpoint_if_cancelled()
-        if self._closed:
+        if self._closing:
             raise trio.ClosedResourceError(f"{self.name}: pipe is closed")
         if not self._inbox:
             await self._wait_for_messages()
@@ -414,7 +518,7 @@ class FramedPipe(Pipe):
         # A checkpoint either way, yielding once: a receiver that has to wait for
         # messages blocks in _wait_for_messages (as trio's own channels do).
         await trio.lowlevel.checkpoint_if_cancelled()
-        if self._closed:
+        if self._closing:
             raise trio.ClosedResourceError(f"{self.name}: pipe is closed")
         if self._inbox:
             await trio.lowlevel.cancel_shielded_checkpoint()
@@ -480,15 +584,27 @@ class FramedPipe(Pipe):
 
     async def abandon(self, exc: BaseException) -> None:
         """The code using this pipe raised ``exc``: fail the sending direction with it
-        (unless it is a cancellation) and put the END or ERROR that closed the direction
-        on the wire."""
+        (unless it is a cancellation), put the END or ERROR that closed the direction on
+        the wire and - unless cancelled - close gracefully: wait, at most
+        ``close_timeout``, for the peer to close its direction (discarding what it
+        sends), so that the transport is not reset under the ERROR. Never raises but a
+        cancellation of the ERROR itself: ``exc`` is what the caller reports."""
+        self._closing = True
+        self._discard()
         if not isinstance(exc, trio.Cancelled) and not self._closed:
             with trio.CancelScope(shield=True):  # fail() is a checkpoint
                 await self.fail(exc)
         await self._last_words()
+        if isinstance(exc, trio.Cancelled) or self._closed:
+            return
+        # Cancelled from outside while lingering: ``exc`` says more, and the
+        # cancellation is delivered again at the caller's next checkpoint.
+        with suppress(trio.Cancelled):
+            await self._linger(self._deadline())
 
     async def close_transport(self) -> None:
         """Mark this pipe closed and close its transport at once, without END or flush."""
+        self._closing = True
         self._closed = True
         self._closed_event.set()
         await trio.aclose_forcefully(self.stream)
@@ -511,30 +627,145 @@ class FramedPipe(Pipe):
             else:
                 await self._writer_idle.wait()
 
-    async def aclose(self) -> None:
-        """END (if this side has not ended or failed), flush, and close the transport.
+    async def _flush_while_moving(self) -> None:
+        """:meth:`_flush`, for as long as it makes progress: a peer that keeps us paused
+        while it drains slowly is waited for, one that keeps us paused and takes nothing
+        for ``close_timeout`` is given up on (the sending direction breaks: what is still
+        queued is lost, and the close says so)."""
+        timeout = self.close_timeout
+        if not timeout:  # None, or 0: what is queued is written, however long it takes
+            await self._flush()
+            return
+        while True:
+            sent = self.conn.bytes_sent
+            with trio.move_on_after(timeout):
+                await self._flush()
+                return
+            if self.conn.bytes_sent == sent:
+                peer = (self.conn.peer or {}).get("name", "the peer")
+                self._break_tx(
+                    trio.BrokenResourceError(
+                        f"{peer} kept this pipe paused for {timeout:g} s while it was "
+                        f"closing: {self.conn.buffered_bytes} queued bytes were not delivered"
+                    )
+                )
+                return
 
-        If cancelled while flushing (for example because the peer stays paused), the
-        transport is closed at once."""
-        if self._closed:
+    def _deadline(self) -> float:
+        timeout = self.close_timeout
+        return float("inf") if timeout is None else trio.current_time() + timeout
+
+    def _discard(self) -> None:
+        """Drop what has arrived: the application is done receiving. Counted as
+        consumed, so a peer we paused is RESUMEd and can reach its END."""
+        count = len(self._inbox)
+        if count:
+            self._inbox.clear()
+            if self.conn.consumed(count):
+                self._tx_event.set()
+
+    async def _await_peer(self, deadline: float) -> None:
+        """Wait until the peer's direction is closed (END, ERROR, or the transport's
+        end), at the latest until ``deadline`` (what arrives meanwhile is discarded: the
+        pipe is closing). Half way, a peer that is still open is sent a PING: its PONG
+        proves it has received everything up to our END."""
+        conn = self.conn
+        now = trio.current_time()
+        ping_at = now + (deadline - now) / 2
+        pinged = False
+        while self._rx_done is None and trio.current_time() < deadline:
+            if not pinged and trio.current_time() >= ping_at:
+                pinged = True
+                if self._tx_broken is None and not self._writer_stopped:
+                    conn.ping(_CLOSE_PING)
+                    self._tx_event.set()
+            if self._rx_event.is_set():
+                self._rx_event = trio.Event()
+            with trio.move_on_at(deadline if pinged else ping_at):
+                await self._rx_event.wait()
+
+    async def _linger(self, deadline: float) -> None:
+        """The graceful end of a close: wait for the peer's direction to close, then -
+        once the writer has said EOF, where the transport can - for the peer's EOF, so
+        that nothing is left unread when the transport closes (a socket closed with
+        unread input is reset, and a reset destroys what the peer had not yet sent)."""
+        await self._await_peer(deadline)
+        if self._rx_done is None or self._transport_failed:
+            return
+        if isinstance(self.stream, trio.abc.HalfCloseableStream):
+            with trio.move_on_at(deadline):
+                await self._reader_done.wait()
+
+    def _close_failure(self) -> BaseException | None:
+        """What a close reports, if anything - nothing if a failure of this pipe was
+        raised to the application already (``receive`` or ``send`` told it): a failure
+        of the peer's direction, else a sending direction that broke with messages on
+        it, else a peer that kept its direction open past ``close_timeout`` without
+        proving (by a PONG) that it received everything we sent."""
+        if self._told:
+            return None
+        rx = self._rx_done
+        if rx is not None and not isinstance(rx, trio.EndOfChannel):
+            return rx
+        sent = self.conn.messages_sent
+        if self._tx_broken is not None and sent:
+            return self._send_failure()
+        if rx is None and sent and not self._close_acked and self.close_timeout:
+            peer = (self.conn.peer or {}).get("name", "the peer")
+            return trio.BrokenResourceError(
+                f"{self.name}: {peer} neither ended its direction nor answered a PING within "
+                f"{self.close_timeout:g} s of our END: delivery of the {sent} messages sent "
+                "is not confirmed"
+            )
+        return None
+
+    async def aclose(self) -> None:
+        """END (if this side has not ended or failed), flush, wait for the peer to close
+        its direction too (at most ``close_timeout``, discarding what it sends; not at
+        all if this side sent no messages) and close the transport.
+
+        Raises what the sender would otherwise lose silently: the peer's ERROR as
+        :class:`~pipekit.kernel.RemoteError`, :class:`trio.BrokenResourceError` if the
+        connection broke before the peer's END (or while messages were being sent) or if
+        the peer neither ended nor answered a PING within ``close_timeout``, or if it kept
+        this side paused, taking nothing, for ``close_timeout`` (a peer that drains slowly
+        is waited for); a failure already raised by ``receive`` or ``send`` is not raised
+        again. If cancelled, the transport is closed at once."""
+        if self._closing:
             await trio.lowlevel.checkpoint()
             return
+        self._closing = True
+        self._discard()  # from now on what arrives is dropped, and a paused peer RESUMEd
+        self._rx_event.set()  # receivers and senders in other tasks see the close
+        self._space_event.set()
+        failure: BaseException | None = None
         try:
             if self._tx_broken is None and self.conn.send_state is OPEN:
                 self.conn.end()
                 self._tx_event.set()
             if self._tx_broken is None:
-                await self._flush()
+                await self._flush_while_moving()
             elif self.conn.failure is not None and not self._writer_stopped:
                 # A violation: let the writer deliver the ERROR frame with the reason.
                 with trio.move_on_after(1):
                     await self._flush()
+            if (
+                self.conn.failure is None
+                and self._tx_broken is None
+                and (self._rx_done is not None or self.conn.messages_sent)
+            ):
+                # (A pipe that sent no messages has nothing whose delivery a wait could
+                # confirm: the stream of a peer that is still open is abandoned at once.)
+                await self._linger(self._deadline())
+            failure = self._close_failure()
         finally:
             self._closed = True
             self._closed_event.set()
             self._rx_event.set()
             self._space_event.set()
             await trio.aclose_forcefully(self.stream)
+        if failure is not None:
+            raise failure
 
     async def wait_closed(self) -> None:
         """Wait until this pipe is closed (by :meth:`aclose` or its owner's exit)."""

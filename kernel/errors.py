@@ -27,10 +27,13 @@ __all__ = [
 
 
 class ErrorKind(StrEnum):
-    """The ``kind`` of every error the protocol layer itself reports (``docs/protocol.md``
-    section 8). A ``StrEnum``: each member equals its string, as it travels in an ERROR
-    frame, so ``exc.kind == "oversize"`` holds as well as ``exc.kind is
-    ErrorKind.OVERSIZE``. Peers may send kinds of their own: a received kind is a ``str``.
+    """The ``kind`` of every error pipekit itself reports: the protocol's
+    (``docs/protocol.md`` section 8) and those it sends on its own behalf (section 5).
+    All snake_case. A ``StrEnum``: each member equals its string, as it travels in an
+    ERROR frame, so ``exc.kind == "oversize"`` holds as well as ``exc.kind is
+    ErrorKind.OVERSIZE``. Peers and applications may send kinds of their own (an
+    exception without a ``kind`` travels as its class name): a received kind is a
+    ``str``.
     """
 
     PROTOCOL_ERROR = "protocol_error"
@@ -52,6 +55,9 @@ class ErrorKind(StrEnum):
     """Local misuse of the API (sending before the handshake or after END); never sent."""
     CANCELLED = "cancelled"
     """The module talking to a peer was stopped."""
+    MODULE_FAILED = "module_failed"
+    """A module failed: the kind of :class:`ModuleError`, which a peer fed by the failed
+    module's output receives in an ERROR frame."""
 
 
 class PipekitError(Exception):
@@ -113,8 +119,13 @@ class RemoteError(PipekitError, trio.BrokenResourceError):
 class ModuleError(PipekitError):
     """A module of a kernel (or a stage of a pipeline) failed.
 
-    ``module`` names the failing module; the original exception is ``__cause__``.
+    ``module`` names the failing module; the original exception is ``__cause__``. Its
+    ``kind`` is ``module_failed``: a peer downstream of the failed module (a remote
+    stage, a frames-mode process) is failed with an ERROR of that kind, whose message
+    names the module and its exception.
     """
+
+    kind: str = ErrorKind.MODULE_FAILED
 
     def __init__(self, module: str, message: str | None = None) -> None:
         self.module = module

@@ -14,7 +14,7 @@ from typing import Unpack
 
 import trio
 
-from ._framedpipe import FramedPipe
+from ._framedpipe import DEFAULT_CLOSE_TIMEOUT, FramedPipe
 from ._transport import MessageTransport
 from ._transport import Transport as Transport
 from .options import DEFAULT_READ_SIZE as DEFAULT_READ_SIZE
@@ -22,7 +22,13 @@ from .options import DEFAULT_SEND_BUFFER, PipeOptions, PipeSettings
 from .protocol import Connection
 from .scopes import unwrap_group
 
-__all__ = ["DEFAULT_SEND_BUFFER", "FramedPipe", "MessageTransport", "framed_pipe"]
+__all__ = [
+    "DEFAULT_CLOSE_TIMEOUT",
+    "DEFAULT_SEND_BUFFER",
+    "FramedPipe",
+    "MessageTransport",
+    "framed_pipe",
+]
 
 
 @asynccontextmanager
@@ -34,6 +40,7 @@ async def framed_pipe(
     expected_token: str | None = None,
     handshake_started: float | None = None,
     settings: PipeSettings | None = None,
+    close_timeout: float | None = DEFAULT_CLOSE_TIMEOUT,
     **options: Unpack[PipeOptions],
 ) -> AsyncIterator[FramedPipe]:
     """Run pipekit/1 over ``stream`` and yield a :class:`FramedPipe` once the handshake
@@ -51,9 +58,16 @@ async def framed_pipe(
     tolerates ``pause_slack`` more bytes after a PAUSE. With ``idle_timeout``, a peer from
     which nothing arrives for that long (it
     is PINGed half way, so a live but quiet peer answers) fails the pipe with kind
-    ``idle_timeout``. ``stream`` is a byte stream or a :class:`MessageTransport`. On exit
-    the pipe is ended and flushed, or - if the body raised - failed
-    with that exception, and the stream is closed in every case. ``options`` are those
+    ``idle_timeout``. ``stream`` is a byte stream or a :class:`MessageTransport`.
+
+    On a normal exit the pipe is closed as by :meth:`FramedPipe.aclose`: ended, flushed,
+    and the peer given ``close_timeout`` seconds (None: no limit) to close its own
+    direction; the block then raises the peer's ERROR (:class:`RemoteError`), or
+    :class:`trio.BrokenResourceError` for a connection that broke first or a peer that
+    neither ended nor answered a PING in time, unless the body was told already. If the
+    body raised, the pipe is failed with that exception, the peer is given the same time
+    to close its direction (so that the ERROR is not lost to a reset), and the body's
+    exception propagates. The stream is closed in every case. ``options`` are those
     of :class:`~pipekit.kernel.PipeOptions`, checked by
     :class:`~pipekit.kernel.PipeSettings` (which has their defaults); a caller that
     already holds checked settings passes them as ``settings`` instead.
@@ -71,6 +85,7 @@ async def framed_pipe(
         name=conn.name,
         send_buffer=settings.send_buffer,
         read_size=settings.read_size,
+        close_timeout=close_timeout,
     )
     body_error: BaseException | None = None
     unwrapped: BaseException | None = None

@@ -20,7 +20,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import trio
 
-from .errors import ErrorKind, PipekitError
+from .errors import ErrorKind, PipekitError, RemoteError
 from .pipe import Pipe
 from .scopes import open_plain_nursery
 
@@ -205,6 +205,7 @@ class RemoteModule:
 
     async def _bridge(self, peer: Pipe, ports: Mapping[str, Pipe]) -> None:
         inp, out = ports.get("inp"), ports["out"]
+        peers_error: RemoteError | None = None
         try:
             async with open_plain_nursery() as nursery:
                 if inp is None:
@@ -214,18 +215,43 @@ class RemoteModule:
                 async for batch in peer.batches():
                     await out.send_batch(batch)
         except BaseException as exc:
+            # The peer's ERROR may surface in both tasks at once (the receiving one, and
+            # the sending one as the cause of its broken pipe): it is the one failure.
+            peers_error = _the_peers_error(exc)
             # The peer must learn that no more messages are coming, also when the run
             # is cancelled (the kernel cancels every module when one fails).
-            reason = _Stopped() if _only_cancelled(exc) else exc
+            reason = _Stopped() if _only_cancelled(exc) else (peers_error or exc)
             with trio.CancelScope(shield=True):
                 await _fail_quietly(peer, reason)
-            raise
+            if peers_error is None:
+                raise
+        if peers_error is not None:
+            raise peers_error
 
     @staticmethod
     async def _forward(inp: Pipe, peer: Pipe) -> None:
         async for batch in inp.batches():
             await peer.send_batch(batch)
         await peer.end()
+
+
+def _the_peers_error(exc: BaseException) -> RemoteError | None:
+    """The peer's :class:`RemoteError` that ``exc`` (a group) stands for: the group holds
+    it, and otherwise only transport failures and cancellations that follow from it."""
+    if not isinstance(exc, BaseExceptionGroup):
+        return None
+    remote, rest = exc.split(RemoteError)
+    if remote is None:
+        return None
+    if (
+        rest is not None
+        and rest.split((trio.BrokenResourceError, trio.ClosedResourceError, trio.Cancelled))[1]
+    ):
+        return None
+    first: BaseException = remote
+    while isinstance(first, BaseExceptionGroup):
+        first = first.exceptions[0]
+    return first if isinstance(first, RemoteError) else None
 
 
 def _only_cancelled(exc: BaseException) -> bool:

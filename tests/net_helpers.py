@@ -708,6 +708,7 @@ class NetworkSuite:
                     assert await served.receive() == "still here"
                     await served.send("so am I")
                     assert await pipe.receive() == "so am I"
+                    await pipe.end()  # so that served's close has our END, not a wait for it
 
     async def test_with_default_settings_silent_peers_are_dropped_and_a_good_client_served(
         self, net: Net, autojump_clock: trio.testing.MockClock

@@ -63,7 +63,8 @@ async def _accepted(listener: Listener, connecting: Any) -> AsyncIterator[tuple[
         try:
             yield a, b
         finally:
-            await b.aclose()
+            await trio.aclose_forcefully(b)
+            await trio.aclose_forcefully(a)  # at once, like the other rows' pairs
 
 
 @asynccontextmanager

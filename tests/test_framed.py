@@ -23,6 +23,7 @@ from pipekit.kernel import (
     RemoteProtocolError,
     framed_pipe,
 )
+from pipekit.kernel.framed import DEFAULT_CLOSE_TIMEOUT
 from pipekit.kernel.protocol import (
     HEADER,
     HEADER_SIZE,
@@ -458,11 +459,21 @@ async def test_close_finishes_even_if_pings_keep_the_writer_busy_while_flushing(
     honest_stream.send_stream.send_all_hook = pump_then_get_pinged
     with trio.fail_after(HANG_GUARD):
         async with honest_and_raw(honest_stream, raw_stream) as (pipe, raw):
+
+            async def answer_end_then_close() -> None:
+                while not any(isinstance(e, EndReceived) for e in raw.events):
+                    await raw.read_once()
+                raw.conn.end()
+                await raw.flush()
+                await raw.read_until_eof()
+                await raw.stream.aclose()
+
             await pipe.send("bye")
             pings_left = 3
-            await pipe.aclose()
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(answer_end_then_close)
+                await pipe.aclose()
             assert pings_left == 0
-            await raw.read_until_eof()
     assert [type(e) for e in raw.events if not isinstance(e, PongReceived)] == [
         HandshakeComplete,
         MessagesReceived,
@@ -919,7 +930,9 @@ async def test_a_peer_that_pauses_and_closes_breaks_the_sender_instead_of_hangin
                         await pipe.send(i)
 
 
-async def test_a_failed_write_leaves_what_the_peer_sent_readable_to_the_end() -> None:
+async def test_a_failed_write_leaves_what_the_peer_sent_readable_to_the_end(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     transport = MockTransport(capacity=None)
     to_receiver, to_sender = transport.wires
     with trio.fail_after(HANG_GUARD):
@@ -934,10 +947,13 @@ async def test_a_failed_write_leaves_what_the_peer_sent_readable_to_the_end() ->
             to_sender.cut("broken")  # the sender is gone: the receiver's writes fail
             await receiver.ping(b"anyone?")
             await trio.testing.wait_all_tasks_blocked()
-            with pytest.raises(trio.BrokenResourceError, match="transport failed"):
-                await receiver.send("reply")
             to_receiver.resume()
             assert await drain(receiver) == list(range(1000))
+            # The write failure is reported once the reader has taken what arrived, or
+            # after a bounded wait (1 s) when, as here, the transport never reaches EOF.
+            await trio.sleep(2)
+            with pytest.raises(trio.BrokenResourceError, match="transport failed"):
+                await receiver.send("reply")
 
 
 async def test_a_pause_written_after_the_peer_closed_still_delivers_everything_it_sent(
@@ -1226,3 +1242,285 @@ async def test_idle_timeout_drops_a_peer_that_paused_us_ended_and_went_silent(
         ):
             await pipe.send("held back by the PAUSE")
         assert trio.current_time() >= 30
+
+
+# -- closing: the sender is told of loss (docs/protocol.md section 5) --------------------
+
+
+@asynccontextmanager
+async def tcp_stream_pair() -> AsyncIterator[tuple[trio.SocketStream, trio.SocketStream]]:
+    """Both ends of a real TCP connection on 127.0.0.1 (resets behave as on a network)."""
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    try:
+        port = listeners[0].socket.getsockname()[1]
+        client = await trio.open_tcp_stream("127.0.0.1", port)
+        server = await listeners[0].accept()
+        try:
+            yield client, server
+        finally:
+            await trio.aclose_forcefully(client)
+            await trio.aclose_forcefully(server)
+    finally:
+        for listener in listeners:
+            await listener.aclose()
+
+
+async def test_leaving_the_block_after_the_peer_vanished_without_end_raises() -> None:
+    honest, raw_stream = trio.testing.memory_stream_pair()
+    raw = RawPeer(raw_stream, initiator=False)
+    with trio.fail_after(HANG_GUARD):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(raw.handshake)
+            with pytest.raises(trio.BrokenResourceError) as info:
+                async with framed_pipe(honest, initiator=True) as pipe:
+                    await pipe.send_batch(list(range(100)))
+                    await trio.testing.wait_all_tasks_blocked()
+                    await raw.stream.aclose()  # gone: no END, no ERROR
+    assert not isinstance(info.value, RemoteError)
+    assert "without END" in str(info.value)
+
+
+async def test_a_peer_that_neither_ends_nor_answers_a_ping_fails_the_close_in_bounded_time(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    honest, raw_stream = trio.testing.memory_stream_pair()
+    raw = RawPeer(raw_stream, initiator=False)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(raw.handshake)  # and then it is never heard of again
+        start = trio.current_time()
+        with trio.fail_after(60), pytest.raises(trio.BrokenResourceError) as info:
+            async with framed_pipe(honest, initiator=True, close_timeout=8) as pipe:
+                await pipe.send("hello?")
+        assert trio.current_time() - start == pytest.approx(8)
+        assert "neither ended its direction nor answered a PING within 8 s" in str(info.value)
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_live_peer_keeping_its_direction_open_delays_the_close_by_close_timeout(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # A peer that streams on (a tick a second; it never looks at its input and never
+    # ENDs) is alive: it answers the PING sent half way, so the close succeeds once
+    # close_timeout is up.
+    left, right = trio.testing.memory_stream_pair()
+    async with trio.open_nursery() as nursery:
+
+        async def endless_producer() -> None:
+            async with framed_pipe(right, initiator=False) as peer:
+                for i in range(10**9):
+                    await peer.send(i)
+                    await trio.sleep(1)
+
+        nursery.start_soon(endless_producer)
+        start = trio.current_time()
+        with trio.fail_after(60):
+            async with framed_pipe(left, initiator=True) as pipe:
+                await pipe.send("subscribe")
+                assert await pipe.receive() == 0
+        assert trio.current_time() - start == pytest.approx(DEFAULT_CLOSE_TIMEOUT)
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_pipe_that_sent_nothing_closes_at_once_while_the_peer_streams_on(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    left, right = trio.testing.memory_stream_pair()
+    async with trio.open_nursery() as nursery:
+
+        async def endless_producer() -> None:
+            with contextlib.suppress(trio.BrokenResourceError):
+                async with framed_pipe(right, initiator=False) as peer:
+                    for i in range(10**9):
+                        await peer.send(i)
+
+        nursery.start_soon(endless_producer)
+        start = trio.current_time()
+        async with framed_pipe(left, initiator=True) as pipe:
+            assert await pipe.receive() == 0
+        assert trio.current_time() == start
+
+
+async def test_a_failure_the_body_was_told_of_is_not_raised_again_by_the_close(
+    stream_pair: StreamPair,
+) -> None:
+    a_stream, b_stream = stream_pair
+
+    async def fails_after_one(stream: trio.abc.Stream) -> None:
+        with contextlib.suppress(ValueError):
+            async with framed_pipe(stream, initiator=False) as peer:
+                await peer.receive()
+                raise ValueError("no more")
+
+    with trio.fail_after(HANG_GUARD):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(fails_after_one, b_stream)
+            async with framed_pipe(a_stream, initiator=True) as pipe:
+                await pipe.send_batch(list(range(10)))
+                with pytest.raises(RemoteError, match="no more"):
+                    await pipe.receive()
+            # Left normally: the body saw the peer's ERROR; the close does not repeat it.
+
+
+async def test_close_timeout_zero_reports_only_what_has_arrived(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    honest, raw_stream = trio.testing.memory_stream_pair()
+    raw = RawPeer(raw_stream, initiator=False)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(raw.handshake)
+        start = trio.current_time()
+        async with framed_pipe(honest, initiator=True, close_timeout=0) as pipe:
+            await pipe.send("fire and forget")
+        assert trio.current_time() == start
+        nursery.cancel_scope.cancel()
+
+
+async def test_an_end_held_back_by_a_pause_is_written_before_the_transport_is_half_closed(
+    stream_pair: StreamPair, framed_pair: OpenFramedPair
+) -> None:
+    # The peer ended first; our END waits behind DATA held back by its PAUSE. Both
+    # directions are closed as far as the machine knows, but nothing may be cut short.
+    with trio.fail_after(HANG_GUARD):
+        async with framed_pair(*stream_pair, acceptor={"high_water": 16}) as (a, b):
+            await b.end()
+            with pytest.raises(trio.EndOfChannel):
+                await a.receive()
+            await a.send_batch(list(range(100)))
+            await trio.testing.wait_all_tasks_blocked()
+            assert a.conn.peer_paused
+            await a.end()
+            await trio.testing.wait_all_tasks_blocked()
+            assert await drain(b) == list(range(100))
+
+
+async def test_once_both_directions_are_closed_the_pipe_half_closes_and_sends_nothing_more() -> (
+    None
+):
+    honest, raw_stream = trio.testing.memory_stream_pair()
+    with trio.fail_after(HANG_GUARD):
+        async with honest_and_raw(honest, raw_stream) as (pipe, raw):
+            await raw.stream.send_all(encode_frame(FrameType.END))
+            with pytest.raises(trio.EndOfChannel):
+                await pipe.receive()
+            await pipe.send("last")
+            await pipe.end()
+            # Still inside the block: the peer reads our END, then EOF, at once.
+            await raw.read_until_eof()
+            assert [type(e) for e in raw.events[-2:]] == [MessagesReceived, EndReceived]
+            # A PING now (a peer breaking section 5) is not answered: nothing more is
+            # written onto a transport the peer may already have closed.
+            await raw.stream.send_all(encode_frame(FrameType.PING, b"late"))
+            await trio.testing.wait_all_tasks_blocked()
+            assert pipe.last_pong is None
+            assert pipe.stats.bytes_sent == pipe.conn.bytes_sent
+
+
+# -- the peer's ERROR wins over the transport error that follows it ----------------------
+
+
+async def test_a_send_after_the_peer_failed_and_reset_the_connection_raises_the_peers_error() -> (
+    None
+):
+    with trio.fail_after(HANG_GUARD):
+        async with tcp_stream_pair() as (client, server):
+            raw = RawPeer(server, initiator=False)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(raw.handshake)
+                async with framed_pipe(client, initiator=True) as pipe:
+                    await trio.testing.wait_all_tasks_blocked()
+                    await pipe.send_batch(list(range(1000)))  # left unread by the peer
+                    await trio.testing.wait_all_tasks_blocked()
+                    raw.conn.fail("ValueError", "peer exploded")
+                    await raw.flush()
+                    # The peer closes with unread input and SO_LINGER 0: a reset.
+                    server.socket.setsockopt(
+                        socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00"
+                    )
+                    server.socket.close()
+                    with pytest.raises(RemoteError) as info:
+                        for _ in range(10_000):
+                            await pipe.send(b"x" * 10_000)
+                    assert (info.value.kind, info.value.message) == ("ValueError", "peer exploded")
+                    assert isinstance(info.value.__cause__, trio.BrokenResourceError)
+                    with pytest.raises(RemoteError):
+                        await pipe.receive()
+
+
+async def test_a_failing_side_sends_error_and_closes_without_resetting_the_connection() -> None:
+    # Our body fails while the peer is still sending 1 MB we never read: the ERROR goes
+    # out, we wait for the peer's END, and the peer sees the ERROR then a clean EOF -
+    # never a reset, which could destroy the ERROR in flight.
+    with trio.fail_after(HANG_GUARD):
+        async with tcp_stream_pair() as (client, server):
+            raw = RawPeer(client, initiator=True)
+            seen: list[BaseException | bytes] = []
+
+            async def peer() -> None:
+                await raw.handshake()
+                for i in range(100):
+                    raw.conn.send(b"p" * 10_000 + bytes([i]))
+                raw.conn.end()
+                await raw.flush()
+                try:
+                    await raw.read_until_eof()
+                    seen.append(b"EOF")
+                    await client.send_eof()  # both directions closed: our EOF too
+                except trio.BrokenResourceError as exc:
+                    seen.append(exc)
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(peer)
+                start = trio.current_time()
+                with pytest.raises(KeyError):
+                    async with framed_pipe(server, initiator=False, high_water=4) as pipe:
+                        await pipe.receive()
+                        raise KeyError("gave up")
+                assert trio.current_time() - start < DEFAULT_CLOSE_TIMEOUT  # no timeout
+    assert seen == [b"EOF"]
+    errors = [e for e in raw.events if isinstance(e, ErrorReceived)]
+    assert [(e.kind, e.message) for e in errors] == [("KeyError", "'gave up'")]
+
+
+async def test_a_close_held_back_by_a_peer_that_stays_paused_gives_up_in_bounded_time(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # The peer's application never reads: it paused us, and our END waits behind DATA
+    # it will never take. The close must not wait forever: it reports the loss.
+    left, right = trio.testing.memory_stream_pair()
+    async with trio.open_nursery() as nursery:
+
+        async def never_reads() -> None:
+            async with framed_pipe(right, initiator=False, high_water=16) as peer:
+                await trio.sleep_forever()
+                await peer.receive()  # pragma: no cover - never reached
+
+        nursery.start_soon(never_reads)
+        start = trio.current_time()
+        with trio.fail_after(60), pytest.raises(trio.BrokenResourceError, match="paused"):
+            async with framed_pipe(left, initiator=True, send_buffer=1024) as pipe:
+                with trio.move_on_after(1):
+                    for i in range(1000):
+                        await pipe.send(i)
+                assert pipe.conn.peer_paused
+        assert trio.current_time() - start == pytest.approx(1 + DEFAULT_CLOSE_TIMEOUT)
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_close_waits_for_a_slow_but_steady_reader_however_long_it_takes(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    left, right = trio.testing.memory_stream_pair()
+    got: list[int] = []
+    async with trio.open_nursery() as nursery:
+
+        async def slow_reader() -> None:
+            async with framed_pipe(right, initiator=False, high_water=16) as peer:
+                async for batch in peer.batches(4):
+                    got.extend(batch)
+                    await trio.sleep(1)  # 4 messages a second: 250 s for 1000
+
+        nursery.start_soon(slow_reader)
+        with trio.fail_after(600):
+            async with framed_pipe(left, initiator=True, send_buffer=1024) as pipe:
+                await pipe.send_batch(list(range(1000)))
+    assert got == list(range(1000))

@@ -15,7 +15,7 @@ import sys
 import tempfile
 import threading
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from functools import partial
 from typing import Any
 
@@ -266,8 +266,9 @@ async def open_stdio_relay_pair() -> AsyncIterator[tuple[Pipe, Pipe]]:
     """``a`` is the frames-mode :class:`~pipekit.adapters.stdio.ProcessPipe` to a child
     running ``python -m pipekit.testing._relay`` over its stdin/stdout; ``b`` is a
     framed pipe on a Unix socket the child connected to. The child forwards both ways
-    (see :mod:`pipekit.testing._relay`). On exit ``b`` is closed at once, then ``a``'s
-    block is left normally (END, drain, wait for the child), within 5 s."""
+    (see :mod:`pipekit.testing._relay`). On exit ``a`` ENDs and ``b`` is closed (its
+    close waits for that END, relayed), then ``a``'s block is left normally (drain, wait
+    for the child), within 5 s."""
     with tempfile.TemporaryDirectory(prefix="pipekit-relay-") as tmp:
         path = os.path.join(tmp, "b.sock")
         listener = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -297,12 +298,21 @@ async def open_stdio_relay_pair() -> AsyncIterator[tuple[Pipe, Pipe]]:
                             body_ok = True
                         finally:
                             teardown.deadline = trio.current_time() + STDIO_TEARDOWN
-                            await trio.aclose_forcefully(b)
+                            if body_ok:
+                                await _end_quietly(a)  # b's close waits for a's END
+                                await b.aclose()
+                            else:
+                                await trio.aclose_forcefully(b)
             if teardown.cancelled_caught and body_ok:
                 raise RuntimeError(
                     f"the relay child did not finish within {STDIO_TEARDOWN:g} s of the "
                     "pair being closed; it was terminated"
                 )
+
+
+async def _end_quietly(pipe: Pipe) -> None:
+    with suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+        await pipe.end()  # (unless the check broke or closed it)
 
 
 @asynccontextmanager
