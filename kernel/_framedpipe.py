@@ -81,6 +81,9 @@ class FramedPipe(Pipe):
         self.stream = stream
         self._direct_socket = direct_socket(stream)
         self.conn = conn
+        # What the receiver holds is bounded in decoded messages, not only in bytes:
+        # DATA beyond high_water unconsumed messages stays encoded until it is wanted.
+        conn.decode_on_demand = True
         self._send_buffer = send_buffer
         self._read_size = read_size
         self.close_timeout = close_timeout
@@ -186,6 +189,13 @@ class FramedPipe(Pipe):
         return self.conn.send_state is not OPEN and self._rx_done is not None
 
     def _on_events(self, events: list[Event]) -> None:
+        while events:
+            self._handle_events(events)
+            # Closing: what arrives is discarded at once, so what the machine held back
+            # is decoded (and discarded) too, a window at a time.
+            events = self.conn.receive_held() if self._closing and self.conn.held_bytes else []
+
+    def _handle_events(self, events: list[Event]) -> None:
         if self._end_written and self._rx_done is not None:
             return  # both directions are closed: what still arrives is ignored
         for event in events:
@@ -228,7 +238,10 @@ class FramedPipe(Pipe):
                     "connection closed before the handshake completed", kind=ErrorKind.HANDSHAKE
                 )
             )
-        self._finish_rx(trio.BrokenResourceError(f"{peer} closed the connection without END"))
+        if self.conn.receive_state is OPEN:  # (an END may be held behind DATA)
+            self._finish_rx(
+                trio.BrokenResourceError(f"{peer} closed the connection without END")
+            )
         if self.conn.peer_paused and not self._end_written:
             # The peer can never RESUME now: what is held back will not be delivered.
             self._break_tx(
@@ -245,7 +258,8 @@ class FramedPipe(Pipe):
             return
         err = trio.BrokenResourceError(f"{self.name}: transport failed: {exc}")
         err.__cause__ = exc
-        self._finish_rx(err)
+        if self.conn.receive_state is OPEN:  # (an END may be held behind DATA)
+            self._finish_rx(err)
         if not self._end_written:  # (once it is, the reader reports what is lost)
             self._break_tx(err)
         self._fail_handshake(err)
@@ -510,8 +524,7 @@ class FramedPipe(Pipe):
         if not self._inbox:
             await self._wait_for_messages()
         item = self._inbox.popleft()
-        if self.conn.consumed(1):
-            self._tx_event.set()
+        self._consumed(1)
         return item
 
     async def receive_batch(self, max_items: int | None = None) -> list[Any]:
@@ -529,9 +542,17 @@ class FramedPipe(Pipe):
             inbox.clear()
         else:
             batch = [inbox.popleft() for _ in range(max_items)]
-        if self.conn.consumed(len(batch)):
-            self._tx_event.set()
+        self._consumed(len(batch))
         return batch
+
+    def _consumed(self, count: int) -> None:
+        """The application took ``count`` messages: the machine may RESUME the peer,
+        and decodes the next window of what it held back."""
+        conn = self.conn
+        if conn.consumed(count):
+            self._tx_event.set()
+        if conn.held_bytes:
+            self._on_events(conn.receive_held())
 
     # -- running: the steps of framed_pipe ----------------------------------------------
 
@@ -661,8 +682,7 @@ class FramedPipe(Pipe):
         count = len(self._inbox)
         if count:
             self._inbox.clear()
-            if self.conn.consumed(count):
-                self._tx_event.set()
+            self._consumed(count)
 
     async def _await_peer(self, deadline: float) -> None:
         """Wait until the peer's direction is closed (END, ERROR, or the transport's
