@@ -38,19 +38,12 @@ from ._events import (
 from ._frames import OPEN
 from ._transport import Transport, direct_socket, read_into, write_some, writes_for
 from .errors import ErrorKind, ProtocolError, RemoteError, RemoteProtocolError
-from .options import DEFAULT_READ_SIZE, DEFAULT_SEND_BUFFER
+from .options import DEFAULT_CLOSE_TIMEOUT, DEFAULT_READ_SIZE, DEFAULT_SEND_BUFFER
 from .pipe import Pipe, PipeStats
 from .protocol import Connection
 
-__all__ = ["DEFAULT_CLOSE_TIMEOUT", "FramedPipe"]
+__all__ = ["FramedPipe"]
 
-DEFAULT_CLOSE_TIMEOUT = 5.0
-"""Seconds a close waits for the peer to END (or fail) its own direction after ours, and
-then for the transport's EOF. Long enough for a healthy peer to take what it holds
-(at most its high-water marks plus what is in flight) and answer with END; short enough
-that a peer which keeps its direction open on purpose delays a close only briefly: past
-it, a peer that has answered a PING sent after our END has provably received everything
-we sent, and the close succeeds; one that has not is reported."""
 _CLOSE_PING = b"pipekit:close"
 """The payload of the PING a closing pipe sends, half way through ``close_timeout``, to
 a peer that has not ended its direction yet."""

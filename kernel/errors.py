@@ -97,7 +97,8 @@ class RemoteProtocolError(ProtocolError):
 
 
 class FlowControlError(RemoteProtocolError):
-    """The peer kept sending DATA past the hard cap after we sent PAUSE."""
+    """The peer kept sending past what flow control allows: DATA after our PAUSE beyond
+    ``pause_slack``, or PINGs while it does not read the PONGs it is owed."""
 
     kind = ErrorKind.FLOW_CONTROL
 

@@ -14,9 +14,10 @@ from typing import Unpack
 
 import trio
 
-from ._framedpipe import DEFAULT_CLOSE_TIMEOUT, FramedPipe
+from ._framedpipe import FramedPipe
 from ._transport import MessageTransport
 from ._transport import Transport as Transport
+from .options import DEFAULT_CLOSE_TIMEOUT as DEFAULT_CLOSE_TIMEOUT
 from .options import DEFAULT_READ_SIZE as DEFAULT_READ_SIZE
 from .options import DEFAULT_SEND_BUFFER, PipeOptions, PipeSettings
 from .protocol import Connection
@@ -40,7 +41,6 @@ async def framed_pipe(
     expected_token: str | None = None,
     handshake_started: float | None = None,
     settings: PipeSettings | None = None,
-    close_timeout: float | None = DEFAULT_CLOSE_TIMEOUT,
     **options: Unpack[PipeOptions],
 ) -> AsyncIterator[FramedPipe]:
     """Run pipekit/1 over ``stream`` and yield a :class:`FramedPipe` once the handshake
@@ -85,7 +85,7 @@ async def framed_pipe(
         name=conn.name,
         send_buffer=settings.send_buffer,
         read_size=settings.read_size,
-        close_timeout=close_timeout,
+        close_timeout=settings.close_timeout,
     )
     body_error: BaseException | None = None
     unwrapped: BaseException | None = None

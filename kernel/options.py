@@ -23,6 +23,7 @@ from ._receivebuffer import DEFAULT_READ_SIZE
 from .codecs import CODEC_NAMES
 
 __all__ = [
+    "DEFAULT_CLOSE_TIMEOUT",
     "DEFAULT_HANDSHAKE_TIMEOUT",
     "DEFAULT_READ_SIZE",
     "DEFAULT_SEND_BUFFER",
@@ -35,6 +36,13 @@ DEFAULT_SEND_BUFFER = 1024 * 1024
 """Encoded bytes a sender may queue before ``send`` waits for the writer."""
 DEFAULT_HANDSHAKE_TIMEOUT = 10.0
 """Seconds the handshake may take."""
+DEFAULT_CLOSE_TIMEOUT = 5.0
+"""Seconds a close waits for the peer to END (or fail) its own direction after ours, and
+then for the transport's EOF. Long enough for a healthy peer to take what it holds
+(at most its high-water marks plus what is in flight) and answer with END; short enough
+that a peer which keeps its direction open on purpose delays a close only briefly: past
+it, a peer that has answered a PING sent after our END has provably received everything
+we sent, and the close succeeds; one that has not is reported."""
 
 
 class ConnectionOptions(TypedDict, total=False):
@@ -58,6 +66,7 @@ class PipeOptions(ConnectionOptions, total=False):
     read_size: int
     handshake_timeout: float | None
     idle_timeout: float | None
+    close_timeout: float | None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -89,6 +98,9 @@ class PipeSettings:
     """Seconds the handshake may take (None: no limit)."""
     idle_timeout: float | None = None
     """Seconds without input after which the pipe fails (None: no limit)."""
+    close_timeout: float | None = DEFAULT_CLOSE_TIMEOUT
+    """Seconds a close waits for the peer's END or ERROR after ours (None: no limit; 0:
+    no wait, only what has arrived is reported)."""
 
     def __post_init__(self) -> None:
         codecs = self.codecs
@@ -109,6 +121,8 @@ class PipeSettings:
             raise ValueError("handshake_timeout must be positive or None")
         if self.idle_timeout is not None and self.idle_timeout <= 0:
             raise ValueError("idle_timeout must be positive or None")
+        if self.close_timeout is not None and self.close_timeout < 0:
+            raise ValueError("close_timeout must be at least 0, or None")
         object.__setattr__(self, "codecs", tuple(codecs))
 
     @property
