@@ -117,6 +117,54 @@ trio.run(main)
 """
 
 
+# A child that sends COUNT messages and END as fast as it can and exits at once, before
+# its reader can have taken them: the parent's PAUSE/RESUME then meet a closed pipe.
+BURST_CHILD = """
+import os, sys
+import trio
+from pipekit.kernel import framed_pipe
+
+async def main() -> None:
+    stream = trio.StapledStream(
+        trio.lowlevel.FdStream(os.dup(1)), trio.lowlevel.FdStream(os.dup(0))
+    )
+    count = int(sys.argv[1])
+    async with framed_pipe(stream, initiator=False, name="burst", close_timeout=0) as pipe:
+        for start in range(0, count, 1000):
+            await pipe.send_batch(list(range(start, start + 1000)))
+        await pipe.end()
+    os._exit(0)
+
+trio.run(main)
+"""
+
+
+async def test_a_child_that_ends_and_exits_at_once_loses_nothing_to_a_slow_reader(
+    tmp_path: Path,
+) -> None:
+    script = tmp_path / "burst.py"
+    script.write_text(BURST_CHILD)
+    count = 50_000
+    for _ in range(3):
+        got: list[int] = []
+        spec = ProcessSpec(
+            (sys.executable, str(script), str(count)),
+            mode="frames",
+            env=env_without_channel(),
+            framed_options={"high_water": 64},
+        )
+        with trio.fail_after(HANG_GUARD):
+            async with open_process(spec) as child:
+                await child.end()
+                while True:
+                    try:
+                        got.extend(await child.receive_batch(16))
+                    except trio.EndOfChannel:
+                        break
+                    await trio.lowlevel.checkpoint()  # a slow reader: others run
+        assert got == list(range(count))
+
+
 @pytest.fixture
 def echo_child(tmp_path: Path) -> list[str]:
     path = tmp_path / "echo_child.py"
