@@ -165,3 +165,40 @@ def test_run_accepts_a_lone_stage(tmp_path: Path, capsys: pytest.CaptureFixture[
         "  '2'",
         "  '3'",
     ]
+
+
+def test_version_prints_the_version(capsys: pytest.CaptureFixture[str]) -> None:
+    import pipekit
+
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"pipekit {pipekit.__version__}"
+
+
+def test_a_value_the_command_refuses_is_one_line_and_exit_2(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["demo", "--workers", "0", "--quiet"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert err == "pipekit demo: workers must be at least 1\n"
+
+
+def test_a_failure_is_one_line_unless_traceback_is_asked_for(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = _write(
+        tmp_path,
+        "import pipekit as pk\n"
+        "def parse(x):\n    raise ValueError(f'bad record {x}')\n"
+        "pipeline = pk.source([1]) | pk.map(parse)\n",
+    )
+    assert main(["run", str(path), "--quiet"]) == 1
+    short = capsys.readouterr().err
+    assert "Traceback" not in short and "--traceback" in short
+    assert main(["--traceback", "run", str(path), "--quiet"]) == 1
+    full = capsys.readouterr().err
+    assert "Traceback (most recent call last)" in full
+    assert "raise ValueError(f'bad record {x}')" in full

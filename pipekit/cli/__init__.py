@@ -1,16 +1,31 @@
-"""The ``pipekit`` command (also ``python -m pipekit``): its arguments and dispatch."""
+"""The ``pipekit`` command (also ``python -m pipekit``): its arguments and dispatch.
+
+Exit status: 0 success; 1 a failure (a stage that failed, a file or name that is
+missing, an endpoint that cannot be opened), with one line on stderr (``--traceback``
+prints the full story); 2 bad arguments; 130 after Ctrl-C; 143 after SIGTERM.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
+import traceback
 from collections.abc import Sequence
 
-from ..kernel import ModuleError
+from .. import __version__
+from ..kernel import ModuleError, PipekitError
 from ..workers import WorkerMode
 from ._commands import cmd_demo, cmd_run, cmd_serve, cmd_worker
 
-__all__ = ["build_parser", "main"]
+__all__ = ["EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_USAGE", "build_parser", "main"]
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+"""A failure, said in one line on stderr (the whole traceback with ``--traceback``)."""
+EXIT_USAGE = 2
+"""Bad arguments (also values the command refuses, such as ``--workers 0``)."""
+EXIT_INTERRUPTED = 130
+"""Stopped by Ctrl-C."""
 
 
 def _port(text: str) -> int:
@@ -26,7 +41,14 @@ def _port(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="pipekit", description="Stream pipelines with real backpressure."
+        prog="pipekit",
+        description="Stream pipelines with real backpressure.",
+        epilog="Exit status: 0 success; 1 failure (one line on stderr); 2 bad arguments; "
+        "130 Ctrl-C; 143 SIGTERM.",
+    )
+    parser.add_argument("--version", action="version", version=f"pipekit {__version__}")
+    parser.add_argument(
+        "--traceback", action="store_true", help="on a failure, print the full traceback"
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -97,14 +119,33 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     try:
         return int(args.func(args))
-    except ModuleError as exc:
-        cause = exc.__cause__
-        print(f"pipekit: {exc}", file=sys.stderr)
-        if cause is not None and not isinstance(cause, ModuleError) and str(cause) not in str(exc):
-            print(f"  caused by {type(cause).__name__}: {cause}", file=sys.stderr)
-        return 1
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
+    except (ValueError, TypeError) as exc:
+        # A value the command refuses (``--workers 0``): a usage error, in one line.
+        if args.traceback:
+            traceback.print_exc()
+        parser.exit(EXIT_USAGE, f"pipekit {args.command}: {exc}\n")
+    except Exception as exc:
+        if args.traceback:
+            traceback.print_exc()
+        print(f"pipekit {args.command}: {_one_line(exc)}", file=sys.stderr)
+        cause = exc.__cause__
+        if isinstance(exc, ModuleError) and cause is not None and str(cause) not in str(exc):
+            print(f"  caused by {type(cause).__name__}: {_one_line(cause)}", file=sys.stderr)
+        if not args.traceback:
+            print("  (--traceback for the full story)", file=sys.stderr)
+        return EXIT_FAILED
+
+
+def _one_line(exc: BaseException) -> str:
+    """``exc`` as one line: its first line, its type named unless it is a pipekit error
+    (whose messages say what failed)."""
+    text = (str(exc).strip().splitlines() or [""])[0]
+    if isinstance(exc, PipekitError):
+        return text or type(exc).__name__
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
