@@ -545,3 +545,24 @@ async def test_sigterm_to_a_program_in_run_stops_its_commands_and_exits_143(
         with trio.fail_after(HANG_GUARD):
             assert await program.wait() == 143
         await exited(command)  # no command outlives the program
+
+
+# --- commands: the newline rule -----------------------------------------------------------
+
+
+@pytest.mark.needs("cat", "coreutils")
+def test_lines_that_end_with_a_newline_are_not_doubled_in_lines_mode(tmp_path: Path) -> None:
+    path = tmp_path / "in.txt"
+    path.write_text("a\nb\n")
+    with path.open() as f:
+        assert (pk.source(f) | pk.cmd("cat", mode="lines")).run() == ["a", "b"]
+    messages = ["plain", "ends\n", "two\n\n", b"raw\n", b"rawer", ""]
+    assert (pk.source(messages) | pk.cmd("cat", mode="lines")).run() == [
+        "plain",
+        "ends",
+        "two",
+        "",
+        "raw",
+        "rawer",
+        "",
+    ]
