@@ -751,7 +751,119 @@ def test_per_item_options_are_checked() -> None:
     assert pk.map(parse_int, retry=0).options.retry is None
 
 
-# --- commands: the newline rule -----------------------------------------------------------
+# --- per-item errors on processes -------------------------------------------------------------
+
+WORKER_FILE = """
+import os
+
+def flaky(x):
+    marker = os.path.join({tmp!r}, f"seen-{{x}}")
+    if x % 2 and not os.path.exists(marker):
+        open(marker, "w").close()
+        raise ConnectionError(f"first try of {{x}}")
+    return x * 10
+
+def hang(x):
+    if x == 3:
+        import time
+        time.sleep(60)
+    return x
+"""
+
+
+def _worker(tmp_path: Path) -> Path:
+    path = tmp_path / "item_worker.py"
+    path.write_text(WORKER_FILE.format(tmp=str(tmp_path)))
+    return path
+
+
+def test_an_item_mode_worker_retries_and_skips_failed_items(tmp_path: Path) -> None:
+    worker = _worker(tmp_path)
+    stage = pk.run(f"{worker}:flaky", mode="item", workers=2, retry=pk.Retry(1, backoff=0))
+    assert (pk.source(range(6)) | stage).run() == [0, 10, 20, 30, 40, 50]
+
+    for marker in tmp_path.glob("seen-*"):
+        marker.unlink()
+    dead: list[tuple[int, str]] = []
+    stage = pk.run(
+        f"{worker}:flaky",
+        mode="item",
+        on_error=lambda i, e: dead.append((i, getattr(e, "kind", ""))),
+    )
+    assert (pk.source(range(4)) | stage).run() == [0, 20]
+    assert dead == [(1, "ConnectionError"), (3, "ConnectionError")]
+
+
+def test_an_item_mode_worker_times_out_one_item(tmp_path: Path) -> None:
+    worker = _worker(tmp_path)
+    dead: list[tuple[int, str]] = []
+    stage = pk.run(
+        f"{worker}:hang",
+        mode="item",
+        timeout=0.5,
+        on_error=lambda i, e: dead.append((i, getattr(e, "kind", ""))),
+    )
+    assert (pk.source(range(5)) | stage).run() == [0, 1, 2, 4]
+    assert dead == [(3, "timeout")]
+
+
+def test_an_item_mode_worker_without_on_error_fails_on_a_timeout(tmp_path: Path) -> None:
+    stage = pk.run(f"{_worker(tmp_path)}:hang", mode="item", timeout=0.5)
+    with pytest.raises(pk.ModuleError) as info:
+        (pk.source(range(5)) | stage).run()
+    assert isinstance(info.value.__cause__, pk.WorkerError)
+    assert info.value.__cause__.kind == "timeout"
+
+
+def test_per_item_options_on_streams_are_refused_with_the_reason(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="mode='item'"):
+        pk.run(f"{_worker(tmp_path)}:flaky", on_error="skip")
+    with pytest.raises(ValueError, match="one stream"):
+        pk.cmd("cat", retry=3)
+    with pytest.raises(ValueError, match="mode='jsonl'"):
+        pk.cmd("cat", mode="lines", on_error="skip")
+
+
+@pytest.mark.needs("sh", "dash")
+def test_a_jsonl_command_skips_what_cannot_be_encoded_or_decoded() -> None:
+    failed: list[tuple[Any, str]] = []
+    p = pk.source([{"a": 1}, {1, 2}, {"b": 2}]) | pk.cmd(
+        "sh",
+        "-c",
+        "cat; echo; echo 'not json'; echo '[3]'",
+        on_error=lambda item, exc: failed.append((item, type(exc).__name__)),
+    )
+    assert p.run() == [{"a": 1}, {"b": 2}, [3]]
+    assert failed == [({1, 2}, "CodecError"), ("not json", "JSONDecodeError")]
+
+
+@pytest.mark.needs("sh", "dash")
+def test_a_jsonl_command_with_a_dead_letter_stage_leads_a_pipeline() -> None:
+    bad: list[Any] = []
+    p = pk.cmd("sh", "-c", "echo 1; echo oops; echo 2", on_error=pk.sink(bad.append), name="gen")
+    assert (p | pk.collect()).run() == [1, 2]
+    assert [line for line, _ in bad] == ["oops"]
+
+
+# --- commands: JSON hint, the newline rule -----------------------------------------------------
+
+
+@pytest.mark.needs("ls", "coreutils")
+def test_a_jsonl_command_that_writes_text_says_to_use_lines_mode() -> None:
+    with pytest.raises(pk.ModuleError) as info:
+        (pk.cmd("ls", "/") | pk.collect()).run()
+    assert "not JSON lines" in str(info.value)
+    assert "mode='lines'" in str(info.value)
+    cause = info.value.__cause__
+    assert isinstance(cause, pk.ProtocolError) and cause.kind == "undecodable"
+    assert isinstance(cause.__cause__, pk.ProtocolError)  # the decoder's own error
+
+
+@pytest.mark.needs("cat", "coreutils")
+def test_a_chain_of_commands_ending_in_jsonl_gives_the_hint_too() -> None:
+    p = pk.cmd("echo", "text", mode="lines") | pk.cmd("cat") | pk.collect()
+    with pytest.raises(pk.ModuleError, match="mode='lines'"):
+        p.run()
 
 
 @pytest.mark.needs("cat", "coreutils")
