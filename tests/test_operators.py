@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import subprocess
+import sys
 import threading
 from collections.abc import AsyncIterator, Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,6 +26,7 @@ from proc_helpers import assert_no_children
 import pipekit as pk
 
 HANG_GUARD = 10.0  # seconds; only ever reached when something is broken
+ROOT = Path(__file__).resolve().parent.parent
 
 Schedule = Sequence[tuple[float, Any]]
 
@@ -600,3 +604,19 @@ def test_a_repeated_name_gets_a_suffix_and_an_empty_name_is_refused() -> None:
     assert list(p.stats) == ["source(range)", "step", "step#2", "collect"]
     with pytest.raises(ValueError, match="name"):
         pk.map(str, name="")
+
+
+# --- the benchmark still runs --------------------------------------------------------------------
+
+
+def test_bench_operators_runs_and_prints_every_row() -> None:
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "operators.py"), "--quick"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    for row in ("map (baseline)", "flat_map", "batch(100)", "take", "throttle", "tee", "name="):
+        assert row in proc.stdout, proc.stdout

@@ -10,6 +10,7 @@ cancellation stops it at its next ``await``.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -64,14 +65,6 @@ def _seconds(what: str, s: Any) -> float:
     if isinstance(s, bool) or not isinstance(s, int | float) or not s > 0:
         raise ValueError(f"{what} must be a positive number of seconds, not {s!r}")
     return float(s)
-
-
-async def _receive_by(inp: Pipe, deadline: float) -> list[Any] | None:
-    """The next batch, or None if ``deadline`` passes first (nothing is taken then).
-    Raises :class:`trio.EndOfChannel` at the end."""
-    with trio.move_on_at(deadline):
-        return await inp.receive_batch()
-    return None
 
 
 # --- take and skip ------------------------------------------------------------------
@@ -164,33 +157,49 @@ class _BatchModule:
 
     async def run(self, ports: Mapping[str, Pipe]) -> None:
         inp, out = ports["inp"], ports["out"]
-        n, timeout = self.n, self.timeout
+        n = self.n
         buf: list[Any] = []
-        deadline = math.inf  # when the oldest message in buf has waited `timeout`
+        if self.timeout is None:
+            async for got in inp.batches():
+                buf = buf + got if buf else got
+                if len(buf) >= n:
+                    buf = await self._full(out, buf)
+        else:
+            buf = await self._with_timeout(inp, out, self.timeout)
+        if buf:
+            await out.send_batch([buf])
+
+    async def _full(self, out: Pipe, buf: list[Any]) -> list[Any]:
+        """Send the full lists in ``buf``; return the rest."""
+        n = self.n
+        full = len(buf) - len(buf) % n
+        await out.send_batch([buf[i : i + n] for i in range(0, full, n)])
+        return buf[full:]
+
+    async def _with_timeout(self, inp: Pipe, out: Pipe, wait: float) -> list[Any]:
+        """The loop with a timeout (``wait``): one timer per list (not per batch
+        received), and sends only outside it, so a timeout never interrupts a send.
+        Returns what is left at the end."""
+        n = self.n
+        buf: list[Any] = []
+        deadline = math.inf  # when buf's oldest message has waited `timeout`
         while True:
-            try:
-                got = await (inp.receive_batch() if timeout is None else _receive_by(inp, deadline))
-            except trio.EndOfChannel:
-                break
-            if got is None:  # the oldest message waited long enough: a short list
+            with trio.CancelScope(deadline=deadline) as timer:
+                try:
+                    while len(buf) < n:
+                        got = await inp.receive_batch()
+                        if not buf:
+                            deadline = timer.deadline = trio.current_time() + wait
+                        buf.extend(got)
+                except trio.EndOfChannel:
+                    return buf
+            if timer.cancelled_caught:  # the oldest message waited long enough
                 await out.send_batch([buf])
                 buf, deadline = [], math.inf
                 continue
-            if timeout is not None and not buf:
-                deadline = trio.current_time() + timeout
-            if buf:
-                buf.extend(got)
-            else:
-                buf = got
-            if len(buf) >= n:
-                full = len(buf) - len(buf) % n
-                await out.send_batch([buf[i : i + n] for i in range(0, full, n)])
-                buf = buf[full:]
-                # What is left came in the batch just received (buf held < n before).
-                if timeout is not None:
-                    deadline = trio.current_time() + timeout if buf else math.inf
-        if buf:
-            await out.send_batch([buf])
+            buf = await self._full(out, buf)
+            # What is left came in the last batch received (buf held < n before it).
+            deadline = trio.current_time() + wait if buf else math.inf
 
 
 def batch(n: int, *, timeout: float | None = None, **options: Unpack[StageOptions]) -> Stage:
@@ -216,7 +225,7 @@ class _UnbatchModule:
     async def run(self, ports: Mapping[str, Pipe]) -> None:
         inp, out = ports["inp"], ports["out"]
         async for got in inp.batches():
-            flat = [x for group in got for x in group]
+            flat = list(itertools.chain.from_iterable(got))
             if flat:
                 await out.send_batch(flat)
 
@@ -245,22 +254,41 @@ class _TumblingTimeModule:
         start = trio.current_time()
         boundary = start + seconds  # the end of the current window
         buf: list[Any] = []
-        while True:
-            try:
-                got = await _receive_by(inp, boundary)
-            except trio.EndOfChannel:
-                break
+        late: list[Any] = []  # taken at or after the boundary: the next window's
+        ended = False
+        while not ended:
+            ended, late = await _gather_until(inp, boundary, buf)
+            if buf:
+                await out.send_batch([buf])
+            buf = late
             now = trio.current_time()
-            if now >= boundary:  # the window closed (before `got`, if anything came)
-                if buf:
-                    await out.send_batch([buf])
-                    buf = []
-                now = trio.current_time()
-                boundary = start + (math.floor((now - start) / seconds) + 1) * seconds
-            if got:
-                buf.extend(got)
+            boundary = start + (math.floor((now - start) / seconds) + 1) * seconds
         if buf:
             await out.send_batch([buf])
+
+
+async def _gather_until(
+    inp: Pipe, deadline: float, into: list[Any], *, stamped: bool = False
+) -> tuple[bool, list[Any]]:
+    """Receive batches into ``into`` until ``deadline`` (``stamped``: as ``(time taken,
+    batch)`` pairs), under one timer for the whole wait: a cancel scope costs about a
+    scheduler round, so one per batch would cost more than the operator. Returns
+    ``(ended, late)``: whether the input ENDed, and a batch that came at or after
+    ``deadline`` (it belongs to the next window)."""
+    with trio.move_on_at(deadline):
+        try:
+            while True:
+                got = await inp.receive_batch()
+                now = trio.current_time()
+                if now >= deadline:
+                    return False, got
+                if stamped:
+                    into.append((now, got))
+                else:
+                    into.extend(got)
+        except trio.EndOfChannel:
+            return True, []
+    return False, []
 
 
 def tumbling(
@@ -306,8 +334,11 @@ class _SlidingCountModule:
         async for got in inp.batches():
             seq = kept + got if kept else got
             end = offset + len(seq)
-            last = end - size  # the last start index with a full window
-            windows = [seq[s - offset : s - offset + size] for s in range(start, last + 1, step)]
+            # Window k holds seq[b + k*step + j] for j < size: zip the size columns
+            # seq[b + j::step] (it stops at the last full window), all in C.
+            b = start - offset
+            columns = [seq[b + j :: step] for j in range(size)]
+            windows = list(map(list, zip(*columns, strict=False)))
             if windows:
                 start += len(windows) * step
             if start < end:
@@ -334,22 +365,24 @@ class _SlidingTimeModule:
         tick = start + every
         held: deque[tuple[float, list[Any]]] = deque()  # (time taken, batch)
         unseen = False  # messages came since the last window went out
-        while True:
-            try:
-                got = await _receive_by(inp, tick)
-            except trio.EndOfChannel:
-                break
-            now = trio.current_time()
-            if now >= tick:  # a window closes at `tick` (before `got`, if anything came)
-                window = self._window(held, tick)
-                if window:
-                    await out.send_batch([window])
-                unseen = False
-                now = trio.current_time()
-                tick = start + (math.floor((now - start) / every) + 1) * every
-            if got:
-                held.append((now, got))
+        ended = False
+        while not ended:
+            fresh: list[tuple[float, list[Any]]] = []
+            ended, late = await _gather_until(inp, tick, fresh, stamped=True)
+            if fresh:
+                held.extend(fresh)
                 unseen = True
+            if ended:
+                break
+            window = self._window(held, tick)
+            if window:
+                await out.send_batch([window])
+            unseen = False
+            if late:
+                held.append((trio.current_time(), late))
+                unseen = True
+            now = trio.current_time()
+            tick = start + (math.floor((now - start) / every) + 1) * every
         if unseen:  # the messages since the last window must not be lost
             window = self._window(held, trio.current_time())
             if window:

@@ -11,7 +11,7 @@ from typing import Any, Unpack
 import trio
 
 from ..adapters.thread import ThreadModule
-from ..kernel import MapModule, Module, Pipe
+from ..kernel import MapModule, Module, Pipe, batch_failure
 from ._errors import DropMarked, Flatten, ItemErrors, Routed
 from ._settings import ItemStageOptions, StageSettings
 from ._stage import Stage, _name
@@ -119,12 +119,12 @@ class _GuardedMapModule:
             results: list[Any] = []
             append = results.append
             failed: list[tuple[int, Exception]] = []
-            for i, msg in enumerate(batch):
+            for msg in batch:
                 try:
                     append(fn(msg))
                 except Exception as exc:
+                    failed.append((len(results), exc))
                     append(hole)
-                    failed.append((i, exc))
             attempt = 0
             while failed and retry is not None:
                 again = [(i, e) for i, e in failed if retry.wants(e, attempt)]
@@ -148,6 +148,63 @@ class _GuardedMapModule:
 
 
 _HOLE = object()
+
+
+class _FilterModule:
+    """A plain predicate on the event loop, a batch at a time (as cheap per message as
+    :class:`~pipekit.kernel.MapModule`); failures as there."""
+
+    inputs: tuple[str, ...] = ("inp",)
+    outputs: tuple[str, ...] = ("out",)
+
+    def __init__(self, predicate: Callable[[Any], Any]) -> None:
+        self.predicate = predicate
+
+    async def run(self, ports: Mapping[str, Pipe]) -> None:
+        inp, out = ports["inp"], ports["out"]
+        pred = self.predicate
+        async for batch in inp.batches():
+            kept: list[Any] = []
+            append = kept.append
+            errors: list[Exception] = []
+            for msg in batch:
+                try:
+                    if pred(msg):
+                        append(msg)
+                except Exception as exc:
+                    errors.append(exc)
+            if kept:
+                await out.send_batch(kept)
+            if errors:
+                raise batch_failure(errors)
+
+
+class _FlatMapModule:
+    """A plain ``fn(msg) -> iterable`` on the event loop, a batch at a time; failures as
+    in :class:`~pipekit.kernel.MapModule`."""
+
+    inputs: tuple[str, ...] = ("inp",)
+    outputs: tuple[str, ...] = ("out",)
+
+    def __init__(self, fn: Callable[[Any], Any]) -> None:
+        self.fn = fn
+
+    async def run(self, ports: Mapping[str, Pipe]) -> None:
+        inp, out = ports["inp"], ports["out"]
+        fn = self.fn
+        async for batch in inp.batches():
+            results: list[Any] = []
+            extend = results.extend
+            errors: list[Exception] = []
+            for msg in batch:
+                try:
+                    extend(fn(msg))
+                except Exception as exc:
+                    errors.append(exc)
+            if results:
+                await out.send_batch(results)
+            if errors:
+                raise batch_failure(errors)
 
 
 class _Reshaped:
@@ -251,10 +308,13 @@ class _Transform(Stage):
                 call, self.workers, self.ordered, keep, self.errors, o.timeout
             )
             return _Reshaped(mod, wrap) if wrap is not None else mod
+        on_loop = not (self.threaded or self.workers > 1)
+        if on_loop and not o.per_item and kind != "map":
+            return _FilterModule(fn) if kind == "filter" else _FlatMapModule(fn)
         if kind == "filter":
             fn = _marker(fn)
             wrap = _drop_marked
-        if self.threaded or self.workers > 1:
+        if not on_loop:
             routed = not self.errors.raises
             if o.retry is not None or routed:
                 fn = self.errors.blocking(fn)
