@@ -435,7 +435,7 @@ async def test_window_by_time_emits_the_last_seconds_every_tick(
     p = pk.source(timed(schedule)) | pk.window(seconds=2.0, every=1.0) | pk.sink(recorder(got))
     await p.arun()
     assert [m for _, m in got] == [["a"], ["a", "b"], ["b", "c", "d"]]
-    assert [t for t, _ in got] == pytest.approx([1.0, 2.0, 2.6])  # at the end: (0.6, 2.6]
+    assert [t for t, _ in got] == pytest.approx([1.0, 2.0, 2.6])  # at the end: [0.6, 2.6]
 
 
 async def test_window_by_time_keeps_emitting_while_messages_are_in_it(
@@ -449,7 +449,7 @@ async def test_window_by_time_keeps_emitting_while_messages_are_in_it(
     )
     await p.arun()
     assert [m for _, m in got] == [["a"], ["a"], ["b"]]
-    # (0, 2] still holds a; (1, 3] and (2, 4) are empty: nothing; b: the end
+    # [0, 2) still holds a; [1, 3) is empty: nothing; b: the end
     assert [t for t, _ in got] == pytest.approx([1.0, 2.0, 4.0])
 
 

@@ -389,8 +389,8 @@ class _SlidingTimeModule:
                 await out.send_batch([window])
 
     def _window(self, held: deque[tuple[float, list[Any]]], end: float) -> list[Any]:
-        """The messages taken in ``(end - seconds, end]``; older ones are forgotten."""
-        while held and held[0][0] <= end - self.seconds:
+        """The messages taken in ``[end - seconds, end)``; older ones are forgotten."""
+        while held and held[0][0] < end - self.seconds:
             held.popleft()
         return [m for _, got in held for m in got]
 
