@@ -264,6 +264,22 @@ def test_a_failing_pipeline_raises_from_the_for_loop() -> None:
     assert isinstance(info.value.__cause__, ZeroDivisionError)
 
 
+def test_an_interrupted_for_loop_stops_the_run_before_it_raises() -> None:
+    p = pk.source(itertools.count()) | pk.map(str)
+    items = iter(p)
+    assert next(items) == "0"
+    lane = items._lane
+
+    def interrupted(*args: Any) -> list[Any]:
+        raise KeyboardInterrupt  # as Ctrl-C would, while the loop waits
+
+    lane.get_many_blocking = interrupted  # type: ignore[method-assign, assignment]
+    items._batch = []  # nothing buffered: the next item must come from the lane
+    with pytest.raises(KeyboardInterrupt):
+        next(items)
+    assert set(states(p).values()) == {"done"}, states(p)
+
+
 def test_the_iterator_can_be_closed_from_another_thread() -> None:
     items = iter(pk.source(itertools.count()) | pk.map(str))
     assert next(items) == "0"
@@ -594,6 +610,8 @@ def test_every_stage_takes_a_name() -> None:
         "enough", "w", "t", "fast", "copy", "sink(<lambda>)", "gather",
     ]  # fmt: skip
     assert pk.sink(print, name="out").label == "out"
+    assert pk.cmd("cat", name="kitty").label == "kitty"
+    assert pk.run("worker.py:main", name="model").label == "model"
     assert pk.read_lines("x.txt", name="in").label == "in"
     assert pk.write_lines("x.txt", name="save").label == "save"
 

@@ -18,11 +18,10 @@ and of :class:`ItemStageOptions` (``on_error=``, ``retry=``). Order is preserved
 a stage says ``ordered=False``.
 """
 
-from ._errors import DEAD_PORT, ItemErrors, OutputWrapper
+from ._errors import ItemErrors, OutputWrapper
 from ._files import READ_CHUNK, read_bytes, read_lines, write_bytes, write_lines
 from ._iterate import ITER_BUFFER, PipelineIterator
 from ._operators import (
-    StopsUpstream,
     batch,
     skip,
     take,
@@ -32,7 +31,7 @@ from ._operators import (
     unbatch,
     window,
 )
-from ._pipeline import BULK_BUFFER_BYTES, Pipeline, require_trio
+from ._pipeline import BULK_BUFFER_BYTES, Pipeline
 from ._remote import remote
 from ._settings import (
     ItemStageOptions,
@@ -52,7 +51,6 @@ from ._transforms import map as map  # public, not starred
 # map and filter are public but not starred: they would shadow the builtins.
 __all__ = [
     "BULK_BUFFER_BYTES",
-    "DEAD_PORT",
     "ITER_BUFFER",
     "READ_CHUNK",
     "SOURCE_BATCH",
@@ -67,14 +65,12 @@ __all__ = [
     "Stage",
     "StageOptions",
     "StageSettings",
-    "StopsUpstream",
     "batch",
     "collect",
     "flat_map",
     "read_bytes",
     "read_lines",
     "remote",
-    "require_trio",
     "sink",
     "skip",
     "source",

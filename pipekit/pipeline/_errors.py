@@ -41,7 +41,13 @@ class ItemErrors:
     hand the pairs to :meth:`deliver`, which raises (``"raise"``: the first exception,
     with a note counting the others), drops them (``"skip"``), calls the function
     ``on_error(item, exc)`` or sends ``(item, exc)`` tuples to the dead-letter branch
-    (output port :data:`DEAD_PORT`)."""
+    (output port :data:`DEAD_PORT`). For authors of stages.
+
+    Example (in a module's ``run``)::
+
+        errors = ItemErrors("skip", Retry(2))
+        await errors.deliver([("x", ValueError("not a number"))], ports)   # dropped
+    """
 
     def __init__(self, on_error: OnError = "raise", retry: Retry | None = None) -> None:
         from ._pipeline import Pipeline  # defined in terms of each other
@@ -116,7 +122,14 @@ class ItemErrors:
 
 class OutputWrapper(Pipe):
     """An output pipe seen through a transformation of what is sent (subclasses
-    override :meth:`send_batch`); everything else goes to the wrapped pipe."""
+    override :meth:`send_batch`); everything else goes to the wrapped pipe.
+
+    Example::
+
+        class Doubled(OutputWrapper):
+            async def send_batch(self, values):
+                await self.inner.send_batch([2 * v for v in values])
+    """
 
     def __init__(self, inner: Pipe) -> None:
         self.inner = inner

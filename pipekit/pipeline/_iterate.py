@@ -157,7 +157,10 @@ class PipelineIterator(Iterator[Any]):
             self._finish()
             raise StopIteration from None
         except BaseException:
-            self._finish()
+            if self._lane.error_delivered:  # the run failed and is over
+                self._finish()
+            else:  # Ctrl-C while waiting, say: the run must not outlive the loop
+                self.close()
             raise
         self._at = 1
         return self._batch[0]

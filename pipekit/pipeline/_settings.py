@@ -65,7 +65,8 @@ OnError = Union[  # a runtime alias: "Stage" and "Pipeline" are forward referenc
 """What a stage does with an item whose call failed (after its retries): ``"raise"``
 fails the stage, ``"skip"`` drops the item, a callable is called as ``fn(item, exc)``
 (plain or ``async def``), a stage or pipeline (a *dead-letter* branch ending in a sink)
-receives ``(item, exc)`` tuples."""
+receives ``(item, exc)`` tuples: ``pk.map(int, on_error="skip")``,
+``pk.map(int, on_error=lambda item, exc: log.warning("bad %r", item))``."""
 
 
 class _RestartOptions(TypedDict, total=False):
@@ -107,7 +108,12 @@ class StageOptions(_RestartOptions, _BufferOptions, _NameOption, total=False):
     ``buffer_bytes`` also bounds the total size of the ``bytes``/``str`` messages in it
     (default: none, or :data:`~pipekit.pipeline.BULK_BUFFER_BYTES` when the previous
     stage is a process); ``restart``, ``max_restarts`` and ``backoff`` say when its
-    module is restarted. Defaults: :class:`StageSettings`."""
+    module is restarted. Defaults: :class:`StageSettings`.
+
+    Example::
+
+        pk.sink(store, name="db", buffer=100, restart="on-failure", max_restarts=5)
+    """
 
 
 class ParallelStageOptions(StageOptions, total=False):
@@ -121,7 +127,12 @@ class ParallelStageOptions(StageOptions, total=False):
 class ItemStageOptions(ParallelStageOptions, total=False):
     """:class:`ParallelStageOptions` of a stage that calls a function per item, with
     per-item error handling: ``on_error`` (:data:`OnError`, default ``"raise"``) and
-    ``retry`` (a :class:`Retry`, or the number of retries)."""
+    ``retry`` (a :class:`Retry`, or the number of retries).
+
+    Example::
+
+        pk.map(fetch, workers=8, retry=3, on_error=pk.sink(log_failure), timeout=5)
+    """
 
     on_error: OnError
     retry: int | Retry | None
