@@ -722,7 +722,7 @@ def test_timeout_abandons_a_slow_call_in_a_thread() -> None:
     failed: list[int] = []
     try:
         p = pk.source(range(5)) | pk.thread(
-            stuck, workers=2, timeout=0.2, on_error=lambda i, e: failed.append(i)
+            stuck, workers=2, timeout=1.0, on_error=lambda i, e: failed.append(i)
         )
         assert p.run() == [0, 1, 3, 4]
         assert failed == [2]
@@ -800,7 +800,7 @@ def test_an_item_mode_worker_times_out_one_item(tmp_path: Path) -> None:
     stage = pk.run(
         f"{worker}:hang",
         mode="item",
-        timeout=0.5,
+        timeout=2.0,
         on_error=lambda i, e: dead.append((i, getattr(e, "kind", ""))),
     )
     assert (pk.source(range(5)) | stage).run() == [0, 1, 2, 4]
@@ -808,7 +808,7 @@ def test_an_item_mode_worker_times_out_one_item(tmp_path: Path) -> None:
 
 
 def test_an_item_mode_worker_without_on_error_fails_on_a_timeout(tmp_path: Path) -> None:
-    stage = pk.run(f"{_worker(tmp_path)}:hang", mode="item", timeout=0.5)
+    stage = pk.run(f"{_worker(tmp_path)}:hang", mode="item", timeout=2.0)
     with pytest.raises(pk.ModuleError) as info:
         (pk.source(range(5)) | stage).run()
     assert isinstance(info.value.__cause__, pk.WorkerError)
