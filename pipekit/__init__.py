@@ -5,6 +5,17 @@ in-process, across threads, through subprocess stdio and over sockets, all speak
 protocol (data / pause / resume / end / error). This package is the user-facing layer:
 declarative pipelines (``pk.source(...) | pk.map(...) | pk.sink(...)``), the CLI and
 re-exports of the kernel's errors.
+
+Example::
+
+    import pipekit as pk
+
+    p = pk.read_lines("app.log") | pk.filter(lambda l: "ERROR" in l) | pk.map(str.upper)
+    for line in p.take(5):         # the first five; then every stage stops
+        print(line)
+
+``pk.map`` and ``pk.filter`` are not in ``__all__``: ``from pipekit import *`` leaves
+the builtins ``map`` and ``filter`` alone.
 """
 
 from .adapters.stdio import ProcessError
@@ -21,11 +32,37 @@ from .kernel import (
     WiringError,
     open_kernel,
 )
-from .pipeline import Pipeline, Stage, collect, filter, map, remote, sink, source, thread
+from .pipeline import (
+    Pipeline,
+    Retry,
+    Stage,
+    batch,
+    collect,
+    flat_map,
+    read_bytes,
+    read_lines,
+    remote,
+    sink,
+    skip,
+    source,
+    take,
+    tee,
+    thread,
+    throttle,
+    tumbling,
+    unbatch,
+    window,
+    write_bytes,
+    write_lines,
+)
+from .pipeline import filter as filter  # public, not starred (see __all__)
+from .pipeline import map as map  # public, not starred
 from .workers import ProcessChain, Worker, WorkerError, WorkerPool, cmd, run
 
 __version__ = "0.1.0"
 
+# map and filter are public (pk.map, pk.filter) but not starred: they would shadow the
+# builtins of whoever writes "from pipekit import *".
 __all__ = [
     "CodecError",
     "ErrorKind",
@@ -39,20 +76,32 @@ __all__ = [
     "ProtocolError",
     "RemoteError",
     "RemoteProtocolError",
+    "Retry",
     "Stage",
     "WiringError",
     "Worker",
     "WorkerError",
     "WorkerPool",
     "__version__",
+    "batch",
     "cmd",
     "collect",
-    "filter",
-    "map",
+    "flat_map",
     "open_kernel",
+    "read_bytes",
+    "read_lines",
     "remote",
     "run",
     "sink",
+    "skip",
     "source",
+    "take",
+    "tee",
     "thread",
+    "throttle",
+    "tumbling",
+    "unbatch",
+    "window",
+    "write_bytes",
+    "write_lines",
 ]

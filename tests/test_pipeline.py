@@ -545,3 +545,351 @@ async def test_sigterm_to_a_program_in_run_stops_its_commands_and_exits_143(
         with trio.fail_after(HANG_GUARD):
             assert await program.wait() == 143
         await exited(command)  # no command outlives the program
+
+
+# --- per-item errors: on_error, retry, timeout ------------------------------------------------
+
+
+def parse_int(x: str) -> int:
+    return int(x)
+
+
+@pytest.mark.parametrize(
+    "stage",
+    [
+        lambda **kw: pk.map(parse_int, **kw),
+        lambda **kw: pk.map(parse_int, workers=3, **kw),
+        lambda **kw: pk.thread(parse_int, **kw),
+        lambda **kw: pk.map(_aparse_int, **kw),
+        lambda **kw: pk.map(_aparse_int, workers=3, **kw),
+    ],
+    ids=["map", "map(workers=3)", "thread", "map(async)", "map(async, workers=3)"],
+)
+def test_on_error_skip_raise_function_and_dead_letter(stage: Callable[..., pk.Stage]) -> None:
+    items = ["1", "x", "3", "y", "5"]
+    assert (pk.source(items) | stage(on_error="skip")).run() == [1, 3, 5]
+
+    with pytest.raises(pk.ModuleError) as info:
+        (pk.source(items) | stage()).run()
+    assert isinstance(info.value.__cause__, ValueError)
+
+    failed: list[tuple[str, str]] = []
+    note = lambda i, e: failed.append((i, type(e).__name__))  # noqa: E731
+    result = (pk.source(items) | stage(on_error=note)).run()
+    assert result == [1, 3, 5]
+    assert failed == [("x", "ValueError"), ("y", "ValueError")]
+
+    dead: list[tuple[Any, BaseException]] = []
+    p = pk.source(items) | stage(on_error=pk.sink(dead.append, name="dead-letters"))
+    assert p.run() == [1, 3, 5]
+    assert [(item, type(exc)) for item, exc in dead] == [("x", ValueError), ("y", ValueError)]
+    assert "dead-letters" in p.stats
+
+
+async def _aparse_int(x: str) -> int:
+    await trio.lowlevel.checkpoint()
+    return int(x)
+
+
+def test_a_dead_letter_pipeline_and_an_async_callback() -> None:
+    lines: list[str] = []
+    dead = pk.map(lambda pair: f"{pair[0]!r}: {pair[1]}") | pk.sink(lines.append)
+    assert (pk.source(["1", "x"]) | pk.map(parse_int, on_error=dead)).run() == [1]
+    assert lines == ["'x': invalid literal for int() with base 10: 'x'"]
+
+    seen: list[str] = []
+
+    async def note(item: str, exc: Exception) -> None:
+        await trio.lowlevel.checkpoint()
+        seen.append(item)
+
+    assert (pk.source(["1", "x"]) | pk.map(parse_int, on_error=note)).run() == [1]
+    assert seen == ["x"]
+
+
+def test_on_error_applies_to_filter_and_flat_map_too() -> None:
+    def positive(x: str) -> bool:
+        return int(x) > 0
+
+    assert (pk.source(["1", "x", "-2", "3"]) | pk.filter(positive, on_error="skip")).run() == [
+        "1",
+        "3",
+    ]
+    assert (pk.source(["1 2", 3, "4"]) | pk.flat_map(str.split, on_error="skip")).run() == [
+        "1",
+        "2",
+        "4",
+    ]
+    assert (
+        pk.source(["1", "x", "-2"]) | pk.filter(positive, workers=2, on_error="skip")
+    ).run() == ["1"]
+
+
+class Flaky:
+    """Fails the first ``fails`` calls for each item, then returns it doubled."""
+
+    def __init__(self, fails: int, exc: type[Exception] = ConnectionError) -> None:
+        self.fails = fails
+        self.exc = exc
+        self.calls: collections.Counter[int] = collections.Counter()
+        self.lock = threading.Lock()
+
+    def __call__(self, x: int) -> int:
+        with self.lock:
+            self.calls[x] += 1
+            n = self.calls[x]
+        if x % 2 and n <= self.fails:
+            raise self.exc(f"flaky {x}")
+        return 2 * x
+
+    async def call(self, x: int) -> int:
+        await trio.lowlevel.checkpoint()
+        return self(x)
+
+
+@pytest.mark.parametrize("kind", ["map", "thread", "async"])
+def test_retry_calls_a_failing_item_again_until_it_succeeds(kind: str) -> None:
+    flaky = Flaky(fails=2)
+    retry = pk.Retry(2, backoff=0.001)
+    stage = {
+        "map": lambda: pk.map(flaky, retry=retry),
+        "thread": lambda: pk.thread(flaky, workers=2, retry=retry),
+        "async": lambda: pk.map(flaky.call, workers=4, retry=retry),
+    }[kind]()
+    assert (pk.source(range(20)) | stage).run() == [2 * x for x in range(20)]
+    assert flaky.calls == {x: 3 if x % 2 else 1 for x in range(20)}
+
+
+@pytest.mark.parametrize("kind", ["map", "thread", "async"])
+def test_retry_gives_up_after_its_count_and_hands_the_item_to_on_error(kind: str) -> None:
+    flaky = Flaky(fails=5)
+    dead: list[int] = []
+    options: dict[str, Any] = {"retry": 2, "on_error": lambda i, e: dead.append(i)}
+    stage = {
+        "map": lambda: pk.map(flaky, **options),
+        "thread": lambda: pk.thread(flaky, **options),
+        "async": lambda: pk.map(flaky.call, **options),
+    }[kind]()
+    p = pk.source(range(6)) | stage
+    assert p.run() == [0, 4, 8]
+    assert dead == [1, 3, 5]
+    assert flaky.calls == {0: 1, 1: 3, 2: 1, 3: 3, 4: 1, 5: 3}
+
+
+def test_retry_only_retries_the_exceptions_it_is_given() -> None:
+    flaky = Flaky(fails=1, exc=KeyError)
+    retry = pk.Retry(3, backoff=0, on=(ConnectionError,))
+    assert (pk.source(range(4)) | pk.map(flaky, retry=retry, on_error="skip")).run() == [0, 4]
+    assert flaky.calls == {0: 1, 1: 1, 2: 1, 3: 1}
+
+
+async def test_retry_waits_with_exponential_backoff(autojump_clock: trio.testing.MockClock) -> None:
+    attempts: list[float] = []
+
+    async def always_fails(x: int) -> int:
+        attempts.append(trio.current_time())
+        raise ConnectionError("down")
+
+    retry = pk.Retry(4, backoff=0.5, factor=2.0, max_backoff=2.0)
+    p = pk.source([1]) | pk.map(always_fails, retry=retry, on_error="skip")
+    assert await p.arun() == []
+    assert attempts == pytest.approx([0.0, 0.5, 1.5, 3.5, 5.5])  # 0.5, 1, 2, 2 (capped)
+    assert retry.delay(1) == 0.5 and retry.delay(10) == 2.0
+
+
+async def test_timeout_fails_a_slow_async_call(autojump_clock: trio.testing.MockClock) -> None:
+    async def slow(x: int) -> int:
+        await trio.sleep(x)
+        return x
+
+    failed: list[tuple[int, type[BaseException]]] = []
+    p = pk.source([1, 5, 2]) | pk.map(
+        slow, timeout=3, workers=3, on_error=lambda i, e: failed.append((i, type(e)))
+    )
+    assert await p.arun() == [1, 2]
+    assert failed == [(5, trio.TooSlowError)]
+    assert trio.current_time() == pytest.approx(3.0)
+
+
+def test_timeout_abandons_a_slow_call_in_a_thread() -> None:
+    release = threading.Event()
+
+    def stuck(x: int) -> int:
+        if x == 2:
+            release.wait(HANG_GUARD)  # far longer than the timeout
+        return x
+
+    failed: list[int] = []
+    try:
+        p = pk.source(range(5)) | pk.thread(
+            stuck, workers=2, timeout=1.0, on_error=lambda i, e: failed.append(i)
+        )
+        assert p.run() == [0, 1, 3, 4]
+        assert failed == [2]
+    finally:
+        release.set()
+
+
+def test_timeout_is_refused_for_a_plain_function_on_the_event_loop() -> None:
+    with pytest.raises(ValueError, match="cannot stop a plain function"):
+        pk.map(parse_int, timeout=1)
+    pk.map(parse_int, workers=2, timeout=1)  # threads: accepted
+    with pytest.raises(ValueError, match="positive"):
+        pk.thread(parse_int, timeout=0)
+
+
+def test_per_item_options_are_checked() -> None:
+    with pytest.raises(ValueError, match="on_error"):
+        pk.map(parse_int, on_error="ignore")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="on_error"):
+        pk.map(parse_int, on_error=42)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="retry"):
+        pk.map(parse_int, retry="twice")  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        pk.Retry(-1)
+    assert pk.map(parse_int, retry=2).options.retry == pk.Retry(2)
+    assert pk.map(parse_int, retry=0).options.retry is None
+
+
+# --- per-item errors on processes -------------------------------------------------------------
+
+WORKER_FILE = """
+import os
+
+def flaky(x):
+    marker = os.path.join({tmp!r}, f"seen-{{x}}")
+    if x % 2 and not os.path.exists(marker):
+        open(marker, "w").close()
+        raise ConnectionError(f"first try of {{x}}")
+    return x * 10
+
+def hang(x):
+    if x == 3:
+        import time
+        time.sleep(60)
+    return x
+"""
+
+
+def _worker(tmp_path: Path) -> Path:
+    path = tmp_path / "item_worker.py"
+    path.write_text(WORKER_FILE.format(tmp=str(tmp_path)))
+    return path
+
+
+def test_an_item_mode_worker_retries_and_skips_failed_items(tmp_path: Path) -> None:
+    worker = _worker(tmp_path)
+    stage = pk.run(f"{worker}:flaky", mode="item", workers=2, retry=pk.Retry(1, backoff=0))
+    assert (pk.source(range(6)) | stage).run() == [0, 10, 20, 30, 40, 50]
+
+    for marker in tmp_path.glob("seen-*"):
+        marker.unlink()
+    dead: list[tuple[int, str]] = []
+    stage = pk.run(
+        f"{worker}:flaky",
+        mode="item",
+        on_error=lambda i, e: dead.append((i, getattr(e, "kind", ""))),
+    )
+    assert (pk.source(range(4)) | stage).run() == [0, 20]
+    assert dead == [(1, "ConnectionError"), (3, "ConnectionError")]
+
+
+def test_an_item_mode_worker_times_out_one_item(tmp_path: Path) -> None:
+    worker = _worker(tmp_path)
+    dead: list[tuple[int, str]] = []
+    stage = pk.run(
+        f"{worker}:hang",
+        mode="item",
+        timeout=2.0,
+        on_error=lambda i, e: dead.append((i, getattr(e, "kind", ""))),
+    )
+    assert (pk.source(range(5)) | stage).run() == [0, 1, 2, 4]
+    assert dead == [(3, "timeout")]
+
+
+def test_an_item_mode_worker_without_on_error_fails_on_a_timeout(tmp_path: Path) -> None:
+    stage = pk.run(f"{_worker(tmp_path)}:hang", mode="item", timeout=2.0)
+    with pytest.raises(pk.ModuleError) as info:
+        (pk.source(range(5)) | stage).run()
+    assert isinstance(info.value.__cause__, pk.WorkerError)
+    assert info.value.__cause__.kind == "timeout"
+
+
+def test_per_item_options_on_streams_are_refused_with_the_reason(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="mode='item'"):
+        pk.run(f"{_worker(tmp_path)}:flaky", on_error="skip")
+    with pytest.raises(ValueError, match="one stream"):
+        pk.cmd("cat", retry=3)
+    with pytest.raises(ValueError, match="mode='jsonl'"):
+        pk.cmd("cat", mode="lines", on_error="skip")
+
+
+@pytest.mark.needs("sh", "dash")
+def test_a_jsonl_command_skips_what_cannot_be_encoded_or_decoded() -> None:
+    failed: list[tuple[Any, str]] = []
+    p = pk.source([{"a": 1}, {1, 2}, {"b": 2}]) | pk.cmd(
+        "sh",
+        "-c",
+        "cat; echo; echo 'not json'; echo '[3]'",
+        on_error=lambda item, exc: failed.append((item, type(exc).__name__)),
+    )
+    assert p.run() == [{"a": 1}, {"b": 2}, [3]]
+    assert failed == [({1, 2}, "CodecError"), ("not json", "JSONDecodeError")]
+
+
+@pytest.mark.needs("sh", "dash")
+def test_a_jsonl_command_with_a_dead_letter_stage_leads_a_pipeline() -> None:
+    bad: list[Any] = []
+    p = pk.cmd("sh", "-c", "echo 1; echo oops; echo 2", on_error=pk.sink(bad.append), name="gen")
+    assert (p | pk.collect()).run() == [1, 2]
+    assert [line for line, _ in bad] == ["oops"]
+
+
+# --- commands: JSON hint, the newline rule -----------------------------------------------------
+
+
+@pytest.mark.needs("ls", "coreutils")
+def test_a_jsonl_command_that_writes_text_says_to_use_lines_mode() -> None:
+    with pytest.raises(pk.ModuleError) as info:
+        (pk.cmd("ls", "/") | pk.collect()).run()
+    assert "not JSON lines" in str(info.value)
+    assert "mode='lines'" in str(info.value)
+    cause = info.value.__cause__
+    assert isinstance(cause, pk.ProtocolError) and cause.kind == "undecodable"
+    assert isinstance(cause.__cause__, pk.ProtocolError)  # the decoder's own error
+
+
+@pytest.mark.needs("cat", "coreutils")
+def test_a_chain_of_commands_ending_in_jsonl_gives_the_hint_too() -> None:
+    p = pk.cmd("echo", "text", mode="lines") | pk.cmd("cat") | pk.collect()
+    with pytest.raises(pk.ModuleError, match="mode='lines'"):
+        p.run()
+
+
+@pytest.mark.needs("cat", "coreutils")
+def test_lines_that_end_with_a_newline_are_not_doubled_in_lines_mode(tmp_path: Path) -> None:
+    path = tmp_path / "in.txt"
+    path.write_text("a\nb\n")
+    with path.open() as f:
+        assert (pk.source(f) | pk.cmd("cat", mode="lines")).run() == ["a", "b"]
+    messages = ["plain", "ends\n", "two\n\n", b"raw\n", b"rawer", ""]
+    assert (pk.source(messages) | pk.cmd("cat", mode="lines")).run() == [
+        "plain",
+        "ends",
+        "two",
+        "",
+        "raw",
+        "rawer",
+        "",
+    ]
+
+
+# --- the star import ----------------------------------------------------------------------------
+
+
+def test_the_star_import_leaves_map_and_filter_to_the_builtins() -> None:
+    namespace: dict[str, Any] = {}
+    exec("from pipekit import *", namespace)
+    assert "map" not in namespace and "filter" not in namespace
+    assert pk.map.__module__ == pk.filter.__module__ == "pipekit.pipeline._transforms"
+    assert list(map(str, [1])) == ["1"]

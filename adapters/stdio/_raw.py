@@ -44,12 +44,16 @@ def encoder(mode: StdioMode) -> Encoder:
         return encode_json
 
     def encode_lines(messages: Sequence[Any]) -> bytes:
+        # One message is one line. A message that already ends with one newline (a
+        # line read with open(), say) carries its own terminator: it gets no second.
         parts = []
         for m in messages:
             if isinstance(m, str):
+                if m.endswith("\n"):
+                    m = m[:-1]
                 parts.append(m.encode("utf-8", "surrogateescape"))
             elif isinstance(m, bytes | bytearray):
-                parts.append(bytes(m))
+                parts.append(bytes(m[:-1]) if m.endswith(b"\n") else bytes(m))
             else:
                 parts.append(str(m).encode("utf-8", "surrogateescape"))
         return b"\n".join(parts) + b"\n"

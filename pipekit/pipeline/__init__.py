@@ -5,38 +5,82 @@
     import pipekit as pk
     result = (pk.source(lines) | pk.map(parse) | pk.filter(is_error)
               | pk.thread(lookup, workers=4) | pk.collect()).run()
+    for record in pk.read_lines("app.log") | pk.map(parse) | pk.take(10):
+        print(record)
 
 Every stage becomes one kernel module joined to the next by a bounded in-process pipe,
 so backpressure, END and errors behave as everywhere in pipekit. Stages take the
-keywords of :class:`StageOptions`: ``buffer=`` (the bound of their input buffer, in
-messages), ``buffer_bytes=`` and restart options (``restart=``, ``max_restarts=``,
-``backoff=``); where it makes sense also those of :class:`ParallelStageOptions`
-(``workers=`` and ``ordered=``). Order is preserved unless a stage says
-``ordered=False``.
+keywords of :class:`StageOptions`: ``name=`` (their label), ``buffer=`` (the bound of
+their input buffer, in messages), ``buffer_bytes=`` (a bound in bytes of ``bytes``/``str``
+messages) and restart options (``restart=``, ``max_restarts=``, ``backoff=``); where it
+makes sense also those of :class:`ParallelStageOptions` (``workers=`` and ``ordered=``)
+and of :class:`ItemStageOptions` (``on_error=``, ``retry=``). Order is preserved unless
+a stage says ``ordered=False``.
 """
 
+from ._errors import ItemErrors, OutputWrapper
+from ._files import READ_CHUNK, read_bytes, read_lines, write_bytes, write_lines
+from ._iterate import ITER_BUFFER, PipelineIterator
+from ._operators import (
+    batch,
+    skip,
+    take,
+    tee,
+    throttle,
+    tumbling,
+    unbatch,
+    window,
+)
 from ._pipeline import BULK_BUFFER_BYTES, Pipeline
 from ._remote import remote
-from ._settings import ParallelStageOptions, StageOptions, StageSettings
+from ._settings import (
+    ItemStageOptions,
+    OnError,
+    ParallelStageOptions,
+    Retry,
+    StageOptions,
+    StageSettings,
+)
 from ._sinks import collect, sink
 from ._sources import SOURCE_BATCH, source
 from ._stage import Stage
-from ._transforms import filter, map, thread
+from ._transforms import filter as filter  # public, not starred (see __all__)
+from ._transforms import flat_map, thread
+from ._transforms import map as map  # public, not starred
 
+# map and filter are public but not starred: they would shadow the builtins.
 __all__ = [
     "BULK_BUFFER_BYTES",
+    "ITER_BUFFER",
+    "READ_CHUNK",
     "SOURCE_BATCH",
+    "ItemErrors",
+    "ItemStageOptions",
+    "OnError",
+    "OutputWrapper",
     "ParallelStageOptions",
     "Pipeline",
+    "PipelineIterator",
+    "Retry",
     "Stage",
     "StageOptions",
     "StageSettings",
+    "batch",
     "collect",
-    "filter",
-    "map",
+    "flat_map",
+    "read_bytes",
+    "read_lines",
     "remote",
     "sink",
+    "skip",
     "source",
+    "take",
+    "tee",
     "thread",
+    "throttle",
+    "tumbling",
+    "unbatch",
+    "window",
+    "write_bytes",
+    "write_lines",
 ]
-

@@ -2,21 +2,22 @@
 
 from __future__ import annotations
 
-import itertools
 import os
 import signal
 import threading
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any
 
 import trio
 
-from ..kernel import Kernel, ModuleStats, Topology, open_kernel
+from ..kernel import Kernel, Module, ModuleStats, Pipe, PortRef, Topology, open_kernel
 from ..kernel.scopes import open_plain_nursery
+from ._iterate import PipelineIterator, iterate_async
+from ._operators import StopsUpstream, take
 from ._sinks import collect
 from ._stage import Stage
 
-__all__ = ["BULK_BUFFER_BYTES", "Pipeline"]
+__all__ = ["BULK_BUFFER_BYTES", "Pipeline", "require_trio"]
 
 BULK_BUFFER_BYTES = 4 * 1024 * 1024
 """Byte budget of the buffer after a stage that emits bulk data (a process): its
@@ -27,10 +28,165 @@ EXIT_SIGTERM = 128 + signal.SIGTERM
 shell reports a process that SIGTERM ended."""
 
 
+def require_trio(what: str) -> None:
+    """Raise a :class:`RuntimeError` that says what to do if this is not a trio task
+    (asyncio in particular)."""
+    try:
+        trio.lowlevel.current_task()
+        return
+    except RuntimeError:
+        pass
+    if _in_asyncio():
+        raise RuntimeError(
+            f"pipekit runs on trio, and {what} was called under asyncio: from asyncio, "
+            "run the pipeline in a thread, 'await asyncio.to_thread(pipeline.run)', or "
+            "iterate it in one (see 'Driving a pipeline from asyncio' in docs/guide.md)"
+        )
+    raise RuntimeError(
+        f"{what} must run inside trio (trio.run(...)); outside an event loop, call "
+        "pipeline.run() or iterate with 'for x in pipeline'"
+    )
+
+
+def _in_asyncio() -> bool:
+    import asyncio
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+class _Guard:
+    """Runs a stage's module in a cancel scope that :meth:`stop` cancels: a stopped
+    stage ends as if its input had ended (the kernel ENDs its outputs), whatever it was
+    doing, and what it raises after the stop is of no interest."""
+
+    def __init__(self, inner: Module) -> None:
+        self.inner = inner
+        self.inputs = inner.inputs
+        self.outputs = inner.outputs
+        self.stopped = False
+        self._scope: trio.CancelScope | None = None
+
+    async def run(self, ports: Mapping[str, Pipe]) -> None:
+        if self.stopped:
+            await trio.lowlevel.checkpoint()
+            return
+        scope = self._scope = trio.CancelScope()
+        try:
+            with scope:
+                await self.inner.run(ports)
+        except Exception:
+            if not self.stopped:
+                raise
+        finally:
+            self._scope = None
+
+    def stop(self) -> None:
+        self.stopped = True
+        if self._scope is not None:
+            self._scope.cancel()
+
+
+def _stopper(guards: Sequence[_Guard]) -> Callable[[], None]:
+    def stop() -> None:
+        for g in guards:
+            g.stop()
+
+    return stop
+
+
+def _line(stages: Sequence[Stage], *, branch: bool) -> list[Stage]:
+    """``stages`` checked as one line of a pipeline (a branch has no source and must end
+    in a sink; a main line without a sink gets a ``collect()``), with adjacent raw-mode
+    commands joined."""
+    line: list[Stage] = []
+    for stage in stages:
+        if stage.joinable and line and line[-1].joinable:
+            line.append(line.pop().joined([stage]))
+        else:
+            line.append(stage)
+    if branch:
+        if not line or line[-1].role != "sink":
+            raise ValueError(
+                "a branch (of a tee, or a dead-letter stage) must end in a sink: ... | pk.sink(fn)"
+            )
+        if line[0].role == "source":
+            raise ValueError(f"a branch cannot start with a source ({line[0].label})")
+    elif not line or not (line[0].role == "source" or line[0].can_lead):
+        raise ValueError("a pipeline must start with a source: pk.source(items) | ...")
+    for s in line[1:]:
+        if s.role == "source":
+            raise ValueError(f"{s.label} is a source but is not the first stage")
+    for s in line[:-1]:
+        if s.role == "sink":
+            raise ValueError(f"{s.label} is a sink but is not the last stage")
+    if not branch and line[-1].role != "sink":
+        line.append(collect())
+    return line
+
+
+class _Wiring:
+    """Adds the modules of a pipeline (its main line and branches) to a kernel."""
+
+    def __init__(self, kernel: Kernel) -> None:
+        self.kernel = kernel
+        self.guards: list[_Guard] = []
+
+    def line(self, stages: Sequence[Stage], feed: PortRef | None) -> Module:
+        """Add one line, fed by ``feed`` (None: the main line); return its last module."""
+        k = self.kernel
+        before: list[_Guard] = []  # the guards of this line so far
+        previous: Any = None
+        previous_stage: Stage | None = None
+        mod: Module | None = None
+        for i, stage in enumerate(stages):
+            mod = stage.module(first=feed is None and i == 0)
+            guard = _Guard(mod)
+            if isinstance(mod, StopsUpstream):
+                mod.stop_upstream = _stopper(list(before))
+            label, n = stage.label, 2
+            while label in k.stats():
+                label, n = f"{stage.label}#{n}", n + 1
+            o = stage.options
+            handle = k.add(
+                guard,
+                name=label,
+                restart=o.restart,  # type: ignore[arg-type]
+                max_restarts=o.max_restarts,
+                backoff=o.backoff,
+                capacity=o.buffer,
+                max_bytes=o.buffer_bytes
+                or (BULK_BUFFER_BYTES if previous_stage and previous_stage.bulk_output else None),
+            )
+            if previous is not None:
+                k.connect(previous["out"], handle)
+            elif feed is not None:
+                k.connect(feed, handle)
+            for port, branch in stage.branches():
+                self.line(_line(branch, branch=True), handle[port])
+            before.append(guard)
+            self.guards.append(guard)
+            previous, previous_stage = handle, stage
+        assert mod is not None
+        return mod
+
+
 class Pipeline:
     """Stages in order. ``run()`` blocks; ``await arun()`` runs inside trio. Both return
     what the final sink gathered (:func:`collect` gives a list; a pipeline without a
-    sink collects its output)."""
+    sink collects its output). A pipeline without a sink can also be iterated:
+    ``for x in pipeline`` (blocking) or ``async for x in pipeline`` (in trio).
+
+    Example::
+
+        p = pk.source(range(10)) | pk.map(lambda x: x * x) | pk.filter(lambda x: x % 2)
+        p.run()                            # -> [1, 9, 25, 49, 81]
+        for x in p.take(2):                # 1, 9: then every stage stops
+            print(x)
+    """
 
     def __init__(self, stages: Sequence[Stage]) -> None:
         self.stages = list(stages)
@@ -55,24 +211,27 @@ class Pipeline:
     def __repr__(self) -> str:
         return "Pipeline(" + " | ".join(s.label for s in self.stages) + ")"
 
-    def _validated(self) -> list[Stage]:
-        stages: list[Stage] = []
-        for stage in self.stages:  # join runs of adjacent raw-mode commands
-            if stage.joinable and stages and stages[-1].joinable:
-                stages.append(stages.pop().joined([stage]))
-            else:
-                stages.append(stage)
-        if not stages or not (stages[0].role == "source" or stages[0].can_lead):
-            raise ValueError("a pipeline must start with a source: pk.source(items) | ...")
-        for s in stages[1:]:
-            if s.role == "source":
-                raise ValueError(f"{s.label} is a source but is not the first stage")
-        for s in stages[:-1]:
-            if s.role == "sink":
-                raise ValueError(f"{s.label} is a sink but is not the last stage")
-        if stages[-1].role != "sink":
-            stages.append(collect())
-        return stages
+    def take(self, n: int) -> Pipeline:
+        """This pipeline with :func:`~pipekit.take` appended: the first ``n`` messages,
+        then every stage stops.
+
+        Example::
+
+            import itertools
+            (pk.source(itertools.count()) | pk.map(str)).take(3).run()   # -> ['0', '1', '2']
+        """
+        return self | take(n)
+
+    def __iter__(self) -> PipelineIterator:
+        """Run in a thread of its own and iterate over the output (see
+        :class:`~pipekit.pipeline.PipelineIterator`)."""
+        return PipelineIterator(self)
+
+    def __aiter__(self) -> AsyncIterator[Any]:
+        """Run in a trio task of its own and iterate over the output. Leaving the loop
+        stops every stage: deterministically with ``contextlib.aclosing``, otherwise
+        when trio finalizes the abandoned iterator (at once, in CPython)."""
+        return iterate_async(self)
 
     def run(self) -> Any:
         """Run to completion in a new trio event loop and return the sink's result.
@@ -82,7 +241,8 @@ class Pipeline:
         then KILL after its ``kill_grace``), and ``run()`` raises
         ``SystemExit(EXIT_SIGTERM)`` (143) - unless the program has a SIGTERM handler of
         its own, or ``run()`` is not called in the main thread. A second SIGTERM during
-        that cleanup ends the program at once."""
+        that cleanup ends the program at once. From asyncio, call it in a thread:
+        ``await asyncio.to_thread(pipeline.run)``."""
         try:
             trio.lowlevel.current_task()
             inside_trio = True
@@ -133,34 +293,38 @@ class Pipeline:
         interval: float = 0.5,
     ) -> Any:
         """Run inside trio and return the sink's result. If ``progress`` is given it is
-        called with the live per-stage statistics every ``interval`` seconds."""
-        stages = self._validated()
-        modules = [s.module(first=i == 0) for i, s in enumerate(stages)]
+        called with the live per-stage statistics every ``interval`` seconds. Under
+        asyncio it raises :class:`RuntimeError` saying what to do instead.
+
+        Example::
+
+            async def main():
+                print(await (pk.source(range(3)) | pk.map(str)).arun())
+
+            trio.run(main)                 # prints ['0', '1', '2']
+        """
+        require_trio("Pipeline.arun()")
+        return await self._run(progress, interval, None, None)
+
+    async def _run_to(self, tail: Stage, attach: Callable[[Callable[[], None]], None]) -> Any:
+        """Run with ``tail`` as the sink; ``attach`` gets the function that stops it."""
+        return await self._run(None, 0.5, tail, attach)
+
+    async def _run(
+        self,
+        progress: Callable[[dict[str, ModuleStats]], None] | None,
+        interval: float,
+        tail: Stage | None,
+        attach: Callable[[Callable[[], None]], None] | None,
+    ) -> Any:
+        stages = _line(self.stages if tail is None else [*self.stages, tail], branch=False)
         try:
             async with open_kernel() as k:
                 self._kernel = k
-                handles = []
-                previous: Stage | None = None
-                for stage, mod in zip(stages, modules, strict=True):
-                    label, n = stage.label, 2
-                    while label in k.stats():
-                        label, n = f"{stage.label}#{n}", n + 1
-                    o = stage.options
-                    handles.append(
-                        k.add(
-                            mod,
-                            name=label,
-                            restart=o.restart,  # type: ignore[arg-type]
-                            max_restarts=o.max_restarts,
-                            backoff=o.backoff,
-                            capacity=o.buffer,
-                            max_bytes=o.buffer_bytes
-                            or (BULK_BUFFER_BYTES if previous and previous.bulk_output else None),
-                        )
-                    )
-                    previous = stage
-                for a, b in itertools.pairwise(handles):
-                    k.connect(a, b)
+                wiring = _Wiring(k)
+                last = wiring.line(stages, None)
+                if attach is not None:
+                    attach(_stopper(wiring.guards))
                 self._running = True
                 await k.start()
                 if progress is not None:
@@ -175,8 +339,7 @@ class Pipeline:
                 self._stats = self._kernel.stats()
             if progress is not None:
                 progress(self.stats)
-        sink_module = modules[-1]
-        return getattr(sink_module, "result", None)
+        return getattr(last, "result", None)
 
     def topology(self) -> Topology:
         """The kernel topology of the current or last run."""

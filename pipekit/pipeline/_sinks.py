@@ -7,7 +7,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Unpack
 
 from ..kernel import Module, Pipe
-from ._settings import StageOptions, StageSettings, _BufferOptions
+from ._settings import StageOptions, StageSettings, _SinkOptions
 from ._stage import Stage, _name
 
 __all__ = ["collect", "sink"]
@@ -50,12 +50,24 @@ class _Sink(Stage):
 
 
 def sink(fn: Callable[[Any], Any], **options: Unpack[StageOptions]) -> Stage:
-    """Call ``fn`` (plain or ``async``) on every message; the end of a pipeline."""
+    """Call ``fn`` (plain or ``async``) on every message, in order, one at a time; the
+    end of a pipeline (``run()`` returns None).
+
+    Example::
+
+        (pk.source(range(3)) | pk.sink(print)).run()              # prints 0, 1, 2
+    """
     return _Sink(fn, StageSettings.from_options("sink", options))
 
 
-def collect(**options: Unpack[_BufferOptions]) -> Stage:
+def collect(**options: Unpack[_SinkOptions]) -> Stage:
     """A sink that gathers every message: ``run()`` returns them as a list. Of the
-    :class:`StageOptions` it takes the buffer keywords (it is never restarted)."""
-    settings = StageSettings.from_options("collect", options, _BufferOptions, max_restarts=0)
+    :class:`StageOptions` it takes ``name`` and the buffer keywords (it is never
+    restarted).
+
+    Example::
+
+        (pk.source("ab") | pk.map(str.upper) | pk.collect()).run()   # -> ['A', 'B']
+    """
+    settings = StageSettings.from_options("collect", options, _SinkOptions, max_restarts=0)
     return _Sink(None, settings)

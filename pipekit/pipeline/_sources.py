@@ -6,7 +6,7 @@ from collections.abc import AsyncIterable, Callable, Iterable, Mapping
 from typing import Any, Unpack
 
 from ..kernel import Module, Pipe
-from ._settings import StageSettings, _RestartOptions
+from ._settings import StageSettings, _SourceOptions
 from ._stage import Stage, _name
 
 __all__ = ["SOURCE_BATCH", "source"]
@@ -56,15 +56,20 @@ def source(
     items: Iterable[Any] | AsyncIterable[Any] | Callable[[], Iterable[Any] | AsyncIterable[Any]],
     *,
     batch: int = SOURCE_BATCH,
-    **options: Unpack[_RestartOptions],
+    **options: Unpack[_SourceOptions],
 ) -> Stage:
     """A stage that emits ``items``: an iterable, an async iterable, or a callable
-        returning one (called afresh on each run, e.g. a generator function). Items of a
-        plain iterable are sent in batches of up to ``batch``. Of the :class:`StageOptions`
-    it takes the restart keywords (a source has no input buffer)."""
+    returning one (called afresh on each run, e.g. a generator function). Items of a
+    plain iterable are sent in batches of up to ``batch``. Of the :class:`StageOptions`
+    it takes ``name`` and the restart keywords (a source has no input buffer).
+
+    Example::
+
+        pk.source(range(3)) | pk.map(str)                         # -> ['0', '1', '2']
+    """
     if not (isinstance(items, Iterable | AsyncIterable) or callable(items)):
         raise TypeError(
             f"source() needs an iterable, an async iterable or a callable, not {items!r}"
         )
-    settings = StageSettings.from_options("source", options, _RestartOptions)
+    settings = StageSettings.from_options("source", options, _SourceOptions)
     return _Source(items, batch, settings)

@@ -24,8 +24,14 @@ class Stage:
     joinable = False  # adjacent joinable stages are merged by joined() (OS pipes)
 
     def __init__(self, label: str, options: StageSettings) -> None:
-        self.label = label
+        self.label = options.name or label
         self.options = options
+
+    def branches(self) -> list[tuple[str, list[Stage]]]:
+        """Side branches fed by this stage's module: ``(output port, stages)`` pairs
+        (a :func:`~pipekit.tee`'s branches, a dead-letter stage). The main line is fed
+        by the output port ``out``."""
+        return []
 
     def module(self, *, first: bool = False) -> Module:
         """A fresh kernel module for one run of this stage (``first``: it leads the

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from collections.abc import AsyncIterator, Sequence
+import json
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AsyncExitStack
 from types import TracebackType
 from typing import Any
@@ -22,8 +23,10 @@ from ..adapters.stdio import (
     StdioMode,
     open_process,
 )
-from ..kernel import Module
-from ..pipeline import Stage, StageSettings
+from ..kernel import ErrorKind, Module, Pipe, ProtocolError
+from ..kernel.codecs import get_codec
+from ..pipeline import ItemErrors, OutputWrapper, Stage, StageSettings
+from ._pool import WorkerError, WorkerPool
 from ._stages import ChainStage, FanOutModule, ItemModule
 
 OUTPUT_MESSAGES = 100_000
@@ -50,6 +53,9 @@ class Worker(Stage):
         self.detach = detach
         self.workers = options.workers
         self.ordered = options.ordered
+        self.errors = ItemErrors(options.on_error, options.retry)
+        """Per-item error handling (``on_error``, ``retry``): on an item-mode worker's
+        pool, or on the JSON lines of a ``jsonl`` command."""
         self.pool_args: dict[str, Any] | None = None
         """Set for an item-mode Python worker: as a stage it runs on a WorkerPool."""
         self._stack: AsyncExitStack | None = None
@@ -78,17 +84,35 @@ class Worker(Stage):
         if self.pool_args is not None:
             if first:
                 raise ValueError(f"{self.label}: an item-mode worker cannot lead a pipeline")
+            if self.options.on_error != "raise" or self.options.retry is not None:
+                return _ItemsOnPool(self.pool_args, self.workers, self.errors, name=self.label)
             return ItemModule(self.pool_args, self.workers, name=self.label)
         if not first and self.spec.stdin != Redirect.PIPE and self.spec.channel is None:
             raise ValueError(
                 f"{self.label} has stdin={str(self.spec.stdin)!r} and cannot take the messages of "
                 "the stage before it: only a pipeline's first stage may leave stdin unconnected"
             )
+        per_line = self._json_per_line
+        spec = dataclasses.replace(self.spec, mode=StdioMode.LINES) if per_line else self.spec
+        mod: Module
         if self.workers > 1:
             if first:
                 raise ValueError(f"{self.label}: a stage with workers > 1 cannot lead a pipeline")
-            return FanOutModule(self.spec, self.workers, name=self.label)
-        return ProcessModule(self.spec, name=self.label, source=first)
+            mod = FanOutModule(spec, self.workers, name=self.label)
+        else:
+            mod = ProcessModule(spec, name=self.label, source=first)
+        if per_line:
+            return _JsonPerLine(mod, self.errors)
+        return _JsonHint(mod) if self.spec.mode == StdioMode.JSONL else mod
+
+    @property
+    def _json_per_line(self) -> bool:
+        """A ``jsonl`` command with ``on_error``: its JSON is encoded and decoded here, a
+        message and a line at a time, so that one bad line is one failed item."""
+        return self.spec.mode == StdioMode.JSONL and self.options.on_error != "raise"
+
+    def branches(self) -> list[tuple[str, list[Stage]]]:
+        return self.errors.branches()
 
     @property
     def joinable(self) -> bool:  # type: ignore[override]
@@ -97,10 +121,11 @@ class Worker(Stage):
             and self.workers == 1
             and self.spec.stdin == Redirect.PIPE
             and self.spec.stdout == Redirect.PIPE
+            and not self._json_per_line
         )
 
     def joined(self, following: Sequence[Stage]) -> Stage:
-        return ChainStage([self, *(w for w in following if isinstance(w, Worker))])
+        return _Chain([self, *(w for w in following if isinstance(w, Worker))])
 
     # -- as a handle -----------------------------------------------------------------
 
@@ -290,6 +315,155 @@ class Worker(Stage):
         process is still terminated when the trio run ends."""
         options = dataclasses.replace(self.options, workers=1, ordered=True)
         return Worker(self.spec, label=self.label, options=options, detach=True)
+
+
+class _Chain(ChainStage):
+    """Adjacent raw-mode commands joined by OS pipes, with the hint of :class:`_JsonHint`
+    when the last one's output is JSON lines."""
+
+    def module(self, *, first: bool = False) -> Module:
+        mod = super().module(first=first)
+        return _JsonHint(mod) if self.workers[-1].spec.mode == StdioMode.JSONL else mod
+
+
+NOT_JSON_HINT = (
+    "the command's output is not JSON lines (mode='jsonl', the default): "
+    "if it writes text, pass mode='lines' (or mode='bytes' for raw chunks)"
+)
+
+
+class _JsonHint:
+    """A ``jsonl`` command's module whose undecodable output says what was probably
+    meant (``pk.cmd("ls")`` writes text, not JSON)."""
+
+    def __init__(self, inner: Module) -> None:
+        self.inner = inner
+        self.inputs = inner.inputs
+        self.outputs = inner.outputs
+
+    async def run(self, ports: Mapping[str, Pipe]) -> None:
+        try:
+            await self.inner.run(ports)
+        except ProtocolError as exc:
+            if exc.kind != ErrorKind.UNDECODABLE:
+                raise
+            raise type(exc)(f"{exc.message}; {NOT_JSON_HINT}", kind=exc.kind) from exc
+
+
+class _JsonPerLine:
+    """A ``jsonl`` command run in ``lines`` mode, its JSON encoded and decoded here one
+    message and one line at a time: a message that cannot be encoded, or an output line
+    that is not JSON, is one failed item for ``on_error`` (``(message, CodecError)`` or
+    ``(line, ValueError)``); blank output lines are skipped, as in ``jsonl`` mode."""
+
+    def __init__(self, inner: Module, errors: ItemErrors) -> None:
+        self.inner = inner
+        self.errors = errors
+        self.inputs = inner.inputs
+        self.outputs = errors.outputs
+
+    async def run(self, ports: Mapping[str, Pipe]) -> None:
+        inner: dict[str, Pipe] = {"out": _DecodeJson(ports["out"], self.errors, ports)}
+        if "inp" in ports:
+            inner["inp"] = _EncodeJson(ports["inp"], self.errors, ports)
+        await self.inner.run(inner)
+
+
+class _EncodeJson(OutputWrapper):
+    """An input pipe whose batches come out as JSON text (``bytes``, one per message)."""
+
+    def __init__(self, inner: Pipe, errors: ItemErrors, ports: Mapping[str, Pipe]) -> None:
+        super().__init__(inner)
+        self.errors = errors
+        self.ports = ports
+        self.encode = get_codec("json").encode
+
+    async def receive(self) -> Any:
+        return (await self.receive_batch(1))[0]
+
+    async def receive_batch(self, max_items: int | None = None) -> list[Any]:
+        encode = self.encode
+        while True:
+            got = await self.inner.receive_batch(max_items)
+            encoded: list[Any] = []
+            failed: list[tuple[Any, Exception]] = []
+            for m in got:
+                try:
+                    encoded.append(encode(m))
+                except Exception as exc:
+                    failed.append((m, exc))
+            await self.errors.deliver(failed, self.ports)
+            if encoded:
+                return encoded
+
+
+class _DecodeJson(OutputWrapper):
+    """An output pipe that decodes the lines sent to it as JSON."""
+
+    def __init__(self, inner: Pipe, errors: ItemErrors, ports: Mapping[str, Pipe]) -> None:
+        super().__init__(inner)
+        self.errors = errors
+        self.ports = ports
+
+    async def send_batch(self, values: Sequence[Any]) -> None:
+        loads = json.loads
+        decoded: list[Any] = []
+        failed: list[tuple[Any, Exception]] = []
+        for line in values:
+            try:
+                decoded.append(loads(line))
+            except ValueError as exc:
+                if line.strip():
+                    failed.append((line, exc))
+        if decoded:
+            await self.inner.send_batch(decoded)
+        await self.errors.deliver(failed, self.ports)
+        if not decoded and not failed:
+            await trio.lowlevel.checkpoint()
+
+
+class _ItemsOnPool:
+    """An item-mode worker on a :class:`WorkerPool`, with per-item ``retry`` (the
+    failed items of a batch are sent again together, after the backoff) and
+    ``on_error`` (the :class:`WorkerError` is the exception). The results of a batch go
+    on in order, then its failures are handled."""
+
+    inputs: tuple[str, ...] = ("inp",)
+
+    def __init__(
+        self, pool_args: Mapping[str, Any], size: int, errors: ItemErrors, *, name: str
+    ) -> None:
+        self.pool_args = dict(pool_args)
+        self.size = size
+        self.errors = errors
+        self.name = name
+        self.outputs: tuple[str, ...] = errors.outputs
+
+    async def run(self, ports: Mapping[str, Pipe]) -> None:
+        inp, out = ports["inp"], ports["out"]
+        retry = self.errors.retry
+        position = 0  # of the batch's first message in this stage's input
+        async with WorkerPool(size=self.size, **self.pool_args) as pool:
+            async for batch in inp.batches():
+                results: list[Any] = await pool.map(batch)
+                failed = [i for i, r in enumerate(results) if isinstance(r, WorkerError)]
+                attempt = 0
+                while failed and retry is not None:
+                    again = [i for i in failed if retry.wants(results[i], attempt)]
+                    if not again:
+                        break
+                    attempt += 1
+                    await trio.sleep(retry.delay(attempt))
+                    for i, r in zip(again, await pool.map([batch[i] for i in again]), strict=True):
+                        results[i] = r
+                    failed = [i for i in failed if isinstance(results[i], WorkerError)]
+                for i in failed:
+                    results[i].index = position + i  # the message's place in the stream
+                good = [r for r in results if not isinstance(r, WorkerError)] if failed else results
+                if good:
+                    await out.send_batch(good)
+                await self.errors.deliver([(batch[i], results[i]) for i in failed], ports)
+                position += len(batch)
 
 
 async def _wait_quietly(pipe: ProcessPipe) -> int:

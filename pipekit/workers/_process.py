@@ -15,7 +15,7 @@ from ..adapters.stdio import (
     StdioMode,
     StdioModeName,
 )
-from ..pipeline import ParallelStageOptions, StageSettings
+from ..pipeline import ItemStageOptions, StageSettings
 from ._handle import Worker
 from ._launch import worker_spec
 from ._wire import WorkerMode, WorkerModeName
@@ -34,7 +34,7 @@ def run(
     stderr: Redirect | RedirectName = "pipe",
     kill_grace: float = 5.0,
     detach: bool = False,
-    **options: Unpack[ParallelStageOptions],
+    **options: Unpack[ItemStageOptions],
 ) -> Worker:
     """A Python worker process running ``target``: ``"package.module:function"`` or a
     ``.py`` path (its ``main``). The worker reads its input stream and writes results
@@ -46,9 +46,27 @@ def run(
     result per message, in order (it runs on a :class:`~pipekit.WorkerPool`); a
     stream-mode worker may emit any number of messages per input, so N of them cannot
     keep order: pass ``ordered=False``. The other keywords are the
-    :class:`~pipekit.pipeline.ParallelStageOptions`."""
+    :class:`~pipekit.pipeline.ItemStageOptions`.
+
+    ``timeout``: in ``mode="stream"``, the seconds the process may run before it is
+    killed; in ``mode="item"``, the seconds one item may take (the worker running it is
+    killed and replaced, the item fails with a ``timeout`` :class:`~pipekit.WorkerError`).
+    ``on_error`` and ``retry`` need ``mode="item"``: a stream-mode worker's output is not
+    tied to its input items (use ``restart=`` to restart it).
+
+    Example::
+
+        pk.source(texts) | pk.run("model.py:predict", mode="item", workers=4,
+                                  timeout=30, retry=2, on_error="skip")
+    """
     mode = WorkerMode(mode)
-    settings = StageSettings.from_options("run", options, ParallelStageOptions)
+    settings = StageSettings.from_options("run", options, ItemStageOptions)
+    if mode == WorkerMode.STREAM and (settings.on_error != "raise" or settings.retry):
+        raise ValueError(
+            "on_error= and retry= handle one failed call per item: they need mode='item'. "
+            "A stream-mode worker's output is not tied to its input items; restart= "
+            "restarts a failed worker"
+        )
     if stdout == Redirect.PIPE:
         raise ValueError(
             "a Python worker's stdout carries its print() output, not messages: "
@@ -63,7 +81,7 @@ def run(
         os.fspath(target),
         mode=mode,
         init=init,
-        timeout=timeout,
+        timeout=timeout if mode == WorkerMode.STREAM else None,
         env=env,
         cwd=cwd,
         stdin=stdin,
@@ -77,6 +95,7 @@ def run(
         worker.pool_args = {
             "target": os.fspath(target),
             "init": init,
+            "timeout": timeout,
             "env": env,
             "cwd": cwd,
             "stdout": stdout,
@@ -99,14 +118,39 @@ def cmd(
     kill_grace: float = 5.0,
     max_line: int = DEFAULT_MAX_LINE,
     detach: bool = False,
-    **options: Unpack[ParallelStageOptions],
+    **options: Unpack[ItemStageOptions],
 ) -> Worker:
     """Any executable as a worker. Messages travel as JSON lines by default
-    (``mode="jsonl"``); ``"lines"`` sends and receives text lines, ``"bytes"`` raw
-    chunks, ``"frames"`` pipekit/1 on stdin/stdout. ``workers=N`` (with
-    ``ordered=False``) runs N copies in a pipeline, least-loaded first. The other
-    keywords are the :class:`~pipekit.pipeline.ParallelStageOptions`."""
-    settings = StageSettings.from_options("cmd", options, ParallelStageOptions)
+    (``mode="jsonl"``); ``"lines"`` sends and receives text lines (a message that ends
+    with a newline gets no second one), ``"bytes"`` raw chunks, ``"frames"`` pipekit/1
+    on stdin/stdout. ``workers=N`` (with ``ordered=False``) runs N copies in a pipeline,
+    least-loaded first. ``timeout``: the seconds the process may run before it is killed.
+    The other keywords are the :class:`~pipekit.pipeline.ItemStageOptions`.
+
+    A command is one stream, not one call per item: its output is not tied to its
+    input messages, and a failing process fails the stage (``restart=`` restarts it).
+    So ``retry=`` is refused, and ``on_error=`` needs ``mode="jsonl"``, where it applies
+    to what can fail on its own: a message that cannot be encoded as JSON (the item is
+    the message) and an output line that is not JSON (the item is the line).
+
+    Example::
+
+        pk.source(records) | pk.cmd("jq", "-c", ".user") | pk.sink(print)
+        pk.cmd("ls", "/", mode="lines") | pk.map(str.upper)
+    """
+    settings = StageSettings.from_options("cmd", options, ItemStageOptions)
+    if settings.retry is not None:
+        raise ValueError(
+            "retry= retries one call per item, and a command is one stream: its output is "
+            "not tied to its input messages. restart= restarts a failed process; for one "
+            "call per item use pk.run(target, mode='item') or pk.thread(fn)"
+        )
+    if settings.on_error != "raise" and StdioMode(mode) != StdioMode.JSONL:
+        raise ValueError(
+            f"on_error= on a command applies to the JSON of each message and each output "
+            f"line (mode='jsonl'): in mode {str(mode)!r} no single message can fail on its "
+            "own, and a failing process fails the stage (restart= restarts it)"
+        )
     if settings.workers > 1 and settings.ordered:
         raise ValueError(
             "a command may emit any number of messages per input, so the order of N "
