@@ -1,4 +1,6 @@
-"""Count words in generated text: ``pipekit run examples/wordcount.py``.
+"""Count words in generated text: ``pipekit run examples/wordcount.py`` prints the
+counts (the pipeline's result) and the per-stage statistics; ``python
+examples/wordcount.py`` prints the five most common words.
 
 Declares ``pipeline`` (the name ``pipekit run`` looks for by default).
 """
@@ -38,11 +40,13 @@ def words(sentence: str) -> list[str]:
     return re.findall(r"[a-z]+", sentence.lower())
 
 
-counts: Counter[str] = Counter()
+def tally(counts: Counter[str], sentence_words: list[str]) -> Counter[str]:
+    counts.update(sentence_words)
+    return counts
 
-pipeline = pk.source(sentences) | pk.map(words) | pk.filter(bool) | pk.sink(counts.update)
+
+pipeline = pk.source(sentences) | pk.map(words) | pk.filter(bool) | pk.reduce(tally, Counter())
 
 if __name__ == "__main__":
-    pipeline.run()
-    for word, n in counts.most_common(5):
+    for word, n in pipeline.run().most_common(5):
         print(f"{word:>14} {n:,}")

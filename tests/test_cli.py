@@ -140,6 +140,7 @@ def test_python_dash_m_pipekit_behaves_like_the_command(tmp_path: Path) -> None:
         timeout=120,
     )
     assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("Counter({"), "the word counts are the pipeline's result"
     helped = subprocess.run(
         [sys.executable, "-m", "pipekit", "--help"], capture_output=True, text=True, timeout=60
     )

@@ -893,3 +893,22 @@ def test_the_star_import_leaves_map_and_filter_to_the_builtins() -> None:
     assert "map" not in namespace and "filter" not in namespace
     assert pk.map.__module__ == pk.filter.__module__ == "pipekit.pipeline._transforms"
     assert list(map(str, [1])) == ["1"]
+
+
+def test_reduce_folds_every_message_and_run_returns_the_value() -> None:
+    assert (pk.source(range(1000)) | pk.reduce(lambda total, n: total + n, 0)).run() == 499500
+
+
+def test_reduce_of_nothing_is_its_initial_value() -> None:
+    assert (pk.source([]) | pk.reduce(lambda acc, m: acc + [m], ["start"])).run() == ["start"]
+
+
+def test_reduce_fails_the_run_when_its_function_raises() -> None:
+    def fold(acc: int, n: int) -> int:
+        if n == 3:
+            raise ValueError("three")
+        return acc + n
+
+    with pytest.raises(pk.ModuleError) as info:
+        (pk.source(range(10)) | pk.reduce(fold, 0)).run()
+    assert isinstance(info.value.__cause__, ValueError)

@@ -41,7 +41,7 @@ from ._settings import (
     StageOptions,
     StageSettings,
 )
-from ._sinks import collect, sink
+from ._sinks import collect, reduce, sink
 from ._sources import SOURCE_BATCH, source
 from ._stage import Stage
 from ._transforms import filter as filter  # public, not starred (see __all__)
@@ -70,6 +70,7 @@ __all__ = [
     "flat_map",
     "read_bytes",
     "read_lines",
+    "reduce",
     "remote",
     "sink",
     "skip",

@@ -10,7 +10,7 @@ from ..kernel import Module, Pipe
 from ._settings import StageOptions, StageSettings, _SinkOptions
 from ._stage import Stage, _name
 
-__all__ = ["collect", "sink"]
+__all__ = ["collect", "reduce", "sink"]
 
 
 class _SinkModule:
@@ -71,3 +71,49 @@ def collect(**options: Unpack[_SinkOptions]) -> Stage:
     """
     settings = StageSettings.from_options("collect", options, _SinkOptions, max_restarts=0)
     return _Sink(None, settings)
+
+
+class _ReduceModule:
+    inputs: tuple[str, ...] = ("inp",)
+    outputs: tuple[str, ...] = ()
+
+    def __init__(self, fn: Callable[[Any, Any], Any], initial: Any) -> None:
+        self.fn = fn
+        self.initial = initial
+        self.result: Any = initial
+
+    async def run(self, ports: Mapping[str, Pipe]) -> None:
+        fn = self.fn
+        acc = self.initial  # a restarted run starts again, as its input does
+        async for batch in ports["inp"].batches():
+            for msg in batch:
+                acc = fn(acc, msg)
+            self.result = acc
+
+
+class _Reduce(Stage):
+    role = "sink"
+
+    def __init__(self, fn: Callable[[Any, Any], Any], initial: Any, options: StageSettings):
+        super().__init__(f"reduce({_name(fn)})", options)
+        self.fn = fn
+        self.initial = initial
+
+    def module(self, *, first: bool = False) -> Module:
+        return _ReduceModule(self.fn, self.initial)
+
+
+def reduce(
+    fn: Callable[[Any, Any], Any], initial: Any, **options: Unpack[_SinkOptions]
+) -> Stage:
+    """A sink that folds every message into one value, ``acc = fn(acc, message)``
+    starting from ``initial`` (as :func:`functools.reduce`): ``run()`` returns the
+    final value. Of the :class:`StageOptions` it takes ``name`` and the buffer keywords
+    (it is never restarted: what it folded would be folded twice).
+
+    Example::
+
+        (pk.source(range(5)) | pk.reduce(lambda total, n: total + n, 0)).run()   # -> 10
+    """
+    settings = StageSettings.from_options("reduce", options, _SinkOptions, max_restarts=0)
+    return _Reduce(fn, initial, settings)
