@@ -900,7 +900,7 @@ def test_reduce_folds_every_message_and_run_returns_the_value() -> None:
 
 
 def test_reduce_of_nothing_is_its_initial_value() -> None:
-    assert (pk.source([]) | pk.reduce(lambda acc, m: acc + [m], ["start"])).run() == ["start"]
+    assert (pk.source([]) | pk.reduce(lambda acc, m: [*acc, m], ["start"])).run() == ["start"]
 
 
 def test_reduce_fails_the_run_when_its_function_raises() -> None:
