@@ -68,9 +68,12 @@ class FramedPipe(FramedDriver, Pipe):
 
     def _write_now(self) -> bool:
         """Write what is queued straight to the socket, without waiting, when the writer
-        is idle and at least ``_WRITE_NOW_MIN`` bytes are queued, which saves a hand-off
-        to the writer task per large message. Returns True if nothing is left for the
-        writer.
+        is idle and either this is the first send since the pipe last yielded (a lone
+        message: it goes out now, with no hand-off to the writer task, which in a round
+        trip is a scheduler pass on each side) or at least ``_WRITE_NOW_MIN`` bytes are
+        queued (a large message: the same hand-off saved). Sends that follow within the
+        same scheduler pass queue, and the writer coalesces them into its next write.
+        Returns True if nothing is left for the writer.
 
         The write never waits, so it cannot be cut off by a cancellation: what the socket
         does not take now is given back to the machine, ahead of everything else, and
@@ -79,12 +82,13 @@ class FramedPipe(FramedDriver, Pipe):
         conn = self.conn
         if (
             sock is None
-            or conn.buffered_bytes < _WRITE_NOW_MIN
+            or (self._wrote_unyielded and conn.buffered_bytes < _WRITE_NOW_MIN)
             or not self._writer_idle.is_set()
             or self._writer_stopped
             or conn.failure is not None
         ):
             return False
+        self._wrote_unyielded = True
         pieces = conn.data_to_send_pieces()
         written = write_some(sock, pieces)
         if written:
@@ -108,6 +112,7 @@ class FramedPipe(FramedDriver, Pipe):
                     return
                 if self._space_event.is_set():  # shared by every waiting sender
                     self._space_event = trio.Event()
+                self._wrote_unyielded = False
                 await self._space_event.wait()
         finally:
             self._paused_seconds += trio.current_time() - start
@@ -118,6 +123,7 @@ class FramedPipe(FramedDriver, Pipe):
         # itself between two yields, no more than it could queue for the writer.
         if self._send_calls % _FAIRNESS_EVERY == 0 or self._unyielded_bytes >= self._send_buffer:
             self._unyielded_bytes = 0
+            self._wrote_unyielded = False
             await trio.lowlevel.checkpoint()
         else:
             await trio.lowlevel.checkpoint_if_cancelled()
@@ -129,6 +135,7 @@ class FramedPipe(FramedDriver, Pipe):
 
     async def send_batch(self, values: Sequence[Any]) -> None:
         self._unyielded_bytes = 0
+        self._wrote_unyielded = False
         await trio.lowlevel.checkpoint()
         self._check_send()
         await self._wait_for_space()
@@ -183,6 +190,7 @@ class FramedPipe(FramedDriver, Pipe):
                 raise self._rx_done
             if self._rx_event.is_set():  # shared by every waiting receiver
                 self._rx_event = trio.Event()
+            self._wrote_unyielded = False
             await self._rx_event.wait()
 
     async def receive(self) -> Any:

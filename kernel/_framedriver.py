@@ -94,6 +94,9 @@ class FramedDriver:
         self._paused_seconds = 0.0
         self._send_calls = 0
         self._unyielded_bytes = 0  # written by send() itself since it last yielded
+        # send() wrote to the socket itself since this pipe's tasks last yielded: what
+        # is sent before the next yield is left to the writer, which coalesces it.
+        self._wrote_unyielded = False
         self._receive_calls = 0
         self.last_pong: bytes | None = None
 
@@ -310,6 +313,7 @@ class FramedDriver:
                     return
                 self._tx_event = trio.Event()
                 await self._tx_event.wait()
+                self._wrote_unyielded = False
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             if not self._closed:
                 # What arrived before the failure (the peer's ERROR, say) is read first:

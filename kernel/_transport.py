@@ -116,7 +116,59 @@ async def _read_socket(
     deliver: Callable[[list[Event]], None],
     at_eof: Callable[[], None],
 ) -> None:
-    """Like :func:`_read_stream`, reading straight into the connection's buffer."""
+    """Like :func:`_read_stream`, reading straight into the connection's buffer.
+
+    Where the platform has ``readv``, the reads are plain non-blocking calls and the task
+    yields once per read: it waits for readability after a read that left room in the
+    buffer (the socket is then most likely empty) and passes a checkpoint after one
+    that filled it. trio's ``recv_into`` yields after every read *and* tries a read
+    before waiting: in a round trip that is one scheduler pass and one failed
+    ``recvfrom`` more per message on each side (measured on a socketpair echo: 4 trio
+    passes per round trip in the parent before, 2 after)."""
+    if not hasattr(os, "readv"):
+        await _recv_socket(sock, conn, size, deliver, at_eof)
+        return
+    readv = os.readv
+    wait_readable = trio.lowlevel.wait_readable
+    checkpoint = trio.lowlevel.checkpoint
+    await trio.lowlevel.checkpoint_if_cancelled()
+    while True:
+        with conn.receive_buffer(size) as target:
+            room = len(target)
+            try:
+                # fileno() each time: -1 once the socket is closed (a stale number
+                # could meanwhile name another descriptor).
+                count = readv(sock.fileno(), (target,))
+            except BlockingIOError:
+                count = -1
+            except OSError as exc:
+                raise _stream_error(exc) from exc
+        if count < 0:
+            await wait_readable(sock)
+            continue
+        if not count:
+            deliver(conn.receive_eof())
+            at_eof()
+            return
+        events = conn.receive_filled(count)
+        if events:
+            deliver(events)
+            if conn.failure is not None:
+                return
+        if count < room:
+            await wait_readable(sock)
+        else:
+            await checkpoint()
+
+
+async def _recv_socket(
+    sock: trio.socket.SocketType,
+    conn: Connection,
+    size: int,
+    deliver: Callable[[list[Event]], None],
+    at_eof: Callable[[], None],
+) -> None:
+    """:func:`_read_socket` with trio's ``recv_into`` (no ``readv`` here)."""
     while True:
         with conn.receive_buffer(size) as target:
             try:
