@@ -28,7 +28,7 @@ from ._events import (
     ResumeReceived,
 )
 from ._frames import OPEN
-from ._transport import Transport, direct_socket, read_into, writes_for
+from ._transport import Transport, direct_socket, read_into, socket_reader, writes_for
 from .errors import ErrorKind, ProtocolError, RemoteError, RemoteProtocolError
 from .options import DEFAULT_CLOSE_TIMEOUT, DEFAULT_READ_SIZE, DEFAULT_SEND_BUFFER
 from .protocol import Connection
@@ -60,6 +60,7 @@ class FramedDriver:
         self.stream = stream
         self._direct_socket = direct_socket(stream)
         self.conn = conn
+        self._socket_reader = socket_reader(stream, conn, read_size, self._on_events, self._on_eof)
         # What the receiver holds is bounded in decoded messages, not only in bytes:
         # DATA beyond high_water unconsumed messages stays encoded until it is wanted.
         conn.decode_on_demand = True
@@ -120,7 +121,12 @@ class FramedDriver:
 
     async def _reader(self) -> None:
         try:
-            await read_into(self.stream, self.conn, self._read_size, self._on_events, self._on_eof)
+            if self._socket_reader is not None:
+                await self._socket_reader.run()
+            else:
+                await read_into(
+                    self.stream, self.conn, self._read_size, self._on_events, self._on_eof
+                )
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             self._on_transport_error(exc)
         finally:
