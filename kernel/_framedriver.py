@@ -60,7 +60,7 @@ class FramedDriver:
         self.stream = stream
         self._direct_socket = direct_socket(stream)
         self.conn = conn
-        self._socket_reader = socket_reader(stream, conn, read_size, self._on_events, self._on_eof)
+        self._socket_reader = socket_reader(stream, conn, read_size, self._on_read, self._on_eof)
         # What the receiver holds is bounded in decoded messages, not only in bytes:
         # DATA beyond high_water unconsumed messages stays encoded until it is wanted.
         conn.decode_on_demand = True
@@ -125,7 +125,7 @@ class FramedDriver:
                 await self._socket_reader.run()
             else:
                 await read_into(
-                    self.stream, self.conn, self._read_size, self._on_events, self._on_eof
+                    self.stream, self.conn, self._read_size, self._on_read, self._on_eof
                 )
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             self._on_transport_error(exc)
@@ -175,6 +175,13 @@ class FramedDriver:
         """Both directions are closed: we sent END or ERROR, and the peer's END or ERROR
         (or the end of the transport) arrived."""
         return self.conn.send_state is not OPEN and self._rx_done is not None
+
+    def _on_read(self, events: list[Event]) -> None:
+        """The reader's delivery. The reader ran, so the sending task yielded since it
+        last wrote itself: its next send is a new lone message, not the tail of a
+        burst (see ``FramedPipe._write_now``)."""
+        self._wrote_unyielded = False
+        self._on_events(events)
 
     def _on_events(self, events: list[Event]) -> None:
         while events:
