@@ -449,9 +449,7 @@ def sized_pipekit(name: str, kind: Kind, size: int, cfg: Config) -> float:
     return rate
 
 
-def _send_mp_bytes(
-    _go: None, conn: Connection, other: Connection, count: int, size: int
-) -> None:
+def _send_mp_bytes(_go: None, conn: Connection, other: Connection, count: int, size: int) -> None:
     other.close()
     payload = _payload(size)
     send_bytes = conn.send_bytes
