@@ -22,7 +22,15 @@ counted in the rate.
    reference across benches, ``multiprocessing.Pipe`` with one ``send``/``recv`` per
    message. Targets: unix and tcp >= 1,000,000 msg/s; websocket >= 500,000 msg/s and
    >= 10x plain websockets.
-2. **bulk bytes**: ``--mib`` MiB in ``bytes`` chunks of ``--chunk-kib`` KiB, one
+2. **one at a time**: ``--each-messages`` of the same messages, the child awaiting one
+   ``send`` per message and this process one ``receive`` per message (``async for msg
+   in pipe``): the shape people write by hand. Against ``multiprocessing.Pipe`` one
+   way (the small-msgs reference row). Target: unix and tcp >= 3x; websocket shown.
+3. **sizes**: ``bytes`` messages of 16 B, 1 KiB, 64 KiB and 1 MiB, one ``send`` and one
+   ``receive`` per message (``--size-messages`` of them, at most ``--size-mib`` MiB per
+   run), through each adapter; against ``multiprocessing.Pipe`` ``send_bytes`` /
+   ``recv_bytes`` of the same size. Target: >= 1x at every size on every transport.
+4. **bulk bytes**: ``--mib`` MiB in ``bytes`` chunks of ``--chunk-kib`` KiB, one
    ``send`` per chunk, through the unix and tcp adapters; against raw sockets with the
    same chunks, both a blocking ``socket`` in each process (``sendall`` /
    ``recv_into``) and trio ``SocketStream`` (``send_all`` / ``receive_some``). The ratio
@@ -105,6 +113,11 @@ SMALL_TCP = "small msgs: tcp 127.0.0.1 (adapters.tcp)"
 SMALL_WS = "small msgs: websocket (adapters.websocket)"
 SMALL_WS_PLAIN = "small msgs: plain websockets.trio, 1 msg/message"
 SMALL_MP = "small msgs: mp.Pipe send()/recv() per msg"
+EACH_UNIX = "one at a time: unix send() -> receive()"
+EACH_TCP = "one at a time: tcp send() -> receive()"
+EACH_WS = "one at a time: websocket send() -> receive()"
+SIZES = (16, 1024, 64 * 1024, 1 << 20)
+"""The message sizes of the size rows (bytes)."""
 BULK_UNIX = "bulk bytes: unix (adapters.unix)"
 BULK_UNIX_BLOCKING = "bulk bytes: unix raw, blocking sockets"
 BULK_UNIX_TRIO = "bulk bytes: unix raw, trio SocketStream"
@@ -118,6 +131,9 @@ BULK_TCP_COPY = "bulk bytes: tcp raw, trio, reads copied to bytes"
 @dataclass(frozen=True)
 class Config:
     messages: int
+    each_messages: int
+    size_messages: int
+    size_mib: int
     ws_messages: int
     mib: int
     chunk: int
@@ -133,6 +149,10 @@ class Config:
     @property
     def bulk_bytes(self) -> int:
         return self.chunks * self.chunk
+
+    def size_count(self, size: int) -> int:
+        """Messages of ``size`` bytes per run of a size row."""
+        return max(16, min(self.size_messages, self.size_mib * (1 << 20) // size))
 
 
 # --- messages ----------------------------------------------------------------------------
@@ -310,6 +330,33 @@ def _send_bulk(address: Any, kind: Kind, chunks: int, size: int) -> None:
     trio.run(main)
 
 
+def _send_each(address: Any, kind: Kind, n: int, message: Message) -> None:
+    async def main() -> None:
+        with trio.fail_after(TIMEOUT):
+            async with connecting(kind, address) as pipe:
+                send = pipe.send
+                if message == "int":
+                    for i in range(n):
+                        await send(i)
+                else:
+                    for i in range(n):
+                        await send({"i": i, "v": "x" * 16})
+
+    trio.run(main)
+
+
+def _send_sized(address: Any, kind: Kind, count: int, size: int) -> None:
+    payload = _payload(size)
+
+    async def main() -> None:
+        with trio.fail_after(TIMEOUT):
+            async with connecting(kind, address) as pipe:
+                for _ in range(count):
+                    await pipe.send(payload)
+
+    trio.run(main)
+
+
 async def _accept(listener: Any) -> FramedPipe:
     pipe: FramedPipe = await listener.accept()
     if pipe.conn.codec_name != "msgpack":
@@ -346,6 +393,93 @@ def small_pipekit(name: str, kind: Kind, cfg: Config) -> float:
         rate, total = trio.run(child.guard, receive)
     check(name, n, total)
     return rate
+
+
+def each_pipekit(name: str, kind: Kind, cfg: Config) -> float:
+    """msg/s of ``cfg.each_messages`` small messages, one ``send`` per message in the
+    child and one ``receive`` per message here."""
+    n = cfg.each_messages
+    as_int = cfg.message == "int"
+    with sender(_send_each, kind, n, cfg.message) as child:
+
+        async def receive() -> tuple[float, int]:
+            total = count = 0
+            clock = Clock()
+            with trio.fail_after(TIMEOUT):
+                async with listening(kind, cfg.sockdir) as (listener, address):
+                    child.tell(address)
+                    pipe = await _accept(listener)
+                    async for msg in pipe:
+                        clock.arrived(1)
+                        total += msg if as_int else msg["i"]
+                        count += 1
+                        if count >= n:
+                            clock.done()
+                    await pipe.aclose()
+            return clock.rate(name, count), total
+
+        rate, total = trio.run(child.guard, receive)
+    check(name, n, total)
+    return rate
+
+
+def sized_pipekit(name: str, kind: Kind, size: int, cfg: Config) -> float:
+    """msg/s of ``bytes`` messages of ``size`` bytes, one ``send`` / ``receive`` each."""
+    count = cfg.size_count(size)
+    with sender(_send_sized, kind, count, size) as child:
+
+        async def receive() -> tuple[float, int]:
+            received = 0
+            clock = Clock()
+            with trio.fail_after(TIMEOUT):
+                async with listening(kind, cfg.sockdir) as (listener, address):
+                    child.tell(address)
+                    pipe = await _accept(listener)
+                    async for data in pipe:
+                        clock.arrived(1)
+                        received += len(data)
+                        if received >= count * size:
+                            clock.done()
+                    await pipe.aclose()
+            return clock.rate(name, received // size), received
+
+        rate, received = trio.run(child.guard, receive)
+    if received != count * size:
+        raise RuntimeError(f"{name}: received {received} bytes, sent {count * size}")
+    return rate
+
+
+def _send_mp_bytes(_go: None, conn: Connection, other: Connection, count: int, size: int) -> None:
+    other.close()
+    payload = _payload(size)
+    send_bytes = conn.send_bytes
+    for _ in range(count):
+        send_bytes(payload)
+    conn.close()
+
+
+def sized_mp_pipe(name: str, size: int, cfg: Config) -> float:
+    """msg/s through ``multiprocessing.Pipe`` ``send_bytes`` / ``recv_bytes``."""
+    count = cfg.size_count(size)
+    ours, theirs = multiprocessing.Pipe()
+    received = 0
+    try:
+        with sender(_send_mp_bytes, theirs, ours, count, size) as child:
+            theirs.close()
+            recv_bytes = ours.recv_bytes
+            clock = Clock()
+            child.tell(None)
+            received = len(recv_bytes())
+            clock.arrived(1)
+            for _ in range(count - 1):
+                received += len(recv_bytes())
+            clock.done()
+    finally:
+        ours.close()
+        theirs.close()
+    if received != count * size:
+        raise RuntimeError(f"{name}: received {received} bytes, sent {count * size}")
+    return clock.rate(name, count)
 
 
 def bulk_pipekit(name: str, kind: Kind, cfg: Config) -> float:
@@ -689,6 +823,34 @@ def bulk_rows(kind: Kind, adapter: str, blocking: str, trio_raw: str, copied: st
     ]
 
 
+def size_label(size: int) -> str:
+    if size >= 1 << 20:
+        return f"{size >> 20} MiB"
+    return f"{size >> 10} KiB" if size >= 1024 else f"{size} B"
+
+
+def size_rows() -> list[Row]:
+    """Per size: each adapter against ``multiprocessing.Pipe.send_bytes``."""
+    rows = []
+    for size in SIZES:
+        label = size_label(size)
+        mp_name = f"size {label}: mp.Pipe send_bytes()/recv_bytes()"
+        for kind in ("unix", "tcp", "websocket"):
+            name = f"size {label}: {kind} send(bytes) -> receive()"
+            rows.append(
+                Row(
+                    name,
+                    "msg/s",
+                    partial(sized_pipekit, name, kind, size),
+                    (mp_name,),
+                    ">= 1x mp.Pipe",
+                    lambda _rate, ratio: ratio >= 1.0,
+                )
+            )
+        rows.append(Row(mp_name, "msg/s", partial(sized_mp_pipe, mp_name, size), note="baseline"))
+    return rows
+
+
 def make_rows() -> list[Row]:
     return [
         Row(
@@ -717,6 +879,24 @@ def make_rows() -> list[Row]:
         ),
         Row(SMALL_WS_PLAIN, "msg/s", small_ws_plain, (SMALL_MP,), note="baseline"),
         Row(SMALL_MP, "msg/s", small_mp_pipe, note="reference"),
+        Row(
+            EACH_UNIX,
+            "msg/s",
+            partial(each_pipekit, EACH_UNIX, "unix"),
+            (SMALL_MP,),
+            ">= 3x mp.Pipe",
+            lambda _rate, ratio: ratio >= 3.0,
+        ),
+        Row(
+            EACH_TCP,
+            "msg/s",
+            partial(each_pipekit, EACH_TCP, "tcp"),
+            (SMALL_MP,),
+            ">= 3x mp.Pipe",
+            lambda _rate, ratio: ratio >= 3.0,
+        ),
+        Row(EACH_WS, "msg/s", partial(each_pipekit, EACH_WS, "websocket"), (SMALL_MP,)),
+        *size_rows(),
         *bulk_rows("unix", BULK_UNIX, BULK_UNIX_BLOCKING, BULK_UNIX_TRIO, BULK_UNIX_COPY),
         *bulk_rows("tcp", BULK_TCP, BULK_TCP_BLOCKING, BULK_TCP_TRIO, BULK_TCP_COPY),
     ]
@@ -744,8 +924,10 @@ def format_table(rows: list[Row]) -> tuple[list[str], int, int]:
             ratio = ratio_cell(paired, len(row.rounds), percent=row.unit == "GB/s")
             if row.unit == "GB/s":
                 versus = "best raw"
+            elif row.baselines == (SMALL_WS_PLAIN,):
+                versus = "plain ws"
             else:
-                versus = "plain ws" if row.baselines == (SMALL_WS_PLAIN,) else "mp.Pipe"
+                versus = "mp.Pipe" if row.baselines == (SMALL_MP,) else "send_bytes"
         result = verdicts.judge(None if row.met is None else row.met(figure, value), row.note)
         lines.append(
             (row.name, row.show(figure), spread_cell(row.rounds), ratio, versus, row.target, result)
@@ -770,7 +952,9 @@ def machine_info(cfg: Config) -> list[str]:
         f"websockets {websockets_version}, pipekit {pk.__version__} from {ROOT}",
         f"small msgs: {cfg.messages:,} x {shape} per run in send_batch({BATCH}) "
         f"({cfg.ws_messages:,} for plain websockets); bulk: {cfg.bulk_bytes / (1 << 20):,.0f} "
-        f"MiB in {cfg.chunk // 1024:,} KiB chunks; {cfg.repeat} run(s), interleaved; "
+        f"MiB in {cfg.chunk // 1024:,} KiB chunks; one at a time: {cfg.each_messages:,}; "
+        f"sizes: up to {cfg.size_messages:,} messages or {cfg.size_mib} MiB; "
+        f"{cfg.repeat} run(s), interleaved; "
         "child sends, parent receives",
     ]
 
@@ -823,17 +1007,36 @@ def parse_args(argv: list[str] | None, sockdir: str) -> Config:
         default="dict",
         help='small message: {"i": n, "v": "x" * 16} as in bench/throughput.py, or n',
     )
+    parser.add_argument(
+        "--each-messages",
+        type=int,
+        default=200_000,
+        help="messages per run of the one-at-a-time rows (200,000)",
+    )
+    parser.add_argument(
+        "--size-messages",
+        type=int,
+        default=20_000,
+        help="messages per run of a size row, at most --size-mib MiB (20,000)",
+    )
+    parser.add_argument(
+        "--size-mib", type=int, default=128, help="MiB per run of a size row, at most (128)"
+    )
     parser.add_argument("--mib", type=int, default=1024, help="MiB per bulk run (1024)")
     parser.add_argument("--chunk-kib", type=int, default=256, help="KiB per bulk chunk (256)")
     parser.add_argument("--repeat", type=int, default=5, help="runs per row (5)")
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="smoke run: 20,000 messages (2,000 plain websockets), 32 MiB, 1 run",
+        help="smoke run: 20,000 messages (2,000 plain websockets, 5,000 one at a time, "
+        "500 per size up to 4 MiB), 32 MiB, 1 run",
     )
     args = parser.parse_args(argv)
     if args.quick:
         args.messages, args.ws_messages, args.mib, args.repeat = 20_000, 2_000, 32, 1
+        args.each_messages, args.size_messages, args.size_mib = 5_000, 500, 4
+    if args.each_messages < 2 or args.size_messages < 2 or args.size_mib < 1:
+        parser.error("need --each-messages >= 2, --size-messages >= 2, --size-mib >= 1")
     if min(args.messages, args.ws_messages, args.mib, args.chunk_kib, args.repeat) < 1:
         parser.error("every count must be at least 1")
     if args.messages <= BATCH or args.ws_messages < 2:
@@ -842,6 +1045,9 @@ def parse_args(argv: list[str] | None, sockdir: str) -> Config:
         parser.error("--mib must hold at least two chunks")
     return Config(
         messages=args.messages,
+        each_messages=args.each_messages,
+        size_messages=args.size_messages,
+        size_mib=args.size_mib,
         ws_messages=args.ws_messages,
         mib=args.mib,
         chunk=args.chunk_kib * 1024,

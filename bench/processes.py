@@ -14,6 +14,13 @@ Sections (see ``bench/README.md`` for what exactly each row times):
    ``port.send_batch`` echo) and back, the parent sending with ``send_batch`` and
    receiving with ``batches()`` concurrently; against a ``multiprocessing.Pipe`` echo
    child, one ``send``/``recv`` per message. Target: >= 1,000,000 msg/s and >= 3x.
+   **one at a time**: the same messages, the parent awaiting one ``send`` per message
+   (and one ``receive`` per echo, concurrently): the shape people write by hand.
+   Against the same ``multiprocessing.Pipe`` echo. Target: >= 3x.
+   **sizes**: ``bytes`` messages of 16 B, 1 KiB, 64 KiB and 1 MiB echoed by the worker
+   the same way (``--size-messages`` of them, at most ``--size-mib`` MiB per run),
+   against a ``multiprocessing.Pipe`` ``send_bytes``/``recv_bytes`` echo of the same
+   size. Target: >= 1x at every size.
 2. **bytes through cat**: ``--mib`` MiB in 1 MiB chunks through ``cat`` with
    ``open_process(["cat"], mode="bytes")``; against ``os.pipe -> cat -> os.pipe`` with
    plain blocking ``os.write`` (a thread) and ``os.read`` (pipe buffers and read size
@@ -101,6 +108,25 @@ _F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 # Rows, in table order. The smoke test checks that each name is printed.
 ECHO_PK = "frames echo: worker_spec port echo"
 ECHO_MP = "frames echo: mp.Pipe echo per msg"
+EACH_PK = "frames echo one at a time: parent send() each"
+SIZES = (16, 1024, 64 * 1024, 1 << 20)
+"""The message sizes of the size rows (bytes)."""
+
+
+def size_label(size: int) -> str:
+    if size >= 1 << 20:
+        return f"{size >> 20} MiB"
+    return f"{size >> 10} KiB" if size >= 1024 else f"{size} B"
+
+
+def size_pk(size: int) -> str:
+    return f"size {size_label(size)}: worker echo, send(bytes) each"
+
+
+def size_mp(size: int) -> str:
+    return f"size {size_label(size)}: mp.Pipe send_bytes() echo"
+
+
 CAT_PK = "bytes through cat: open_process(bytes)"
 CAT_RAW = "bytes through cat: os.pipe blocking r/w"
 SPAWN_PK = "spawn to first reply: pk.run"
@@ -297,6 +323,90 @@ def echo_pipekit(n: int) -> float:
         return elapsed
 
     return trio.run(main)
+
+
+def echo_pipekit_each(messages: list[Any]) -> float:
+    """Seconds to echo ``messages`` through a warm worker, the parent sending each with
+    ``send`` and receiving each with ``receive`` (concurrently)."""
+    import trio
+
+    from pipekit.adapters.stdio import open_process
+    from pipekit.workers import worker_spec
+
+    n = len(messages)
+
+    async def main() -> float:
+        spec = worker_spec(worker_target("echo_port"), env=child_env())
+        received = 0
+        with trio.fail_after(TIMEOUT):
+            async with open_process(spec) as pipe:
+                await pipe.send("warm-up")
+                if await pipe.receive() != "warm-up":
+                    raise RuntimeError(f"{EACH_PK}: bad warm-up reply")
+
+                async def produce() -> None:
+                    for msg in messages:
+                        await pipe.send(msg)
+                    await pipe.end()
+
+                t0 = time.perf_counter()
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(produce)
+                    async for msg in pipe:
+                        if msg != messages[received]:
+                            raise RuntimeError(f"{EACH_PK}: message {received} came back wrong")
+                        received += 1
+                elapsed = time.perf_counter() - t0
+        if received != n:
+            raise RuntimeError(f"{EACH_PK}: {received} of {n} messages came back")
+        return elapsed
+
+    return trio.run(main)
+
+
+def _mp_echo_bytes(parent: int, conn: Connection, other: Connection) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    die_with_parent(parent)
+    other.close()
+    recv, send = conn.recv_bytes, conn.send_bytes
+    with contextlib.suppress(EOFError):
+        while data := recv():
+            send(data)
+    conn.close()
+
+
+def echo_mp_bytes(size: int, count: int) -> float:
+    """Seconds to echo ``count`` messages of ``size`` bytes through a forked child over
+    ``multiprocessing.Pipe`` ``send_bytes``/``recv_bytes``, ``MP_WINDOW`` at a time (an
+    empty message stops the child)."""
+    ctx = multiprocessing.get_context("fork")
+    ours, theirs = ctx.Pipe()
+    proc = ctx.Process(target=_mp_echo_bytes, args=(os.getpid(), theirs, ours), daemon=True)
+    payload = bytes(range(256)) * (size // 256) + bytes(size % 256)
+    received = 0
+    try:
+        proc.start()
+        with reaped(proc):
+            theirs.close()
+            send, recv = ours.send_bytes, ours.recv_bytes
+            # At most 64 KiB in flight: more could fill both directions' socket buffers
+            # (the child blocked sending echoes we do not read yet: a deadlock).
+            window = max(1, min(MP_WINDOW, (64 << 10) // size))
+            t0 = time.perf_counter()
+            for start in range(0, count, window):
+                stop = min(start + window, count)
+                for _ in range(start, stop):
+                    send(payload)
+                for _ in range(stop - start):
+                    received += len(recv())
+            elapsed = time.perf_counter() - t0
+            send(b"")
+    finally:
+        ours.close()
+        theirs.close()
+    if received != size * count:
+        raise RuntimeError(f"{size_mp(size)}: {received} of {size * count} bytes came back")
+    return elapsed
 
 
 def echo_mp_pipe(n: int) -> float:
@@ -698,6 +808,15 @@ ROWS: list[Row] = [
         lambda rate, ratio: rate >= 1_000_000 and ratio >= 3,
     ),
     Row(ECHO_MP, "msg/s", note="baseline"),
+    Row(EACH_PK, "msg/s", ECHO_MP, ">= 3x mp.Pipe", lambda _rate, ratio: ratio >= 3),
+    *(
+        row
+        for size in SIZES
+        for row in (
+            Row(size_pk(size), "msg/s", size_mp(size), ">= 1x", lambda _r, ratio: ratio >= 1),
+            Row(size_mp(size), "msg/s", note="baseline"),
+        )
+    ),
     Row(CAT_PK, "GB/s", CAT_RAW, ">= 90% of raw", lambda _rate, ratio: ratio >= 0.9),
     Row(CAT_RAW, "GB/s", note="baseline"),
     Row(SPAWN_PK, "ms", SPAWN_MP, note="no target"),
@@ -745,6 +864,8 @@ def format_table(rows: list[Row]) -> tuple[list[str], int, int]:
 @dataclass(frozen=True)
 class Config:
     messages: int
+    size_messages: int
+    size_mib: int
     mib: int
     spawns: int
     round_trips: int
@@ -778,9 +899,21 @@ def machine_info(cfg: Config) -> list[str]:
 
 def measure(cfg: Config, rows: dict[str, Row]) -> None:
     per_round = math.ceil(cfg.spawns / cfg.repeat)
+    each = [{"i": i, "v": "x" * 16} for i in range(cfg.messages)]
+
+    def sized(size: int) -> list[tuple[str, Callable[[], float | list[float]]]]:
+        count = max(16, min(cfg.size_messages, cfg.size_mib * (1 << 20) // size))
+        payload = bytes(range(256)) * (size // 256) + bytes(size % 256)
+        return [
+            (size_pk(size), lambda: count / echo_pipekit_each([payload] * count)),
+            (size_mp(size), lambda: count / echo_mp_bytes(size, count)),
+        ]
+
     steps: list[tuple[str, Callable[[], float | list[float]]]] = [
         (ECHO_PK, lambda: cfg.messages / echo_pipekit(cfg.messages)),
         (ECHO_MP, lambda: cfg.messages / echo_mp_pipe(cfg.messages)),
+        (EACH_PK, lambda: len(each) / echo_pipekit_each(each)),
+        *(step for size in SIZES for step in sized(size)),
         (CAT_PK, lambda: cfg.mib * CHUNK / cat_pipekit(cfg.mib)),
         (CAT_RAW, lambda: cfg.mib * CHUNK / cat_raw(cfg.mib)),
         (SPAWN_PK, lambda: spawn_pipekit(per_round)),
@@ -813,6 +946,15 @@ def parse_args(argv: list[str] | None) -> Config:
     parser.add_argument(
         "--messages", type=int, default=1_000_000, help="messages per echo run (1,000,000)"
     )
+    parser.add_argument(
+        "--size-messages",
+        type=int,
+        default=20_000,
+        help="messages per run of a size row, at most --size-mib MiB (20,000)",
+    )
+    parser.add_argument(
+        "--size-mib", type=int, default=128, help="MiB per run of a size row, at most (128)"
+    )
     parser.add_argument("--mib", type=int, default=1024, help="MiB through cat per run (1024)")
     parser.add_argument(
         "--spawns", type=int, default=20, help="spawns per spawn row, over all runs (20)"
@@ -825,10 +967,12 @@ def parse_args(argv: list[str] | None) -> Config:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="smoke run: 20,000 messages, 64 MiB, 2 spawns, 200 round trips, 1 run",
+        help="smoke run: 20,000 messages, 64 MiB, 2 spawns, 200 round trips, 1 run "
+        "(sizes: 2,000 messages, 4 MiB)",
     )
     args = parser.parse_args(argv)
     if args.quick:
+        args.size_messages, args.size_mib = 2_000, 4
         args.messages, args.mib, args.spawns, args.round_trips, args.repeat = (
             20_000,
             64,
@@ -836,10 +980,15 @@ def parse_args(argv: list[str] | None) -> Config:
             200,
             1,
         )
-    if min(args.messages, args.mib, args.spawns, args.round_trips, args.repeat) < 1:
+    if (
+        min(args.messages, args.mib, args.spawns, args.round_trips, args.repeat) < 1
+        or min(args.size_messages, args.size_mib) < 1
+    ):
         parser.error("every count must be at least 1")
     return Config(
         messages=args.messages,
+        size_messages=args.size_messages,
+        size_mib=args.size_mib,
         mib=args.mib,
         spawns=args.spawns,
         round_trips=args.round_trips,

@@ -28,7 +28,7 @@ from ._events import (
     ResumeReceived,
 )
 from ._frames import OPEN
-from ._transport import Transport, direct_socket, read_into, writes_for
+from ._transport import Transport, direct_socket, read_into, socket_reader, writes_for
 from .errors import ErrorKind, ProtocolError, RemoteError, RemoteProtocolError
 from .options import DEFAULT_CLOSE_TIMEOUT, DEFAULT_READ_SIZE, DEFAULT_SEND_BUFFER
 from .protocol import Connection
@@ -60,6 +60,7 @@ class FramedDriver:
         self.stream = stream
         self._direct_socket = direct_socket(stream)
         self.conn = conn
+        self._socket_reader = socket_reader(stream, conn, read_size, self._on_read, self._on_eof)
         # What the receiver holds is bounded in decoded messages, not only in bytes:
         # DATA beyond high_water unconsumed messages stays encoded until it is wanted.
         conn.decode_on_demand = True
@@ -94,6 +95,9 @@ class FramedDriver:
         self._paused_seconds = 0.0
         self._send_calls = 0
         self._unyielded_bytes = 0  # written by send() itself since it last yielded
+        # send() wrote to the socket itself since this pipe's tasks last yielded: what
+        # is sent before the next yield is left to the writer, which coalesces it.
+        self._wrote_unyielded = False
         self._receive_calls = 0
         self.last_pong: bytes | None = None
 
@@ -117,7 +121,12 @@ class FramedDriver:
 
     async def _reader(self) -> None:
         try:
-            await read_into(self.stream, self.conn, self._read_size, self._on_events, self._on_eof)
+            if self._socket_reader is not None:
+                await self._socket_reader.run()
+            else:
+                await read_into(
+                    self.stream, self.conn, self._read_size, self._on_read, self._on_eof
+                )
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             self._on_transport_error(exc)
         finally:
@@ -166,6 +175,13 @@ class FramedDriver:
         """Both directions are closed: we sent END or ERROR, and the peer's END or ERROR
         (or the end of the transport) arrived."""
         return self.conn.send_state is not OPEN and self._rx_done is not None
+
+    def _on_read(self, events: list[Event]) -> None:
+        """The reader's delivery. The reader ran, so the sending task yielded since it
+        last wrote itself: its next send is a new lone message, not the tail of a
+        burst (see ``FramedPipe._write_now``)."""
+        self._wrote_unyielded = False
+        self._on_events(events)
 
     def _on_events(self, events: list[Event]) -> None:
         while events:
@@ -310,6 +326,7 @@ class FramedDriver:
                     return
                 self._tx_event = trio.Event()
                 await self._tx_event.wait()
+                self._wrote_unyielded = False
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             if not self._closed:
                 # What arrived before the failure (the peer's ERROR, say) is read first:

@@ -23,10 +23,12 @@ from .protocol import Connection
 __all__ = [
     "IOV_MAX",
     "MessageTransport",
+    "SocketReader",
     "Transport",
     "Writes",
     "direct_socket",
     "read_into",
+    "socket_reader",
     "write_some",
     "writes_for",
 ]
@@ -79,13 +81,90 @@ async def read_into(
     """Feed everything ``transport`` brings to ``conn``, ``read_size`` bytes at most per
     read, handing the events of each read to ``deliver``, until EOF (then ``at_eof()``)
     or a violation. Raises :class:`trio.BrokenResourceError` or
-    :class:`trio.ClosedResourceError` when the transport fails."""
+    :class:`trio.ClosedResourceError` when the transport fails. (A socket that
+    :func:`socket_reader` takes is read by :meth:`SocketReader.run` instead.)"""
     if isinstance(transport, MessageTransport):
         await _read_messages(transport, conn, deliver, at_eof)
     elif isinstance(transport, trio.SocketStream):
-        await _read_socket(transport.socket, conn, read_size, deliver, at_eof)
+        await _recv_socket(transport.socket, conn, read_size, deliver, at_eof)
     else:
         await _read_stream(transport, conn, read_size, deliver, at_eof)
+
+
+class SocketReader:
+    """The reader task of a socket: reads into a connection with plain non-blocking
+    ``readv`` calls, yielding once per read: it waits for readability after a read that
+    left room in the buffer (the socket is then most likely empty) and passes a
+    checkpoint after one that filled it. trio's ``recv_into`` yields after every read
+    *and* tries a read before waiting: in a round trip that is one scheduler pass and
+    one failed ``recvfrom`` more per message on each side (measured on a socketpair
+    echo: 4 trio passes per round trip in the parent before, 2 after)."""
+
+    def __init__(
+        self,
+        sock: trio.socket.SocketType,
+        conn: Connection,
+        size: int,
+        deliver: Callable[[list[Event]], None],
+        at_eof: Callable[[], None],
+    ) -> None:
+        self._sock = sock
+        self._conn = conn
+        self._size = size
+        self._deliver = deliver
+        self._at_eof = at_eof
+
+    async def run(self) -> None:
+        """Read until EOF or a violation. Raises :class:`trio.BrokenResourceError` or
+        :class:`trio.ClosedResourceError` when the socket fails."""
+        conn = self._conn
+        deliver = self._deliver
+        sock = self._sock
+        size = self._size
+        readv = os.readv
+        wait_readable = trio.lowlevel.wait_readable
+        await trio.lowlevel.checkpoint_if_cancelled()
+        while True:
+            with conn.receive_buffer(size) as target:
+                room = len(target)
+                try:
+                    # fileno() each time: -1 once the socket is closed (a stale number
+                    # could meanwhile name another descriptor).
+                    count = readv(sock.fileno(), (target,))
+                except BlockingIOError:
+                    count = -1
+                except OSError as exc:
+                    raise _stream_error(exc) from exc
+            if count < 0:
+                await wait_readable(sock)
+                continue
+            if not count:
+                deliver(conn.receive_eof())
+                self._at_eof()
+                return
+            events = conn.receive_filled(count)
+            if events:
+                deliver(events)
+                if conn.failure is not None:
+                    return
+            if count < room:
+                await wait_readable(sock)
+            else:
+                await trio.lowlevel.checkpoint()
+
+
+def socket_reader(
+    transport: Transport,
+    conn: Connection,
+    read_size: int,
+    deliver: Callable[[list[Event]], None],
+    at_eof: Callable[[], None],
+) -> SocketReader | None:
+    """The :class:`SocketReader` for ``transport``, if it is a socket this platform can
+    read with ``readv``."""
+    if isinstance(transport, trio.SocketStream) and hasattr(os, "readv"):
+        return SocketReader(transport.socket, conn, read_size, deliver, at_eof)
+    return None
 
 
 async def _read_stream(
@@ -109,14 +188,15 @@ async def _read_stream(
                 return
 
 
-async def _read_socket(
+async def _recv_socket(
     sock: trio.socket.SocketType,
     conn: Connection,
     size: int,
     deliver: Callable[[list[Event]], None],
     at_eof: Callable[[], None],
 ) -> None:
-    """Like :func:`_read_stream`, reading straight into the connection's buffer."""
+    """Like :func:`_read_stream`, reading straight into the connection's buffer with
+    trio's ``recv_into`` (where :class:`SocketReader` cannot: no ``readv``)."""
     while True:
         with conn.receive_buffer(size) as target:
             try:

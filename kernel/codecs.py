@@ -175,7 +175,6 @@ class _MsgpackStreamDecoder:
 _BIN32 = struct.Struct(">BI")
 _CBOR_BYTES32 = struct.Struct(">BI")
 _LARGE_BYTES = 64 * 1024
-_LARGE_PAYLOAD = 64 * 1024 + 64
 
 
 class _MsgpackFrame:
@@ -188,9 +187,11 @@ class _MsgpackFrame:
         self._first: list[Any] = []
         self._start = 0  # where the Unpacker's bytes start in the payload
         rest: bytes | memoryview = payload
-        if self._size > _LARGE_PAYLOAD:
-            # Bigger than a coalesced frame: most likely one large message. Decode it in
-            # place rather than copying the payload into an Unpacker first.
+        if self._size:
+            # Decode the first message in place with unpackb: a lone or a large message
+            # (the payload is exactly one) needs no Unpacker at all, which is most of the
+            # cost of a small frame (measured: 2.6 -> 0.9 us for one 27-byte message);
+            # a coalesced frame pays one ExtraData and a copy of its rest (+1% on 2400).
             try:
                 self._first = [msgpack.unpackb(payload, **_MSGPACK)]
                 self._unpacker = None

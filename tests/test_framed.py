@@ -1527,3 +1527,118 @@ async def test_a_close_waits_for_a_slow_but_steady_reader_however_long_it_takes(
             async with framed_pipe(left, initiator=True, send_buffer=1024) as pipe:
                 await pipe.send_batch(list(range(1000)))
     assert got == list(range(1000))
+
+
+# -- one message at a time: direct writes, coalescing, amortised yields ------------------
+
+
+def _readable_now(sock: trio.SocketStream) -> bytes:
+    """What the raw socket under ``sock`` holds right now (no waiting, no checkpoint)."""
+    raw = sock.socket
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(raw.fileno(), 1 << 20)
+        except BlockingIOError:
+            break
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def test_a_lone_send_is_on_the_wire_when_send_returns(
+    socket_stream_pair: tuple[trio.SocketStream, trio.SocketStream],
+) -> None:
+    ours, theirs = socket_stream_pair
+    with trio.fail_after(HANG_GUARD):
+        async with honest_and_raw(ours, theirs) as (pipe, raw):
+            await trio.testing.wait_all_tasks_blocked()
+            _readable_now(theirs)  # nothing else is expected, but start clean
+            await pipe.send({"n": 1})
+            # No checkpoint since send returned: the writer task cannot have run.
+            data = _readable_now(theirs)
+            assert raw.conn.receive_data(data) == [MessagesReceived([{"n": 1}])]
+
+
+async def test_sends_that_follow_without_a_yield_are_coalesced_by_the_writer(
+    socket_stream_pair: tuple[trio.SocketStream, trio.SocketStream],
+) -> None:
+    ours, theirs = socket_stream_pair
+    with trio.fail_after(HANG_GUARD):
+        async with honest_and_raw(ours, theirs) as (pipe, raw):
+            await trio.testing.wait_all_tasks_blocked()
+            for n in range(10):
+                await pipe.send(n)
+            first = _readable_now(theirs)
+            assert raw.conn.receive_data(first) == [MessagesReceived([0])]
+            await trio.testing.wait_all_tasks_blocked()  # the writer's turn
+            rest = _readable_now(theirs)
+            (length, ftype, _), size = HEADER.unpack_from(rest), len(rest)
+            assert ftype == FrameType.DATA and size == HEADER_SIZE + length  # one frame
+            assert raw.conn.receive_data(rest) == [MessagesReceived(list(range(1, 10)))]
+
+
+async def test_after_a_reply_arrives_the_next_send_is_written_at_once_again(
+    socket_stream_pair: tuple[trio.SocketStream, trio.SocketStream],
+) -> None:
+    ours, theirs = socket_stream_pair
+    with trio.fail_after(HANG_GUARD):
+        async with honest_and_raw(ours, theirs) as (pipe, raw):
+            for n in range(3):  # request / reply, three times
+                await pipe.send(n)
+                assert raw.conn.receive_data(_readable_now(theirs)) == [MessagesReceived([n])]
+                raw.conn.send(n * 10)
+                await raw.flush()
+                assert await pipe.receive() == n * 10
+
+
+@pytest.mark.parametrize("call", ["send", "send_batch of 1", "receive"])
+async def test_a_busy_loop_of_pipe_calls_lets_other_tasks_run_within_64_calls(
+    stream_pair: StreamPair, framed_pair: OpenFramedPair, call: str
+) -> None:
+    # The 64th call yields; trio may run the yielding task first in the next batch of
+    # runnable tasks, so the other task is certain to have run by the 128th call.
+    calls = 2 * 64
+    ran = trio.Event()
+
+    async def other() -> None:
+        ran.set()
+
+    with trio.fail_after(HANG_GUARD):
+        async with framed_pair(*stream_pair) as (a, b):
+            if call == "receive":
+                await a.send_batch(list(range(calls)))
+            await trio.testing.wait_all_tasks_blocked()
+            if call == "receive":
+                assert b.stats.queue_depth == calls
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(other)
+                for n in range(calls):
+                    if call == "send":
+                        await a.send(n)
+                    elif call == "receive":
+                        assert await b.receive() == n
+                    else:
+                        await a.send_batch([n])
+                    if ran.is_set():
+                        break
+                assert ran.is_set()
+
+
+@pytest.mark.parametrize("call", ["send", "send_batch", "receive"])
+async def test_a_call_in_a_cancelled_scope_raises_at_once_and_sends_or_takes_nothing(
+    stream_pair: StreamPair, framed_pair: OpenFramedPair, call: str
+) -> None:
+    with trio.fail_after(HANG_GUARD):
+        async with framed_pair(*stream_pair) as (a, b):
+            await a.send("first")
+            with trio.CancelScope() as scope:
+                scope.cancel()
+                if call == "send":
+                    await a.send("never")
+                elif call == "send_batch":
+                    await a.send_batch(["never"])
+                else:
+                    await b.receive()
+            assert scope.cancelled_caught
+            await a.send("last")
+            assert [await b.receive(), await b.receive()] == ["first", "last"]

@@ -2004,3 +2004,51 @@ def test_pipe_settings_refuse_values_that_cannot_work(
 ) -> None:
     with pytest.raises(ValueError, match=message):
         PipeSettings(**options)
+
+
+# -- send_and_take: the one-step path of a lone message ---------------------------------
+
+
+@pytest.mark.parametrize("codec", ["msgpack", "cbor", "json"])
+@pytest.mark.parametrize("queued", [False, True])
+@pytest.mark.parametrize("message", [{"i": 1, "v": "x" * 16}, b"small", b"x" * 70_000])
+def test_send_and_take_hands_out_what_send_then_data_to_send_pieces_would(
+    codec: str, queued: bool, message: Any
+) -> None:
+    if codec == "json" and isinstance(message, bytes):
+        message = message.decode()
+    wires = []
+    counters = []
+    for one_step in (False, True):
+        i, a = connect({"codecs": [codec]}, {"codecs": [codec]})
+        if queued:
+            i.send("before")
+            i.ping(b"p")
+        if one_step:
+            pieces = i.send_and_take(message)
+        else:
+            i.send(message)
+            pieces = i.data_to_send_pieces()
+        wire = b"".join(pieces)
+        wires.append(wire)
+        counters.append((i.messages_sent, i.bytes_sent, i.buffered_bytes))
+        expected = (["before"] if queued else []) + [message]
+        assert messages_of(a.receive_data(wire)) == expected
+    assert wires[0] == wires[1]
+    assert counters[0] == counters[1]
+
+
+def test_send_and_take_refuses_an_oversize_message_and_queues_nothing() -> None:
+    i, _ = connect(acceptor={"max_frame": 1024})
+    with pytest.raises(ProtocolError) as info:
+        i.send_and_take("x" * 2000)
+    assert info.value.kind == ErrorKind.OVERSIZE
+    assert i.messages_sent == 0 and not i.has_data_to_send
+
+
+def test_send_and_take_while_paused_queues_the_message_for_resume() -> None:
+    i, a = connect()
+    i.receive_data(encode_frame(FrameType.PAUSE))
+    assert i.send_and_take("held") == []
+    i.receive_data(encode_frame(FrameType.RESUME))
+    assert messages_of(a.receive_data(i.data_to_send())) == ["held"]

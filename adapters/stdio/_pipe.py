@@ -80,7 +80,19 @@ class ProcessPipe(Pipe):
     # -- sending ----------------------------------------------------------------------
 
     async def send(self, value: Any) -> None:
-        await self.send_batch((value,))
+        framed = self._framed
+        if framed is None or self._closed:
+            await self.send_batch((value,))
+            return
+        # Straight to the framed pipe's send: one message, with its amortised yield and
+        # its direct write, not a batch of one (which yields and wakes the writer on
+        # every call: measured 13-19 us of parent CPU per message).
+        try:
+            await framed.send(value)
+        except (ProtocolError, trio.BrokenResourceError) as exc:
+            if isinstance(exc, ProtocolError) and exc.kind == ErrorKind.OVERSIZE:
+                raise  # refused before anything was queued: the channel is intact
+            raise await self._processes.outcome(exc) from exc
 
     async def send_batch(self, values: Sequence[Any]) -> None:
         if self._closed:
@@ -123,6 +135,18 @@ class ProcessPipe(Pipe):
     # -- receiving --------------------------------------------------------------------
 
     async def receive(self) -> Any:
+        framed = self._framed
+        if framed is not None and not self._inbox and not self._closed:
+            # Straight from the framed pipe: no batch list, and its yield is amortised.
+            try:
+                item = await framed.receive()
+            except trio.EndOfChannel:
+                await self._finish_stream()
+                raise
+            except (ProtocolError, trio.BrokenResourceError) as exc:
+                raise await self._processes.outcome(exc) from exc
+            self._received += 1
+            return item
         if not self._inbox:
             self._inbox.extend(await self._next_batch(None))
         else:
