@@ -10,9 +10,20 @@ from typing import Any
 
 import trio
 
-from ..kernel import Kernel, Module, ModuleStats, Pipe, PortRef, Topology, open_kernel
+from ..kernel import (
+    Kernel,
+    Lane,
+    LocalPipe,
+    Module,
+    ModuleStats,
+    Pipe,
+    PortRef,
+    Topology,
+    open_kernel,
+)
 from ..kernel.scopes import open_plain_nursery
 from ._iterate import PipelineIterator, iterate_async
+from ._meter import Meter
 from ._operators import StopsUpstream, take
 from ._sinks import collect
 from ._stage import Stage
@@ -69,8 +80,21 @@ class _Guard:
         self.outputs = inner.outputs
         self.stopped = False
         self._scope: trio.CancelScope | None = None
+        self.in_lanes: list[Lane] = []
+        """The stage's input buffers (the same over restarts), which measure the time
+        it starved."""
+        self.meter: Meter | None = getattr(inner, "meter", None)
+
+    @property
+    def starved_seconds(self) -> float:
+        return sum(lane.starved_seconds for lane in self.in_lanes)
 
     async def run(self, ports: Mapping[str, Pipe]) -> None:
+        if not self.in_lanes:
+            for port in self.inputs:
+                pipe = ports[port]
+                if isinstance(pipe, LocalPipe) and pipe.receive_lane is not None:
+                    self.in_lanes.append(pipe.receive_lane)
         if self.stopped:
             await trio.lowlevel.checkpoint()
             return
@@ -134,6 +158,7 @@ class _Wiring:
     def __init__(self, kernel: Kernel) -> None:
         self.kernel = kernel
         self.guards: list[_Guard] = []
+        self.by_name: dict[str, _Guard] = {}
 
     def line(self, stages: Sequence[Stage], feed: PortRef | None) -> Module:
         """Add one line, fed by ``feed`` (None: the main line); return its last module."""
@@ -169,6 +194,7 @@ class _Wiring:
                 self.line(_line(branch, branch=True), handle[port])
             before.append(guard)
             self.guards.append(guard)
+            self.by_name[handle.name] = guard
             previous, previous_stage = handle, stage
         assert mod is not None
         return mod
@@ -192,14 +218,21 @@ class Pipeline:
         self.stages = list(stages)
         self._stats: dict[str, ModuleStats] = {}
         self._kernel: Kernel | None = None
+        self._guards: dict[str, _Guard] = {}
         self._running = False
 
     @property
     def stats(self) -> dict[str, ModuleStats]:
-        """Per-stage statistics by stage name: live during a run, final after it."""
+        """Per-stage statistics by stage name (:class:`~pipekit.kernel.ModuleStats`,
+        with the busy, starved and blocked time of each stage and its bottleneck
+        marked): live during a run, final after it."""
         if self._running and self._kernel is not None:
-            return self._kernel.stats()
+            return self._measured()
         return self._stats
+
+    def _measured(self) -> dict[str, ModuleStats]:
+        assert self._kernel is not None
+        return measure(self._kernel.stats(), self._guards)
 
     def __or__(self, other: Stage | Pipeline) -> Pipeline:
         if isinstance(other, Pipeline):
@@ -323,6 +356,7 @@ class Pipeline:
                 self._kernel = k
                 wiring = _Wiring(k)
                 last = wiring.line(stages, None)
+                self._guards = wiring.by_name
                 if attach is not None:
                     attach(_stopper(wiring.guards))
                 self._running = True
@@ -330,13 +364,13 @@ class Pipeline:
                 if progress is not None:
                     with trio.CancelScope() as reporting:
                         async with trio.open_nursery() as nursery:
-                            nursery.start_soon(_report, k, progress, interval)
+                            nursery.start_soon(_report, self._measured, progress, interval)
                             await k.join()
                             reporting.cancel()
         finally:
             self._running = False
             if self._kernel is not None:
-                self._stats = self._kernel.stats()
+                self._stats = self._measured()
             if progress is not None:
                 progress(self.stats)
         return getattr(last, "result", None)
@@ -349,8 +383,45 @@ class Pipeline:
 
 
 async def _report(
-    k: Kernel, progress: Callable[[dict[str, ModuleStats]], None], interval: float
+    stats: Callable[[], dict[str, ModuleStats]],
+    progress: Callable[[dict[str, ModuleStats]], None],
+    interval: float,
 ) -> None:
     while True:
         await trio.sleep(interval)
-        progress(k.stats())
+        progress(stats())
+
+
+BOTTLENECK_MIN_BUSY = 0.1
+"""A stage busy for less than this share of its time is never called the bottleneck."""
+BOTTLENECK_MIN_SECONDS = 0.01
+"""Nor one busy for less than this many seconds in all (a run too short to tell)."""
+
+
+def measure(stats: dict[str, ModuleStats], guards: Mapping[str, _Guard]) -> dict[str, ModuleStats]:
+    """``stats`` (fresh snapshots) with each stage's starved and busy time filled in and
+    the bottleneck marked. Busy is what is left of a stage's time once it is neither
+    starved (its input buffer empty) nor blocked (a full buffer downstream)."""
+    try:
+        now: float | None = trio.current_time()
+    except RuntimeError:  # outside trio: only the stages that finished have a duration
+        now = None
+    best, best_share = None, BOTTLENECK_MIN_BUSY
+    for name, st in stats.items():
+        guard = guards.get(name)
+        meter = guard.meter if guard is not None else None
+        if guard is not None:
+            st.starved_seconds = guard.starved_seconds
+        end = st.finished_at if st.finished_at is not None else now
+        if st.started_at is None or end is None:
+            continue
+        elapsed = end - st.started_at
+        if meter is not None and meter.timed:
+            st.busy_seconds = meter.busy
+        else:
+            st.busy_seconds = max(0.0, elapsed - st.starved_seconds - st.paused_seconds)
+        if st.busy_seconds >= BOTTLENECK_MIN_SECONDS and st.busy_seconds / elapsed >= best_share:
+            best, best_share = st, st.busy_seconds / elapsed
+    if best is not None:
+        best.bottleneck = True
+    return stats
