@@ -127,6 +127,11 @@ class ModuleError(PipekitError):
     """
 
     kind: str = ErrorKind.MODULE_FAILED
+    item_index: int | None = None
+    """The place, in the stage's input, of the message the stage failed on, when the
+    stage knows it (set by pipelines: a source's is how many items it had emitted)."""
+    item: str | None = None
+    """A short ``repr`` of that message (``None`` if unknown, and for a source)."""
 
     def __init__(self, module: str, message: str | None = None) -> None:
         self.module = module
