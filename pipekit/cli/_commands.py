@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import os
+import shutil
 import sys
 import time
 from functools import partial
@@ -23,6 +25,16 @@ LOG_EVERY = 10.0
 """Seconds between two progress lines when stderr is not a terminal."""
 
 
+def _terminal_width() -> int | None:
+    """stderr's width if it is a terminal (the tables then fit it), else None."""
+    if not sys.stderr.isatty():
+        return None
+    try:
+        return os.get_terminal_size(sys.stderr.fileno()).columns
+    except (OSError, ValueError):
+        return shutil.get_terminal_size((80, 24)).columns
+
+
 def _run_pipeline(
     pipeline: Pipeline, *, quiet: bool, every: float = LOG_EVERY, total: int | None = None
 ) -> Any:
@@ -39,7 +51,7 @@ def _run_pipeline(
         if not quiet:
             elapsed = time.perf_counter() - start
             print(f"per-stage statistics at the failure ({elapsed:.2f} s):", file=sys.stderr)
-            print(format_stats(pipeline.stats), file=sys.stderr)
+            print(format_stats(pipeline.stats, _terminal_width()), file=sys.stderr)
             print(file=sys.stderr)
         raise
 
@@ -110,7 +122,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(repr(result))
     if not args.quiet:
         print(f"\nper-stage statistics ({elapsed:.2f} s):", file=sys.stderr)
-        print(format_stats(pipeline.stats), file=sys.stderr)
+        print(format_stats(pipeline.stats, _terminal_width()), file=sys.stderr)
     return 0
 
 

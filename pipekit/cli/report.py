@@ -21,11 +21,11 @@ def _share(part: float, whole: float | None) -> str:
     return f"{min(100.0, 100.0 * part / whole):.0f}%"
 
 
-def format_stats(stats: Mapping[str, ModuleStats]) -> str:
+def format_stats(stats: Mapping[str, ModuleStats], width: int | None = None) -> str:
     """A table: one row per stage with messages in and out, its rate, the share of its
     time it was busy, starved (waiting for input) and blocked (waiting for room
     downstream), its restarts (if any stage restarted) and its state; the bottleneck
-    is marked.
+    is marked. With ``width`` (a terminal's), stage names are cut so that rows fit.
 
     Example::
 
@@ -53,6 +53,14 @@ def format_stats(stats: Mapping[str, ModuleStats]) -> str:
         rows.append(row)
         marks.append("<- bottleneck" if st.bottleneck else "")
     widths = [max(len(r[i]) for r in rows) for i in range(len(headers))]
+    if width is not None:
+        mark = 15 if any(marks) else 0
+        room = max(8, width - sum(w + 2 for w in widths[1:]) - mark)
+        if widths[0] > room:
+            widths[0] = room
+            for row in rows[1:]:
+                if len(row[0]) > room:
+                    row[0] = row[0][: room - 1] + "\u2026"
     lines = []
     for i, (row, mark) in enumerate(zip(rows, marks, strict=True)):
         cells = [row[0].ljust(widths[0])]
