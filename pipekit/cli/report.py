@@ -54,8 +54,8 @@ def format_stats(stats: Mapping[str, ModuleStats], width: int | None = None) -> 
         marks.append("<- bottleneck" if st.bottleneck else "")
     widths = [max(len(r[i]) for r in rows) for i in range(len(headers))]
     if width is not None:
-        mark = 15 if any(marks) else 0
-        room = max(8, width - sum(w + 2 for w in widths[1:]) - mark)
+        marked = 15 if any(marks) else 0
+        room = max(8, width - sum(w + 2 for w in widths[1:]) - marked)
         if widths[0] > room:
             widths[0] = room
             for row in rows[1:]:
