@@ -332,3 +332,15 @@ def test_expected_output_may_elide_with_dots_and_sessions_split_by_command() -> 
     assert not _matches(["paused=0.2 s"], ["paused=0.10... s"])
     session = _transcript("$ a b\none\ntwo\n$ echo $?\n1\n")
     assert session == [("a b", "one\ntwo\n"), ("echo $?", "1\n")]
+
+
+def test_every_public_name_has_an_example_in_its_docstring() -> None:
+    """``help(pipekit)``: each name of ``pipekit.__all__`` shows how it is used."""
+    import pipekit
+
+    missing = [
+        name
+        for name in pipekit.__all__
+        if not name.startswith("__") and "Example" not in (getattr(pipekit, name).__doc__ or "")
+    ]
+    assert missing == []
