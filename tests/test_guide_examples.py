@@ -344,3 +344,17 @@ def test_every_public_name_has_an_example_in_its_docstring() -> None:
         if not name.startswith("__") and "Example" not in (getattr(pipekit, name).__doc__ or "")
     ]
     assert missing == []
+
+
+ALWAYS_THERE = {"cat", "echo", "false", "grep", "gzip", "head", "sed", "seq", "sh", "sleep"}
+ALWAYS_THERE |= {"sort", "test", "tr", "true", "uniq", "wc", "yes", "no-such-tool"}
+"""Programs of every Linux system (coreutils, grep, gzip, sed, a shell), which need no mark."""
+
+
+def test_examples_that_run_other_programs_say_so() -> None:
+    """A program beyond the base system is named in a ``needs`` mark, so that a machine
+    without it skips the example with the install command instead of failing it."""
+    started = re.compile(r'(?:pk\.cmd\(|ProcessSpec\(\(|open_process\(\[)"([\w.-]+)"')
+    for example in EXAMPLES:
+        programs = set(started.findall(example.code)) - ALWAYS_THERE
+        assert programs <= set(example.needs), (example.id, programs)
