@@ -34,9 +34,12 @@ class _SourceModule:
             start = perf_counter()
             items = self.items() if callable(self.items) else self.items
             if isinstance(items, AsyncIterable):
-                async for item in items:
-                    await out.send(item)
-                    meter.taken += 1
+                sent = out.stats.messages_sent  # counted by the pipe, not item by item
+                try:
+                    async for item in items:
+                        await out.send(item)
+                finally:
+                    meter.taken += out.stats.messages_sent - sent
                 return
             meter.timed = True
             size = self.batch
