@@ -87,11 +87,21 @@ class ModuleStats:
     messages_in: int = 0
     messages_out: int = 0
     paused_seconds: float = 0.0
-    """Time spent blocked because a downstream buffer was full."""
+    """Time spent blocked because a downstream buffer was full (``blocked_seconds``)."""
     started_at: float | None = None
     finished_at: float | None = None
     failures: list[str] = field(default_factory=list)
     """``repr`` of every exception that caused a restart or the final failure."""
+    starved_seconds: float = 0.0
+    """Time spent waiting for input: the module's input buffer was empty. Measured for
+    pipeline stages (``Pipeline.stats``); 0 in a kernel's own :meth:`Kernel.stats`."""
+    busy_seconds: float = 0.0
+    """Time spent working: neither starved nor blocked (inside the user's function, a
+    process or a peer doing the stage's work, a throttle pacing it). Measured for
+    pipeline stages, like :attr:`starved_seconds`."""
+    bottleneck: bool = False
+    """True for the stage that sets the pipeline's pace: of the stages busy for at
+    least a tenth of their time (and 10 ms), the one busy for the largest share of it."""
 
     @property
     def elapsed(self) -> float | None:
@@ -99,6 +109,11 @@ class ModuleStats:
             return None
         end = self.finished_at if self.finished_at is not None else trio.current_time()
         return end - self.started_at
+
+    @property
+    def blocked_seconds(self) -> float:
+        """:attr:`paused_seconds`, by the name the statistics tables give it."""
+        return self.paused_seconds
 
 
 @dataclass(frozen=True)

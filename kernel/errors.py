@@ -34,6 +34,12 @@ class ErrorKind(StrEnum):
     ErrorKind.OVERSIZE``. Peers and applications may send kinds of their own (an
     exception without a ``kind`` travels as its class name): a received kind is a
     ``str``.
+
+    Example::
+
+        except pk.RemoteError as exc:
+            if exc.kind == ErrorKind.AUTH_FAILED:    # or == "auth_failed"
+                ...
     """
 
     PROTOCOL_ERROR = "protocol_error"
@@ -61,7 +67,15 @@ class ErrorKind(StrEnum):
 
 
 class PipekitError(Exception):
-    """Base class of every error pipekit raises on purpose."""
+    """Base class of every error pipekit raises on purpose.
+
+    Example::
+
+        try:
+            pipeline.run()
+        except pk.PipekitError as exc:              # any of pipekit's own errors
+            print("pipekit:", exc)
+    """
 
 
 class ProtocolError(PipekitError):
@@ -72,6 +86,14 @@ class ProtocolError(PipekitError):
     broke the rule, :class:`LocalProtocolError` that this side misused the API; a message
     too large for the peer's max frame is refused on send with a plain ``ProtocolError``
     of kind ``oversize``.
+
+    Example::
+
+        try:
+            async with framed_pipe(stream, initiator=False, expected_token="s3cret"):
+                ...
+        except pk.ProtocolError as exc:
+            print(exc.kind)                         # auth_failed: a wrong token
     """
 
     kind: str = ErrorKind.PROTOCOL_ERROR
@@ -88,17 +110,35 @@ class ProtocolError(PipekitError):
 
 class LocalProtocolError(ProtocolError):
     """This side misused the protocol: sending before the handshake or after END, or a
-    payload too large to be framed at all."""
+    payload too large to be framed at all.
+
+    Example::
+
+        conn = Connection(initiator=True)
+        conn.send(1)                                # LocalProtocolError: before HELLO
+    """
 
 
 class RemoteProtocolError(ProtocolError):
     """The peer broke the protocol: malformed or oversize input, a bad HELLO, a wrong
-    token, a handshake that never completed, silence past the idle timeout."""
+    token, a handshake that never completed, silence past the idle timeout.
+
+    Example::
+
+        except pk.RemoteProtocolError as exc:       # the peer's fault, not ours
+            print(exc.kind)                         # malformed, oversize, idle_timeout...
+    """
 
 
 class FlowControlError(RemoteProtocolError):
     """The peer kept sending past what flow control allows: DATA after our PAUSE beyond
-    ``pause_slack``, or PINGs while it does not read the PONGs it is owed."""
+    ``pause_slack``, or PINGs while it does not read the PONGs it is owed.
+
+    Example::
+
+        except pk.FlowControlError:                 # kind "flow_control": disconnected
+            log.warning("a peer ignored PAUSE")
+    """
 
     kind = ErrorKind.FLOW_CONTROL
 
@@ -108,6 +148,13 @@ class RemoteError(PipekitError, trio.BrokenResourceError):
 
     ``kind`` and ``message`` are the fields of the ERROR payload; ``details`` holds any
     other fields the peer sent.
+
+    Example::
+
+        try:
+            await pipe.receive()
+        except pk.RemoteError as exc:               # the peer failed its direction
+            print(exc.kind, exc.message, exc.details)
     """
 
     def __init__(self, kind: str, message: str, details: dict[str, Any] | None = None) -> None:
@@ -124,9 +171,22 @@ class ModuleError(PipekitError):
     ``kind`` is ``module_failed``: a peer downstream of the failed module (a remote
     stage, a frames-mode process) is failed with an ERROR of that kind, whose message
     names the module and its exception.
+
+    Example::
+
+        try:
+            (pk.source([1, 0]) | pk.map(lambda n: 1 / n)).run()
+        except pk.ModuleError as exc:
+            print(exc.module, exc.item_index, repr(exc.__cause__))
+            # map(<lambda>) 1 ZeroDivisionError('division by zero')
     """
 
     kind: str = ErrorKind.MODULE_FAILED
+    item_index: int | None = None
+    """The place, in the stage's input, of the message the stage failed on, when the
+    stage knows it (set by pipelines: a source's is how many items it had emitted)."""
+    item: str | None = None
+    """A short ``repr`` of that message (``None`` if unknown, and for a source)."""
 
     def __init__(self, module: str, message: str | None = None) -> None:
         self.module = module
@@ -135,8 +195,21 @@ class ModuleError(PipekitError):
 
 class WiringError(PipekitError):
     """A kernel's modules were connected in a way that cannot run (unknown module,
-    port connected twice, port left unconnected)."""
+    port connected twice, port left unconnected).
+
+    Example::
+
+        async with open_kernel() as k:
+            k.add(consume)                          # async def consume(inp)
+        # WiringError: cannot start: input consume.inp is not connected
+    """
 
 
 class CodecError(PipekitError, TypeError):
-    """A message could not be encoded with the pipe's codec (an unsupported type)."""
+    """A message could not be encoded with the pipe's codec (an unsupported type).
+
+    Example::
+
+        (pk.source([b"raw"]) | pk.cmd("cat")).run()   # ModuleError, caused by CodecError:
+        # bytes are not JSON (mode="bytes" passes them through)
+    """

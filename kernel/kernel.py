@@ -467,6 +467,12 @@ async def open_kernel(
     On exit the pending modules are started and awaited; if one failed for good, its
     :class:`ModuleError` is raised here; if the body raised, the modules are cancelled
     and that exception propagates.
+
+    Example::
+
+        async with open_kernel() as k:
+            k.connect(k.add(produce), k.add(consume))   # async def produce(out), consume(inp)
+        print(k.stats())
     """
     kernel: Kernel | None = None
     unwrapped: BaseException | None = None

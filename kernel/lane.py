@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -110,6 +111,8 @@ class Lane:
         self._get_calls = 0
         self.blocked_seconds = 0.0
         """Total time writers spent blocked on a full lane."""
+        self.starved_seconds = 0.0
+        """Total time the reader spent waiting on an empty lane (its module starved)."""
 
     # -- introspection ----------------------------------------------------------------
 
@@ -399,9 +402,11 @@ class Lane:
                     raise trio.BusyResourceError("another task is already receiving from this pipe")
                 waiter = _TrioWaiter()
                 self._reader_waiter = waiter
+            since = trio.current_time()
             try:
                 await waiter.event.wait()
             finally:
+                self.starved_seconds += trio.current_time() - since
                 with self._lock:
                     if self._reader_waiter is waiter:
                         self._reader_waiter = None
@@ -421,7 +426,9 @@ class Lane:
                     return batch
                 waiter = _ThreadWaiter()
                 self._reader_waiter = waiter
+            since = time.perf_counter()
             waiter.event.wait()
+            self.starved_seconds += time.perf_counter() - since
 
     def close_reader(self) -> None:
         """The reader is gone: discard what is queued; writers get BrokenResourceError."""

@@ -34,6 +34,7 @@ from .kernel import (
 )
 from .pipeline import (
     Pipeline,
+    ProgressDisplay,
     Retry,
     Stage,
     batch,
@@ -74,6 +75,7 @@ __all__ = [
     "Pipeline",
     "ProcessChain",
     "ProcessError",
+    "ProgressDisplay",
     "ProtocolError",
     "RemoteError",
     "RemoteProtocolError",

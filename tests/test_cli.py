@@ -203,3 +203,133 @@ def test_a_failure_is_one_line_unless_traceback_is_asked_for(
     full = capsys.readouterr().err
     assert "Traceback (most recent call last)" in full
     assert "raise ValueError(f'bad record {x}')" in full
+
+
+# -- progress and the failure report -------------------------------------------------------
+
+SLOW_FLOW = (
+    "import time\n"
+    "import pipekit as pk\n"
+    "def slow(x):\n    time.sleep(0.002)\n    return x\n"
+    "pipeline = (pk.source(range(400)) | pk.map(str, name='a stage whose name is much too long "
+    "for one row of an eighty-column terminal') | pk.thread(slow) | pk.collect())\n"
+)
+
+
+def _run_on_a_terminal(argv: list[str], cwd: Path, columns: int = 80) -> tuple[int, str]:
+    """Run ``python -m pipekit ARGV`` with its stderr on a pseudo-terminal of ``columns``
+    columns; return its exit status and what the terminal received."""
+    import fcntl
+    import os
+    import pty
+    import select
+    import struct
+    import termios
+    import time
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
+    env["PYTHONPATH"] = str(ROOT)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipekit", *argv],
+        cwd=cwd,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=slave,
+    )
+    os.close(slave)
+    received = bytearray()
+    deadline = time.monotonic() + 60
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([master], [], [], 0.5)
+            if ready:
+                try:
+                    chunk = os.read(master, 65536)
+                except OSError:  # the child is gone and the terminal closed
+                    break
+                if not chunk:
+                    break
+                received += chunk
+            elif proc.poll() is not None:
+                break
+        assert proc.stdout is not None
+        proc.stdout.read()
+        status = proc.wait(timeout=30)
+    finally:
+        os.close(master)
+        if proc.poll() is None:
+            proc.kill()
+    return status, received.decode("utf-8", "replace")
+
+
+def test_run_on_a_terminal_shows_live_progress_that_fits_80_columns(tmp_path: Path) -> None:
+    import re
+
+    _write(tmp_path, SLOW_FLOW)
+    status, shown = _run_on_a_terminal(["run", "flow.py"], tmp_path)
+    assert status == 0
+    screen = re.split(r"[\r\n]", re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", shown))
+    assert max(len(line) for line in screen) <= 80
+    live = [line for line in screen if line.startswith(("  ", "> ")) and "%" in line]
+    for stage in ("source(range)", "thread(slow)", "collect", "a stage whose name"):
+        assert any(stage in line for line in live), stage
+    assert any("bottleneck thread(slow)" in line for line in screen)
+    assert "per-stage statistics" in shown  # the table that replaces the display
+
+
+def test_run_off_a_terminal_writes_progress_log_lines(tmp_path: Path) -> None:
+    _write(tmp_path, SLOW_FLOW)
+    done = subprocess.run(
+        [sys.executable, "-m", "pipekit", "run", "flow.py", "--log-every", "0.2"],
+        cwd=tmp_path,
+        env={**__import__("os").environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0
+    lines = [line for line in done.stderr.splitlines() if line.startswith("pipekit: ")]
+    assert lines and "\x1b" not in done.stderr
+    assert "(" in lines[0] and "/400)" in lines[0] and "thread(slow)" in lines[0]
+
+
+def test_run_reports_the_failing_item_and_the_statistics_at_the_failure(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = _write(
+        tmp_path,
+        "import pipekit as pk\n"
+        "def parse(x):\n    return 10 // x\n"
+        "pipeline = pk.source([5, 2, 0, 1]) | pk.map(parse) | pk.collect()\n",
+    )
+    assert main(["run", str(path)]) == 1
+    err = capsys.readouterr().err
+    table = err[err.index("per-stage statistics at the failure") :]
+    assert "map(parse)" in table and "failed" in table and "cancelled" in table
+    assert "pipekit run: module 'map(parse)' failed: ZeroDivisionError" in err
+    assert "  on item 2 of the stage's input: 0\n" in err
+    assert "(--traceback for the full story)" in err
+    assert main(["--traceback", "run", str(path), "--quiet"]) == 1
+    full = capsys.readouterr().err
+    assert "return 10 // x" in full  # the original traceback, the cause's
+    assert "stage 'map(parse)' failed on item 2 of its input: 0" in full  # the note
+    assert "per-stage statistics" not in full  # --quiet: no statistics
+
+
+def test_run_names_a_failing_sources_item(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = _write(
+        tmp_path,
+        "import pipekit as pk\n"
+        "def numbers():\n    yield 1\n    yield 2\n    raise OSError('disk gone')\n"
+        "pipeline = pk.source(numbers) | pk.collect()\n",
+    )
+    assert main(["run", str(path), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "OSError: disk gone" in err
+    assert "  on item 2 of the stage's input\n" in err  # the one it could not produce

@@ -30,6 +30,14 @@ class ProcessError(PipekitError):
     never started), ``signal`` (the signal number that killed it, or None), ``stderr``
     (the tail of what it wrote to stderr, when captured) and ``program`` describe the
     process.
+
+    Example::
+
+        try:
+            (pk.cmd("sh", "-c", "exit 3") | pk.collect()).run()
+        except pk.ModuleError as exc:
+            err = exc.__cause__                # ProcessError: sh (pid N) exited with code 3
+            print(err.kind, err.exit_code)     # terminated 3
     """
 
     def __init__(

@@ -39,6 +39,17 @@ def _port(text: str) -> int:
     return port
 
 
+def _seconds(text: str) -> float:
+    """A number of seconds (0 or more) for argparse."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if not seconds >= 0:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}")
+    return seconds
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pipekit",
@@ -58,7 +69,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--seed", type=int, default=7)
     demo.add_argument("--workers", type=int, default=2, help="threads for the enrich stage")
-    demo.add_argument("--quiet", action="store_true", help="no live progress line")
+    demo.add_argument("--quiet", action="store_true", help="no live progress display")
+    demo.add_argument(
+        "--log-every",
+        type=_seconds,
+        default=10.0,
+        metavar="S",
+        help="seconds between progress lines when stderr is not a terminal (default 10)",
+    )
     demo.set_defaults(func=cmd_demo)
 
     run = sub.add_parser("run", help="run the pipeline declared in a Python file")
@@ -69,6 +87,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--show", type=int, default=10, help="collected messages to print (default 10)"
     )
     run.add_argument("--quiet", action="store_true", help="no progress and no statistics")
+    run.add_argument(
+        "--log-every",
+        type=_seconds,
+        default=10.0,
+        metavar="S",
+        help="seconds between progress lines when stderr is not a terminal (default 10)",
+    )
     run.set_defaults(func=cmd_run)
 
     worker = sub.add_parser(
@@ -137,6 +162,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         cause = exc.__cause__
         if isinstance(exc, ModuleError) and cause is not None and str(cause) not in str(exc):
             print(f"  caused by {type(cause).__name__}: {_one_line(cause)}", file=sys.stderr)
+        if isinstance(exc, ModuleError) and exc.item_index is not None:
+            item = f": {exc.item}" if exc.item is not None else ""
+            print(f"  on item {exc.item_index} of the stage's input{item}", file=sys.stderr)
         if not args.traceback:
             print("  (--traceback for the full story)", file=sys.stderr)
         return EXIT_FAILED

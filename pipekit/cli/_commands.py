@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import os
+import shutil
 import sys
 import time
-from collections.abc import Mapping
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -14,37 +15,45 @@ from urllib.parse import quote
 
 import trio
 
-from ..kernel import ModuleStats
-from ..pipeline import Pipeline, Stage
-from .report import format_progress, format_stats
+from ..kernel import ModuleError
+from ..pipeline import Pipeline, ProgressDisplay, Stage
+from .report import format_stats
 
-__all__ = ["cmd_demo", "cmd_run", "cmd_serve", "cmd_worker"]
+__all__ = ["LOG_EVERY", "cmd_demo", "cmd_run", "cmd_serve", "cmd_worker"]
 
-
-def _progress_printer(stream: Any) -> Any:
-    """A progress callback that rewrites one status line on a terminal."""
-    live = bool(getattr(stream, "isatty", lambda: False)())
-
-    def show(stats: Mapping[str, ModuleStats]) -> None:
-        if live:
-            stream.write("\r\x1b[K" + format_progress(stats))
-            stream.flush()
-
-    def done() -> None:
-        if live:
-            stream.write("\r\x1b[K")
-            stream.flush()
-
-    show.done = done  # type: ignore[attr-defined]
-    return show
+LOG_EVERY = 10.0
+"""Seconds between two progress lines when stderr is not a terminal."""
 
 
-def _run_pipeline(pipeline: Pipeline, *, quiet: bool) -> Any:
-    show = _progress_printer(sys.stderr)
+def _terminal_width() -> int | None:
+    """stderr's width if it is a terminal (the tables then fit it), else None."""
+    if not sys.stderr.isatty():
+        return None
     try:
-        return trio.run(lambda: pipeline.arun(progress=None if quiet else show, interval=0.25))
-    finally:
-        show.done()
+        return os.get_terminal_size(sys.stderr.fileno()).columns
+    except (OSError, ValueError):
+        return shutil.get_terminal_size((80, 24)).columns
+
+
+def _run_pipeline(
+    pipeline: Pipeline, *, quiet: bool, every: float = LOG_EVERY, total: int | None = None
+) -> Any:
+    """Run with a live display on stderr (log lines off a terminal); the table that
+    follows replaces the display at the end. On a failure, the statistics at that
+    moment go to stderr before the error is raised on."""
+    progress = None
+    if not quiet:
+        progress = ProgressDisplay(sys.stderr, every=every, transient=True, total=total)
+    start = time.perf_counter()
+    try:
+        return pipeline.run(progress=progress)
+    except ModuleError:
+        if not quiet:
+            elapsed = time.perf_counter() - start
+            print(f"per-stage statistics at the failure ({elapsed:.2f} s):", file=sys.stderr)
+            print(format_stats(pipeline.stats, _terminal_width()), file=sys.stderr)
+            print(file=sys.stderr)
+        raise
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -54,7 +63,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(f"pipekit demo: {args.lines:,} synthetic access-log lines (seed {args.seed})")
     print("pipeline: " + " | ".join(s.label for s in pipeline.stages))
     start = time.perf_counter()
-    _run_pipeline(pipeline, quiet=args.quiet)
+    _run_pipeline(pipeline, quiet=args.quiet, every=args.log_every, total=args.lines)
     elapsed = time.perf_counter() - start
     print()
     print(stats.report())
@@ -101,7 +110,7 @@ def _load_pipeline(spec: str) -> Pipeline:
 def cmd_run(args: argparse.Namespace) -> int:
     pipeline = _load_pipeline(args.target)
     start = time.perf_counter()
-    result = _run_pipeline(pipeline, quiet=args.quiet)
+    result = _run_pipeline(pipeline, quiet=args.quiet, every=args.log_every)
     elapsed = time.perf_counter() - start
     if isinstance(result, list):
         print(f"collected {len(result):,} message(s)")
@@ -113,7 +122,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(repr(result))
     if not args.quiet:
         print(f"\nper-stage statistics ({elapsed:.2f} s):", file=sys.stderr)
-        print(format_stats(pipeline.stats), file=sys.stderr)
+        print(format_stats(pipeline.stats, _terminal_width()), file=sys.stderr)
     return 0
 
 

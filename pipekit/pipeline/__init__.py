@@ -32,6 +32,7 @@ from ._operators import (
     window,
 )
 from ._pipeline import BULK_BUFFER_BYTES, Pipeline
+from ._progress import ProgressDisplay
 from ._remote import remote
 from ._settings import (
     ItemStageOptions,
@@ -61,6 +62,7 @@ __all__ = [
     "ParallelStageOptions",
     "Pipeline",
     "PipelineIterator",
+    "ProgressDisplay",
     "Retry",
     "Stage",
     "StageOptions",

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Unpack
 import trio
 
 from ..kernel import Module, Pipe
+from ._meter import Meter
 from ._settings import StageOptions, StageSettings
 from ._stage import Stage
 
@@ -46,7 +47,14 @@ class _Operator(Stage):
         self.factory = factory
 
     def module(self, *, first: bool = False) -> Module:
-        return self.factory()
+        mod = self.factory()
+        if not isinstance(mod, _ThrottleModule | _TeeModule):
+            # An operator runs no function of the user's: its own work (slicing lists)
+            # is not counted as busy time, so that it never looks like a bottleneck
+            # next to a stage whose function keeps the event loop busy. A throttle's
+            # pacing and a tee's sending count (busy: neither starved nor blocked).
+            mod.meter = Meter()  # type: ignore[attr-defined]
+        return mod
 
 
 def _settings(caller: str, options: Any) -> StageSettings:

@@ -5,15 +5,29 @@ from __future__ import annotations
 import os
 import signal
 import threading
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from functools import partial
 from typing import Any
 
 import trio
 
-from ..kernel import Kernel, Module, ModuleStats, Pipe, PortRef, Topology, open_kernel
+from ..kernel import (
+    Kernel,
+    Lane,
+    LocalPipe,
+    Module,
+    ModuleError,
+    ModuleStats,
+    Pipe,
+    PortRef,
+    Topology,
+    open_kernel,
+)
 from ..kernel.scopes import open_plain_nursery
 from ._iterate import PipelineIterator, iterate_async
+from ._meter import Meter, short_repr
 from ._operators import StopsUpstream, take
+from ._progress import ProgressDisplay
 from ._sinks import collect
 from ._stage import Stage
 
@@ -69,8 +83,21 @@ class _Guard:
         self.outputs = inner.outputs
         self.stopped = False
         self._scope: trio.CancelScope | None = None
+        self.in_lanes: list[Lane] = []
+        """The stage's input buffers (the same over restarts), which measure the time
+        it starved."""
+        self.meter: Meter | None = getattr(inner, "meter", None)
+
+    @property
+    def starved_seconds(self) -> float:
+        return sum(lane.starved_seconds for lane in self.in_lanes)
 
     async def run(self, ports: Mapping[str, Pipe]) -> None:
+        if not self.in_lanes:
+            for port in self.inputs:
+                pipe = ports[port]
+                if isinstance(pipe, LocalPipe) and pipe.receive_lane is not None:
+                    self.in_lanes.append(pipe.receive_lane)
         if self.stopped:
             await trio.lowlevel.checkpoint()
             return
@@ -88,6 +115,43 @@ class _Guard:
         self.stopped = True
         if self._scope is not None:
             self._scope.cancel()
+
+
+def _note_item(exc: ModuleError, guard: _Guard | None) -> None:
+    """Say in ``exc`` which message its stage failed on (``item_index``, ``item`` and a
+    note that tracebacks show), when the stage knows."""
+    if exc.item_index is not None:
+        return
+    failed = guard.meter.failed if guard is not None and guard.meter is not None else None
+    cause = exc.__cause__
+    index = getattr(cause, "index", None)  # a worker pool's WorkerError knows its item
+    if failed is not None:
+        exc.item_index = failed[0]
+        exc.item = None if guard is None or not guard.inputs else short_repr(failed[1])
+    elif isinstance(index, int):
+        exc.item_index = index
+    else:
+        return
+    if guard is not None and not guard.inputs:  # a source
+        exc.add_note(f"stage {exc.module!r} failed producing item {exc.item_index}")
+    else:
+        item = f": {exc.item}" if exc.item is not None else ""
+        exc.add_note(f"stage {exc.module!r} failed on item {exc.item_index} of its input{item}")
+
+
+Progress = bool | ProgressDisplay | Callable[[dict[str, ModuleStats]], None] | None
+"""What ``run()``/``arun()`` take as ``progress``."""
+
+
+def _length(first: Stage) -> int | None:
+    """How many items the source will emit, if it says (a list, a range)."""
+    items = getattr(first, "items", None) if first.role == "source" else None
+    if items is None or callable(items):
+        return None
+    try:
+        return len(items)
+    except TypeError:
+        return None
 
 
 def _stopper(guards: Sequence[_Guard]) -> Callable[[], None]:
@@ -134,6 +198,7 @@ class _Wiring:
     def __init__(self, kernel: Kernel) -> None:
         self.kernel = kernel
         self.guards: list[_Guard] = []
+        self.by_name: dict[str, _Guard] = {}
 
     def line(self, stages: Sequence[Stage], feed: PortRef | None) -> Module:
         """Add one line, fed by ``feed`` (None: the main line); return its last module."""
@@ -169,6 +234,7 @@ class _Wiring:
                 self.line(_line(branch, branch=True), handle[port])
             before.append(guard)
             self.guards.append(guard)
+            self.by_name[handle.name] = guard
             previous, previous_stage = handle, stage
         assert mod is not None
         return mod
@@ -192,14 +258,21 @@ class Pipeline:
         self.stages = list(stages)
         self._stats: dict[str, ModuleStats] = {}
         self._kernel: Kernel | None = None
+        self._guards: dict[str, _Guard] = {}
         self._running = False
 
     @property
     def stats(self) -> dict[str, ModuleStats]:
-        """Per-stage statistics by stage name: live during a run, final after it."""
+        """Per-stage statistics by stage name (:class:`~pipekit.kernel.ModuleStats`,
+        with the busy, starved and blocked time of each stage and its bottleneck
+        marked): live during a run, final after it."""
         if self._running and self._kernel is not None:
-            return self._kernel.stats()
+            return self._measured()
         return self._stats
+
+    def _measured(self) -> dict[str, ModuleStats]:
+        assert self._kernel is not None
+        return measure(self._kernel.stats(), self._guards)
 
     def __or__(self, other: Stage | Pipeline) -> Pipeline:
         if isinstance(other, Pipeline):
@@ -233,8 +306,12 @@ class Pipeline:
         when trio finalizes the abandoned iterator (at once, in CPython)."""
         return iterate_async(self)
 
-    def run(self) -> Any:
+    def run(self, *, progress: Progress = None, interval: float | None = None) -> Any:
         """Run to completion in a new trio event loop and return the sink's result.
+
+        ``progress=True`` shows a live progress display on stderr (plain log lines when
+        stderr is not a terminal; :class:`ProgressDisplay`); ``progress`` may also be a
+        :class:`ProgressDisplay` or a function, as for :meth:`arun`.
 
         Raises :class:`~pipekit.ModuleError` naming the stage that failed. SIGTERM is
         handled like Ctrl-C: the run is cancelled, every process is terminated (TERM,
@@ -250,14 +327,15 @@ class Pipeline:
             inside_trio = False
         if inside_trio:
             raise RuntimeError("Pipeline.run() called inside trio: use 'await pipeline.arun()'")
+        arun = partial(self.arun, progress=progress, interval=interval)
         if (
             threading.current_thread() is not threading.main_thread()
             or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL
         ):
-            return trio.run(self.arun)
-        return trio.run(self._arun_until_sigterm)
+            return trio.run(arun)
+        return trio.run(self._arun_until_sigterm, arun)
 
-    async def _arun_until_sigterm(self) -> Any:
+    async def _arun_until_sigterm(self, arun: Callable[[], Awaitable[Any]]) -> Any:
         """:meth:`arun`, cancelled by SIGTERM (then ``SystemExit(EXIT_SIGTERM)``)."""
         terminated = False
         run_scope = trio.CancelScope()
@@ -278,7 +356,7 @@ class Pipeline:
                     nursery.start_soon(watch, signals)
                     try:
                         with run_scope:
-                            result = await self.arun()
+                            result = await arun()
                     finally:
                         nursery.cancel_scope.cancel()
         finally:
@@ -286,15 +364,13 @@ class Pipeline:
                 raise SystemExit(EXIT_SIGTERM)
         return result
 
-    async def arun(
-        self,
-        *,
-        progress: Callable[[dict[str, ModuleStats]], None] | None = None,
-        interval: float = 0.5,
-    ) -> Any:
-        """Run inside trio and return the sink's result. If ``progress`` is given it is
-        called with the live per-stage statistics every ``interval`` seconds. Under
-        asyncio it raises :class:`RuntimeError` saying what to do instead.
+    async def arun(self, *, progress: Progress = None, interval: float | None = None) -> Any:
+        """Run inside trio and return the sink's result. ``progress``: ``True`` for a
+        live display on stderr (a :class:`ProgressDisplay`: a table on a terminal, log
+        lines elsewhere; or pass one), or a function called with the live per-stage
+        statistics every ``interval`` seconds (default 0.5; the display redraws every
+        0.25 s) and once at the end. Under asyncio it raises :class:`RuntimeError`
+        saying what to do instead.
 
         Example::
 
@@ -312,33 +388,51 @@ class Pipeline:
 
     async def _run(
         self,
-        progress: Callable[[dict[str, ModuleStats]], None] | None,
-        interval: float,
+        progress: Progress,
+        interval: float | None,
         tail: Stage | None,
         attach: Callable[[Callable[[], None]], None] | None,
     ) -> Any:
         stages = _line(self.stages if tail is None else [*self.stages, tail], branch=False)
+        display = ProgressDisplay() if progress is True else progress
+        callback: Callable[[dict[str, ModuleStats]], None] | None = None
+        if isinstance(display, ProgressDisplay):
+            callback = display.update
+            display.start(_length(stages[0]))
+            interval = 0.25 if interval is None else interval
+        elif callable(progress):
+            callback = progress
+        interval = 0.5 if interval is None else interval
+        error: BaseException | None = None
         try:
             async with open_kernel() as k:
                 self._kernel = k
                 wiring = _Wiring(k)
                 last = wiring.line(stages, None)
+                self._guards = wiring.by_name
                 if attach is not None:
                     attach(_stopper(wiring.guards))
                 self._running = True
                 await k.start()
-                if progress is not None:
+                if callback is not None:
                     with trio.CancelScope() as reporting:
                         async with trio.open_nursery() as nursery:
-                            nursery.start_soon(_report, k, progress, interval)
+                            nursery.start_soon(_report, self._measured, callback, interval)
                             await k.join()
                             reporting.cancel()
+        except BaseException as exc:
+            error = exc
+            if isinstance(exc, ModuleError):
+                _note_item(exc, self._guards.get(exc.module))
+            raise
         finally:
             self._running = False
             if self._kernel is not None:
-                self._stats = self._kernel.stats()
-            if progress is not None:
-                progress(self.stats)
+                self._stats = self._measured()
+            if isinstance(display, ProgressDisplay):
+                display.stop(self.stats, error)
+            elif callback is not None:
+                callback(self.stats)
         return getattr(last, "result", None)
 
     def topology(self) -> Topology:
@@ -349,8 +443,45 @@ class Pipeline:
 
 
 async def _report(
-    k: Kernel, progress: Callable[[dict[str, ModuleStats]], None], interval: float
+    stats: Callable[[], dict[str, ModuleStats]],
+    progress: Callable[[dict[str, ModuleStats]], None],
+    interval: float,
 ) -> None:
     while True:
         await trio.sleep(interval)
-        progress(k.stats())
+        progress(stats())
+
+
+BOTTLENECK_MIN_BUSY = 0.1
+"""A stage busy for less than this share of its time is never called the bottleneck."""
+BOTTLENECK_MIN_SECONDS = 0.01
+"""Nor one busy for less than this many seconds in all (a run too short to tell)."""
+
+
+def measure(stats: dict[str, ModuleStats], guards: Mapping[str, _Guard]) -> dict[str, ModuleStats]:
+    """``stats`` (fresh snapshots) with each stage's starved and busy time filled in and
+    the bottleneck marked. Busy is what is left of a stage's time once it is neither
+    starved (its input buffer empty) nor blocked (a full buffer downstream)."""
+    try:
+        now: float | None = trio.current_time()
+    except RuntimeError:  # outside trio: only the stages that finished have a duration
+        now = None
+    best, best_share = None, BOTTLENECK_MIN_BUSY
+    for name, st in stats.items():
+        guard = guards.get(name)
+        meter = guard.meter if guard is not None else None
+        if guard is not None:
+            st.starved_seconds = guard.starved_seconds
+        end = st.finished_at if st.finished_at is not None else now
+        if st.started_at is None or end is None:
+            continue
+        elapsed = end - st.started_at
+        if meter is not None and meter.timed:
+            st.busy_seconds = meter.busy
+        else:
+            st.busy_seconds = max(0.0, elapsed - st.starved_seconds - st.paused_seconds)
+        if st.busy_seconds >= BOTTLENECK_MIN_SECONDS and st.busy_seconds / elapsed >= best_share:
+            best, best_share = st, st.busy_seconds / elapsed
+    if best is not None:
+        best.bottleneck = True
+    return stats

@@ -6,7 +6,10 @@ import inspect
 from collections.abc import Callable, Mapping
 from typing import Any, Unpack
 
+import trio
+
 from ..kernel import Module, Pipe
+from ._meter import Meter, perf_counter
 from ._settings import StageOptions, StageSettings, _SinkOptions
 from ._stage import Stage, _name
 
@@ -20,22 +23,38 @@ class _SinkModule:
     def __init__(self, fn: Callable[[Any], Any] | None) -> None:
         self.fn = fn
         self.result: Any = [] if fn is None else None
+        self.meter = Meter()
 
     async def run(self, ports: Mapping[str, Pipe]) -> None:
         inp = ports["inp"]
         fn = self.fn
+        meter = self.meter
         if fn is None:
             gathered: list[Any] = self.result
             async for batch in inp.batches():
+                start = perf_counter()
                 gathered.extend(batch)
-        elif inspect.iscoroutinefunction(fn):
-            async for batch in inp.batches():
-                for msg in batch:
-                    await fn(msg)
-        else:
-            async for batch in inp.batches():
-                for msg in batch:
-                    fn(msg)
+                meter.busy += perf_counter() - start
+                meter.taken += len(batch)
+            return
+        is_async = inspect.iscoroutinefunction(fn)
+        clock = trio.current_time if is_async else perf_counter  # an async fn may sleep
+        async for batch in inp.batches():
+            start = clock()
+            msg: Any = None
+            try:
+                if is_async:
+                    for msg in batch:
+                        await fn(msg)
+                else:
+                    for msg in batch:
+                        fn(msg)
+            except Exception:
+                meter.fail_in(batch, msg)
+                raise
+            finally:
+                meter.busy += clock() - start
+                meter.taken += len(batch)
 
 
 class _Sink(Stage):
@@ -81,13 +100,24 @@ class _ReduceModule:
         self.fn = fn
         self.initial = initial
         self.result: Any = initial
+        self.meter = Meter()
 
     async def run(self, ports: Mapping[str, Pipe]) -> None:
         fn = self.fn
+        meter = self.meter
         acc = self.initial  # a restarted run starts again, as its input does
         async for batch in ports["inp"].batches():
-            for msg in batch:
-                acc = fn(acc, msg)
+            start = perf_counter()
+            msg: Any = None
+            try:
+                for msg in batch:
+                    acc = fn(acc, msg)
+            except Exception:
+                meter.fail_in(batch, msg)
+                raise
+            finally:
+                meter.busy += perf_counter() - start
+                meter.taken += len(batch)
             self.result = acc
 
 
@@ -103,9 +133,7 @@ class _Reduce(Stage):
         return _ReduceModule(self.fn, self.initial)
 
 
-def reduce(
-    fn: Callable[[Any, Any], Any], initial: Any, **options: Unpack[_SinkOptions]
-) -> Stage:
+def reduce(fn: Callable[[Any, Any], Any], initial: Any, **options: Unpack[_SinkOptions]) -> Stage:
     """A sink that folds every message into one value, ``acc = fn(acc, message)``
     starting from ``initial`` (as :func:`functools.reduce`): ``run()`` returns the
     final value. Of the :class:`StageOptions` it takes ``name`` and the buffer keywords

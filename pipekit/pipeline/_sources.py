@@ -6,6 +6,7 @@ from collections.abc import AsyncIterable, Callable, Iterable, Mapping
 from typing import Any, Unpack
 
 from ..kernel import Module, Pipe
+from ._meter import Meter, perf_counter
 from ._settings import StageSettings, _SourceOptions
 from ._stage import Stage, _name
 
@@ -21,23 +22,42 @@ class _SourceModule:
     def __init__(self, items: Any, batch: int) -> None:
         self.items = items
         self.batch = batch
+        # An async iterable is not timed item by item (that would cost a clock read
+        # per item): the pipeline counts what is not blocked time as busy.
+        self.meter = Meter(timed=False)
 
     async def run(self, ports: Mapping[str, Pipe]) -> None:
         out = ports["out"]
-        items = self.items() if callable(self.items) else self.items
-        if isinstance(items, AsyncIterable):
-            async for item in items:
-                await out.send(item)
-            return
+        meter = self.meter
         chunk: list[Any] = []
-        size = self.batch
-        for item in items:
-            chunk.append(item)
-            if len(chunk) >= size:
+        try:
+            start = perf_counter()
+            items = self.items() if callable(self.items) else self.items
+            if isinstance(items, AsyncIterable):
+                sent = out.stats.messages_sent  # counted by the pipe, not item by item
+                try:
+                    async for item in items:
+                        await out.send(item)
+                finally:
+                    meter.taken += out.stats.messages_sent - sent
+                return
+            meter.timed = True
+            size = self.batch
+            for item in items:
+                chunk.append(item)
+                if len(chunk) >= size:
+                    meter.busy += perf_counter() - start
+                    await out.send_batch(chunk)
+                    meter.taken += len(chunk)
+                    chunk = []
+                    start = perf_counter()
+            meter.busy += perf_counter() - start
+            if chunk:
                 await out.send_batch(chunk)
-                chunk = []
-        if chunk:
-            await out.send_batch(chunk)
+                meter.taken += len(chunk)
+        except Exception:
+            meter.fail(meter.taken + len(chunk), None)  # the item it could not produce
+            raise
 
 
 class _Source(Stage):

@@ -16,7 +16,13 @@ __all__ = ["Stage"]
 
 class Stage:
     """One step of a pipeline. Build stages with :func:`source`, :func:`map`, ...;
-    compose them with ``|``."""
+    compose them with ``|``.
+
+    Example::
+
+        parse = pk.map(int, name="parse")          # a Stage
+        p = pk.source(["1", "2"]) | parse          # a Pipeline: p.run() -> [1, 2]
+    """
 
     role = "transform"  # source, transform or sink
     can_lead = False  # a transform that may also start a pipeline (a command)

@@ -11,8 +11,9 @@ from typing import Any, Unpack
 import trio
 
 from ..adapters.thread import ThreadModule
-from ..kernel import MapModule, Module, Pipe, batch_failure
+from ..kernel import Module, Pipe, batch_failure
 from ._errors import DropMarked, Flatten, ItemErrors, Routed
+from ._meter import Meter, perf_counter
 from ._settings import ItemStageOptions, StageSettings
 from ._stage import Stage, _name
 
@@ -43,11 +44,15 @@ class _AsyncMapModule:
         self.errors = errors
         self.timeout = timeout
         self.outputs: tuple[str, ...] = errors.outputs
+        self.meter = Meter()
 
     async def run(self, ports: Mapping[str, Pipe]) -> None:
         inp, out = ports["inp"], ports["out"]
         limiter = trio.CapacityLimiter(self.workers)
+        meter = self.meter
+        clock = trio.current_time  # the calls await: time them on trio's clock
         async for batch in inp.batches():
+            start = clock()
             results: list[Any] = [_DROP] * len(batch) if self.ordered else []
             failed: list[tuple[int, Any, Exception]] = []
             if self.workers == 1:
@@ -57,6 +62,11 @@ class _AsyncMapModule:
                 async with trio.open_nursery() as nursery:
                     for i, msg in enumerate(batch):
                         nursery.start_soon(self._one, limiter, i, msg, results, failed)
+            meter.busy += clock() - start
+            if failed:
+                first = min(failed, key=lambda f: f[0])
+                meter.fail(meter.taken + first[0], first[1])
+            meter.taken += len(batch)
             emitted = [r for r in results if r is not _DROP]
             if emitted:
                 await out.send_batch(emitted)
@@ -110,12 +120,16 @@ class _GuardedMapModule:
         self.fn = fn
         self.errors = errors
         self.outputs: tuple[str, ...] = errors.outputs
+        self.meter = Meter()
 
     async def run(self, ports: Mapping[str, Pipe]) -> None:
         inp, out = ports["inp"], ports["out"]
         fn, retry = self.fn, self.errors.retry
         hole = _HOLE
+        meter = self.meter
+        clock = trio.current_time  # retries wait on trio's clock
         async for batch in inp.batches():
+            start = clock()
             results: list[Any] = []
             append = results.append
             failed: list[tuple[int, Exception]] = []
@@ -139,6 +153,10 @@ class _GuardedMapModule:
                     except Exception as exc:
                         still.append((i, exc))
                 failed = sorted(still, key=lambda f: f[0])
+            meter.busy += clock() - start
+            if failed:
+                meter.fail(meter.taken + failed[0][0], batch[failed[0][0]])
+            meter.taken += len(batch)
             if failed:
                 results = [r for r in results if r is not hole]
             if results:
@@ -159,11 +177,14 @@ class _FilterModule:
 
     def __init__(self, predicate: Callable[[Any], Any]) -> None:
         self.predicate = predicate
+        self.meter = Meter()
 
     async def run(self, ports: Mapping[str, Pipe]) -> None:
         inp, out = ports["inp"], ports["out"]
         pred = self.predicate
+        meter = self.meter
         async for batch in inp.batches():
+            start = perf_counter()
             kept: list[Any] = []
             append = kept.append
             errors: list[Exception] = []
@@ -172,7 +193,11 @@ class _FilterModule:
                     if pred(msg):
                         append(msg)
                 except Exception as exc:
+                    if not errors:
+                        meter.fail_in(batch, msg)
                     errors.append(exc)
+            meter.busy += perf_counter() - start
+            meter.taken += len(batch)
             if kept:
                 await out.send_batch(kept)
             if errors:
@@ -188,11 +213,14 @@ class _FlatMapModule:
 
     def __init__(self, fn: Callable[[Any], Any]) -> None:
         self.fn = fn
+        self.meter = Meter()
 
     async def run(self, ports: Mapping[str, Pipe]) -> None:
         inp, out = ports["inp"], ports["out"]
         fn = self.fn
+        meter = self.meter
         async for batch in inp.batches():
+            start = perf_counter()
             results: list[Any] = []
             extend = results.extend
             errors: list[Exception] = []
@@ -200,7 +228,48 @@ class _FlatMapModule:
                 try:
                     extend(fn(msg))
                 except Exception as exc:
+                    if not errors:
+                        meter.fail_in(batch, msg)
                     errors.append(exc)
+            meter.busy += perf_counter() - start
+            meter.taken += len(batch)
+            if results:
+                await out.send_batch(results)
+            if errors:
+                raise batch_failure(errors)
+
+
+class _MapModule:
+    """A plain ``f(msg)`` on the event loop, a batch at a time: the floor's own
+    :class:`~pipekit.kernel.MapModule`, which also times the calls and notes the
+    message that failed. Order is kept; if ``f`` raises, the other messages of the
+    batch still go on before the stage fails."""
+
+    inputs: tuple[str, ...] = ("inp",)
+    outputs: tuple[str, ...] = ("out",)
+
+    def __init__(self, fn: Callable[[Any], Any]) -> None:
+        self.fn = fn
+        self.meter = Meter()
+
+    async def run(self, ports: Mapping[str, Pipe]) -> None:
+        inp, out = ports["inp"], ports["out"]
+        fn = self.fn
+        meter = self.meter
+        async for batch in inp.batches():
+            start = perf_counter()
+            results: list[Any] = []
+            append = results.append
+            errors: list[Exception] = []
+            for msg in batch:
+                try:
+                    append(fn(msg))
+                except Exception as exc:
+                    if not errors:
+                        meter.fail(meter.taken + len(results), msg)
+                    errors.append(exc)
+            meter.busy += perf_counter() - start
+            meter.taken += len(batch)
             if results:
                 await out.send_batch(results)
             if errors:
@@ -222,6 +291,7 @@ class _Reshaped:
         self.outputs = errors.outputs if errors is not None else inner.outputs
         self.wrap = wrap
         self.errors = errors
+        self.meter: Meter | None = getattr(inner, "meter", None)
 
     async def run(self, ports: Mapping[str, Pipe]) -> None:
         out = ports["out"]
@@ -324,7 +394,7 @@ class _Transform(Stage):
             if routed or wrap is not None:
                 return _Reshaped(mod, wrap, self.errors if routed else None)
             return mod
-        mod = _GuardedMapModule(fn, self.errors) if o.per_item else MapModule(fn)
+        mod = _GuardedMapModule(fn, self.errors) if o.per_item else _MapModule(fn)
         return _Reshaped(mod, wrap) if wrap is not None else mod
 
 

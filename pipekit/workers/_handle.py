@@ -36,7 +36,15 @@ OUTPUT_BYTES = 16 * 1024 * 1024
 
 
 class Worker(Stage):
-    """A process: a handle and a pipeline stage. Make one with :func:`run` or :func:`cmd`."""
+    """A process: a handle and a pipeline stage. Make one with :func:`run` or :func:`cmd`.
+
+    Example::
+
+        (pk.source(["b", "a"]) | pk.cmd("sort", mode="lines")).run()   # -> ['a', 'b']
+
+        async with pk.cmd("cat", mode="lines") as w:                   # a handle
+            print(await w.call("hello", timeout=5))                    # hello
+    """
 
     bulk_output = True
 
@@ -485,7 +493,15 @@ async def _batches_quietly(pipe: ProcessPipe) -> AsyncIterator[list[Any]]:
 class ProcessChain:
     """Processes run one after the other with shell ``&&`` / ``||`` logic.
 
-    ``await chain.run()`` returns the return code of the last process that ran."""
+    ``await chain.run()`` returns the return code of the last process that ran.
+
+    Example::
+
+        # test -d /tmp && echo yes || echo no
+        code = await pk.cmd("test", "-d", "/tmp").then(pk.cmd("echo", "yes")).otherwise(
+            pk.cmd("echo", "no")
+        ).run()
+    """
 
     def __init__(self, steps: list[tuple[str, Worker | ProcessChain]]) -> None:
         self.steps = steps

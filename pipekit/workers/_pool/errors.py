@@ -34,6 +34,13 @@ class WorkerError(PipekitError):
     :class:`~pipekit.ProcessError` is then the ``__cause__``.
 
     ``str(error)`` is ``"kind: message"``.
+
+    Example::
+
+        results = await pool.map(["a b", ""])
+        for r in results:
+            if isinstance(r, pk.WorkerError):
+                print(r.kind, r.index, r.message)   # ValueError 1 empty text
     """
 
     def __init__(

@@ -122,6 +122,11 @@ class WorkerPool:
     waits for their handshakes; leaving ENDs idle workers, kills those still busy with
     items nobody waits for any more, and reaps them all - after an exception or a
     cancellation every worker is terminated (SIGTERM, SIGKILL after ``kill_grace``).
+
+    Example::
+
+        async with pk.WorkerPool("textstats.py:count_words", size=4, timeout=10) as pool:
+            counts = await pool.map(texts)          # in input order; errors are values
     """
 
     def __init__(
