@@ -107,7 +107,8 @@ class ThreadPort:
         if self._ended:
             self._check_send()
         lane = self._tx1
-        if lane is None or self._abort.raised or not lane.try_put(value):
+        # try_put_fast: this runs in a thread pipekit started, never the main thread.
+        if lane is None or self._abort.raised or not lane.try_put_fast(value):
             for lane in self._tx:
                 lane.put_many_blocking((value,), self._abort)
         self.messages_sent += 1

@@ -21,7 +21,9 @@ class Interrupt(threading.Event):
     (``is_set()`` is a Python call: ~470 instructions, a tenth of a port's per-message
     cost)."""
 
-    raised = False
+    def __init__(self) -> None:
+        super().__init__()
+        self.raised = False  # an instance attribute: found at once, not via the class
 
     def set(self) -> None:
         self.raised = True
