@@ -317,6 +317,13 @@ class Lane:
         checked cancellation itself): wait for room, or raise why there is none."""
         return await self._put_slow((item,), 0, abort)
 
+    def _check_shared(self) -> None:
+        if not self._shared:
+            raise PipekitError(
+                "this lane is local to the trio thread that uses it (an in-process pipe's "
+                "or a kernel edge's): call lane.share() there before a thread uses it"
+            )
+
     def try_put(self, item: Any) -> bool:
         """Queue one message if there is room now (from any thread, once shared);
         False if the lane is full, ended or its reader closed (the blocking calls then
@@ -422,6 +429,7 @@ class Lane:
     def put_many_blocking(self, items: Sequence[Any], abort: threading.Event | None = None) -> None:
         """Thread-side :meth:`put_many`. If ``abort`` is set (and :meth:`wake_all`
         called) while waiting, raises :class:`trio.ClosedResourceError`."""
+        self._check_shared()
         done = 0
         while True:
             with self._lock:
@@ -639,6 +647,7 @@ class Lane:
     ) -> list[Any]:
         """Thread-side :meth:`get_many`: blocks the calling (non-trio) thread; see
         :meth:`put_many_blocking` for ``abort``."""
+        self._check_shared()
         limit = max_items if max_items is not None else self.capacity
         while True:
             with self._lock:

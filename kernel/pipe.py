@@ -7,6 +7,24 @@ A :class:`Pipe` follows :class:`trio.abc.Channel` conventions: ``send``, ``recei
 that: ``end()`` half-closes the sending direction, ``fail(exc)`` ends it with an error the
 peer's ``receive()`` raises, the ``*_batch`` methods move lists (the fast path), and
 ``stats`` is a live snapshot of the traffic.
+
+How calls meet trio's scheduler (every Pipe; ``pipekit.testing``'s ``cancel_points``,
+``fairness``, ``cancellation`` and ``backpressure`` checks hold adapters to it):
+
+* **Every call is a cancel point.** ``send``, ``send_batch``, ``receive``,
+  ``receive_batch`` and each step of ``async for`` raise :class:`trio.Cancelled` at once
+  in a cancelled scope (and KeyboardInterrupt pending on the main task, as
+  ``trio.lowlevel.checkpoint_if_cancelled()`` does), even when they would not have to
+  wait, and then have done nothing: no message sent, none taken.
+* **A call that has to wait blocks** (no room, no message, the peer PAUSEd): a schedule
+  point, and cancelling it delivers nothing.
+* **Yielding is amortised.** A call that finds room or a message need not yield to the
+  scheduler, but a task that calls ``send``, or ``receive`` / ``async for``, on one pipe
+  end reaches a schedule point at least every :data:`YIELD_EVERY` (64) consecutive
+  calls, so a busy loop lets other tasks run. (trio's own memory channels yield on every
+  call, which is most of their per-message cost; so ``trio.testing.assert_checkpoints``
+  around one ``send`` may fail here.) In-process and framed pipes also yield on every
+  ``send_batch`` / ``receive_batch``: a batch is worth a scheduler pass.
 """
 
 from __future__ import annotations
@@ -22,6 +40,8 @@ from .errors import PipekitError, RemoteError
 from .lane import _EMPTY, DEFAULT_CAPACITY, YIELD_EVERY, Lane, current_task
 
 __all__ = ["YIELD_EVERY", "LocalPipe", "Pipe", "PipeStats", "error_for_peer", "open_pipe_pair"]
+# YIELD_EVERY (from .lane, which needs it first) is part of the contract above: the
+# most consecutive send (or receive) calls on one pipe end without a schedule point.
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +128,10 @@ class LocalPipe(Pipe):
 
     ``receive_lane`` may be None (a send-only port); ``send_lanes`` may hold several
     lanes (a split: every message goes to each, in order) or none (receive-only).
+
+    A pipe end belongs to the trio thread that uses it. Its lanes may be local (no lock:
+    :func:`open_pipe_pair` and the kernel make them so) or shared with threads
+    (:meth:`Lane.share`); both are fast one message at a time.
     """
 
     def __init__(
