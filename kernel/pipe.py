@@ -149,10 +149,19 @@ class LocalPipe(Pipe):
         self._tx = tuple(send_lanes)
         self._ended = not self._tx
         self._closed = False
+        # Counting without a big int per message (``x += 1`` beyond 256 allocates: ~300
+        # instructions, a twelfth of a message): _send_left counts down the sends that
+        # may still complete before the next schedule point (the fairness bound), and
+        # doubles as the count of those sent since the last one, so
+        #   messages sent = _sent + (YIELD_EVERY - _send_left)
+        # (_refill moves that part into _sent at every schedule point). A failed call
+        # counts toward the bound but not as a message: _send_left -= 1, _sent -= 1.
+        # The same for receiving.
         self._sent = 0
         self._received = 0
+        self._send_left = YIELD_EVERY
+        self._receive_left = YIELD_EVERY
         self._paused = 0.0
-        self._budget = YIELD_EVERY  # calls left before the next schedule point
         self._task: Any = None  # the trio task that last called send/receive
         # The fast paths' whole state check in one attribute each: the one lane a
         # plain send goes to (None: ended, closed, a split or receive-only), the lane
@@ -219,12 +228,14 @@ class LocalPipe(Pipe):
         task = self._task
         if task is None or not task.coro.cr_running:
             task = self._task = current_task()
-        budget = self._budget - 1
-        if budget <= 0 or task._cancel_status.effectively_cancelled or task._runner.ki_pending:
-            self._budget = YIELD_EVERY
+        if (
+            self._send_left <= 0
+            or task._cancel_status.effectively_cancelled
+            or task._runner.ki_pending
+        ):
+            self._refill_send()
             await trio.lowlevel.checkpoint()
         else:
-            self._budget = budget
             task._cancel_points += 1
         lane = self._tx1
         if lane is not None:
@@ -234,21 +245,31 @@ class LocalPipe(Pipe):
                     items.append(value)
                     if lane._reader_waiter is not None:
                         lane.wake_reader()
-                    self._sent += 1
+                    self._send_left -= 1  # counts the message (see __init__)
                     return
             elif lane.try_put_fast(value):  # a shared lane: under its lock
-                self._sent += 1
+                self._send_left -= 1
                 return
         await self._send_slow(value)
 
+    def _refill_send(self) -> None:
+        """A schedule point: the count of sends before the next one starts again."""
+        self._sent += YIELD_EVERY - self._send_left
+        self._send_left = YIELD_EVERY
+
     async def _send_slow(self, value: Any) -> None:
         """A send the fast path could not finish; cancellation is already checked."""
-        self._check_send()
-        for lane in self._tx:
-            if not lane.try_put(value):
-                self._budget = YIELD_EVERY  # waiting is a schedule point
-                self._paused += await lane.put_waiting(value, self._send_aborted)
-        self._sent += 1
+        try:
+            self._check_send()
+            for lane in self._tx:
+                if not lane.try_put(value):
+                    self._refill_send()  # waiting is a schedule point
+                    self._paused += await lane.put_waiting(value, self._send_aborted)
+        except BaseException:
+            self._sent -= 1  # a call, not a message (see __init__)
+            raise
+        finally:
+            self._send_left -= 1
 
     async def send_batch(self, values: Sequence[Any]) -> None:
         self._check_send()
@@ -302,12 +323,14 @@ class LocalPipe(Pipe):
         task = self._task
         if task is None or not task.coro.cr_running:
             task = self._task = current_task()
-        budget = self._budget - 1
-        if budget <= 0 or task._cancel_status.effectively_cancelled or task._runner.ki_pending:
-            self._budget = YIELD_EVERY
+        if (
+            self._receive_left <= 0
+            or task._cancel_status.effectively_cancelled
+            or task._runner.ki_pending
+        ):
+            self._refill_receive()
             await trio.lowlevel.checkpoint()
         else:
-            self._budget = budget
             task._cancel_points += 1
         lane = self._rx1
         if lane is not None:  # Lane.pop_ready, inlined
@@ -316,7 +339,7 @@ class LocalPipe(Pipe):
                 item = items.popleft()
                 if lane._writer_waiters:
                     lane.writers_may_go_on()
-                self._received += 1
+                self._receive_left -= 1  # counts the message (see __init__)
                 return item
         return await self._receive_slow()
 
@@ -325,12 +348,14 @@ class LocalPipe(Pipe):
         task = self._task
         if task is None or not task.coro.cr_running:
             task = self._task = current_task()
-        budget = self._budget - 1
-        if budget <= 0 or task._cancel_status.effectively_cancelled or task._runner.ki_pending:
-            self._budget = YIELD_EVERY
+        if (
+            self._receive_left <= 0
+            or task._cancel_status.effectively_cancelled
+            or task._runner.ki_pending
+        ):
+            self._refill_receive()
             await trio.lowlevel.checkpoint()
         else:
-            self._budget = budget
             task._cancel_points += 1
         lane = self._rx1
         if lane is not None:  # Lane.pop_ready, inlined
@@ -339,21 +364,31 @@ class LocalPipe(Pipe):
                 item = items.popleft()
                 if lane._writer_waiters:
                     lane.writers_may_go_on()
-                self._received += 1
+                self._receive_left -= 1  # counts the message (see __init__)
                 return item
         try:
             return await self._receive_slow()
         except trio.EndOfChannel:
             raise StopAsyncIteration from None
 
+    def _refill_receive(self) -> None:
+        """A schedule point: the count of receives before the next one starts again."""
+        self._received += YIELD_EVERY - self._receive_left
+        self._receive_left = YIELD_EVERY
+
     async def _receive_slow(self) -> Any:
         """A receive the fast path could not finish; cancellation is already checked."""
-        lane = self._check_receive()
-        item = lane.try_get(_EMPTY)
-        if item is _EMPTY:
-            self._budget = YIELD_EVERY  # waiting is a schedule point
-            item = await lane.get_waiting()
-        self._received += 1
+        try:
+            lane = self._check_receive()
+            item = lane.try_get(_EMPTY)
+            if item is _EMPTY:
+                self._refill_receive()  # waiting is a schedule point
+                item = await lane.get_waiting()
+        except BaseException:
+            self._received -= 1  # a call, not a message (see __init__)
+            raise
+        finally:
+            self._receive_left -= 1
         return item
 
     async def receive_batch(self, max_items: int | None = None) -> list[Any]:
@@ -382,8 +417,8 @@ class LocalPipe(Pipe):
     @property
     def stats(self) -> PipeStats:
         return PipeStats(
-            messages_sent=self._sent,
-            messages_received=self._received,
+            messages_sent=self._sent + YIELD_EVERY - self._send_left,
+            messages_received=self._received + YIELD_EVERY - self._receive_left,
             paused_seconds=self._paused,
             queue_depth=self._rx.depth if self._rx is not None else 0,
         )

@@ -543,20 +543,46 @@ async def test_a_pipe_end_used_by_two_tasks_checks_each_ones_own_cancellation() 
     assert [m async for m in b] == ["from the first task", "again from the first task"]
 
 
-async def test_every_64th_call_yields_and_every_call_is_a_cancel_point() -> None:
+async def test_64_calls_complete_between_yields_and_every_call_is_a_cancel_point() -> None:
     a, b = open_pipe_pair()
     task = trio.lowlevel.current_task()
-    schedule_points = []
-    for _ in range(3 * 64):
-        before = task._schedule_points
-        await a.send(None)
-        schedule_points.append(task._schedule_points - before)
-    assert sum(schedule_points) == 3  # one yield per 64 sends, none in between
+
+    async def yields_of(call: Callable[[], Any], n: int) -> list[int]:
+        """The calls (1-based) among ``n`` during which this task yielded."""
+        found = []
+        for i in range(1, n + 1):
+            before = task._schedule_points
+            await call()
+            if task._schedule_points != before:
+                found.append(i)
+        return found
+
+    assert await yields_of(lambda: a.send(None), 3 * 64 + 1) == [65, 129, 193]
+    assert a.stats.messages_sent == 3 * 64 + 1
     with trio.CancelScope() as scope:
         scope.cancel()
         await b.receive()  # messages are waiting, yet it raises
     assert scope.cancelled_caught
-    assert b.stats.queue_depth == 3 * 64
+    assert b.stats.queue_depth == 3 * 64 + 1
+    assert await yields_of(b.receive, 3 * 64 + 1) == [65, 129, 193]
+    assert b.stats.messages_received == 3 * 64 + 1
+
+
+async def test_stats_count_messages_not_calls_when_calls_fail() -> None:
+    a, b = open_pipe_pair(capacity=4)
+    for i in range(100):
+        await a.send(i)
+        assert await b.receive() == i
+    await b.aclose()
+    for _ in range(70):  # failing calls count toward the yield, not as messages
+        with pytest.raises(trio.BrokenResourceError):
+            await a.send("lost")
+    await a.end()
+    for _ in range(3):
+        with pytest.raises(trio.ClosedResourceError):
+            await b.receive()
+    assert a.stats.messages_sent == 100
+    assert b.stats.messages_received == 100
 
 
 async def test_without_trios_internals_every_call_is_a_full_checkpoint(
