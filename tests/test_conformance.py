@@ -296,7 +296,7 @@ async def test_check_fails_an_adapter_that_breaks_its_rule(
         ),
         (
             "receive_never_yields",
-            r"a->b: a loop of receive\(\): \d+ calls completed without a schedule point",
+            r"a->b: a loop of receive\(\): 512 calls completed without a schedule point",
         ),
     ],
 )

@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import trio
+import trio.testing
 
 from ..kernel.pipe import YIELD_EVERY, Pipe
 from ._adapter import AdapterUnderTest
@@ -26,6 +27,7 @@ from ._traffic import directions, receive_messages, send_messages
 __all__ = ["check_cancel_points", "check_fairness"]
 
 _BUSY_CALLS = 8 * YIELD_EVERY  # calls in each busy loop of the fairness check
+_IDLE_CUSHION = 0.01  # seconds of trio idleness that count as "everything is blocked"
 
 
 async def _cancelled_call(call: Callable[[], Awaitable[Any]], what: str) -> None:
@@ -101,8 +103,13 @@ async def _busy(
     counter: _StepCounter,
     loop: Callable[[_StepCounter], Awaitable[None]],
     other: Callable[[], Awaitable[None]],
+    *,
+    other_first: bool = False,
 ) -> None:
-    """Run ``loop`` (counted) and ``other`` (the peer's side) concurrently."""
+    """Run ``loop`` (counted) and ``other`` (the peer's side) concurrently; with
+    ``other_first``, start ``loop`` only once every task is blocked (so that a receiving
+    loop finds as much waiting as the pipe holds, and the longest streak it could make
+    without a schedule point is there to be seen)."""
 
     async def counted() -> None:
         counter.task = trio.lowlevel.current_task()
@@ -111,8 +118,10 @@ async def _busy(
     trio.lowlevel.add_instrument(counter)
     try:
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(counted)
             nursery.start_soon(other)
+            if other_first:
+                await trio.testing.wait_all_tasks_blocked(_IDLE_CUSHION)
+            nursery.start_soon(counted)
     finally:
         trio.lowlevel.remove_instrument(counter)
 
@@ -162,7 +171,7 @@ async def _fair_receiver(label: str, src: Pipe, dst: Pipe, *, iterate: bool) -> 
     async def feed() -> None:
         await send_messages(src, list(range(_BUSY_CALLS)), batch=True)
 
-    await _busy(counter, receive_loop, feed)
+    await _busy(counter, receive_loop, feed, other_first=True)
     call = "async for" if iterate else "receive()"
     expect_same(list(range(_BUSY_CALLS)), got, f"{label}: busy {call}")
     _judge(counter, f"{label}: a loop of {call}")
