@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import threading
+from collections import deque
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -10,8 +10,11 @@ import trio
 
 from ..kernel.lane import Lane
 from ..kernel.pipe import error_for_peer
+from ._threadrunner import Interrupt
 
 __all__ = ["ThreadPort"]
+
+_CARRY = 256  # the send countdown stays within the small integers CPython keeps
 
 
 class ThreadPort:
@@ -26,7 +29,7 @@ class ThreadPort:
         self,
         receive_lane: Lane | None,
         send_lanes: Sequence[Lane],
-        abort: threading.Event,
+        abort: Interrupt,
         *,
         name: str = "thread-port",
         writer_key: object = None,
@@ -35,12 +38,36 @@ class ThreadPort:
         self.writer_key = writer_key
         self._rx = receive_lane
         self._tx = tuple(send_lanes)
+        self._tx1 = self._tx[0] if len(self._tx) == 1 else None  # send's fast path
         self._abort = abort
         self._ended = not self._tx
-        self._batch: list[Any] = []
-        self._pos = 0
-        self.messages_sent = 0
-        self.messages_received = 0
+        # Messages taken from the lane and not handed out yet, and the count of all
+        # taken: messages_received is the difference, so handing one out costs a
+        # popleft and no integer (``x += 1`` beyond 256 allocates: ~300 instructions).
+        self._batch: deque[Any] = deque()
+        self._taken = 0
+        # The same for sending: a small countdown, carried into _sent_base every
+        # _CARRY sends (see messages_sent).
+        self._sent_base = 0
+        self._send_left = _CARRY
+
+    @property
+    def messages_received(self) -> int:
+        """Messages this port handed out (by ``receive``, iteration or batches)."""
+        return self._taken - len(self._batch)
+
+    @messages_received.setter
+    def messages_received(self, value: int) -> None:
+        self._taken = value + len(self._batch)
+
+    @property
+    def messages_sent(self) -> int:
+        """Messages this port sent."""
+        return self._sent_base + _CARRY - self._send_left
+
+    @messages_sent.setter
+    def messages_sent(self, value: int) -> None:
+        self._sent_base = value - (_CARRY - self._send_left)
 
     # -- receiving --------------------------------------------------------------------
 
@@ -49,41 +76,52 @@ class ThreadPort:
             raise trio.ClosedResourceError(f"{self.name}: this port cannot receive")
         return self._rx
 
+    def _refill(self) -> None:
+        """Take everything queued (waiting for at least one message) into the batch."""
+        taken = self._lane().get_many_blocking(None, self._abort)
+        self._taken += len(taken)
+        self._batch.extend(taken)
+
     def receive_batch(self, max_items: int | None = None) -> list[Any]:
         """Block until at least one message is available; return up to ``max_items``."""
-        if self._pos < len(self._batch):
-            rest = self._batch[self._pos :]
-            self._batch, self._pos = [], 0
-            if max_items is not None and len(rest) > max_items:
-                self._batch, rest = rest[max_items:], rest[:max_items]
-            self.messages_received += len(rest)
-            return rest
-        batch = self._lane().get_many_blocking(max_items, self._abort)
-        self.messages_received += len(batch)
-        return batch
+        batch = self._batch
+        if batch:
+            if max_items is None or len(batch) <= max_items:
+                rest = list(batch)
+                batch.clear()
+                return rest
+            return [batch.popleft() for _ in range(max_items)]
+        taken = self._lane().get_many_blocking(max_items, self._abort)
+        self._taken += len(taken)
+        return taken
 
     def receive(self) -> Any:
         """Block until a message is available and return it."""
-        if self._pos >= len(self._batch):
-            self._batch = self._lane().get_many_blocking(None, self._abort)
-            self._pos = 0
-        item = self._batch[self._pos]
-        self._pos += 1
-        self.messages_received += 1
-        return item
+        if not self._batch:
+            self._refill()
+        return self._batch.popleft()
 
     def __iter__(self) -> Iterator[Any]:
+        # receive() inlined: a call per message costs ~470 instructions, most of what
+        # iterating a port costs. The batch is re-read at every step, so that calls
+        # to receive() in the loop's body and requeue_unread() see it exact.
+        batch = self._batch
         while True:
+            if batch:
+                yield batch.popleft()
+                continue
             try:
-                yield self.receive()
+                self._refill()
             except trio.EndOfChannel:
                 return
 
     def requeue_unread(self) -> None:
         """Put messages taken from the lane but not yet handed out back at its front."""
-        if self._rx is not None and self._pos < len(self._batch):
-            self._rx.unget(self._batch[self._pos :])
-        self._batch, self._pos = [], 0
+        batch = self._batch
+        if self._rx is not None and batch:
+            self._rx.unget(list(batch))
+        self._taken -= len(batch)  # never handed out: not received
+        batch.clear()
 
     # -- sending ----------------------------------------------------------------------
 
@@ -94,18 +132,24 @@ class ThreadPort:
     def send(self, value: Any) -> None:
         if self._ended:
             self._check_send()
-        tx = self._tx
-        if len(tx) != 1 or self._abort.is_set() or not tx[0].try_put(value):
-            for lane in tx:
+        lane = self._tx1
+        # try_put_fast: this runs in a thread pipekit started, never the main thread.
+        if lane is None or self._abort.raised or not lane.try_put_fast(value):
+            for lane in self._tx:
                 lane.put_many_blocking((value,), self._abort)
-        self.messages_sent += 1
+        left = self._send_left - 1  # counts the message (see messages_sent)
+        if left:
+            self._send_left = left
+        else:
+            self._sent_base += _CARRY
+            self._send_left = _CARRY
 
     def send_batch(self, values: Sequence[Any]) -> None:
         self._check_send()
         if values:
             for lane in self._tx:
                 lane.put_many_blocking(values, self._abort)
-            self.messages_sent += len(values)
+            self._sent_base += len(values)
 
     def end(self) -> None:
         if not self._ended:

@@ -12,7 +12,22 @@ import trio
 
 from ..kernel.lane import Lane
 
-__all__ = ["ThreadRunner"]
+__all__ = ["Interrupt", "ThreadRunner"]
+
+
+class Interrupt(threading.Event):
+    """A runner's interrupt flag: a :class:`threading.Event` whose state is also the
+    plain attribute :attr:`raised`, which a thread port reads on every ``send``
+    (``is_set()`` is a Python call: ~470 instructions, a tenth of a port's per-message
+    cost)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.raised = False  # an instance attribute: found at once, not via the class
+
+    def set(self) -> None:
+        self.raised = True
+        super().set()
 
 
 class ThreadRunner:
@@ -21,7 +36,7 @@ class ThreadRunner:
     def __init__(self, name: str, grace: float) -> None:
         self.name = name
         self.grace = grace
-        self.abort = threading.Event()
+        self.abort = Interrupt()
         self._threads: list[threading.Thread] = []
         self._errors: list[BaseException] = []
         self._running = 0

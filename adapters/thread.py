@@ -142,6 +142,10 @@ class ThreadModule:
                     f"thread module {self.name!r}: port {name!r} is not an in-process pipe"
                 )
             outs[name] = pipe.send_lanes
+        # The kernel's lanes are local to the trio thread until shared; share them
+        # before any thread of ours touches them.
+        for lane in [*ins.values(), *(lane for lanes in outs.values() for lane in lanes)]:
+            lane.share()
         return ins, outs
 
     async def _run_single(self, ports: Mapping[str, Pipe], runner: ThreadRunner) -> None:

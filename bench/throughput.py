@@ -10,8 +10,11 @@ Every row moves ``--messages`` messages ``{"i": n, "v": "x" * 16}`` (a new dict 
 message, built by the producer inside the timed region) from a producer to a consumer
 that reads every message (``total += msg["i"]``; the total is checked, so a lost or
 duplicated message fails the run). The table shows the median msg/s over ``--repeat``
-runs, its ratio to the ``multiprocessing.Pipe`` per-message baseline measured in the
-same run, and the issue's target with PASS/MISS. See ``bench/README.md``.
+runs, its ratio to the ``multiprocessing.Pipe`` per-message baseline and to the row's
+target baseline (``mp.Pipe``, or trio's memory channel for the in-process per-message
+row), each the median of per-round ratios (the baseline measured in the same round), and
+the issue's target with PASS/MISS. The "per msg" rows are the shapes code writes one
+message at a time (issue 14). See ``bench/README.md``.
 """
 
 from __future__ import annotations
@@ -33,7 +36,16 @@ from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
 
-from _common import Verdicts, die_with_parent, reaped, render_table, run_main, spread_cell
+from _common import (
+    Verdicts,
+    die_with_parent,
+    paired_ratio,
+    ratio_cell,
+    reaped,
+    render_table,
+    run_main,
+    spread_cell,
+)
 
 # Benchmark the checkout this file lives in, whatever else is installed.
 ROOT = Path(__file__).resolve().parent.parent
@@ -55,9 +67,12 @@ TIMEOUT = 120.0
 # Rows, in table order. The smoke test checks that each name is printed.
 INPROC_BATCH = "in-process pipe: send_batch(256) -> batches()"
 INPROC_EACH = "in-process pipe: send() -> async for (per msg)"
+CHANNEL_EACH = "baseline trio memory channel: send() -> async for"
 PIPELINE = "pipeline: pk.source(gen) | pk.sink(fn)"
 THREAD_TO_TRIO = "thread port: thread send() -> trio batches()"
 TRIO_TO_THREAD = "thread port: trio send_batch(256) -> thread iter"
+THREAD_TO_TRIO_EACH = "thread port: thread send() -> trio async for (per msg)"
+TRIO_TO_THREAD_EACH = "thread port: trio send() -> thread iter (per msg)"
 FRAMED_ONE = "framed socketpair: 1 process, 1 loop (1 core)"
 FRAMED_TWO = "framed socketpair: child -> parent (2 cores)"
 MP_EACH = "baseline mp.Pipe: send()/recv() per msg"
@@ -69,10 +84,13 @@ class Target:
     rate: float
     """Minimum msg/s."""
     ratio: float = 3.0
-    """Minimum multiple of the ``multiprocessing.Pipe`` per-message baseline."""
+    """Minimum multiple of the baseline row measured in the same round."""
+    baseline: str = MP_EACH
+    """The row the ratio is taken against."""
 
     def describe(self) -> str:
-        return f">= {self.rate / 1e6:.1f}M & >= {self.ratio:g}x"
+        against = "chan" if self.baseline == CHANNEL_EACH else "mp"
+        return f">= {self.rate / 1e6:.1f}M & >= {self.ratio:g}x {against}"
 
     def met(self, rate: float, ratio: float) -> bool:
         return rate >= self.rate and ratio >= self.ratio
@@ -81,6 +99,9 @@ class Target:
 IN_PROCESS = Target(2_000_000)
 THREAD_PORT = Target(1_000_000)
 FRAMED = Target(1_000_000)
+# Issue 14: one message at a time.
+IN_PROCESS_EACH = Target(1_000_000, 5.0, CHANNEL_EACH)
+THREAD_PORT_EACH = Target(500_000, 5.0)
 
 
 def batch_of(start: int, n: int) -> list[dict[str, Any]]:
@@ -180,6 +201,35 @@ def bench_inproc_each(n: int) -> float:
     return trio.run(main)
 
 
+def bench_channel_each(n: int) -> float:
+    """trio's own memory channel, the same shape and capacity as the pipe row above."""
+
+    async def main() -> float:
+        send, receive = trio.open_memory_channel[dict[str, Any]](1024)
+        total = 0
+
+        async def produce() -> None:
+            async with send:
+                for i in range(n):
+                    await send.send({"i": i, "v": "x" * 16})
+
+        async def consume() -> None:
+            nonlocal total
+            async for msg in receive:
+                total += msg["i"]
+
+        with trio.fail_after(TIMEOUT):
+            t0 = time.perf_counter()
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(produce)
+                nursery.start_soon(consume)
+            elapsed = time.perf_counter() - t0
+        check(CHANNEL_EACH, n, total)
+        return elapsed
+
+    return trio.run(main)
+
+
 # --- 2. pipeline -------------------------------------------------------------------------
 
 
@@ -245,6 +295,48 @@ def bench_trio_to_thread(n: int) -> float:
                 total = await pipe.receive()
                 elapsed = time.perf_counter() - t0
         check(TRIO_TO_THREAD, n, total)
+        return elapsed
+
+    return trio.run(main)
+
+
+def bench_thread_to_trio_each(n: int) -> float:
+    def produce(port: ThreadPort) -> None:
+        send = port.send
+        for i in range(n):
+            send({"i": i, "v": "x" * 16})
+
+    async def main() -> float:
+        total = 0
+        with trio.fail_after(TIMEOUT):
+            t0 = time.perf_counter()
+            async with open_thread_port(produce) as pipe:
+                async for msg in pipe:
+                    total += msg["i"]
+                elapsed = time.perf_counter() - t0
+        check(THREAD_TO_TRIO_EACH, n, total)
+        return elapsed
+
+    return trio.run(main)
+
+
+def bench_trio_to_thread_each(n: int) -> float:
+    def consume(port: ThreadPort) -> None:
+        total = 0
+        for msg in port:
+            total += msg["i"]
+        port.send(total)
+
+    async def main() -> float:
+        with trio.fail_after(TIMEOUT):
+            t0 = time.perf_counter()
+            async with open_thread_port(consume) as pipe:
+                for i in range(n):
+                    await pipe.send({"i": i, "v": "x" * 16})
+                await pipe.end()
+                total = await pipe.receive()  # once the thread has consumed everything
+                elapsed = time.perf_counter() - t0
+        check(TRIO_TO_THREAD_EACH, n, total)
         return elapsed
 
     return trio.run(main)
@@ -396,10 +488,13 @@ class Bench:
 
 BENCHES = [
     Bench(INPROC_BATCH, bench_inproc_batch, IN_PROCESS),
-    Bench(INPROC_EACH, bench_inproc_each, None, "per-message API"),
+    Bench(INPROC_EACH, bench_inproc_each, IN_PROCESS_EACH),
+    Bench(CHANNEL_EACH, bench_channel_each, None, "baseline"),
     Bench(PIPELINE, bench_pipeline, IN_PROCESS),
     Bench(THREAD_TO_TRIO, bench_thread_to_trio, THREAD_PORT),
     Bench(TRIO_TO_THREAD, bench_trio_to_thread, THREAD_PORT),
+    Bench(THREAD_TO_TRIO_EACH, bench_thread_to_trio_each, THREAD_PORT_EACH),
+    Bench(TRIO_TO_THREAD_EACH, bench_trio_to_thread_each, THREAD_PORT_EACH),
     Bench(FRAMED_ONE, bench_framed_one_process, FRAMED),
     Bench(FRAMED_TWO, bench_framed_two_processes, FRAMED),
     Bench(MP_EACH, bench_mp_each, None, "baseline"),
@@ -423,21 +518,43 @@ def machine_info(n: int, repeat: int) -> list[str]:
     ]
 
 
-def format_table(n: int, rates: dict[str, list[float]]) -> list[str]:
-    baseline = statistics.median(rates[MP_EACH])
-    header = ("name", "msg/s", "spread", "vs mp.Pipe", "target", "result")
+def selected(only: list[str] | None) -> list[Bench]:
+    """The rows to run: all, or those matching ``only`` plus the baselines they need."""
+    if not only:
+        return BENCHES
+    names = {b.name for b in BENCHES if any(text in b.name for text in only)}
+    names.add(MP_EACH)
+    names.update(b.target.baseline for b in BENCHES if b.name in names and b.target)
+    return [b for b in BENCHES if b.name in names]
+
+
+def format_table(benches: list[Bench], rates: dict[str, list[float]]) -> list[str]:
+    header = ("name", "msg/s", "spread", "vs mp.Pipe", "vs baseline", "target", "result")
     rows: list[tuple[str, ...]] = []
     verdicts = Verdicts()
-    for bench in BENCHES:
+    repeat = len(rates[MP_EACH])
+    for bench in benches:
         runs = rates[bench.name]
         rate = statistics.median(runs)
-        ratio = rate / baseline
+        vs_mp = paired_ratio(runs, rates[MP_EACH])
         target = "-" if bench.target is None else bench.target.describe()
-        ok = None if bench.target is None else bench.target.met(rate, ratio)
+        if bench.target is None:
+            ok, vs_base = None, "-"
+        else:
+            ratio = paired_ratio(runs, rates[bench.target.baseline])
+            ok = bench.target.met(rate, ratio[0])
+            vs_base = ratio_cell(ratio, repeat, percent=False)
         result = verdicts.judge(ok, bench.note)
-        cells = (f"{rate:,.0f}", spread_cell(runs), f"{ratio:.2f}x", target, result)
+        cells = (
+            f"{rate:,.0f}",
+            spread_cell(runs),
+            f"{vs_mp[0]:.2f}x",
+            vs_base,
+            target,
+            result,
+        )
         rows.append((bench.name, *cells))
-    out = render_table(header, rows, {1, 2, 3})
+    out = render_table(header, rows, {1, 2, 3, 4})
     out.append(
         f"targets: {verdicts.passed} PASS, {verdicts.missed} MISS "
         "(PASS needs both the msg/s and the ratio)"
@@ -454,6 +571,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--repeat", type=int, default=3, help="runs per row; the median is shown (default 3)"
     )
     parser.add_argument("--quick", action="store_true", help="smoke run: 20,000 messages, 1 run")
+    parser.add_argument(
+        "--only",
+        action="append",
+        metavar="TEXT",
+        help="run only the rows whose name contains TEXT (repeatable), and their baselines",
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.messages, args.repeat = 20_000, 1
@@ -469,16 +592,17 @@ def main(argv: list[str] | None = None) -> int:
         print(text)
     print(flush=True)
     started = time.perf_counter()
-    rates: dict[str, list[float]] = {b.name: [] for b in BENCHES}
+    benches = selected(args.only)
+    rates: dict[str, list[float]] = {b.name: [] for b in benches}
     # Rounds interleave the rows, so that a slow moment of the machine hits every row
     # (and the baseline) rather than one row's every run.
     for round_no in range(1, repeat + 1):
-        for bench in BENCHES:
+        for bench in benches:
             print(f"  [{round_no}/{repeat}] {bench.name} ...", end="", file=sys.stderr, flush=True)
             seconds = bench.run(n)
             rates[bench.name].append(n / seconds)
             print(f" {n / seconds:,.0f} msg/s", file=sys.stderr, flush=True)
-    for text in format_table(n, rates):
+    for text in format_table(benches, rates):
         print(text)
     print(f"\ntotal time {time.perf_counter() - started:.1f} s")
     return 0

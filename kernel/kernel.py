@@ -242,8 +242,10 @@ class Kernel:
         for entry in pending:
             for port in entry.module.inputs:
                 writers = sum(1 for e in self._edges if e.dst == PortRef(entry.name, port))
+                # Local: modules are trio tasks of this thread; a thread module
+                # shares the lanes it hands to its threads (Lane.share).
                 entry.in_lanes[port] = Lane(
-                    entry.capacity, writers=writers, max_bytes=entry.max_bytes
+                    entry.capacity, writers=writers, max_bytes=entry.max_bytes, shared=False
                 )
         for entry in pending:
             for port in entry.module.outputs:

@@ -50,9 +50,12 @@ ROWS = {
     "bench/throughput.py": [
         "in-process pipe: send_batch(256) -> batches()",
         "in-process pipe: send() -> async for (per msg)",
+        "baseline trio memory channel: send() -> async for",
         "pipeline: pk.source(gen) | pk.sink(fn)",
         "thread port: thread send() -> trio batches()",
         "thread port: trio send_batch(256) -> thread iter",
+        "thread port: thread send() -> trio async for (per msg)",
+        "thread port: trio send() -> thread iter (per msg)",
         "framed socketpair: 1 process, 1 loop (1 core)",
         "framed socketpair: child -> parent (2 cores)",
         "baseline mp.Pipe: send()/recv() per msg",

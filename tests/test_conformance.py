@@ -23,7 +23,7 @@ import trio
 
 from pipekit.adapters import tcp, unix, websocket
 from pipekit.adapters.tcp import Listener
-from pipekit.kernel import LocalPipe, Pipe, PipeStats, open_pipe_pair
+from pipekit.kernel import DEFAULT_CAPACITY, LocalPipe, Pipe, PipeStats, open_pipe_pair
 from pipekit.testing import CHECKS, AdapterUnderTest, check_adapter, run_check
 from pipekit.testing._pairs import (
     FRAMED_OPTIONS,
@@ -130,6 +130,9 @@ async def test_conformance(adapter_name: str, check: str) -> None:
 # that the check for that rule fails with a message saying what was observed.
 
 
+_NOTHING = object()
+
+
 class Broken(Pipe):
     """An in-process pipe end with one defect switched on."""
 
@@ -141,6 +144,13 @@ class Broken(Pipe):
         self._held: list[Any] = []
 
     async def send(self, value: Any) -> None:
+        if self.defect in ("send_never_yields", "cancelled_send_delivers"):
+            if self.defect == "send_never_yields":  # a cancel point, but never a yield
+                await trio.lowlevel.checkpoint_if_cancelled()
+            if self.inner.send_lanes[0].try_put(value):
+                if self.defect == "cancelled_send_delivers":
+                    await trio.lowlevel.checkpoint()  # Cancelled, after delivering
+                return
         if self.defect == "bool_becomes_int" and type(value) is bool:
             value = int(value)
         if self.defect == "send_after_end_ignored" and self._ended:
@@ -163,6 +173,14 @@ class Broken(Pipe):
             await self.send(value)
 
     async def receive(self) -> Any:
+        lane = self.inner.receive_lane
+        assert lane is not None
+        if self.defect == "receive_never_yields":
+            await trio.lowlevel.checkpoint_if_cancelled()
+        if self.defect in ("receive_never_yields", "cancelled_receive_takes"):
+            item = lane.try_get(_NOTHING)  # a message that is there, without a yield
+            if item is not _NOTHING:
+                return item
         return await self.inner.receive()
 
     async def receive_batch(self, max_items: int | None = None) -> list[Any]:
@@ -240,6 +258,17 @@ def broken_adapter(defect: str, *, capacity: int = 64, bound: int = 64) -> Adapt
             r"a->b: a cancelled send\(\) did not return within 0.2 s",
         ),
         (
+            "cancelled_send_delivers",
+            "cancel_points",
+            r"a->b: after calls in cancelled scopes: message 0 of 4 differs: sent 'a->b 0', "
+            r"received 'cancelled send'",
+        ),
+        (
+            "cancelled_receive_takes",
+            "cancel_points",
+            r"a->b: receive\(\) in a cancelled scope returned 'a->b 1'",
+        ),
+        (
             "stats_miscount",
             "stats",
             r"a.stats: messages_sent=301, messages_received=170, queue_depth=0; "
@@ -255,6 +284,29 @@ async def test_check_fails_an_adapter_that_breaks_its_rule(
     text = str(info.value)
     assert text.startswith(f"adapter 'broken:{defect}', check '{check}': "), text
     assert re.search(message, text), text
+
+
+@pytest.mark.parametrize(
+    ("defect", "message"),
+    [
+        (
+            "send_never_yields",
+            r"a->b: a loop of send\(\): 512 calls completed without a schedule point; "
+            r"the contract allows at most 64 \(YIELD_EVERY\)",
+        ),
+        (
+            "receive_never_yields",
+            r"a->b: a loop of receive\(\): 512 calls completed without a schedule point",
+        ),
+    ],
+)
+async def test_fairness_fails_an_adapter_whose_busy_loop_never_yields(
+    defect: str, message: str
+) -> None:
+    # A lane large enough that nothing blocks: blocking would yield.
+    adapter = broken_adapter(defect, capacity=DEFAULT_CAPACITY, bound=DEFAULT_CAPACITY)
+    with pytest.raises(AssertionError, match=message):
+        await run_check(adapter, "fairness")
 
 
 async def test_backpressure_fails_an_adapter_that_buffers_past_its_bound() -> None:
@@ -286,7 +338,7 @@ async def test_check_adapter_lists_every_failing_check() -> None:
     with pytest.raises(AssertionError) as info:
         await check_adapter(adapter.open_pair, bound=64, name="miscount", close_grace=0.2)
     text = str(info.value)
-    assert text.startswith("adapter 'miscount' failed 1 of 10 checks:\n- ")
+    assert text.startswith(f"adapter 'miscount' failed 1 of {len(CHECKS)} checks:\n- ")
     assert "check 'stats': a.stats: messages_sent=301" in text
 
 

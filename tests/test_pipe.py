@@ -517,3 +517,152 @@ async def test_a_send_blocked_on_a_full_pipe_wakes_when_its_own_end_closes(close
         with trio.fail_after(1):
             await trio.testing.wait_all_tasks_blocked()
             assert not nursery.child_tasks, "send() still blocked after its own end closed"
+
+
+# -- one message at a time: cancellation, fairness, local and shared lanes (issue 14) -----
+
+
+async def test_a_pipe_end_used_by_two_tasks_checks_each_ones_own_cancellation() -> None:
+    """The fast path caches the calling task per pipe end; a call from another task
+    (here one whose scope is cancelled) must see that task's state, not the cache."""
+    a, b = open_pipe_pair()
+    await a.send("from the first task")  # caches this task
+    outcome: list[str] = []
+
+    async def cancelled_sender() -> None:
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            await a.send("must not arrive")
+        outcome.append("cancelled" if scope.cancelled_caught else "sent")
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(cancelled_sender)
+    await a.send("again from the first task")  # not cancelled: goes through
+    await a.end()
+    assert outcome == ["cancelled"]
+    assert [m async for m in b] == ["from the first task", "again from the first task"]
+
+
+async def test_64_calls_complete_between_yields_and_every_call_is_a_cancel_point() -> None:
+    a, b = open_pipe_pair()
+    task = trio.lowlevel.current_task()
+
+    async def yields_of(call: Callable[[], Any], n: int) -> list[int]:
+        """The calls (1-based) among ``n`` during which this task yielded."""
+        found = []
+        for i in range(1, n + 1):
+            before = task._schedule_points
+            await call()
+            if task._schedule_points != before:
+                found.append(i)
+        return found
+
+    assert await yields_of(lambda: a.send(None), 3 * 64 + 1) == [65, 129, 193]
+    assert a.stats.messages_sent == 3 * 64 + 1
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        await b.receive()  # messages are waiting, yet it raises
+    assert scope.cancelled_caught
+    assert b.stats.queue_depth == 3 * 64 + 1
+    assert await yields_of(b.receive, 3 * 64 + 1) == [65, 129, 193]
+    assert b.stats.messages_received == 3 * 64 + 1
+
+
+async def test_stats_count_messages_not_calls_when_calls_fail() -> None:
+    a, b = open_pipe_pair(capacity=4)
+    for i in range(100):
+        await a.send(i)
+        assert await b.receive() == i
+    await b.aclose()
+    for _ in range(70):  # failing calls count toward the yield, not as messages
+        with pytest.raises(trio.BrokenResourceError):
+            await a.send("lost")
+    await a.end()
+    for _ in range(3):
+        with pytest.raises(trio.ClosedResourceError):
+            await b.receive()
+    assert a.stats.messages_sent == 100
+    assert b.stats.messages_received == 100
+
+
+async def test_without_trios_internals_every_call_is_a_full_checkpoint(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """If trio's run context lacks the fields the inline check reads, the pipes fall
+    back to a full checkpoint per call: slower, never wrong."""
+    import pipekit.kernel.lane as lane_module
+
+    monkeypatch.setattr(lane_module, "run_context", lane_module._ALWAYS_CHECKPOINT)
+    a, b = open_pipe_pair()
+    with trio.testing.assert_checkpoints():
+        await a.send(1)
+    with trio.testing.assert_checkpoints():
+        assert await b.receive() == 1
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        await a.send(2)
+    assert scope.cancelled_caught
+    assert b.stats.queue_depth == 0
+
+
+def test_a_local_lane_refuses_blocking_calls_until_shared() -> None:
+    lane = Lane(4, shared=False)
+    with pytest.raises(PipekitError, match=r"call lane.share\(\)"):
+        lane.put_blocking("x")
+    with pytest.raises(PipekitError, match=r"call lane.share\(\)"):
+        lane.get_many_blocking()
+    assert lane.try_put("x")
+    lane.share()
+    assert lane.shared
+    lane.put_blocking("y")
+    assert lane.get_many_blocking() == ["x", "y"]
+
+
+async def test_a_shared_lane_read_without_its_lock_loses_no_wakeup() -> None:
+    """The trio side pops a shared lane without its lock while a thread writes to it
+    with one; with a tiny capacity the writer waits on nearly every message, so a lost
+    wake-up (reader and writer each waiting for the other) would hang here."""
+    lane = Lane(2, low_water=1)
+    reader = LocalPipe(lane, name="reader")
+    n = 20_000
+
+    def write() -> None:
+        for i in range(n):
+            if i % 3:
+                lane.put_blocking(i)
+            elif not lane.try_put_fast(i):
+                lane.put_many_blocking((i,))
+        lane.end_writer()
+
+    got: list[int] = []
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(trio.to_thread.run_sync, write)
+            async for msg in reader:
+                got.append(msg)
+    assert got == list(range(n))
+
+
+class _ReaderPopsInTheWindow(Lane):
+    """A shared lane whose reader empties it (without the lock, as a trio reader may)
+    right after a writer found it full and before that writer registered to wait: the
+    window the writers' re-check closes."""
+
+    def _offer(self, items: Any, start: int) -> int:
+        done = super()._offer(items, start)
+        if done < len(items):
+            while self._items:
+                self._items.popleft()  # the reader sees no writer waiting yet
+        return done
+
+
+@pytest.mark.parametrize("writer", ["thread", "trio"])
+async def test_a_writer_that_found_the_lane_full_rechecks_before_it_sleeps(writer: str) -> None:
+    lane = _ReaderPopsInTheWindow(2, low_water=1)
+    assert lane.try_put(0) and lane.try_put(1)  # full
+    with trio.fail_after(HANG_GUARD):
+        if writer == "thread":
+            await trio.to_thread.run_sync(lane.put_blocking, 2)
+        else:
+            await lane.put(2)
+    assert lane.depth == 1

@@ -23,8 +23,9 @@ import pytest
 import trio
 import trio.testing
 
+from pipekit.adapters._threadrunner import Interrupt
 from pipekit.adapters.thread import ThreadModule, ThreadPort, open_thread_port
-from pipekit.kernel import ModuleError, Pipe, ProtocolError, RemoteError, open_kernel
+from pipekit.kernel import Lane, ModuleError, Pipe, ProtocolError, RemoteError, open_kernel
 from pipekit.kernel.kernel import Restart
 
 HANG_GUARD = 10.0  # seconds; only ever reached when something is broken
@@ -872,3 +873,41 @@ async def test_open_thread_port_raises_a_thread_error_nobody_received() -> None:
     with pytest.raises(KeyError, match="lost"):
         async with open_thread_port(broken):
             pass
+
+
+def test_thread_port_counts_exactly_whichever_way_messages_go() -> None:
+    """The port counts without an integer per message (a countdown and the batch it
+    holds); the counts must still be exact at any moment, requeued messages excluded."""
+    inbound = Lane(2000)
+    outbound = Lane(2000)
+    port = ThreadPort(inbound, (outbound,), Interrupt())
+    inbound.put_many_blocking(list(range(1000)))
+    it = iter(port)
+    assert [next(it) for _ in range(300)] == list(range(300))
+    assert port.messages_received == 300
+    assert port.receive() == 300
+    assert port.receive_batch(10) == list(range(301, 311))
+    assert port.messages_received == 311
+    assert next(it) == 311  # iteration and receive() share what the port holds
+    port.requeue_unread()
+    assert port.messages_received == 312
+    assert inbound.depth == 1000 - 312
+    for i in range(700):
+        port.send(i)
+    port.send_batch(["a", "b"])
+    assert port.messages_sent == 702
+    port.messages_sent += 10  # credited traffic (the async mode does this)
+    port.messages_received += 5
+    assert (port.messages_sent, port.messages_received) == (712, 317)
+    assert outbound.depth == 702
+
+
+def test_an_interrupted_thread_port_refuses_a_send_that_would_find_room() -> None:
+    abort = Interrupt()
+    lane = Lane(8)
+    port = ThreadPort(None, (lane,), abort)
+    port.send("before")
+    abort.set()
+    with pytest.raises(trio.ClosedResourceError, match="interrupted"):
+        port.send("after")
+    assert lane.depth == 1

@@ -2,7 +2,7 @@
 
 * :mod:`pipekit.testing.conformance`: checks that any adapter's pipes keep the Pipe
   contract (order, END, half-close, ERROR, backpressure bounds, large messages,
-  closing, cancellation, statistics) - :func:`check_adapter` runs them all,
+  closing, cancellation, cancel points, fairness, statistics) - :func:`check_adapter` runs them all,
   :func:`run_check` one of :data:`CHECKS`.
 * :mod:`pipekit.testing.mock`: :class:`MockTransport`, an in-memory pair of trio
   streams with fault injection (chunked delivery, a stalled peer, injected bytes, a cut

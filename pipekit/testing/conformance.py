@@ -15,6 +15,12 @@ send messages of :data:`BACKPRESSURE_MESSAGE_SIZE` ASCII characters, so adapters
 buffers are counted in bytes can state a bound in messages
 (:func:`framed_bound` computes it for one pipekit/1 hop).
 
+The ``cancel_points`` and ``fairness`` checks hold adapters to the scheduling part of
+the Pipe contract (see :mod:`pipekit.kernel.pipe`): every call is a cancel point, and a
+busy loop of ``send``/``receive`` yields at least every
+:data:`~pipekit.kernel.pipe.YIELD_EVERY` calls, counted exactly per step of the calling
+task by a trio instrument (not by timing).
+
 Use :func:`check_adapter` to run every check and get one :class:`AssertionError`
 listing all failures, or :func:`run_check` with the names in :data:`CHECKS` to run one
 check per test. Failures name the adapter, the check, the direction and what was seen.
@@ -49,6 +55,7 @@ from ._checks_delivery import (
     check_order,
     check_stats,
 )
+from ._checks_scheduling import check_cancel_points, check_fairness
 from ._compare import explain
 
 __all__ = [
@@ -77,6 +84,8 @@ CHECKS: tuple[tuple[str, Check], ...] = (
     ("concurrent_close", check_concurrent_close),
     ("close_unblocks_receiver", check_close_unblocks_receiver),
     ("cancellation", check_cancellation),
+    ("cancel_points", check_cancel_points),
+    ("fairness", check_fairness),
     ("stats", check_stats),
 )
 """Every check, by name, in the order :func:`check_adapter` runs them."""
