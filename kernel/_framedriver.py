@@ -234,9 +234,7 @@ class FramedDriver:
                 )
             )
         if self.conn.receive_state is OPEN:  # (an END may be held behind DATA)
-            self._finish_rx(
-                trio.BrokenResourceError(f"{peer} closed the connection without END")
-            )
+            self._finish_rx(trio.BrokenResourceError(f"{peer} closed the connection without END"))
         if self.conn.peer_paused and not self._end_written:
             # The peer can never RESUME now: what is held back will not be delivered.
             self._break_tx(
@@ -370,7 +368,6 @@ class FramedDriver:
         nursery.start_soon(self._writer)
         if idle_timeout is not None:
             nursery.start_soon(self._watch_idle, idle_timeout)
-
 
     async def _flush(self) -> None:
         """Wait until the writer has put everything queued on the wire."""

@@ -55,6 +55,8 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
             if os.environ.get(REQUIRE_PROGRAMS_ENV):
                 pytest.fail(f"{reason} (.ci/run installs it; it is missing)")
             pytest.skip(reason)
+
+
 FramedPair = tuple[FramedPipe, FramedPipe]
 
 

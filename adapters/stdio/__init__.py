@@ -52,4 +52,3 @@ __all__ = [
     "open_chain",
     "open_process",
 ]
-

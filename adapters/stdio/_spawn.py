@@ -226,9 +226,7 @@ async def spawn(
             message = f"cannot start {spec.argv[0]!r} in {os.fspath(spec.cwd)!r}: {reason}"
         else:
             message = f"cannot start {spec.argv[0]!r}: {reason}"
-        raise ProcessError(
-            ProcessErrorKind.SPAWN_FAILED, message, program=spec.argv[0]
-        ) from exc
+        raise ProcessError(ProcessErrorKind.SPAWN_FAILED, message, program=spec.argv[0]) from exc
     finally:
         if err_r is not None and err_w is not None:
             os.close(err_w)
