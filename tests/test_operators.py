@@ -458,7 +458,9 @@ def _reference_windows(items: list[int], size: int, step: int) -> list[list[int]
 
 
 @pytest.mark.parametrize("source_batch", [1, 2, 5, 256])
-@pytest.mark.parametrize(("size", "step"), [(1, 1), (3, 1), (3, 2), (2, 3), (4, 4), (30, 1)])
+@pytest.mark.parametrize(
+    ("size", "step"), [(1, 1), (2, 1), (3, 1), (3, 2), (2, 3), (4, 4), (30, 1)]
+)
 def test_window_by_count_matches_the_definition(source_batch: int, size: int, step: int) -> None:
     items = list(range(25))
     got = (pk.source(items, batch=source_batch) | pk.window(size, step=step)).run()

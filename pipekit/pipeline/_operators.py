@@ -394,6 +394,9 @@ class _SlidingCountModule:
         self.step = step
 
     async def run(self, ports: Mapping[str, Pipe]) -> None:
+        if self.step == 1:
+            await self._every_message(ports["inp"], ports["out"])
+            return
         inp, out = ports["inp"], ports["out"]
         size, step = self.size, self.step
         kept: list[Any] = []  # messages from index `offset` on that a window may need
@@ -416,6 +419,23 @@ class _SlidingCountModule:
                 kept, offset = [], end
             if windows:
                 await out.send_batch(windows)
+
+    async def _every_message(self, inp: Pipe, out: Pipe) -> None:
+        """``step == 1`` (the usual case), with less to do per batch: a window ends at
+        every message from the ``size``-th on, and only the last ``size - 1`` are kept."""
+        size = self.size
+        tail = size - 1
+        kept: list[Any] = []
+        async for got in inp.batches():
+            seq = kept + got if kept else got
+            if len(seq) < size:
+                kept = seq  # never changed in place: `kept + got` makes a new list
+                continue
+            # Window k is seq[k : k + size]: zip the columns seq, seq[1:], ... in C.
+            columns = [seq, *(seq[j:] for j in range(1, size))]
+            windows = list(map(list, zip(*columns, strict=False)))
+            kept = seq[len(seq) - tail :] if tail else []
+            await out.send_batch(windows)
 
 
 class _SlidingTimeModule:
