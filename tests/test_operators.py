@@ -392,6 +392,28 @@ async def test_batch_timeout_sends_a_short_list_when_its_oldest_message_waited(
     assert [t for t, _ in got] == pytest.approx([1.0, 5.3, 9.0])
 
 
+async def test_batch_timeout_keeps_order_and_sizes_while_a_slow_consumer_blocks_it(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # The sink takes 3 s per list and holds one in its buffer: full lists are taken while
+    # a timed-out list is still being sent and the other way round (the timer's and the
+    # receiving task's sends), and every list must still go in order.
+    got: list[tuple[float, Any]] = []
+
+    async def slow(lst: list[int]) -> None:
+        got.append((trio.current_time(), lst))
+        await trio.sleep(3.0)
+
+    schedule = [(0.25 * i + (3.0 if i >= 20 else 0.0), i) for i in range(40)]
+    p = pk.source(timed(schedule)) | pk.batch(4, timeout=0.6) | pk.sink(slow, buffer=1)
+    with trio.fail_after(1000):
+        await p.arun()
+    lists = [lst for _, lst in got]
+    assert [x for lst in lists for x in lst] == list(range(40))
+    assert all(1 <= len(lst) <= 4 for lst in lists)
+    assert any(len(lst) < 4 for lst in lists[:-1])  # the timer sent some, mid-stream
+
+
 def test_unbatch_sends_the_items_of_each_message() -> None:
     assert (pk.source([[1, 2], [], (3,), range(4, 6)]) | pk.unbatch()).run() == [1, 2, 3, 4, 5]
 
@@ -436,7 +458,9 @@ def _reference_windows(items: list[int], size: int, step: int) -> list[list[int]
 
 
 @pytest.mark.parametrize("source_batch", [1, 2, 5, 256])
-@pytest.mark.parametrize(("size", "step"), [(1, 1), (3, 1), (3, 2), (2, 3), (4, 4), (30, 1)])
+@pytest.mark.parametrize(
+    ("size", "step"), [(1, 1), (2, 1), (3, 1), (3, 2), (2, 3), (4, 4), (30, 1)]
+)
 def test_window_by_count_matches_the_definition(source_batch: int, size: int, step: int) -> None:
     items = list(range(25))
     got = (pk.source(items, batch=source_batch) | pk.window(size, step=step)).run()

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Unpack
 import trio
 
 from ..kernel import Module, Pipe
+from ..kernel.scopes import open_plain_nursery
 from ._meter import Meter
 from ._settings import StageOptions, StageSettings
 from ._stage import Stage
@@ -165,49 +166,108 @@ class _BatchModule:
 
     async def run(self, ports: Mapping[str, Pipe]) -> None:
         inp, out = ports["inp"], ports["out"]
+        if self.timeout is not None:
+            await _TimedBatches(self.n, self.timeout, out).run(inp)
+            return
         n = self.n
         buf: list[Any] = []
-        if self.timeout is None:
-            async for got in inp.batches():
-                buf = buf + got if buf else got
-                if len(buf) >= n:
-                    buf = await self._full(out, buf)
-        else:
-            buf = await self._with_timeout(inp, out, self.timeout)
+        async for got in inp.batches():
+            buf = buf + got if buf else got
+            if len(buf) >= n:
+                full = len(buf) - len(buf) % n
+                await out.send_batch([buf[i : i + n] for i in range(0, full, n)])
+                buf = buf[full:]
         if buf:
             await out.send_batch([buf])
 
-    async def _full(self, out: Pipe, buf: list[Any]) -> list[Any]:
-        """Send the full lists in ``buf``; return the rest."""
-        n = self.n
-        full = len(buf) - len(buf) % n
-        await out.send_batch([buf[i : i + n] for i in range(0, full, n)])
-        return buf[full:]
 
-    async def _with_timeout(self, inp: Pipe, out: Pipe, wait: float) -> list[Any]:
-        """The loop with a timeout (``wait``): one timer per list (not per batch
-        received), and sends only outside it, so a timeout never interrupts a send.
-        Returns what is left at the end."""
-        n = self.n
-        buf: list[Any] = []
-        deadline = math.inf  # when buf's oldest message has waited `timeout`
+class _TimedBatches:
+    """``batch(n, timeout=)``: the receiving task sends the full lists; a timer task
+    sends a list whose oldest message has waited ``timeout``.
+
+    The timer is lazy: it sleeps until the current list's due time, and when it wakes
+    to find that list gone (sent full) it sleeps on until the due time of the list
+    then open. So a stream that fills its lists in time costs one timer per
+    ``timeout`` seconds, not one per list: a trio timer (a cancel scope) costs several
+    scheduler rounds, more than the rest of the operator. The two tasks never send at
+    once: what one takes while the other sends is handed to the sender, in order, and
+    the receiving task then waits for that send (backpressure)."""
+
+    __slots__ = ("buf", "done", "due", "n", "out", "parked", "pending", "sending", "wait")
+
+    def __init__(self, n: int, wait: float, out: Pipe) -> None:
+        self.n = n
+        self.wait = wait
+        self.out = out
+        self.buf: list[Any] = []
+        self.due = math.inf  # when buf's oldest message has waited `wait`
+        self.parked: trio.Event | None = None  # the timer's, while buf is empty
+        self.sending = False
+        self.pending: list[list[Any]] = []  # taken while the other task was sending
+        self.done: trio.Event | None = None  # set when a send is over
+
+    async def run(self, inp: Pipe) -> None:
+        n, wait = self.n, self.wait
+        async with open_plain_nursery() as nursery:
+            nursery.start_soon(self._timer)
+            async for got in inp.batches():
+                buf = self.buf
+                if not buf:
+                    self.due = trio.current_time() + wait
+                    if self.parked is not None:
+                        self.parked.set()
+                        self.parked = None
+                    buf = got
+                else:
+                    buf.extend(got)
+                if len(buf) < n:
+                    self.buf = buf if buf is not got else got[:]  # ours to extend
+                    continue
+                full = len(buf) - len(buf) % n
+                self.buf = rest = buf[full:]
+                # What is left came in the last batch received: it waits from now.
+                self.due = trio.current_time() + wait if rest else math.inf
+                await self._send([buf[i : i + n] for i in range(0, full, n)], wait=True)
+            while self.sending:  # the timer's send: let it finish
+                await self._send_over()
+            nursery.cancel_scope.cancel()
+        if self.buf:
+            await self.out.send_batch([self.buf])
+
+    async def _timer(self) -> None:
         while True:
-            with trio.CancelScope(deadline=deadline) as timer:
-                try:
-                    while len(buf) < n:
-                        got = await inp.receive_batch()
-                        if not buf:
-                            deadline = timer.deadline = trio.current_time() + wait
-                        buf.extend(got)
-                except trio.EndOfChannel:
-                    return buf
-            if timer.cancelled_caught:  # the oldest message waited long enough
-                await out.send_batch([buf])
-                buf, deadline = [], math.inf
+            if not self.buf:
+                self.parked = parked = trio.Event()
+                await parked.wait()
                 continue
-            buf = await self._full(out, buf)
-            # What is left came in the last batch received (buf held < n before it).
-            deadline = trio.current_time() + wait if buf else math.inf
+            await trio.sleep_until(self.due)
+            if self.buf and self.due <= trio.current_time():
+                lists, self.buf, self.due = [self.buf], [], math.inf
+                await self._send(lists, wait=False)
+
+    async def _send(self, lists: list[list[Any]], *, wait: bool) -> None:
+        """Send ``lists``, or hand them to the task sending now (then, if ``wait``,
+        wait until it has sent them)."""
+        if self.sending:
+            self.pending.extend(lists)
+            if wait:
+                await self._send_over()
+            return
+        self.sending = True
+        try:
+            while lists:
+                await self.out.send_batch(lists)
+                lists, self.pending = self.pending, []
+        finally:
+            self.sending = False
+            if self.done is not None:
+                self.done.set()
+                self.done = None
+
+    async def _send_over(self) -> None:
+        if self.done is None:
+            self.done = trio.Event()
+        await self.done.wait()
 
 
 def batch(n: int, *, timeout: float | None = None, **options: Unpack[StageOptions]) -> Stage:
@@ -334,6 +394,9 @@ class _SlidingCountModule:
         self.step = step
 
     async def run(self, ports: Mapping[str, Pipe]) -> None:
+        if self.step == 1:
+            await self._every_message(ports["inp"], ports["out"])
+            return
         inp, out = ports["inp"], ports["out"]
         size, step = self.size, self.step
         kept: list[Any] = []  # messages from index `offset` on that a window may need
@@ -356,6 +419,23 @@ class _SlidingCountModule:
                 kept, offset = [], end
             if windows:
                 await out.send_batch(windows)
+
+    async def _every_message(self, inp: Pipe, out: Pipe) -> None:
+        """``step == 1`` (the usual case), with less to do per batch: a window ends at
+        every message from the ``size``-th on, and only the last ``size - 1`` are kept."""
+        size = self.size
+        tail = size - 1
+        kept: list[Any] = []
+        async for got in inp.batches():
+            seq = kept + got if kept else got
+            if len(seq) < size:
+                kept = seq  # never changed in place: `kept + got` makes a new list
+                continue
+            # Window k is seq[k : k + size]: zip the columns seq, seq[1:], ... in C.
+            columns = [seq, *(seq[j:] for j in range(1, size))]
+            windows = list(map(list, zip(*columns, strict=False)))
+            kept = seq[len(seq) - tail :] if tail else []
+            await out.send_batch(windows)
 
 
 class _SlidingTimeModule:
