@@ -19,6 +19,7 @@ the builtins ``map`` and ``filter`` alone.
 """
 
 from .adapters.stdio import ProcessError
+from .channels import select
 from .kernel import (
     CodecError,
     ErrorKind,
@@ -96,6 +97,7 @@ __all__ = [
     "reduce",
     "remote",
     "run",
+    "select",
     "sink",
     "skip",
     "source",

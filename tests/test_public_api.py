@@ -44,6 +44,7 @@ PUBLIC: dict[str, list[str]] = {
         "read_lines",
         "remote",
         "run",
+        "select",
         "sink",
         "skip",
         "source",
@@ -56,6 +57,15 @@ PUBLIC: dict[str, list[str]] = {
         "window",
         "write_bytes",
         "write_lines",
+    ],
+    "pipekit.channels": [
+        "Case",
+        "Channel",
+        "Selected",
+        "after",
+        "channel",
+        "parse_duration",
+        "select",
     ],
     "pipekit.kernel": [
         "CodecError",

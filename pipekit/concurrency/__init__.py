@@ -1,0 +1,3 @@
+"""Concurrency helpers (issue 16): being written; see pipekit.channels for channels."""
+
+__all__: list[str] = []
