@@ -96,7 +96,7 @@ class Scope:
             try:
                 await call()
             except Exception as exc:
-                log.error("spawned call %s failed", _label(fn), exc_info=exc)
+                log.error("spawned call %s failed: %r", _label(fn), exc, exc_info=exc)
                 self.errors.append(exc)
 
         self._start(run)
