@@ -296,6 +296,7 @@ async def test_a_select_blocked_on_a_send_case_raises_when_its_channel_closes() 
         ([], ValueError, "at least one case"),
         (["x"], TypeError, "takes cases"),
         ([channel()], TypeError, "use ch.case_receive"),
+        ([trio.open_memory_channel[int](0)[1]], TypeError, "not trio's channels"),
     ],
 )
 async def test_select_refuses_what_is_not_a_list_of_cases(

@@ -573,6 +573,21 @@ async def test_spawn_link_runs_a_plain_function_in_a_thread() -> None:
     assert result.ok and result.value != threading.get_ident()
 
 
+def test_spawn_link_of_a_plain_function_that_returns_late_gets_a_timeout_error() -> None:
+    async def main() -> Result[Any]:
+        async with scope():
+            result = await spawn_link(time.sleep, 0.2, timeout=0.05).receive()
+        return result
+
+    assert isinstance(trio.run(main).error, TimeoutError)
+
+
+@pytest.mark.parametrize("backend", ["thread", "process"])
+def test_no_items_give_no_results(backend: Any) -> None:
+    assert parallel_map(workers.square, [], backend=backend) == []
+    assert parallel_filter(workers.square, iter([]), backend="thread") == []
+
+
 async def test_spawn_link_times_out_into_its_result(
     autojump_clock: trio.testing.MockClock,
 ) -> None:

@@ -52,13 +52,19 @@ def _check(cases: Iterable[Case[Any]]) -> list[Case[Any]]:
         raise TypeError("select() takes a list of cases: select([ch.case_receive(), ...])")
     listed = list(cases)
     for case in listed:
-        if not isinstance(case, Case):
+        if isinstance(case, Case):
+            continue
+        if isinstance(case, Channel):
+            hint = " (a channel is not a case: use ch.case_receive() or ch.case_send(value))"
+        elif isinstance(case, trio.abc.ReceiveChannel | trio.abc.SendChannel):
             hint = (
-                " (a channel is not a case: use ch.case_receive() or ch.case_send(value))"
-                if isinstance(case, Channel | trio.abc.ReceiveChannel | trio.abc.SendChannel)
-                else ""
+                " (select works over pipekit.channels.channel(), not trio's channels: a "
+                "receive trio has completed cannot be taken back, so a select over them "
+                "could lose a value)"
             )
-            raise TypeError(f"select() takes cases, not {case!r}{hint}")
+        else:
+            hint = ""
+        raise TypeError(f"select() takes cases, not {case!r}{hint}")
     return listed
 
 

@@ -35,12 +35,12 @@ def timeout_error(seconds: float) -> TimeoutError:
     return TimeoutError(f"timed out after {seconds:g} s")
 
 
-def timed_call(fn: Callable[[Any], Any], item: Any, timeout: float | None) -> Any:
-    """``fn(item)`` in a thread, raising a ``TimeoutError`` instead of its outcome if it
+def timed_call(fn: Callable[..., Any], args: tuple[Any, ...], timeout: float | None) -> Any:
+    """``fn(*args)`` in a thread, raising a ``TimeoutError`` instead of its outcome if it
     took longer than ``timeout`` seconds (a thread cannot be stopped at the deadline)."""
     started = time.perf_counter()
     try:
-        return fn(item)
+        return fn(*args)
     finally:
         if timeout is not None and time.perf_counter() - started > timeout:
             raise timeout_error(timeout)

@@ -76,7 +76,9 @@ async def _run(
     seconds = check_timeout(settings.timeout if per_item is None else per_item)
     iterator = _iterate(items, name)
     if isinstance(items, Sized):  # a lazy iterable has no len()
-        workers = max(1, min(workers, len(items)))
+        if not len(items):
+            return []
+        workers = min(workers, len(items))
     out: dict[int, Result[Any]] = {}
     if chosen == "process":
         await map_processes(fn, iterator, workers, seconds, fail_fast, out)

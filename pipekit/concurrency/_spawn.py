@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 import trio
 
 from ..channels import Channel
-from ._calls import call_async, check_callable, is_async
+from ._calls import call_async, check_callable, is_async, timed_call
 from ._defaults import check_timeout, current_defaults
 from ._result import Result
 
@@ -105,12 +105,17 @@ class Scope:
         self, fn: Callable[..., Any], *args: Any, timeout: float | str | None = None
     ) -> Channel[Result[Any]]:
         """:func:`spawn_link` in this scope."""
-        call = _caller(fn, args, "spawn_link")
+        check_callable(fn, "spawn_link")
         seconds = check_timeout(current_defaults().timeout if timeout is None else timeout)
         reply: Channel[Result[Any]] = Channel(1)
 
         async def run() -> None:
-            reply.send_nowait(await call_async(call, (), seconds))
+            if is_async(fn):
+                result = await call_async(fn, args, seconds)
+            else:  # a thread cannot be stopped: a late return becomes the TimeoutError
+                call = functools.partial(trio.to_thread.run_sync, timed_call, fn, args, seconds)
+                result = await call_async(call, (), None)
+            reply.send_nowait(result)
             reply.close()
 
         self._start(run)

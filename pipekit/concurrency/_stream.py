@@ -191,7 +191,7 @@ class StreamMap(Generic[T]):
         """A plain ``fn`` in a worker thread; a thread cannot be stopped, so an item that
         overran ``timeout`` gets its ``TimeoutError`` when it returns."""
         return await trio.to_thread.run_sync(
-            timed_call, self._fn, item, self._timeout, limiter=self._threads
+            timed_call, self._fn, (item,), self._timeout, limiter=self._threads
         )
 
     async def _call(self, index: int, item: Any) -> None:
