@@ -310,6 +310,7 @@ PUBLIC: dict[str, list[str]] = {
         "WorkerPool",
         "cmd",
         "run",
+        "target_spec",
         "worker_spec",
     ],
 }
