@@ -19,7 +19,7 @@ import trio
 import trio.testing
 
 import pipekit as pk
-from pipekit.channels import after
+from pipekit.channels import Channel, after, channel
 from pipekit.concurrency import (
     Atom,
     Result,
@@ -482,6 +482,23 @@ async def test_stream_map_takes_an_async_source(autojump_clock: trio.testing.Moc
 
     async with stream_map(square, ticks(), workers=2) as results:
         assert [r.value async for r in results] == [0, 1, 4, 9, 16]
+
+
+async def test_stream_map_reads_a_channel_until_it_is_closed() -> None:
+    work: Channel[str] = channel(2)
+
+    async def produce() -> None:
+        for url in ["a", "b", "c"]:
+            await work.send(url)
+        work.close()
+
+    async def fetch(url: str) -> str:
+        return f"<{url}>"
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(produce)
+        async with stream_map(fetch, work, workers=2) as results:
+            assert [r.value async for r in results] == ["<a>", "<b>", "<c>"]
 
 
 async def test_stream_map_runs_plain_functions_in_threads() -> None:
