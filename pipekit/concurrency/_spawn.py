@@ -33,7 +33,8 @@ class Scope:
     is logged at once (logger ``"pipekit.concurrency"``, with the traceback), kept in
     ``errors``, and raised when the block ends (alone as itself, several as an
     :class:`ExceptionGroup`). ``spawn_link`` failures go into their ``Result`` instead.
-    An exception in the block itself, or ``cancel()``, cancels every call.
+    An exception in the block itself, or ``cancel()``, cancels every call; that
+    exception then propagates (the spawn failures were logged and stay in ``errors``).
 
     Example::
 
