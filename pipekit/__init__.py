@@ -3,8 +3,9 @@
 A kernel wires *modules* together with duplex *pipes*; adapters carry those pipes
 in-process, across threads, through subprocess stdio and over sockets, all speaking one
 protocol (data / pause / resume / end / error). This package is the user-facing layer:
-declarative pipelines (``pk.source(...) | pk.map(...) | pk.sink(...)``), the CLI and
-re-exports of the kernel's errors.
+declarative pipelines (``pk.source(...) | pk.map(...) | pk.sink(...)``), worker
+processes and pools, the concurrency helpers (``pk.parallel_map``, ``pk.stream_map``,
+``pk.spawn_link``, ``pk.select``, ...), the CLI and re-exports of the kernel's errors.
 
 Example::
 
@@ -19,6 +20,18 @@ the builtins ``map`` and ``filter`` alone.
 """
 
 from .adapters.stdio import ProcessError
+from .channels import select
+from .concurrency import (
+    Atom,
+    Result,
+    aparallel_map,
+    parallel_filter,
+    parallel_map,
+    spawn,
+    spawn_link,
+    stream_map,
+    timeout,
+)
 from .kernel import (
     CodecError,
     ErrorKind,
@@ -66,6 +79,7 @@ __version__ = "0.1.0"
 # map and filter are public (pk.map, pk.filter) but not starred: they would shadow the
 # builtins of whoever writes "from pipekit import *".
 __all__ = [
+    "Atom",
     "CodecError",
     "ErrorKind",
     "FlowControlError",
@@ -79,6 +93,7 @@ __all__ = [
     "ProtocolError",
     "RemoteError",
     "RemoteProtocolError",
+    "Result",
     "Retry",
     "Stage",
     "WiringError",
@@ -86,23 +101,31 @@ __all__ = [
     "WorkerError",
     "WorkerPool",
     "__version__",
+    "aparallel_map",
     "batch",
     "cmd",
     "collect",
     "flat_map",
     "open_kernel",
+    "parallel_filter",
+    "parallel_map",
     "read_bytes",
     "read_lines",
     "reduce",
     "remote",
     "run",
+    "select",
     "sink",
     "skip",
     "source",
+    "spawn",
+    "spawn_link",
+    "stream_map",
     "take",
     "tee",
     "thread",
     "throttle",
+    "timeout",
     "tumbling",
     "unbatch",
     "window",
