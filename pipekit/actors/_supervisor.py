@@ -12,7 +12,7 @@ import trio
 from . import process
 from ._duration import seconds
 from ._entries import Entry
-from ._errors import LinkedFailure, NoSuchProcess, SupervisorGaveUp, Terminated
+from ._errors import LinkedFailure, NoSuchProcess, SupervisorGaveUp
 from ._events import CancelEvent, Event, ExitEvent, LinkDownEvent
 from ._pid import Pid
 
@@ -127,6 +127,8 @@ class _Run:
         self.by_pid: dict[Pid, ChildSpec] = {}
         self.restarts: deque[float] = deque()
         self.deferred: deque[Event] = deque()
+        self.ended: set[Pid] = set()
+        """Children whose EXIT came with an error: their LINK_DOWN follows, to ignore."""
         self.events = process.events()
 
     async def run(self) -> None:
@@ -140,9 +142,13 @@ class _Run:
                 if found is not None:
                     spec = found
                     del self.running[spec.id]
+                    if event.error is not None:
+                        self.ended.add(event.sender)
                     await self.child_ended(spec, event.error)
             elif isinstance(event, LinkDownEvent):
-                if event.sender not in self.by_pid:
+                if event.sender in self.ended:
+                    self.ended.discard(event.sender)
+                elif event.sender not in self.by_pid:
                     await self.stop(list(self.running))
                     raise LinkedFailure(event.sender, event.error)
             elif isinstance(event, CancelEvent):
@@ -200,8 +206,10 @@ class _Run:
             if isinstance(event, ExitEvent) and event.sender in waiting:
                 del waiting[event.sender]
                 del self.by_pid[event.sender]
-            elif isinstance(event, LinkDownEvent) and isinstance(event.error, Terminated):
-                continue  # a child we stopped: its EXIT says the rest
+                if event.error is not None:
+                    self.ended.add(event.sender)
+            elif isinstance(event, LinkDownEvent) and event.sender in self.ended:
+                self.ended.discard(event.sender)  # a child we stopped: its EXIT said it
             else:
                 self.deferred.append(event)
         return [self.sup.children[self.order[cid]] for cid in ids]
