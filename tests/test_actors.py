@@ -266,7 +266,9 @@ async def test_order_is_kept_per_sender_receiver_pair() -> None:
     assert got == {"a": list(range(200)), "b": list(range(200))}
 
 
-async def test_a_message_sent_before_the_listener_exists_reaches_it() -> None:
+async def test_a_message_sent_before_the_listener_exists_reaches_it(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     async def echo() -> None:
         await trio.sleep(1)  # the parent sends before this process listens
         msg = await process.listen("echo", message=True).receive()
@@ -383,7 +385,9 @@ async def test_a_full_mailbox_refuses_the_whole_send() -> None:
             node.send(pid, "other", 5)
 
 
-async def test_send_wait_waits_for_room_and_delivers_in_order() -> None:
+async def test_send_wait_waits_for_room_and_delivers_in_order(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     async def consumer(n: int) -> list[int]:
         ch = process.listen("n")
         got = []
@@ -845,7 +849,7 @@ async def test_cancelling_node_run_terminates_its_process() -> None:
 
 async def test_ten_thousand_actors_exchange_a_message_and_leave_nothing() -> None:
     import gc
-    import tracemalloc
+    import sys
 
     async def worker(parent: Pid) -> None:
         registry.register(f"w{process.pid().proc}")
@@ -872,14 +876,11 @@ async def test_ten_thousand_actors_exchange_a_message_and_leave_nothing() -> Non
         # interpreter's free lists): the second must leave nothing more behind.
         await node.run(main, n)
         gc.collect()
-        tracemalloc.start()
-        try:
-            before = tracemalloc.get_traced_memory()[0]
-            assert await node.run(main, n) == n * (n + 1) // 2
-            await trio.testing.wait_all_tasks_blocked()
-            gc.collect()
-            after = tracemalloc.get_traced_memory()[0]
-        finally:
-            tracemalloc.stop()
+        before = sys.getallocatedblocks()
+        assert await node.run(main, n) == n * (n + 1) // 2
+        await trio.testing.wait_all_tasks_blocked()
+        gc.collect()
+        after = sys.getallocatedblocks()
         assert node.stats() == NOTHING
-    assert after - before < 256 * 1024, f"{after - before} bytes left behind"
+    # 10,000 processes hold ~30 blocks each while they run: what is left is noise
+    assert after - before < 1000, f"{after - before} memory blocks left behind"

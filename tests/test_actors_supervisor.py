@@ -124,7 +124,10 @@ async def test_a_supervisor_gives_up_past_its_intensity(
 ) -> None:
     log = Log()
     sup = Supervisor(
-        [ChildSpec("steady", log.child("steady")), ChildSpec("bad", log.child("bad", crash_after=1))],
+        [
+            ChildSpec("steady", log.child("steady")),
+            ChildSpec("bad", log.child("bad", crash_after=1)),
+        ],
         intensity=2,
         period=5,
     )
@@ -194,7 +197,6 @@ async def test_temporary_children_are_never_restarted_and_the_supervisor_then_re
 
 
 async def test_permanent_children_are_restarted_even_after_returning() -> None:
-    log = Log()
     calls = 0
 
     async def once_then_wait() -> None:
