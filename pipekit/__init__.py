@@ -19,6 +19,18 @@ the builtins ``map`` and ``filter`` alone.
 """
 
 from .adapters.stdio import ProcessError
+from .channels import select
+from .concurrency import (
+    Atom,
+    Result,
+    aparallel_map,
+    parallel_filter,
+    parallel_map,
+    spawn,
+    spawn_link,
+    stream_map,
+    timeout,
+)
 from .kernel import (
     CodecError,
     ErrorKind,
@@ -66,6 +78,7 @@ __version__ = "0.1.0"
 # map and filter are public (pk.map, pk.filter) but not starred: they would shadow the
 # builtins of whoever writes "from pipekit import *".
 __all__ = [
+    "Atom",
     "CodecError",
     "ErrorKind",
     "FlowControlError",
@@ -79,6 +92,7 @@ __all__ = [
     "ProtocolError",
     "RemoteError",
     "RemoteProtocolError",
+    "Result",
     "Retry",
     "Stage",
     "WiringError",
@@ -86,23 +100,31 @@ __all__ = [
     "WorkerError",
     "WorkerPool",
     "__version__",
+    "aparallel_map",
     "batch",
     "cmd",
     "collect",
     "flat_map",
     "open_kernel",
+    "parallel_filter",
+    "parallel_map",
     "read_bytes",
     "read_lines",
     "reduce",
     "remote",
     "run",
+    "select",
     "sink",
     "skip",
     "source",
+    "spawn",
+    "spawn_link",
+    "stream_map",
     "take",
     "tee",
     "thread",
     "throttle",
+    "timeout",
     "tumbling",
     "unbatch",
     "window",

@@ -15,6 +15,17 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 ROWS = {
+    "bench/concurrency.py": [
+        "asyncio.gather (a coroutine per item)",
+        "trio-nursery (a task per item)",
+        "pk.parallel_map task backend, 100 at once",
+        "ThreadPoolExecutor(16).map",
+        "pk.parallel_map thread backend, 16 threads",
+        "mp-spawn: multiprocessing.Pool(2).map [spawn]",
+        "mp-fork: multiprocessing.Pool(2).map [fork]",
+        "mpire: mpire.WorkerPool(2).map [fork]",
+        "pk.parallel_map process backend, 2 workers",
+    ],
     "bench/latency.py": [
         "floor: trio <-> trio socketpair echo",
         "floor: mp.Pipe send()/recv() echo",
