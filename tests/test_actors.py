@@ -33,7 +33,6 @@ from pipekit.actors import (
     process,
     registry,
     run,
-    seconds,
 )
 
 NOTHING = NodeStats(processes=0, names=0, links=0, monitors=0)
@@ -76,27 +75,6 @@ def test_parsing_what_is_not_a_pid_raises_value_error(text: str) -> None:
 def test_a_pid_part_with_a_separator_is_refused() -> None:
     with pytest.raises(ValueError, match="name"):
         Pid("n", "h", "a|b", "1")
-
-
-# -- durations --------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("text", "value"), [("5s", 5.0), ("100ms", 0.1), ("2m", 120.0), (3, 3.0), (0.25, 0.25)]
-)
-def test_durations_are_seconds_or_a_number_and_a_unit(text: Any, value: float) -> None:
-    assert seconds(text) == pytest.approx(value)
-
-
-@pytest.mark.parametrize("bad", ["5", "fast", "-1s", -1, float("nan")])
-def test_a_bad_duration_raises_value_error(bad: Any) -> None:
-    with pytest.raises(ValueError, match="duration"):
-        seconds(bad)
-
-
-def test_a_duration_of_the_wrong_type_raises_type_error() -> None:
-    with pytest.raises(TypeError, match="duration"):
-        seconds([1])  # type: ignore[arg-type]
 
 
 # -- running ----------------------------------------------------------------------------

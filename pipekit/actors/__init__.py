@@ -23,8 +23,8 @@ Example::
     print(actors.run(main))                       # hello
 """
 
+from ..channels import after, channel, select
 from . import process, registry
-from ._duration import seconds
 from ._errors import (
     ActorError,
     LinkedFailure,
@@ -82,9 +82,11 @@ __all__ = [
     "Supervisor",
     "SupervisorGaveUp",
     "Terminated",
+    "after",
+    "channel",
     "open_node",
     "process",
     "registry",
     "run",
-    "seconds",
+    "select",
 ]

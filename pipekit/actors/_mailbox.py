@@ -1,20 +1,23 @@
 """The channels a process receives on: one per listened topic, the inbox, the events.
 
-Delivery is a plain append to a deque by the sender (``send`` never blocks and never
-switches task); a receive that finds a message takes it without a hand-off. A receive
-is always a cancel point and every :data:`~pipekit.kernel.lane.YIELD_EVERY`-th one on a
-channel is a schedule point, so a busy receiver cannot starve its neighbours.
+Each is a :class:`pipekit.channels.Channel` (so ``select`` takes its
+``case_receive()``), filled by the runtime: delivery is a plain append by the sender
+(``send`` never blocks and never switches task), or a hand-over to a task already
+blocked in ``receive`` or ``select``. A receive that finds a message takes it without
+a hand-off; it is always a cancel point, and every
+:data:`~pipekit.kernel.lane.YIELD_EVERY`-th one on a channel is a schedule point, so a
+busy receiver cannot starve its neighbours.
 """
 
 from __future__ import annotations
 
-from collections import deque
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import trio
 
+from ..channels import Case, Channel
 from ..kernel.lane import YIELD_EVERY, cancel_point
+from ._errors import ActorError
 
 if TYPE_CHECKING:
     from ._proc import Proc
@@ -22,12 +25,13 @@ if TYPE_CHECKING:
 __all__ = ["Receiver"]
 
 
-class Receiver:
+class Receiver(Channel[Any]):
     """A receive channel of a process: what ``listen(topic)``, ``inbox()`` and
-    ``events()`` return. It follows trio's receive-channel conventions (``await
-    receive()``, ``receive_nowait()`` raising :class:`trio.WouldBlock`, ``async for``),
-    never ends while its process runs, and is owned by the process: it cannot be
-    closed. ``topic`` is the listened topic (None for the inbox and the events).
+    ``events()`` return. A :class:`pipekit.channels.Channel` (``await receive()``,
+    ``receive_nowait()`` raising :class:`trio.WouldBlock`, ``async for``,
+    ``case_receive()`` for ``select``) that never ends while its process runs and
+    belongs to the process: nothing can be sent into it and it cannot be closed.
+    ``topic`` is the listened topic (None for the inbox and the events).
 
     Example::
 
@@ -36,14 +40,12 @@ class Receiver:
             handle(task)
     """
 
-    __slots__ = ("_budget", "_counted", "_items", "_owner", "_wakers", "message_mode", "topic")
-
     def __init__(
         self, owner: Proc, topic: str | None, *, message_mode: bool, counted: bool
     ) -> None:
+        super().__init__(0)
         self._owner = owner
-        self._items: deque[Any] = deque()
-        self._wakers: list[Callable[[], None]] = []
+        self._items = self._buffer
         self._counted = counted
         self._budget = YIELD_EVERY
         self.topic = topic
@@ -58,18 +60,23 @@ class Receiver:
         """Messages waiting on this channel now."""
         return len(self._items)
 
-    # -- the sending side (the runtime's) ----------------------------------------------
+    # -- the runtime's side --------------------------------------------------------------
 
-    def _wake(self) -> None:
-        wakers = self._wakers
-        self._wakers = []
-        for wake in wakers:
-            wake()
+    def _hand_over(self) -> None:
+        """Give queued messages to the tasks blocked on this channel (oldest first)."""
+        items = self._items
+        receivers = self._receivers
+        while receivers and items:
+            op = next(iter(receivers))
+            item = items.popleft()
+            if self._counted:
+                self._taken()
+            op.waiter.fire(op.index, item)  # takes op out of receivers
 
     def _put(self, item: Any) -> None:
         self._items.append(item)
-        if self._wakers:
-            self._wake()
+        if self._receivers:
+            self._hand_over()
 
     def _taken(self) -> None:
         owner = self._owner
@@ -77,17 +84,19 @@ class Receiver:
         if owner.room_waiters:
             owner.wake_room()
 
-    # -- the receiving side ------------------------------------------------------------
-
-    def receive_nowait(self) -> Any:
-        """The next message if one is queued, else :class:`trio.WouldBlock`."""
+    def _poll_receive(self) -> object:
         items = self._items
-        if not items:
-            raise trio.WouldBlock
-        item = items.popleft()
-        if self._counted:
-            self._taken()
-        return item
+        if items:
+            item = items.popleft()
+            if self._counted:
+                self._taken()
+            return item
+        return super()._poll_receive()  # nothing queued: "blocked"
+
+    def _poll_send(self, value: Any) -> NoReturn:
+        raise TypeError(f"{self!r} is a process's: only the runtime puts messages in it")
+
+    # -- receiving -----------------------------------------------------------------------
 
     async def receive(self) -> Any:
         """The next message, waiting for one. A cancel point (and at times a schedule
@@ -99,8 +108,9 @@ class Receiver:
         else:
             await cancel_point()
         items = self._items
-        while not items:
-            await self._wait()
+        if not items:
+            self._budget = YIELD_EVERY  # waiting is a schedule point
+            return await super().receive()
         item = items.popleft()
         if self._counted:
             owner = self._owner
@@ -109,33 +119,10 @@ class Receiver:
                 owner.wake_room()
         return item
 
-    async def _wait(self) -> None:
-        task = trio.lowlevel.current_task()
-        self._budget = YIELD_EVERY  # waiting is a schedule point
+    def close(self) -> NoReturn:
+        """Refused: a process's channels live as long as the process."""
+        raise ActorError(f"{self!r} belongs to its process: it cannot be closed")
 
-        def wake() -> None:
-            trio.lowlevel.reschedule(task)
-
-        self._wakers.append(wake)
-
-        def abort(_: Any) -> trio.lowlevel.Abort:
-            if wake in self._wakers:
-                self._wakers.remove(wake)
-            return trio.lowlevel.Abort.SUCCEEDED
-
-        await trio.lowlevel.wait_task_rescheduled(abort)
-
-    def add_waker(self, wake: Callable[[], None]) -> None:
-        """Have ``wake()`` called once, when the next message arrives (for ``select``)."""
-        self._wakers.append(wake)
-
-    def remove_waker(self, wake: Callable[[], None]) -> None:
-        """Forget a waker added with :meth:`add_waker` (no error if it already ran)."""
-        if wake in self._wakers:
-            self._wakers.remove(wake)
-
-    def __aiter__(self) -> Receiver:
-        return self
-
-    async def __anext__(self) -> Any:
-        return await self.receive()
+    def case_send(self, value: Any) -> Case[Any]:
+        """Refused: nothing can be sent into a process's channel (use ``send``)."""
+        raise TypeError(f"{self!r} is a process's: send to the process instead")

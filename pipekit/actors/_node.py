@@ -11,10 +11,10 @@ from typing import Any
 
 import trio
 
+from ..channels import parse_duration
 from ..kernel.lane import YIELD_EVERY, cancel_point
 from ..kernel.scopes import open_plain_nursery
 from ._context import set_current
-from ._duration import seconds
 from ._entries import Entry, entry_name, import_entry
 from ._errors import (
     ActorError,
@@ -294,7 +294,7 @@ class Node:
         or ``"5s"``, ``"100ms"``) from now."""
         proc = self.find(dest)
         now = trio.current_time()
-        at = now + seconds(deadline)
+        at = now + parse_duration(deadline)
         proc.post(CancelEvent(sender, now, at))
         if at < proc.scope.deadline:
             proc.scope.deadline = at

@@ -108,8 +108,8 @@ class Proc:
                 self.pending.extend(msgs)
                 return
             ch._items.extend(msgs)
-        if ch._wakers:
-            ch._wake()
+        if ch._receivers:
+            ch._hand_over()
 
     def room(self) -> int:
         """Messages the mailbox can take now."""

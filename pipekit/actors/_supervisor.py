@@ -9,8 +9,8 @@ from typing import Any, Literal
 
 import trio
 
+from ..channels import parse_duration
 from . import process
-from ._duration import seconds
 from ._entries import Entry
 from ._errors import LinkedFailure, NoSuchProcess, SupervisorGaveUp
 from ._events import CancelEvent, Event, ExitEvent, LinkDownEvent
@@ -55,7 +55,7 @@ class ChildSpec:
         if not isinstance(self.args, tuple):
             raise TypeError(f"args is a tuple, got {type(self.args).__name__}")
         if self.shutdown is not None:
-            seconds(self.shutdown)
+            parse_duration(self.shutdown)
 
 
 class Supervisor:
@@ -107,7 +107,7 @@ class Supervisor:
         self.children = tuple(specs)
         self.strategy = strategy
         self.intensity = intensity
-        self.period = seconds(period)
+        self.period = parse_duration(period)
 
     def __repr__(self) -> str:
         ids = ", ".join(spec.id for spec in self.children)
