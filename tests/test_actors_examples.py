@@ -72,7 +72,7 @@ async def test_echo_via_message_mode_and_reply(autojump_clock: trio.testing.Mock
 async def test_a_topic_listener_receives_the_payload_directly() -> None:
     async def worker() -> bool:
         msg = await process.listen("messages").receive()
-        return msg == "hello from parent"
+        return bool(msg == "hello from parent")
 
     async def main() -> Any:
         pid = process.spawn_monitored(worker)
