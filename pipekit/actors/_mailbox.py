@@ -81,7 +81,7 @@ class Receiver(Channel[Any]):
     def _taken(self) -> None:
         owner = self._owner
         owner.queued -= 1
-        if owner.room_waiters:
+        if owner.room_waiters and owner.queued <= owner.low_water:
             owner.wake_room()
 
     def _poll_receive(self) -> object:
@@ -115,7 +115,7 @@ class Receiver(Channel[Any]):
         if self._counted:
             owner = self._owner
             owner.queued -= 1
-            if owner.room_waiters:
+            if owner.room_waiters and owner.queued <= owner.low_water:
                 owner.wake_room()
         return item
 

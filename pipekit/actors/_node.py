@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from types import CoroutineType
 from typing import Any
 
 import trio
@@ -37,6 +39,7 @@ HOSTS = ("local",)
 """The hosts a node runs processes on so far: ``"local"`` (a trio task of the node).
 ``"thread"``, ``"process"`` and connected nodes come later."""
 
+_NAME_CACHE = 256
 log = logging.getLogger("pipekit.actors")
 
 
@@ -75,6 +78,8 @@ class Node:
         self._nursery = nursery
         self._procs: dict[Pid, Proc] = {}
         self._entries: dict[str, Callable[..., Any]] = {}
+        self._names: dict[Any, str] = {}
+        """Pid names of the callables spawned lately (bounded: closures come and go)."""
         self._serial = 0
         self._budget = YIELD_EVERY
         self._closed = False
@@ -104,12 +109,22 @@ class Node:
             if fn is not None:
                 return fn, entry
             return import_entry(entry), entry
-        if not callable(entry):
-            raise SpawnError(
-                f"an entry is a callable, an import string or a registered name; "
-                f"got {type(entry).__name__}"
-            )
-        return entry, entry_name(entry)
+        try:
+            name = self._names.get(entry)
+        except TypeError:  # an unhashable callable object
+            name = None
+        if name is None:
+            if not callable(entry):
+                raise SpawnError(
+                    f"an entry is a callable, an import string or a registered name; "
+                    f"got {type(entry).__name__}"
+                )
+            name = entry_name(entry)
+            if len(self._names) >= _NAME_CACHE:
+                self._names.clear()
+            with contextlib.suppress(TypeError):
+                self._names[entry] = name
+        return entry, name
 
     # -- finding processes -------------------------------------------------------------
 
@@ -404,7 +419,7 @@ async def _process_main(proc: Proc, fn: Callable[..., Any], args: tuple[Any, ...
             with scope:
                 try:
                     value = fn(*args)
-                    if inspect.isawaitable(value):
+                    if type(value) is CoroutineType or inspect.isawaitable(value):
                         value = await value
                     result = value
                 except Exception as exc:

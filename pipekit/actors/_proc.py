@@ -38,6 +38,7 @@ class Proc:
         "kill_reason",
         "links",
         "listeners",
+        "low_water",
         "names",
         "node",
         "on_exit",
@@ -55,6 +56,8 @@ class Proc:
         self.node = node
         self.pid = pid
         self.capacity = capacity
+        self.low_water = capacity // 2
+        """``send_wait`` callers blocked on a full mailbox go on once it is this low."""
         self.scope = trio.CancelScope()
         self.listeners: dict[str, Receiver] = {}
         self.inbox: Receiver | None = None
