@@ -11,6 +11,7 @@ busy receiver cannot starve its neighbours.
 
 from __future__ import annotations
 
+import threading
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import trio
@@ -118,6 +119,40 @@ class Receiver(Channel[Any]):
             if owner.room_waiters and owner.queued <= owner.low_water:
                 owner.wake_room()
         return item
+
+    def receive_blocking(self) -> Any:
+        """:meth:`receive`, from the thread of a process on the ``"thread"`` host:
+        blocks the thread until a message comes. If the process is stopped meanwhile,
+        raises its :class:`~pipekit.actors.Terminated` (or other kill reason).
+
+        Example::
+
+            def blocking_worker():                     # spawn(blocking_worker, "thread")
+                jobs = process.listen("job")
+                while (job := jobs.receive_blocking()) is not None:
+                    do_blocking_io(job)
+        """
+        node = self._owner.node
+        if threading.get_ident() == node._thread_id:
+            raise RuntimeError(
+                "receive_blocking() is for the thread of a 'thread' process: in trio, "
+                "use await receive()"
+            )
+        return trio.from_thread.run(self._receive_for_thread, trio_token=node._token)
+
+    async def _receive_for_thread(self) -> Any:
+        owner = self._owner
+        if owner.kill_reason is not None:
+            raise owner.kill_reason
+        if owner.thread_waits is None:
+            owner.thread_waits = set()
+        with trio.CancelScope() as scope:
+            owner.thread_waits.add(scope)
+            try:
+                return await self.receive()
+            finally:
+                owner.thread_waits.discard(scope)
+        raise owner.kill_reason or ActorError("receive_blocking was cancelled")
 
     def close(self) -> NoReturn:
         """Refused: a process's channels live as long as the process."""

@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import inspect
 import logging
+import math
+import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -35,9 +37,10 @@ __all__ = ["DEFAULT_MAILBOX", "HOSTS", "Node", "NodeStats", "open_node", "run"]
 
 DEFAULT_MAILBOX = 1024
 """Messages a process's mailbox holds (every listened topic and the inbox together)."""
-HOSTS = ("local",)
-"""The hosts a node runs processes on so far: ``"local"`` (a trio task of the node).
-``"thread"``, ``"process"`` and connected nodes come later."""
+HOSTS = ("local", "thread")
+"""The hosts a node runs processes on so far: ``"local"`` (a trio task of the node) and
+``"thread"`` (a thread of its own, for blocking code). ``"process"`` and connected
+nodes come later."""
 
 _NAME_CACHE = 256
 log = logging.getLogger("pipekit.actors")
@@ -83,6 +86,9 @@ class Node:
         self._serial = 0
         self._budget = YIELD_EVERY
         self._closed = False
+        self._token = trio.lowlevel.current_trio_token()
+        self._thread_id = threading.get_ident()
+        self._threads = trio.CapacityLimiter(math.inf)
 
     def __repr__(self) -> str:
         return f"<Node {self.name!r}: {len(self._procs)} processes>"
@@ -186,8 +192,11 @@ class Node:
         """Start a process; link it to and/or have it monitored by ``parent``."""
         if self._closed:
             raise ActorError(f"node {self.name!r} is closed: it starts no more processes")
+        threaded = False
         if host is None or host == "local":
             host = "local"
+        elif host == "thread":
+            threaded = True
         elif isinstance(host, str):
             raise SpawnError(
                 f"unknown host {host!r}: this node runs processes on {', '.join(HOSTS)} "
@@ -199,6 +208,11 @@ class Node:
                 f"*args): the arguments come after the host; None means a local task)"
             )
         fn, name = self._resolve(entry)
+        if threaded and inspect.iscoroutinefunction(fn):
+            raise SpawnError(
+                f"{name} is an async function: it runs on the local host; the 'thread' "
+                f"host runs plain (blocking) functions"
+            )
         self._serial += 1
         pid = make_pid(self.name, host, name, str(self._serial))
         proc = Proc(self, pid, self.mailbox_size)
@@ -214,8 +228,21 @@ class Node:
                 if parent.watching is None:
                     parent.watching = set()
                 parent.watching.add(proc)
-        self._nursery.start_soon(_process_main, proc, fn, args, name=name)
+        if threaded:
+            proc.threaded = True
+            self._nursery.start_soon(_thread_main, proc, fn, args, self._threads, name=name)
+        else:
+            self._nursery.start_soon(_process_main, proc, fn, args, name=name)
         return pid
+
+    def from_thread(self, proc: Proc, fn: Callable[..., Any], *args: Any) -> Any:
+        """``fn(*args)`` in the node's trio thread, for the thread process ``proc``
+        (:class:`Terminated` if it has been stopped)."""
+        if proc.kill_reason is not None:
+            raise proc.kill_reason
+        if threading.get_ident() == self._thread_id:
+            return fn(*args)
+        return trio.from_thread.run_sync(fn, *args, trio_token=self._token)
 
     async def run(self, entry: Entry, *args: Any) -> Any:
         """Run ``entry(*args)`` as a process and wait for it: its result, or its error
@@ -442,6 +469,29 @@ async def _process_main(proc: Proc, fn: Callable[..., Any], args: tuple[Any, ...
         proc.node.exited(proc, result, error)
 
 
+async def _thread_main(
+    proc: Proc, fn: Callable[..., Any], args: tuple[Any, ...], limiter: trio.CapacityLimiter
+) -> None:
+    """The task of a thread process: its function in a thread of its own. A kill makes
+    its next process call raise (a thread cannot be stopped from outside); the task
+    waits for the thread, as structured concurrency wants."""
+    set_current(proc)
+    result: Any = None
+    error: BaseException | None = None
+    try:
+        try:
+            result = await trio.to_thread.run_sync(fn, *args, limiter=limiter)
+        except Exception as exc:
+            error = exc
+    except BaseException:
+        error = Terminated("node closed")
+        raise
+    finally:
+        if proc.kill_reason is not None:
+            result, error = None, proc.kill_reason
+        proc.node.exited(proc, result, error)
+
+
 @asynccontextmanager
 async def open_node(
     name: str = "node", *, mailbox_size: int = DEFAULT_MAILBOX
@@ -465,6 +515,9 @@ async def open_node(
             yield node
         finally:
             node._closed = True
+            for proc in list(node._procs.values()):
+                if proc.threaded:  # its thread stops at its next process call
+                    proc.kill(Terminated("node closed"))
             nursery.cancel_scope.cancel()
 
 

@@ -47,6 +47,8 @@ class Proc:
         "queued",
         "room_waiters",
         "scope",
+        "thread_waits",
+        "threaded",
         "trap_links",
         "watchers",
         "watching",
@@ -75,6 +77,10 @@ class Proc:
         self.kill_reason: BaseException | None = None
         self.room_waiters: list[Callable[[], None]] | None = None
         self.on_exit: list[Callable[[Any, BaseException | None], None]] | None = None
+        self.threaded = False
+        """It runs in a thread of its own (host "thread"): its calls hop to trio."""
+        self.thread_waits: set[trio.CancelScope] | None = None
+        """The scopes of its thread's blocking receives, cancelled when it is killed."""
 
     def __repr__(self) -> str:
         return f"<Proc {self.pid} {'alive' if self.alive else 'exited'}>"
@@ -172,3 +178,5 @@ class Proc:
         if self.alive and self.kill_reason is None:
             self.kill_reason = reason
             self.scope.cancel()
+            for scope in self.thread_waits or ():
+                scope.cancel()

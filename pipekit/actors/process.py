@@ -1,7 +1,9 @@
 """The process API: what an actor calls about itself and other processes.
 
 Every function works on the process whose task calls it (a context variable names it;
-tasks an actor starts in its own nurseries act as that process). Outside an actor they
+tasks an actor starts in its own nurseries act as that process), and in the thread of a
+process spawned on the ``"thread"`` host (the call hops to the node's trio thread;
+receive there with ``ch.receive_blocking()``). Outside an actor they
 raise :class:`~pipekit.actors.NotInActor`. Destinations are a :class:`Pid`, its string
 form or a registered name.
 
@@ -16,6 +18,8 @@ Example::
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +28,7 @@ from ._entries import Entry
 from ._events import CANCEL, EXIT, LINK_DOWN
 from ._mailbox import Receiver
 from ._pid import Pid
+from ._proc import Proc
 
 __all__ = [
     "CANCEL",
@@ -64,6 +69,14 @@ class Options:
     trap_links: bool = False
 
 
+def _call(me: Proc, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """``fn(...)`` for the process ``me``: directly in its trio task, or in the node's
+    trio thread for a thread process."""
+    if me.threaded:
+        return me.node.from_thread(me, functools.partial(fn, *args, **kwargs))
+    return fn(*args, **kwargs)
+
+
 def pid() -> Pid:
     """This process's Pid.
 
@@ -85,7 +98,8 @@ def spawn(entry: Entry, host: str | None = None, *args: Any) -> Pid:
         worker = process.spawn("app.jobs:worker", None, "queue-1")
     """
     me = current()
-    return me.node.spawn_process(entry, host, args, me, link=False, monitor=False)
+    new: Pid = _call(me, me.node.spawn_process, entry, host, args, me, link=False, monitor=False)
+    return new
 
 
 def spawn_monitored(entry: Entry, host: str | None = None, *args: Any) -> Pid:
@@ -98,7 +112,8 @@ def spawn_monitored(entry: Entry, host: str | None = None, *args: Any) -> Pid:
         event = await process.events().receive()   # event.kind == EXIT
     """
     me = current()
-    return me.node.spawn_process(entry, host, args, me, link=False, monitor=True)
+    new: Pid = _call(me, me.node.spawn_process, entry, host, args, me, link=False, monitor=True)
+    return new
 
 
 def spawn_linked(entry: Entry, host: str | None = None, *args: Any) -> Pid:
@@ -110,7 +125,8 @@ def spawn_linked(entry: Entry, host: str | None = None, *args: Any) -> Pid:
         helper = process.spawn_linked(cache_warmer)   # it dies with us, we with it
     """
     me = current()
-    return me.node.spawn_process(entry, host, args, me, link=True, monitor=False)
+    new: Pid = _call(me, me.node.spawn_process, entry, host, args, me, link=True, monitor=False)
+    return new
 
 
 def send(dest: Pid | str, topic: str, *payloads: Any) -> None:
@@ -124,7 +140,10 @@ def send(dest: Pid | str, topic: str, *payloads: Any) -> None:
         process.send("worker1", "task", {"id": 1}, {"id": 2})   # two messages
     """
     me = current()
-    me.node.deliver(me.pid, dest, topic, payloads)
+    if me.threaded:
+        me.node.from_thread(me, me.node.deliver, me.pid, dest, topic, payloads)
+    else:
+        me.node.deliver(me.pid, dest, topic, payloads)
 
 
 async def send_wait(dest: Pid | str, topic: str, *payloads: Any) -> None:
@@ -153,7 +172,8 @@ def listen(topic: str, message: bool = False) -> Receiver:
     """
     if type(topic) is not str:
         raise TypeError(f"a topic is a str, got {type(topic).__name__}")
-    return current().listen(topic, bool(message))
+    me = current()
+    return _call(me, me.listen, topic, bool(message))  # type: ignore[no-any-return]
 
 
 def inbox() -> Receiver:
@@ -166,7 +186,8 @@ def inbox() -> Receiver:
         msg = await process.inbox().receive()
         print(msg.topic, msg.payload, msg.sender)
     """
-    return current().open_inbox()
+    me = current()
+    return _call(me, me.open_inbox)  # type: ignore[no-any-return]
 
 
 def events() -> Receiver:
@@ -179,7 +200,8 @@ def events() -> Receiver:
         if event.kind == process.CANCEL:
             ...
     """
-    return current().open_events()
+    me = current()
+    return _call(me, me.open_events)  # type: ignore[no-any-return]
 
 
 def link(dest: Pid | str) -> None:
@@ -190,7 +212,7 @@ def link(dest: Pid | str) -> None:
         process.link(registry.lookup("database"))
     """
     me = current()
-    me.node.link(me, dest)
+    _call(me, me.node.link, me, dest)
 
 
 def unlink(dest: Pid | str) -> None:
@@ -202,7 +224,7 @@ def unlink(dest: Pid | str) -> None:
         process.terminate(helper)                 # its end no longer concerns us
     """
     me = current()
-    me.node.unlink(me, dest)
+    _call(me, me.node.unlink, me, dest)
 
 
 def monitor(dest: Pid | str) -> None:
@@ -213,7 +235,7 @@ def monitor(dest: Pid | str) -> None:
         process.monitor(worker)
     """
     me = current()
-    me.node.monitor(me, dest)
+    _call(me, me.node.monitor, me, dest)
 
 
 def unmonitor(dest: Pid | str) -> None:
@@ -224,7 +246,7 @@ def unmonitor(dest: Pid | str) -> None:
         process.unmonitor(worker)
     """
     me = current()
-    me.node.unmonitor(me, dest)
+    _call(me, me.node.unmonitor, me, dest)
 
 
 def terminate(dest: Pid | str) -> None:
@@ -235,7 +257,8 @@ def terminate(dest: Pid | str) -> None:
 
         process.terminate("stuck_worker")
     """
-    current().node.terminate(dest)
+    me = current()
+    _call(me, me.node.terminate, dest)
 
 
 def cancel(dest: Pid | str, deadline: float | str) -> None:
@@ -249,7 +272,7 @@ def cancel(dest: Pid | str, deadline: float | str) -> None:
         process.cancel(worker, "5s")
     """
     me = current()
-    me.node.cancel(dest, deadline, me.pid)
+    _call(me, me.node.cancel, dest, deadline, me.pid)
 
 
 def get_options() -> Options:

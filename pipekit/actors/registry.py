@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from ._context import current
 from ._pid import Pid
+from .process import _call
 
 __all__ = ["lookup", "register", "unregister"]
 
@@ -25,7 +26,7 @@ def register(name: str, pid: Pid | str | None = None) -> None:
         registry.register("backup_worker", some_pid)
     """
     me = current()
-    me.node.registry.register(name, me.pid if pid is None else pid)
+    _call(me, me.node.registry.register, name, me.pid if pid is None else pid)
 
 
 def lookup(name: str) -> Pid:
@@ -35,7 +36,9 @@ def lookup(name: str) -> Pid:
 
         db = registry.lookup("db")
     """
-    return current().node.registry.lookup(name)
+    me = current()
+    found: Pid = _call(me, me.node.registry.lookup, name)
+    return found
 
 
 def unregister(name: str) -> bool:
@@ -45,4 +48,6 @@ def unregister(name: str) -> bool:
 
         registry.unregister("worker1")
     """
-    return current().node.registry.unregister(name)
+    me = current()
+    done: bool = _call(me, me.node.registry.unregister, name)
+    return done
