@@ -72,6 +72,9 @@ class Supervisor:
     so trees nest. It returns (result None) when no child is left to supervise, stops
     its children and returns on a CANCEL, and fails if a process linked to it that is
     not its child fails. Children a restart stops are restarted unless temporary.
+    Children are spawned in order, each right after the one before (not once it has
+    initialised, as Erlang's ``start_link`` waits): a child that needs a sibling looks
+    it up when it uses it.
 
     Example::
 
