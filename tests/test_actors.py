@@ -862,3 +862,75 @@ async def test_ten_thousand_actors_exchange_a_message_and_leave_nothing() -> Non
         assert node.stats() == NOTHING
     # 10,000 processes hold ~30 blocks each while they run: what is left is noise
     assert after - before < 1000, f"{after - before} memory blocks left behind"
+
+
+# -- bad input and quiet failures ---------------------------------------------------------
+
+
+async def test_open_node_refuses_a_bad_name_or_mailbox_size() -> None:
+    with pytest.raises(ValueError, match="node name"):
+        async with open_node("a|b"):
+            pass  # pragma: no cover
+    with pytest.raises(ValueError, match="mailbox_size"):
+        async with open_node(mailbox_size=0):
+            pass  # pragma: no cover
+
+
+async def test_add_entry_refuses_a_bad_name_or_a_non_callable() -> None:
+    async with open_node() as node:
+        with pytest.raises(ValueError, match="entry name"):
+            node.add_entry("a|b", answer)
+        with pytest.raises(TypeError, match="callable"):
+            node.add_entry("app:x", 42)  # type: ignore[arg-type]
+
+
+def test_pid_parse_of_a_non_string_raises_type_error() -> None:
+    with pytest.raises(TypeError, match="str"):
+        Pid.parse(42)  # type: ignore[arg-type]
+
+
+async def test_registering_a_dead_pid_raises_no_such_process() -> None:
+    async with open_node() as node:
+        pid = node.spawn(answer, None, 1)
+        await trio.testing.wait_all_tasks_blocked()
+        with pytest.raises(NoSuchProcess):
+            node.registry.register("late", pid)
+        assert node.registry.names() == {}
+
+
+async def test_a_cancel_from_outside_any_actor_has_no_sender(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async def worker() -> Any:
+        registry.register("w")
+        event = await process.events().receive()
+        return event.sender, event.deadline - event.at
+
+    results: list[Any] = []
+    async with open_node() as node:
+
+        async def go() -> None:
+            results.append(await node.run(worker))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(go)
+            await trio.testing.wait_all_tasks_blocked()
+            node.cancel("w", "250ms")
+    assert results[0][0] is None and results[0][1] == pytest.approx(0.25)
+
+
+async def test_a_failure_nobody_watches_is_logged(caplog: pytest.LogCaptureFixture) -> None:
+    async with open_node() as node:
+        node.spawn(fail, None, "unseen")
+        await trio.testing.wait_all_tasks_blocked()
+    assert any("unseen" in r.getMessage() for r in caplog.records if r.name == "pipekit.actors")
+
+
+async def test_options_report_trap_links() -> None:
+    async def main() -> list[bool]:
+        before = process.get_options().trap_links
+        after = process.set_options(trap_links=True).trap_links
+        return [before, after, process.get_options().trap_links]
+
+    async with open_node() as node:
+        assert await node.run(main) == [False, True, True]
