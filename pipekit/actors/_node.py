@@ -10,7 +10,6 @@ import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from types import CoroutineType
 from typing import Any
 
 import trio
@@ -18,7 +17,6 @@ import trio
 from ..channels import parse_duration
 from ..kernel.lane import YIELD_EVERY, cancel_point
 from ..kernel.scopes import open_plain_nursery
-from ._context import set_current
 from ._entries import Entry, entry_name, import_entry
 from ._errors import (
     ActorError,
@@ -32,6 +30,7 @@ from ._events import CancelEvent, ExitEvent, LinkDownEvent
 from ._pid import Pid, check_part, make_pid
 from ._proc import Proc
 from ._registry import Registry
+from ._tasks import process_main, thread_main, wait_for_room
 
 __all__ = ["DEFAULT_MAILBOX", "HOSTS", "Node", "NodeStats", "open_node", "run"]
 
@@ -230,9 +229,9 @@ class Node:
                 parent.watching.add(proc)
         if threaded:
             proc.threaded = True
-            self._nursery.start_soon(_thread_main, proc, fn, args, self._threads, name=name)
+            self._nursery.start_soon(thread_main, proc, fn, args, self._threads, name=name)
         else:
-            self._nursery.start_soon(_process_main, proc, fn, args, name=name)
+            self._nursery.start_soon(process_main, proc, fn, args, name=name)
         return pid
 
     def from_thread(self, proc: Proc, fn: Callable[..., Any], *args: Any) -> Any:
@@ -322,7 +321,7 @@ class Node:
                     f"{len(payloads)} messages never fit in the mailbox of {proc.pid} "
                     f"({proc.capacity} messages): send them in parts"
                 )
-            await _wait_for_room(proc)
+            await wait_for_room(proc)
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -414,82 +413,6 @@ class Node:
         for callback in proc.on_exit or ():
             callback(result, error)
         proc.on_exit = None
-
-
-async def _wait_for_room(proc: Proc) -> None:
-    task = trio.lowlevel.current_task()
-
-    def wake() -> None:
-        trio.lowlevel.reschedule(task)
-
-    if proc.room_waiters is None:
-        proc.room_waiters = []
-    waiters = proc.room_waiters
-    waiters.append(wake)
-
-    def abort(_: Any) -> trio.lowlevel.Abort:
-        if wake in waiters:
-            waiters.remove(wake)
-        return trio.lowlevel.Abort.SUCCEEDED
-
-    await trio.lowlevel.wait_task_rescheduled(abort)
-
-
-async def _process_main(proc: Proc, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
-    """The task of one process: run it, then report how it ended."""
-    set_current(proc)
-    result: Any = None
-    error: BaseException | None = None
-    scope = proc.scope
-    try:
-        try:
-            with scope:
-                try:
-                    value = fn(*args)
-                    if type(value) is CoroutineType or inspect.isawaitable(value):
-                        value = await value
-                    result = value
-                except Exception as exc:
-                    error = exc
-        except BaseExceptionGroup as group:
-            # A group holding this scope's own Cancelled beside real errors: the scope
-            # took its Cancelled out; the errors are the process's.
-            errors, rest = group.split(Exception)
-            if rest is not None:
-                raise
-            assert errors is not None
-            error = errors.exceptions[0] if len(errors.exceptions) == 1 else errors
-    except BaseException:
-        error = Terminated("node closed")
-        raise
-    finally:
-        if scope.cancelled_caught:
-            result = None
-            error = proc.kill_reason or Terminated("cancel deadline passed")
-        proc.node.exited(proc, result, error)
-
-
-async def _thread_main(
-    proc: Proc, fn: Callable[..., Any], args: tuple[Any, ...], limiter: trio.CapacityLimiter
-) -> None:
-    """The task of a thread process: its function in a thread of its own. A kill makes
-    its next process call raise (a thread cannot be stopped from outside); the task
-    waits for the thread, as structured concurrency wants."""
-    set_current(proc)
-    result: Any = None
-    error: BaseException | None = None
-    try:
-        try:
-            result = await trio.to_thread.run_sync(fn, *args, limiter=limiter)
-        except Exception as exc:
-            error = exc
-    except BaseException:
-        error = Terminated("node closed")
-        raise
-    finally:
-        if proc.kill_reason is not None:
-            result, error = None, proc.kill_reason
-        proc.node.exited(proc, result, error)
 
 
 @asynccontextmanager
