@@ -17,6 +17,10 @@ round (``bench/_common.paired_ratio``), so a noisy machine's slow phases cancel 
   ``concurrent.futures.ThreadPoolExecutor(16).map``. Each call is a whole script-level
   call (``parallel_map`` starts its trio loop; ``asyncio.run`` and ``trio.run`` are
   counted for the baselines too). Target: below each baseline.
+* **Channels**: one message at a time from a producer task to a consumer task (the
+  actors' pattern) through ``pipekit.channels.channel`` against trio's memory channel of
+  the same capacity (unbuffered and 100), and through ``pk.select`` over that channel
+  and an idle one. Targets: a channel within 1.3x trio's, a select within 2x.
 * **Process backend** (``--cpu-items`` items of ~2 ms of pure-Python CPU work, two
   workers): the whole call, pool start-up included, since ``parallel_map`` starts one
   per call: ``pk.parallel_map(backend="process")`` against ``multiprocessing.Pool(2)``
@@ -54,6 +58,7 @@ import trio  # noqa: E402
 from _common import Verdicts, paired_ratio, ratio_cell, render_table, run_main  # noqa: E402
 
 import pipekit as pk  # noqa: E402
+from pipekit.channels import Channel, channel  # noqa: E402
 
 THREADS = 16
 TASKS = 100
@@ -154,6 +159,52 @@ def mpire_pool() -> Callable[[list[int]], list[Any]] | None:
     return run
 
 
+def through_trio_channel(capacity: int) -> Callable[[list[int]], list[Any]]:
+    def run(items: list[int]) -> list[Any]:
+        async def main() -> list[Any]:
+            send, receive = trio.open_memory_channel[int](capacity)
+
+            async def produce() -> None:
+                async with send:
+                    for x in items:
+                        await send.send(x)
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(produce)
+                return [x async for x in receive]
+
+        return trio.run(main)
+
+    return run
+
+
+def through_pk_channel(capacity: int, selecting: bool) -> Callable[[list[int]], list[Any]]:
+    def run(items: list[int]) -> list[Any]:
+        async def main() -> list[Any]:
+            ch: Channel[int] = channel(capacity)
+            idle: Channel[int] = channel()
+
+            async def produce() -> None:
+                for x in items:
+                    await ch.send(x)
+                ch.close()
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(produce)
+                if not selecting:
+                    return [x async for x in ch]
+                out: list[Any] = []
+                while True:
+                    got = await pk.select([ch.case_receive(), idle.case_receive()])
+                    if not got.ok:
+                        return out
+                    out.append(got.value)
+
+        return trio.run(main)
+
+    return run
+
+
 # -- measuring -------------------------------------------------------------------------
 
 Row = tuple[str, Callable[[list[Any]], list[Any]] | None]
@@ -249,6 +300,24 @@ def main() -> int:
         args.repeat,
         per_item=True,
         targets={2: [(0, 1.0), (1, 1.0)], 4: [(3, 1.0)]},
+        verdicts=verdicts,
+    )
+
+    messages: list[Row] = [
+        ("trio.open_memory_channel(0)", through_trio_channel(0)),
+        ("pipekit.channels.channel(0)", through_pk_channel(0, False)),
+        ("trio.open_memory_channel(100)", through_trio_channel(100)),
+        ("pipekit.channels.channel(100)", through_pk_channel(100, False)),
+        ("pk.select over channel(100) and an idle one", through_pk_channel(100, True)),
+    ]
+    lines += section(
+        f"Channels, one message at a time between two tasks, x {args.items:,}",
+        messages,
+        trivial,
+        trivial,
+        args.repeat,
+        per_item=True,
+        targets={1: [(0, 1.3)], 3: [(2, 1.3)], 4: [(2, 2.0)]},
         verdicts=verdicts,
     )
 

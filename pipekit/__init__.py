@@ -3,8 +3,9 @@
 A kernel wires *modules* together with duplex *pipes*; adapters carry those pipes
 in-process, across threads, through subprocess stdio and over sockets, all speaking one
 protocol (data / pause / resume / end / error). This package is the user-facing layer:
-declarative pipelines (``pk.source(...) | pk.map(...) | pk.sink(...)``), the CLI and
-re-exports of the kernel's errors.
+declarative pipelines (``pk.source(...) | pk.map(...) | pk.sink(...)``), worker
+processes and pools, the concurrency helpers (``pk.parallel_map``, ``pk.stream_map``,
+``pk.spawn_link``, ``pk.select``, ...), the CLI and re-exports of the kernel's errors.
 
 Example::
 

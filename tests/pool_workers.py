@@ -119,3 +119,7 @@ def crash_every(x: int) -> int:
     if x % CRASH_EVERY == CRASH_EVERY // 2:
         os._exit(1)
     return x * x
+
+
+def noop() -> None:
+    """An ``init`` that does nothing (passed as a function object)."""

@@ -28,6 +28,8 @@ ROWS = {
         "pk.parallel_map task backend, 100 at once",
         "ThreadPoolExecutor(16).map",
         "pk.parallel_map thread backend, 16 threads",
+        "pipekit.channels.channel(0)",
+        "pk.select over channel(100) and an idle one",
         "mp-spawn: multiprocessing.Pool(2).map [spawn]",
         "mp-fork: multiprocessing.Pool(2).map [fork]",
         "mpire: mpire.WorkerPool(2).map [fork]",

@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
+import random
 from typing import Any
 
 import pytest
@@ -421,3 +423,59 @@ def test_a_bad_duration_gets_a_readable_error(value: Any, error: type[Exception]
 async def test_after_refuses_a_bad_duration() -> None:
     with pytest.raises(ValueError, match="not a duration"):
         after("soon")
+
+
+# -- no value lost or duplicated, whatever the interleaving and cancellations ------------
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_selects_sends_and_receives_with_random_cancellations_lose_and_duplicate_nothing(
+    seed: int,
+) -> None:
+    """Producers send (plainly or by select) into three channels of different capacities,
+    consumers receive (plainly or by select, with timeouts), and every operation may be
+    cancelled at a random moment. Every completed send is received exactly once."""
+    rng = random.Random(seed)
+    sent: list[int] = []
+    received: list[int] = []
+
+    async def main() -> None:
+        chans: list[Channel[int]] = [channel(0), channel(1), channel(3)]
+
+        async def producer(base: int) -> None:
+            for n in range(base, base + 60):
+                with trio.move_on_after(rng.choice([0.5, 1, 5, 100])):
+                    await trio.sleep(rng.random())
+                    if rng.random() < 0.5:
+                        await rng.choice(chans).send(n)
+                    else:
+                        await select([c.case_send(n) for c in rng.sample(chans, 2)])
+                    sent.append(n)
+
+        async def consumer() -> None:
+            while True:
+                with trio.move_on_after(rng.choice([0.3, 1, 100])):
+                    await trio.sleep(rng.random())
+                    if rng.random() < 0.3:
+                        with contextlib.suppress(trio.EndOfChannel):
+                            received.append(await rng.choice(chans).receive())
+                    else:
+                        cases = [c.case_receive() for c in chans]
+                        got = await select([*cases, after(rng.random() * 2).case_receive()])
+                        if got.index < 3 and got.ok:
+                            received.append(got.value)
+                if all(c.closed and not len(c) for c in chans):
+                    return
+
+        async with trio.open_nursery() as consumers:
+            for _ in range(3):
+                consumers.start_soon(consumer)
+            async with trio.open_nursery() as producers:
+                for p in range(4):
+                    producers.start_soon(producer, p * 1000)
+            for c in chans:
+                c.close()
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    assert len(sent) > 100  # most sends completed
+    assert sorted(received) == sorted(sent)

@@ -362,11 +362,11 @@ def test_a_lambda_or_closure_on_the_process_backend_gets_a_clear_error() -> None
     def nested(x: int) -> int:
         return x
 
-    with pytest.raises(TypeError, match="lambda"):
+    with pytest.raises(TypeError, match="backend='process' runs fn in worker processes: a lambda"):
         parallel_map(lambda x: x, [1], backend="process")
-    with pytest.raises(TypeError, match="nested function"):
+    with pytest.raises(TypeError, match="inside another function"):
         parallel_map(nested, [1], backend="process")
-    with pytest.raises(TypeError, match="bound method"):
+    with pytest.raises(TypeError, match="bound to a _Holder"):
         parallel_map(_Holder().method, [1], backend="process")
 
 
@@ -447,6 +447,28 @@ async def test_stream_map_over_an_endless_source_stops_and_pulls_at_most_buffer_
                 break
     assert got == list(range(25))
     assert pulled <= 25 + 6 and running == 0
+
+
+async def test_a_slow_first_item_holds_back_the_ordered_stream_within_buffer(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    delivered = 0
+    ahead: list[int] = []
+
+    def items() -> Iterator[int]:
+        for i in range(40):
+            ahead.append(i + 1 - delivered)  # pulled, counting this one, not handed out
+            yield i
+
+    async def work(i: int) -> int:
+        await trio.sleep(30 if i == 0 else 1)
+        return i
+
+    async with stream_map(work, items(), workers=3, buffer=5) as results:
+        async for r in results:
+            assert r.value == delivered
+            delivered += 1
+    assert delivered == 40 and max(ahead) == 5
 
 
 async def test_stream_map_takes_an_async_source(autojump_clock: trio.testing.MockClock) -> None:
@@ -732,6 +754,12 @@ async def test_defaults_apply_inside_their_block_and_calls_override_them(
         results = await aparallel_map(io, range(4), max_workers=4, timeout=20)
         assert peak == 4 and all(r.ok for r in results)
     assert current_defaults().max_workers == 100 and current_defaults().timeout is None
+
+
+def test_max_processes_sizes_the_process_backend() -> None:
+    with defaults(max_processes=1):
+        results = parallel_map(workers.busy, [0.01] * 4, backend="process")
+    assert len({r.unwrap()[0] for r in results}) == 1
 
 
 def test_set_defaults_changes_them_for_the_program() -> None:

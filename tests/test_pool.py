@@ -36,7 +36,7 @@ from pool_workers import (
 )
 
 import pipekit as pk
-from pipekit.workers import CHUNK_SECONDS
+from pipekit.workers import CHUNK_SECONDS, target_spec
 from pipekit.workers._pool.dispatch import water_fill
 from pipekit.workers._pool.queue import Flight, SegmentState
 from pipekit.workers._pool.records import ProgressRecords
@@ -624,3 +624,156 @@ def test_batch_dispatch_matches_choosing_the_least_loaded_worker_per_item(
         current[best] += 1
         expected[best] += 1
     assert water_fill(loads, caps, available) == expected
+
+
+# -- function objects as targets ----------------------------------------------------------
+
+
+class _Holder:
+    def method(self, x: int) -> int:
+        return x
+
+    @staticmethod
+    def static(x: int) -> int:
+        return x
+
+    @classmethod
+    def klass(cls, x: int) -> int:
+        return x
+
+
+class _Callable:
+    def __call__(self, x: int) -> int:
+        return x
+
+
+def test_target_spec_names_a_module_level_function_by_module_and_qualname() -> None:
+    import math
+
+    import pool_workers
+
+    assert target_spec(pool_workers.square) == "pool_workers:square"
+    assert target_spec(math.sqrt) == "math:sqrt"
+    assert target_spec(str.upper) == "builtins:str.upper"
+    assert target_spec(_Holder.static) == f"{__name__}:_Holder.static"
+    assert target_spec(_Holder.klass) == f"{__name__}:_Holder.klass"
+    assert target_spec("pkg.mod:fn") == "pkg.mod:fn"
+    assert target_spec(WORKERS) == str(WORKERS)
+
+
+def test_target_spec_refuses_a_lambda_naming_the_fix() -> None:
+    with pytest.raises(TypeError, match=r"lambda.*top level of a module"):
+        target_spec(lambda x: x)
+
+
+def test_target_spec_refuses_a_closure_naming_the_fix() -> None:
+    k = 3
+
+    def times_k(x: int) -> int:
+        return x * k
+
+    with pytest.raises(TypeError, match=r"inside another function.*top level"):
+        target_spec(times_k)
+
+
+def test_target_spec_refuses_a_bound_method_of_an_object() -> None:
+    with pytest.raises(TypeError, match=r"bound to a _Holder object.*module-level function"):
+        target_spec(_Holder().method)
+
+
+def test_target_spec_refuses_a_partial_and_a_callable_object() -> None:
+    import functools
+
+    with pytest.raises(TypeError, match="no module-level name"):
+        target_spec(functools.partial(int, base=2))
+    with pytest.raises(TypeError, match="no module-level name"):
+        target_spec(_Callable())
+
+
+def _replaced(x: int) -> int:
+    return x
+
+
+_first_replaced = _replaced
+
+
+def _replaced(x: int) -> int:  # type: ignore[no-redef]
+    return -x
+
+
+def test_target_spec_refuses_a_function_its_module_name_no_longer_reaches() -> None:
+    with pytest.raises(TypeError, match=r"not reachable as .*_replaced"):
+        target_spec(_first_replaced)
+
+
+def test_target_spec_refuses_a_non_callable() -> None:
+    with pytest.raises(TypeError, match="not a int"):
+        target_spec(3)  # type: ignore[arg-type]
+
+
+async def test_pool_runs_a_function_object_and_its_init_object() -> None:
+    import pool_workers
+
+    with trio.fail_after(HANG_GUARD):
+        async with pk.WorkerPool(pool_workers.square, size=2, init=pool_workers.noop) as pool:
+            assert await pool.map(range(20)) == [i * i for i in range(20)]
+
+
+async def test_pool_refuses_a_lambda_before_starting_any_process() -> None:
+    before = descendants()
+    with pytest.raises(TypeError, match="lambda"):
+        pk.WorkerPool(lambda x: x, size=1)
+    assert descendants() <= before
+
+
+SCRIPT = """
+import sys
+import trio
+import pipekit as pk
+
+def cube(x):
+    return x ** 3
+
+async def main():
+    async with pk.WorkerPool(cube, size=1) as pool:
+        print(await pool.map([1, 2, 3]))
+
+if __name__ == "__main__":
+    trio.run(main)
+"""
+
+
+def test_pool_runs_a_function_of_a_script_main(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    script = tmp_path / "script.py"
+    script.write_text(SCRIPT)
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=HANG_GUARD
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[1, 8, 27]"
+
+
+def test_a_function_of_python_c_main_gets_a_value_error_naming_the_fix() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import pipekit.workers as w\n"
+        "def f(x): return x\n"
+        "try: w.target_spec(f)\n"
+        "except ValueError as e: print(e)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=HANG_GUARD
+    )
+    assert "put it in a .py module" in done.stdout, done.stderr
+
+
+def test_run_stage_takes_a_function_object() -> None:
+    import pool_workers
+
+    stage = pk.run(pool_workers.square, mode="item", workers=2)
+    assert (pk.source(range(6)) | stage | pk.collect()).run() == [0, 1, 4, 9, 16, 25]

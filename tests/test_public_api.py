@@ -375,6 +375,7 @@ PUBLIC: dict[str, list[str]] = {
         "WorkerPool",
         "cmd",
         "run",
+        "target_spec",
         "worker_spec",
     ],
 }

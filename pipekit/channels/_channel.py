@@ -57,13 +57,16 @@ class _Waiter:
 class _Op:
     """One case of a waiter, registered with its channel (``value``: what a send sends)."""
 
-    __slots__ = ("channel", "index", "value", "waiter")
+    __slots__ = ("channel", "index", "sends", "value", "waiter")
 
-    def __init__(self, waiter: _Waiter, index: int, channel: Channel[Any], value: object) -> None:
+    def __init__(
+        self, waiter: _Waiter, index: int, channel: Channel[Any], value: object, sends: bool
+    ) -> None:
         self.waiter = waiter
         self.index = index
         self.channel = channel
         self.value = value
+        self.sends = sends
 
 
 class Case(Generic[T]):
@@ -182,8 +185,7 @@ class Channel(trio.abc.Channel[T]):
         (self._senders if sends else self._receivers)[op] = None
 
     def _forget(self, op: _Op) -> None:
-        self._senders.pop(op, None)
-        self._receivers.pop(op, None)
+        (self._senders if op.sends else self._receivers).pop(op, None)
 
     def _deadline(self) -> float:
         """When the channel becomes ready by itself (timers); ``inf`` for a plain channel."""
@@ -214,7 +216,7 @@ class Channel(trio.abc.Channel[T]):
             await trio.lowlevel.cancel_shielded_checkpoint()
             return
         waiter = _Waiter(trio.lowlevel.current_task())
-        op = _Op(waiter, 0, self, value)
+        op = _Op(waiter, 0, self, value, True)
         waiter.ops.append(op)
         self._senders[op] = None
         await trio.lowlevel.wait_task_rescheduled(waiter.abort)
@@ -226,7 +228,7 @@ class Channel(trio.abc.Channel[T]):
         got = self._poll_receive()
         if got is _BLOCKED:
             waiter = _Waiter(trio.lowlevel.current_task())
-            op = _Op(waiter, 0, self, None)
+            op = _Op(waiter, 0, self, None, False)
             waiter.ops.append(op)
             self._receivers[op] = None
             _, got = await trio.lowlevel.wait_task_rescheduled(waiter.abort)

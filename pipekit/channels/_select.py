@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Any
 
 import trio
@@ -14,10 +13,9 @@ from ._channel import _BLOCKED, _CLOSED, Case, Channel, _Op, _Waiter
 
 __all__ = ["Selected", "select"]
 
-_rng = random.Random()
+_random = random.Random().random
 
 
-@dataclass(frozen=True, slots=True)
 class Selected:
     """What :func:`select` did: the case that fired, and what it got.
 
@@ -35,16 +33,33 @@ class Selected:
             print(got.value)
     """
 
-    case: Case[Any] | None
-    index: int
-    value: Any = None
-    ok: bool = True
-    default: bool = False
+    __slots__ = ("case", "default", "index", "ok", "value")
+
+    def __init__(
+        self,
+        case: Case[Any] | None,
+        index: int,
+        value: Any = None,
+        ok: bool = True,
+        default: bool = False,
+    ) -> None:
+        self.case = case
+        self.index = index
+        self.value = value
+        self.ok = ok
+        self.default = default
 
     @property
     def channel(self) -> Channel[Any] | None:
         """The channel of the case that fired (None for the default)."""
         return None if self.case is None else self.case.channel
+
+    def __repr__(self) -> str:
+        if self.default:
+            return "Selected(default=True)"
+        return (
+            f"Selected(index={self.index}, value={self.value!r}, ok={self.ok}, case={self.case!r})"
+        )
 
 
 def _check(cases: Iterable[Case[Any]]) -> list[Case[Any]]:
@@ -52,7 +67,7 @@ def _check(cases: Iterable[Case[Any]]) -> list[Case[Any]]:
         raise TypeError("select() takes a list of cases: select([ch.case_receive(), ...])")
     listed = list(cases)
     for case in listed:
-        if isinstance(case, Case):
+        if type(case) is Case or isinstance(case, Case):
             continue
         if isinstance(case, Channel):
             hint = " (a channel is not a case: use ch.case_receive() or ch.case_send(value))"
@@ -72,7 +87,7 @@ def _poll(cases: list[Case[Any]]) -> Selected | None:
     """Fire the first ready case, scanning from a random start (so that among ready
     cases each is chosen with probability at least 1/len(cases): none starves)."""
     n = len(cases)
-    start = _rng.randrange(n) if n > 1 else 0
+    start = int(_random() * n) if n > 1 else 0
     for k in range(n):
         i = (start + k) % n
         case = cases[i]
@@ -126,7 +141,7 @@ async def select(cases: Iterable[Case[Any]], *, default: bool = False) -> Select
         waiter = _Waiter(trio.lowlevel.current_task())
         deadline = math.inf
         for i, case in enumerate(listed):
-            op = _Op(waiter, i, case.channel, case.value)
+            op = _Op(waiter, i, case.channel, case.value, case.sends)
             waiter.ops.append(op)
             case.channel._register(op, case.sends)
             deadline = min(deadline, case.channel._deadline())

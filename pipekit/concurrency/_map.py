@@ -12,7 +12,7 @@ import trio
 from ..kernel.scopes import open_plain_nursery
 from ._calls import blocking_entry, call_async, check_callable, is_async
 from ._defaults import check_timeout, check_workers, current_defaults
-from ._processes import map_processes
+from ._processes import check_importable, map_processes
 from ._result import Result
 from ._threads import map_threads
 
@@ -37,6 +37,8 @@ def _backend(fn: Callable[..., Any], backend: str | None, name: str) -> Backend:
             f"backend='task' runs async functions (async def) as trio tasks, and "
             f"{_name(fn)} is not one: use backend='thread' (or 'process') for it"
         )
+    if backend == "process" and not asynchronous:
+        check_importable(fn)
     if backend != "task" and asynchronous:
         raise TypeError(
             f"{_name(fn)} is an async function: backend={backend!r} calls plain "

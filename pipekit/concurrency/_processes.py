@@ -5,9 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from ..workers import WorkerError, WorkerPool
+from ..workers import WorkerError, WorkerPool, target_spec
 from ._result import Result
-from ._target import process_target
 
 __all__ = ["map_processes"]
 
@@ -24,6 +23,15 @@ def as_result(value: Any) -> Result[Any]:
     return Result(error=value)
 
 
+def check_importable(fn: Callable[..., Any]) -> None:
+    """Refuse, before any process starts, a function a worker process cannot import by
+    name (a lambda, a closure, a bound method...), with the pool's own explanation."""
+    try:
+        target_spec(fn)
+    except (TypeError, ValueError) as exc:
+        raise type(exc)(f"backend='process' runs fn in worker processes: {exc}") from None
+
+
 async def map_processes(
     fn: Callable[[Any], Any],
     items: Iterable[Any],
@@ -36,8 +44,8 @@ async def map_processes(
     :class:`Result` by index in ``out``. The pool kills and replaces a worker whose item
     overruns ``limit`` seconds. With ``fail_fast`` the first failure is raised, and leaving the
     pool kills the workers still busy."""
-    target, env = process_target(fn)
-    async with WorkerPool(target, workers, timeout=limit, env=env) as pool:
+    check_importable(fn)
+    async with WorkerPool(fn, workers, timeout=limit) as pool:
         if not fail_fast:
             for index, value in enumerate(await pool.map(items)):
                 out[index] = as_result(value)

@@ -28,6 +28,7 @@ from ._pool import (
     WorkerPool,
 )
 from ._process import cmd, run
+from ._targets import target_spec
 from ._wire import WorkerMode
 
 __all__ = [
@@ -48,5 +49,6 @@ __all__ = [
     "WorkerPool",
     "cmd",
     "run",
+    "target_spec",
     "worker_spec",
 ]

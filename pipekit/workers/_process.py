@@ -4,8 +4,8 @@ the caller's arguments."""
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
-from typing import Unpack
+from collections.abc import Callable, Mapping
+from typing import Any, Unpack
 
 from ..adapters.stdio import (
     DEFAULT_MAX_LINE,
@@ -18,14 +18,15 @@ from ..adapters.stdio import (
 from ..pipeline import ItemStageOptions, StageSettings
 from ._handle import Worker
 from ._launch import worker_spec
+from ._targets import resolve_target
 from ._wire import WorkerMode, WorkerModeName
 
 
 def run(
-    target: str | os.PathLike[str],
+    target: str | os.PathLike[str] | Callable[..., Any],
     *,
     mode: WorkerMode | WorkerModeName = WorkerMode.STREAM,
-    init: str | None = None,
+    init: str | Callable[[], Any] | None = None,
     timeout: float | None = None,
     env: Mapping[str, str] | None = None,
     cwd: str | os.PathLike[str] | None = None,
@@ -36,8 +37,10 @@ def run(
     detach: bool = False,
     **options: Unpack[ItemStageOptions],
 ) -> Worker:
-    """A Python worker process running ``target``: ``"package.module:function"`` or a
-    ``.py`` path (its ``main``). The worker reads its input stream and writes results
+    """A Python worker process running ``target``: a module-level function,
+    ``"package.module:function"`` or a ``.py`` path (its ``main``); a function goes by
+    the name the worker imports it by (:func:`~pipekit.workers.target_spec` says which
+    can, and refuses lambdas and closures). The worker reads its input stream and writes results
     (``mode="stream"``), or is called once per item (``mode="item"``); ``init`` names a
     function it calls once first. Its framed channel is a dedicated descriptor, so its
     stdout (inherited by default) is free for ``print``.
@@ -77,10 +80,17 @@ def run(
             "a stream-mode worker may emit any number of messages per input, so the order "
             "of N processes' output cannot be kept: pass ordered=False"
         )
+    where = resolve_target(target)
+    init_spec: str | None = None
+    env = where.env(env)
+    if init is not None:
+        init_where = resolve_target(init)
+        init_spec = init_where.spec
+        env = init_where.env(env)
     spec = worker_spec(
-        os.fspath(target),
+        where.spec,
         mode=mode,
-        init=init,
+        init=init_spec,
         timeout=timeout if mode == WorkerMode.STREAM else None,
         env=env,
         cwd=cwd,
@@ -89,12 +99,12 @@ def run(
         stderr=stderr,
         kill_grace=kill_grace,
     )
-    label = f"run({os.path.basename(os.fspath(target))})"
+    label = f"run({os.path.basename(where.spec)})"
     worker = Worker(spec, label=label, options=settings, detach=detach)
     if mode == WorkerMode.ITEM:
         worker.pool_args = {
-            "target": os.fspath(target),
-            "init": init,
+            "target": where.spec,
+            "init": init_spec,
             "timeout": timeout,
             "env": env,
             "cwd": cwd,

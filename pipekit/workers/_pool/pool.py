@@ -80,7 +80,7 @@ from __future__ import annotations
 
 import itertools
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from types import TracebackType
 from typing import Any, Literal
@@ -89,6 +89,7 @@ import trio
 
 from ...adapters.stdio import ProcessSpec
 from .._launch import worker_spec
+from .._targets import resolve_target
 from .._wire import WorkerMode
 from .dispatch import Dispatcher
 from .queue import Segment
@@ -105,9 +106,11 @@ class WorkerPool:
     """``size`` worker processes calling ``target`` once per item; see the module
     docstring for dispatch, errors, crashes and timeouts.
 
-    ``target`` is ``"package.module:function"`` or ``"path/to/file.py:function"``;
-    ``init`` (same form) is a zero-argument function each worker calls once before its
-    first item (load a model there). ``chunksize`` fixes the items per request (default:
+    ``target`` is a module-level function object, ``"package.module:function"`` or
+    ``"path/to/file.py:function"`` (a function is passed by the name the workers import
+    it by: see :func:`~pipekit.workers.target_spec` for what can be); ``init`` (same
+    forms) is a zero-argument function each worker calls once before its first item
+    (load a model there). ``chunksize`` fixes the items per request (default:
     adaptive, see the module docstring). ``max_inflight`` bounds the unanswered items per
     worker (default: two chunks, at most ``2 * MAX_CHUNK``); chunks are then at most half
     of it. ``timeout`` (seconds, per item) kills the worker running an item that takes
@@ -131,10 +134,10 @@ class WorkerPool:
 
     def __init__(
         self,
-        target: str | os.PathLike[str],
+        target: str | os.PathLike[str] | Callable[..., Any],
         size: int | None = None,
         *,
-        init: str | os.PathLike[str] | None = None,
+        init: str | os.PathLike[str] | Callable[[], Any] | None = None,
         chunksize: int | None = None,
         max_inflight: int | None = None,
         timeout: float | None = None,
@@ -160,9 +163,15 @@ class WorkerPool:
                 raise ValueError("chunksize cannot exceed max_inflight")
         if timeout is not None and timeout <= 0:
             raise ValueError("timeout must be positive")
-        self.target = os.fspath(target)
+        where = resolve_target(target)
+        self.target = where.spec
         self.size = size
-        self.init = os.fspath(init) if init is not None else None
+        self.init: str | None = None
+        env = where.env(env)
+        if init is not None:
+            init_where = resolve_target(init)
+            self.init = init_where.spec
+            env = init_where.env(env)
         self.chunksize = chunksize
         self.max_inflight = max_inflight
         self.timeout = timeout
