@@ -15,6 +15,13 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 ROWS = {
+    "bench/actors.py": [
+        "messages: await send_wait() -> receive()",
+        "messages: send() (MailboxFull: send_wait) -> receive()",
+        "baseline trio memory channel: send() -> receive()",
+        "spawn: node.spawn() to exit",
+        "baseline nursery.start_soon() to exit",
+    ],
     "bench/concurrency.py": [
         "asyncio.gather (a coroutine per item)",
         "trio-nursery (a task per item)",

@@ -1,0 +1,92 @@
+"""Actors: Erlang-style processes on trio.
+
+A *node* is the actor runtime of one OS process; its *processes* are functions
+(``async def main(*args)``, whose return value is their result) run as trio tasks,
+each with a :class:`Pid`, a bounded mailbox of topics, system events, links, monitors
+and names. Inside a process, :mod:`pipekit.actors.process` is its API and
+:mod:`pipekit.actors.registry` its names; :class:`Supervisor` restarts what fails.
+
+Example::
+
+    from pipekit import actors
+    from pipekit.actors import process
+
+    async def echo():
+        msg = await process.listen("echo", message=True).receive()
+        process.send(msg.sender, "reply", msg.payload)
+
+    async def main():
+        pid = process.spawn(echo)
+        process.send(pid, "echo", "hello")
+        return await process.listen("reply").receive()
+
+    print(actors.run(main))                       # hello
+"""
+
+from ..channels import after, channel, select
+from . import process, registry
+from ._errors import (
+    ActorError,
+    LinkedFailure,
+    MailboxFull,
+    NameTaken,
+    NoSuchProcess,
+    NotInActor,
+    SpawnError,
+    SupervisorGaveUp,
+    Terminated,
+)
+from ._events import (
+    CANCEL,
+    EXIT,
+    LINK_DOWN,
+    CancelEvent,
+    Event,
+    EventKind,
+    ExitEvent,
+    LinkDownEvent,
+    Message,
+)
+from ._mailbox import Receiver
+from ._node import DEFAULT_MAILBOX, Node, NodeStats, open_node, run
+from ._pid import Pid
+from ._registry import Registry
+from ._supervisor import ChildSpec, Restart, Strategy, Supervisor
+
+__all__ = [
+    "CANCEL",
+    "DEFAULT_MAILBOX",
+    "EXIT",
+    "LINK_DOWN",
+    "ActorError",
+    "CancelEvent",
+    "ChildSpec",
+    "Event",
+    "EventKind",
+    "ExitEvent",
+    "LinkDownEvent",
+    "LinkedFailure",
+    "MailboxFull",
+    "Message",
+    "NameTaken",
+    "NoSuchProcess",
+    "Node",
+    "NodeStats",
+    "NotInActor",
+    "Pid",
+    "Receiver",
+    "Registry",
+    "Restart",
+    "SpawnError",
+    "Strategy",
+    "Supervisor",
+    "SupervisorGaveUp",
+    "Terminated",
+    "after",
+    "channel",
+    "open_node",
+    "process",
+    "registry",
+    "run",
+    "select",
+]

@@ -1,0 +1,462 @@
+"""The node: the actor runtime of one OS process (here: of one trio run)."""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import logging
+import math
+import threading
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import trio
+
+from ..channels import parse_duration
+from ..kernel.lane import YIELD_EVERY, cancel_point
+from ..kernel.scopes import open_plain_nursery
+from ._entries import Entry, entry_name, import_entry
+from ._errors import (
+    ActorError,
+    LinkedFailure,
+    MailboxFull,
+    NoSuchProcess,
+    SpawnError,
+    Terminated,
+)
+from ._events import CancelEvent, ExitEvent, LinkDownEvent
+from ._pid import Pid, check_part, make_pid
+from ._proc import Proc
+from ._registry import Registry
+from ._tasks import process_main, thread_main, wait_for_room
+
+__all__ = ["DEFAULT_MAILBOX", "HOSTS", "Node", "NodeStats", "open_node", "run"]
+
+DEFAULT_MAILBOX = 1024
+"""Messages a process's mailbox holds (every listened topic and the inbox together)."""
+HOSTS = ("local", "thread")
+"""The hosts a node runs processes on so far: ``"local"`` (a trio task of the node) and
+``"thread"`` (a thread of its own, for blocking code). ``"process"`` and connected
+nodes come later."""
+
+_NAME_CACHE = 256
+log = logging.getLogger("pipekit.actors")
+
+
+@dataclass(frozen=True, slots=True)
+class NodeStats:
+    """What a node holds now: live processes, registered names, links (each counted
+    once) and monitors.
+
+    Example::
+
+        assert node.stats() == NodeStats(processes=0, names=0, links=0, monitors=0)
+    """
+
+    processes: int
+    names: int
+    links: int
+    monitors: int
+
+
+class Node:
+    """One actor runtime: its processes, their names, the entries it knows. Made by
+    :func:`open_node`; its methods are for code outside any actor (inside one, use
+    :mod:`pipekit.actors.process`).
+
+    Example::
+
+        async with open_node("app") as node:
+            print(await node.run(main, 42))        # runs main(42) as a process
+    """
+
+    def __init__(self, name: str, nursery: trio.Nursery, mailbox_size: int) -> None:
+        self.name = name
+        self.mailbox_size = mailbox_size
+        self.registry = Registry(self)
+        """The node's names (:class:`Registry`)."""
+        self._nursery = nursery
+        self._procs: dict[Pid, Proc] = {}
+        self._entries: dict[str, Callable[..., Any]] = {}
+        self._names: dict[Any, str] = {}
+        """Pid names of the callables spawned lately (bounded: closures come and go)."""
+        self._serial = 0
+        self._budget = YIELD_EVERY
+        self._closed = False
+        self._token = trio.lowlevel.current_trio_token()
+        self._thread_id = threading.get_ident()
+        self._threads = trio.CapacityLimiter(math.inf)
+
+    def __repr__(self) -> str:
+        return f"<Node {self.name!r}: {len(self._procs)} processes>"
+
+    # -- entries -----------------------------------------------------------------------
+
+    def add_entry(self, name: str, fn: Callable[..., Any]) -> None:
+        """Let ``spawn(name)`` start ``fn`` (``name`` is usually ``"namespace:name"``;
+        it becomes the middle part of the processes' Pids).
+
+        Example::
+
+            node.add_entry("app:echo", echo)
+            pid = node.spawn("app:echo")
+        """
+        check_part("an entry name", name)
+        if not callable(fn):
+            raise TypeError(f"an entry is callable, got {type(fn).__name__}")
+        self._entries[name] = fn
+
+    def _resolve(self, entry: Entry) -> tuple[Callable[..., Any], str]:
+        if isinstance(entry, str):
+            fn = self._entries.get(entry)
+            if fn is not None:
+                return fn, entry
+            return import_entry(entry), entry
+        try:
+            name = self._names.get(entry)
+        except TypeError:  # an unhashable callable object
+            name = None
+        if name is None:
+            if not callable(entry):
+                raise SpawnError(
+                    f"an entry is a callable, an import string or a registered name; "
+                    f"got {type(entry).__name__}"
+                )
+            name = entry_name(entry)
+            if len(self._names) >= _NAME_CACHE:
+                self._names.clear()
+            with contextlib.suppress(TypeError):
+                self._names[entry] = name
+        return entry, name
+
+    # -- finding processes -------------------------------------------------------------
+
+    def find(self, dest: Pid | str) -> Proc:
+        """The live process ``dest`` (a Pid, its string form or a registered name), or
+        :class:`NoSuchProcess`."""
+        if type(dest) is Pid:
+            proc = self._procs.get(dest)
+        elif isinstance(dest, str):
+            if dest.startswith("{"):
+                return self.find(Pid.parse(dest))
+            proc = self.registry.find(dest)
+            if proc is None:
+                raise NoSuchProcess(f"no process is registered as {dest!r}")
+        else:
+            raise TypeError(
+                f"a destination is a Pid, a pid string or a registered name; "
+                f"got {type(dest).__name__}"
+            )
+        if proc is None:
+            assert isinstance(dest, Pid)
+            if dest.node != self.name:
+                raise NoSuchProcess(
+                    f"{dest} runs on node {dest.node!r}, which this node ({self.name!r}) "
+                    f"is not connected to"
+                )
+            raise NoSuchProcess(f"{dest} is not running (it exited or never existed)")
+        return proc
+
+    def stats(self) -> NodeStats:
+        """What the node holds now (see :class:`NodeStats`)."""
+        procs = self._procs.values()
+        links = sum(len(p.links or ()) for p in procs) // 2
+        monitors = sum(len(p.watching or ()) for p in procs)
+        return NodeStats(len(self._procs), len(self.registry), links, monitors)
+
+    # -- spawning ----------------------------------------------------------------------
+
+    def spawn(self, entry: Entry, host: str | None = None, *args: Any) -> Pid:
+        """Start ``entry(*args)`` as a process of this node (no parent: nothing links
+        to or monitors it); its Pid.
+
+        Example::
+
+            pid = node.spawn(worker, None, "job-1")   # host None: a local task
+        """
+        return self.spawn_process(entry, host, args, None, link=False, monitor=False)
+
+    def spawn_process(
+        self,
+        entry: Entry,
+        host: str | None,
+        args: tuple[Any, ...],
+        parent: Proc | None,
+        *,
+        link: bool,
+        monitor: bool,
+    ) -> Pid:
+        """Start a process; link it to and/or have it monitored by ``parent``."""
+        if self._closed:
+            raise ActorError(f"node {self.name!r} is closed: it starts no more processes")
+        threaded = False
+        if host is None or host == "local":
+            host = "local"
+        elif host == "thread":
+            threaded = True
+        elif isinstance(host, str):
+            raise SpawnError(
+                f"unknown host {host!r}: this node runs processes on {', '.join(HOSTS)} "
+                f"(spawn(entry, host, *args): the arguments come after the host)"
+            )
+        else:
+            raise TypeError(
+                f"a host is None or a str, got {type(host).__name__} (spawn(entry, host, "
+                f"*args): the arguments come after the host; None means a local task)"
+            )
+        fn, name = self._resolve(entry)
+        if threaded and inspect.iscoroutinefunction(fn):
+            raise SpawnError(
+                f"{name} is an async function: it runs on the local host; the 'thread' "
+                f"host runs plain (blocking) functions"
+            )
+        self._serial += 1
+        pid = make_pid(self.name, host, name, str(self._serial))
+        proc = Proc(self, pid, self.mailbox_size)
+        self._procs[pid] = proc
+        if parent is not None:
+            if link:
+                proc.links = {parent}
+                if parent.links is None:
+                    parent.links = set()
+                parent.links.add(proc)
+            if monitor:
+                proc.watchers = {parent}
+                if parent.watching is None:
+                    parent.watching = set()
+                parent.watching.add(proc)
+        if threaded:
+            proc.threaded = True
+            self._nursery.start_soon(thread_main, proc, fn, args, self._threads, name=name)
+        else:
+            self._nursery.start_soon(process_main, proc, fn, args, name=name)
+        return pid
+
+    def from_thread(self, proc: Proc, fn: Callable[..., Any], *args: Any) -> Any:
+        """``fn(*args)`` in the node's trio thread, for the thread process ``proc``
+        (:class:`Terminated` if it has been stopped)."""
+        if proc.kill_reason is not None:
+            raise proc.kill_reason
+        if threading.get_ident() == self._thread_id:
+            return fn(*args)
+        return trio.from_thread.run_sync(fn, *args, trio_token=self._token)
+
+    async def run(self, entry: Entry, *args: Any) -> Any:
+        """Run ``entry(*args)`` as a process and wait for it: its result, or its error
+        raised here. If this call is cancelled, the process is terminated.
+
+        Example::
+
+            async with open_node("app") as node:
+                total = await node.run("shop.cart:main", order_id)
+        """
+        pid = self.spawn(entry, None, *args)
+        proc = self._procs[pid]
+        done = trio.Event()
+        outcome: list[tuple[Any, BaseException | None]] = []
+
+        def finished(result: Any, error: BaseException | None) -> None:
+            outcome.append((result, error))
+            done.set()
+
+        proc.on_exit = [finished]
+        try:
+            await done.wait()
+        except BaseException:
+            proc.kill(Terminated("the caller of node.run was cancelled"))
+            raise
+        result, error = outcome[0]
+        if error is not None:
+            raise error
+        return result
+
+    # -- messages ----------------------------------------------------------------------
+
+    def send(self, dest: Pid | str, topic: str, *payloads: Any) -> None:
+        """Send from outside any actor (the messages' sender is None): as
+        :func:`pipekit.actors.process.send`.
+
+        Example::
+
+            node.send("logger", "line", "started")
+        """
+        self.deliver(None, dest, topic, payloads)
+
+    def deliver(
+        self, sender: Pid | None, dest: Pid | str, topic: str, payloads: tuple[Any, ...]
+    ) -> None:
+        proc = self._procs.get(dest) if type(dest) is Pid else None
+        if proc is None:
+            proc = self.find(dest)
+        if type(topic) is not str:
+            raise TypeError(f"a topic is a str, got {type(topic).__name__}")
+        proc.deliver(sender, topic, payloads)
+
+    async def send_wait(self, dest: Pid | str, topic: str, *payloads: Any) -> None:
+        """:meth:`send`, waiting while the destination's mailbox is full."""
+        await self.deliver_wait(None, dest, topic, payloads)
+
+    async def deliver_wait(
+        self, sender: Pid | None, dest: Pid | str, topic: str, payloads: tuple[Any, ...]
+    ) -> None:
+        self._budget -= 1
+        if self._budget <= 0:
+            self._budget = YIELD_EVERY
+            await trio.lowlevel.checkpoint()
+        else:
+            await cancel_point()
+        while True:
+            proc = self._procs.get(dest) if type(dest) is Pid else None
+            if proc is None:
+                proc = self.find(dest)
+            if proc.queued + (len(payloads) or 1) <= proc.capacity:
+                if type(topic) is not str:
+                    raise TypeError(f"a topic is a str, got {type(topic).__name__}")
+                proc.deliver(sender, topic, payloads)
+                return
+            if (len(payloads) or 1) > proc.capacity:
+                raise MailboxFull(
+                    f"{len(payloads)} messages never fit in the mailbox of {proc.pid} "
+                    f"({proc.capacity} messages): send them in parts"
+                )
+            await wait_for_room(proc)
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def terminate(self, dest: Pid | str) -> None:
+        """Stop ``dest`` now: its error is ``Terminated("terminated")``."""
+        self.find(dest).kill(Terminated("terminated"))
+
+    def cancel(self, dest: Pid | str, deadline: float | str, sender: Pid | None = None) -> None:
+        """Ask ``dest`` to stop: it gets a CANCEL event, and is stopped (error
+        ``Terminated("cancel deadline passed")``) if it still runs ``deadline`` (seconds,
+        or ``"5s"``, ``"100ms"``) from now."""
+        proc = self.find(dest)
+        now = trio.current_time()
+        at = now + parse_duration(deadline)
+        proc.post(CancelEvent(sender, now, at))
+        if at < proc.scope.deadline:
+            proc.scope.deadline = at
+
+    def link(self, a: Proc, dest: Pid | str) -> None:
+        b = self.find(dest)
+        if b is a:
+            return
+        for x, y in ((a, b), (b, a)):
+            if x.links is None:
+                x.links = set()
+            x.links.add(y)
+
+    def unlink(self, a: Proc, dest: Pid | str) -> None:
+        b = self.find(dest)
+        if a.links:
+            a.links.discard(b)
+        if b.links:
+            b.links.discard(a)
+
+    def monitor(self, watcher: Proc, dest: Pid | str) -> None:
+        target = self.find(dest)
+        if target.watchers is None:
+            target.watchers = set()
+        target.watchers.add(watcher)
+        if watcher.watching is None:
+            watcher.watching = set()
+        watcher.watching.add(target)
+
+    def unmonitor(self, watcher: Proc, dest: Pid | str) -> None:
+        target = self.find(dest)
+        if target.watchers:
+            target.watchers.discard(watcher)
+        if watcher.watching:
+            watcher.watching.discard(target)
+
+    def exited(self, proc: Proc, result: Any, error: BaseException | None) -> None:
+        """``proc`` is done: forget it, release its names, tell its monitors, and
+        take its links down with it if it failed (or tell those that trap links)."""
+        proc.alive = False
+        procs = self._procs
+        del procs[proc.pid]
+        if not procs:
+            self._procs = {}  # a dict keeps its peak size: let it go once empty
+        if proc.names:
+            self.registry.release(proc)
+        watchers, links, watching = proc.watchers, proc.links, proc.watching
+        proc.watchers = proc.links = proc.watching = None
+        if watchers or links:
+            now = trio.current_time()
+            if watchers:
+                exit_event = ExitEvent(proc.pid, now, result, error)
+                for watcher in watchers:
+                    if watcher.watching:
+                        watcher.watching.discard(proc)
+                    watcher.post(exit_event)
+            if links:
+                for other in links:
+                    if other.links:
+                        other.links.discard(proc)
+                    if error is None:
+                        continue
+                    if other.trap_links:
+                        other.post(LinkDownEvent(proc.pid, now, error))
+                    else:
+                        other.kill(LinkedFailure(proc.pid, error))
+        elif error is not None and not proc.on_exit and not isinstance(error, Terminated):
+            log.warning("process %s failed: %r", proc.pid, error, exc_info=error)
+        if watching:
+            for target in watching:
+                if target.watchers:
+                    target.watchers.discard(proc)
+        if proc.room_waiters:
+            proc.wake_room()
+        for callback in proc.on_exit or ():
+            callback(result, error)
+        proc.on_exit = None
+
+
+@asynccontextmanager
+async def open_node(
+    name: str = "node", *, mailbox_size: int = DEFAULT_MAILBOX
+) -> AsyncIterator[Node]:
+    """Run an actor node for the length of the block. Its processes are trio tasks of
+    the block's nursery; leaving the block stops those still running (their error is
+    ``Terminated("node closed")``). ``mailbox_size``: how many messages a process's
+    mailbox holds.
+
+    Example::
+
+        async with open_node("app") as node:
+            result = await node.run(main)
+    """
+    check_part("a node name", name)
+    if isinstance(mailbox_size, bool) or not isinstance(mailbox_size, int) or mailbox_size < 1:
+        raise ValueError(f"mailbox_size must be an int >= 1, got {mailbox_size!r}")
+    async with open_plain_nursery() as nursery:
+        node = Node(name, nursery, mailbox_size)
+        try:
+            yield node
+        finally:
+            node._closed = True
+            for proc in list(node._procs.values()):
+                if proc.threaded:  # its thread stops at its next process call
+                    proc.kill(Terminated("node closed"))
+            nursery.cancel_scope.cancel()
+
+
+def run(entry: Entry, *args: Any, node: str = "main", mailbox_size: int = DEFAULT_MAILBOX) -> Any:
+    """Start a node, run ``entry(*args)`` as its first process, and return its result
+    (or raise its error): the blocking form of ``node.run`` for scripts.
+
+    Example::
+
+        from pipekit import actors
+
+        print(actors.run(main, 10))
+    """
+
+    async def main() -> Any:
+        async with open_node(node, mailbox_size=mailbox_size) as n:
+            return await n.run(entry, *args)
+
+    return trio.run(main)

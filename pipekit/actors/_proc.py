@@ -1,0 +1,182 @@
+"""One process's record: its mailbox, links, monitors, names and options."""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from ._errors import MailboxFull
+from ._events import Event, Message
+from ._mailbox import Receiver
+from ._pid import Pid
+
+if TYPE_CHECKING:
+    from ._node import Node
+
+__all__ = ["Proc"]
+
+
+class Proc:
+    """The runtime's side of one process (users hold its :class:`Pid`).
+
+    Mailbox routing: a message goes to the listener of its topic; if there is none, to
+    the inbox once ``inbox()`` has been called; before that it waits in ``pending``
+    until a ``listen(topic)`` or the ``inbox()`` claims it (so a message sent right
+    after ``spawn`` is not lost to a listener created a moment later). Everything
+    queued counts against ``capacity``; events do not (there are at most as many as
+    links, monitors and cancels).
+    """
+
+    __slots__ = (
+        "alive",
+        "capacity",
+        "events",
+        "inbox",
+        "kill_reason",
+        "links",
+        "listeners",
+        "low_water",
+        "names",
+        "node",
+        "on_exit",
+        "pending",
+        "pid",
+        "queued",
+        "room_waiters",
+        "scope",
+        "thread_waits",
+        "threaded",
+        "trap_links",
+        "watchers",
+        "watching",
+    )
+
+    def __init__(self, node: Node, pid: Pid, capacity: int) -> None:
+        self.node = node
+        self.pid = pid
+        self.capacity = capacity
+        self.low_water = capacity // 2
+        """``send_wait`` callers blocked on a full mailbox go on once it is this low."""
+        self.scope = trio.CancelScope()
+        self.listeners: dict[str, Receiver] = {}
+        self.inbox: Receiver | None = None
+        self.events: Receiver | None = None
+        self.pending: deque[Message] | None = None
+        self.queued = 0
+        self.links: set[Proc] | None = None
+        self.watchers: set[Proc] | None = None
+        """Processes monitoring this one."""
+        self.watching: set[Proc] | None = None
+        """Processes this one monitors."""
+        self.names: list[str] | None = None
+        self.trap_links = False
+        self.alive = True
+        self.kill_reason: BaseException | None = None
+        self.room_waiters: list[Callable[[], None]] | None = None
+        self.on_exit: list[Callable[[Any, BaseException | None], None]] | None = None
+        self.threaded = False
+        """It runs in a thread of its own (host "thread"): its calls hop to trio."""
+        self.thread_waits: set[trio.CancelScope] | None = None
+        """The scopes of its thread's blocking receives, cancelled when it is killed."""
+
+    def __repr__(self) -> str:
+        return f"<Proc {self.pid} {'alive' if self.alive else 'exited'}>"
+
+    # -- mailbox -----------------------------------------------------------------------
+
+    def deliver(self, sender: Pid | None, topic: str, payloads: tuple[Any, ...]) -> None:
+        """Queue one message per payload (all or none), or raise :class:`MailboxFull`."""
+        n = len(payloads) or 1
+        if self.queued + n > self.capacity:
+            raise MailboxFull(
+                f"the mailbox of {self.pid} is full ({self.capacity} messages): "
+                f"{n} message(s) on topic {topic!r} not delivered"
+            )
+        if not payloads:
+            payloads = (None,)
+        self.queued += n
+        ch = self.listeners.get(topic)
+        if ch is not None and not ch.message_mode:
+            if n == 1:
+                ch._items.append(payloads[0])
+            else:
+                ch._items.extend(payloads)
+        else:
+            if ch is None:
+                ch = self.inbox
+            if n == 1:
+                msgs: Any = (Message(sender, topic, payloads[0]),)
+            else:
+                msgs = [Message(sender, topic, p) for p in payloads]
+            if ch is None:
+                if self.pending is None:
+                    self.pending = deque()
+                self.pending.extend(msgs)
+                return
+            ch._items.extend(msgs)
+        if ch._receivers:
+            ch._hand_over()
+
+    def room(self) -> int:
+        """Messages the mailbox can take now."""
+        return self.capacity - self.queued
+
+    def wake_room(self) -> None:
+        waiters = self.room_waiters
+        self.room_waiters = None
+        for wake in waiters or ():
+            wake()
+
+    def listen(self, topic: str, message_mode: bool) -> Receiver:
+        ch = self.listeners.get(topic)
+        if ch is not None:
+            if ch.message_mode != message_mode:
+                from ._errors import ActorError
+
+                raise ActorError(
+                    f"this process already listens to {topic!r} with message={ch.message_mode}"
+                )
+            return ch
+        ch = self.listeners[topic] = Receiver(self, topic, message_mode=message_mode, counted=True)
+        pending = self.pending
+        if pending:
+            keep: deque[Message] = deque()
+            for msg in pending:
+                if msg.topic == topic:
+                    ch._items.append(msg if message_mode else msg.payload)
+                else:
+                    keep.append(msg)
+            self.pending = keep
+        return ch
+
+    def open_inbox(self) -> Receiver:
+        ch = self.inbox
+        if ch is None:
+            ch = self.inbox = Receiver(self, None, message_mode=True, counted=True)
+            if self.pending:
+                ch._items.extend(self.pending)
+            self.pending = None
+        return ch
+
+    def open_events(self) -> Receiver:
+        ch = self.events
+        if ch is None:
+            ch = self.events = Receiver(self, None, message_mode=True, counted=False)
+        return ch
+
+    def post(self, event: Event) -> None:
+        """Deliver a system event (never refused)."""
+        (self.events or self.open_events())._put(event)
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def kill(self, reason: BaseException) -> None:
+        """Stop the process with ``reason`` as its error (at its next checkpoint)."""
+        if self.alive and self.kill_reason is None:
+            self.kill_reason = reason
+            self.scope.cancel()
+            for scope in self.thread_waits or ():
+                scope.cancel()
