@@ -91,6 +91,15 @@ ROWS = {
         "round trip: OS pipes, cat",
         "WorkerPool: bench/pool.py",
     ],
+    "bench/threads.py": [
+        "sleep 10 ms, 16 threads: pk.thread",
+        "sleep 10 ms, 16 threads: ThreadPoolExecutor.map",
+        "failure to caller: pk.thread",
+        "failure to caller: ThreadPoolExecutor.map",
+        "cheap items, 4 threads: pk.thread",
+        "cheap items: pk.map (event loop)",
+        "cheap items, 4 threads: ThreadPoolExecutor.map",
+    ],
 }
 
 
