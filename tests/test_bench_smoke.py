@@ -71,6 +71,9 @@ ROWS = {
         "pk.WorkerPool(2).map noop",
         "multiprocessing.Pool(2).map noop [fork]",
         "multiprocessing.Pool(2).imap noop chunksize=1 [fork]",
+        "start-up: pk.WorkerPool(2)",
+        "start-up: multiprocessing.Pool(2) [spawn]",
+        "start-up: multiprocessing.Pool(2) [fork]",
     ],
     "bench/processes.py": [
         "frames echo: worker_spec port echo",

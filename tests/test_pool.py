@@ -777,3 +777,35 @@ def test_run_stage_takes_a_function_object() -> None:
 
     stage = pk.run(pool_workers.square, mode="item", workers=2)
     assert (pk.source(range(6)) | stage | pk.collect()).run() == [0, 1, 4, 9, 16, 25]
+
+
+# -- start-up --------------------------------------------------------------------------------
+
+
+async def test_worker_process_imports_only_the_child_runtime() -> None:
+    """Workers start through a bootstrap that leaves the other floors unimported."""
+    with trio.fail_after(HANG_GUARD):
+        async with pk.WorkerPool(target("pipeline_floor_loaded"), size=1) as pool:
+            assert await pool.map([0]) == [False]
+
+
+async def test_worker_code_can_still_use_all_of_pipekit() -> None:
+    with trio.fail_after(HANG_GUARD):
+        async with pk.WorkerPool(target("uses_pipekit"), size=1) as pool:
+            assert await pool.map([1]) == [[2, True]]
+
+
+def test_boot_refuses_bad_arguments() -> None:
+    import subprocess
+    import sys
+
+    from pipekit.workers._child.boot import boot_argv
+
+    done = subprocess.run(
+        boot_argv(sys.executable, ["mod:fn", "--bogus", "x"]),
+        capture_output=True,
+        text=True,
+        timeout=HANG_GUARD,
+    )
+    assert done.returncode != 0
+    assert "unexpected argument '--bogus'" in done.stderr
