@@ -162,6 +162,9 @@ async def run_map(
                 if errs:
                     chunks.stop()  # before anyone takes another chunk
                 put([(seq, res, errs, len(batch), seconds)], abort)
+        except BaseException:
+            chunks.stop()  # the runner reports it; nobody else takes more meanwhile
+            raise
         finally:
             results.end_writer()
 

@@ -809,3 +809,24 @@ def test_boot_refuses_bad_arguments() -> None:
     )
     assert done.returncode != 0
     assert "unexpected argument '--bogus'" in done.stderr
+
+
+def test_pool_runs_a_function_of_a_module_run_with_python_m(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    package = tmp_path / "app"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "job.py").write_text(SCRIPT)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path])}
+    done = subprocess.run(
+        [sys.executable, "-m", "app.job"],
+        capture_output=True,
+        text=True,
+        timeout=HANG_GUARD,
+        cwd=tmp_path,
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[1, 8, 27]"
