@@ -830,3 +830,27 @@ def test_pool_runs_a_function_of_a_module_run_with_python_m(tmp_path: Path) -> N
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[1, 8, 27]"
+
+
+def test_a_function_target_puts_its_import_root_first_on_the_workers_pythonpath(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import pool_workers
+
+    from pipekit.workers._targets import resolve_target
+
+    where = resolve_target(pool_workers.square)
+    assert where.path == str(WORKERS.parent.resolve())
+    monkeypatch.setenv("PYTHONPATH", "/elsewhere")
+    env = where.env(None)
+    assert env is not None and env["PYTHONPATH"].split(os.pathsep) == [where.path, "/elsewhere"]
+    assert where.env(env) is env  # already there: nothing to add
+    assert resolve_target("mod:fn").env({"A": "1"}) == {"A": "1"}  # a string adds nothing
+
+
+def test_a_standard_library_function_adds_nothing_to_the_pythonpath() -> None:
+    import json
+
+    from pipekit.workers._targets import resolve_target
+
+    assert resolve_target(json.dumps).path is None
