@@ -136,4 +136,8 @@ def uses_pipekit(x: int) -> list[Any]:
     """Worker code that uses ``import pipekit as pk`` (its names load on first use)."""
     import pipekit as pk
 
-    return [(pk.source([x]) | pk.map(lambda v: v + 1)).run()[0], callable(pk.WorkerPool)]
+    return [
+        (pk.source([x]) | pk.map(lambda v: v + 1)).run()[0],
+        callable(pk.WorkerPool),
+        isinstance(pk.__version__, str),
+    ]

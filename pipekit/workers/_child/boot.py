@@ -58,7 +58,7 @@ def _lazy_package(name: str, directory: Path) -> ModuleType:
 
     def __getattr__(attr: str) -> Any:
         nonlocal running
-        if attr.startswith("__") or running:
+        if running:
             raise AttributeError(f"module {name!r} has no attribute {attr!r}")
         if importlib.util.find_spec(f"{name}.{attr}") is not None:
             return importlib.import_module(f"{name}.{attr}")
