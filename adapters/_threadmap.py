@@ -1,9 +1,13 @@
-"""The thread adapter's ``map`` mode: a per-message function in several worker threads,
-fed batches by least load, its results re-sequenced (unless unordered)."""
+"""The thread adapter's ``map`` mode: a per-message function in several worker threads
+that take chunks of messages from one queue, chunks sized from the measured time per
+message, results re-sequenced (unless unordered)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import trio
@@ -13,7 +17,100 @@ from ..kernel.modules import batch_failure, process_batch
 from ..kernel.pipe import LocalPipe, Pipe
 from ._threadrunner import ThreadRunner
 
-__all__ = ["run_map"]
+__all__ = ["CHUNK_SECONDS", "ChunkPlan", "run_map"]
+
+CHUNK_SECONDS = 0.002
+"""A chunk holds about this much work (seconds per message, as the threads measure it,
+times its length): cheap messages travel by the hundred, and a message slower than this
+travels alone, so every thread has work and a failure surfaces within milliseconds."""
+
+_Job = tuple[int, list[Any]]  # (chunk number, messages)
+
+
+class ChunkPlan:
+    """How many messages the next chunk holds: one until the threads have timed a
+    chunk, then about :data:`CHUNK_SECONDS` of work, at most ``most``. The estimate is a
+    geometric moving average of the measured seconds per message, so it follows a change
+    of pace within a few chunks."""
+
+    def __init__(self, most: int) -> None:
+        self.most = most
+        self.item_seconds: float | None = None
+        self.size = 1
+
+    def learn(self, items: int, seconds: float) -> None:
+        """``items`` messages just took ``seconds`` of a thread's time."""
+        if items <= 0:
+            return
+        sample = max(seconds / items, 1e-9)
+        old = self.item_seconds
+        self.item_seconds = sample if old is None else (old * sample) ** 0.5
+        self.size = max(1, min(self.most, int(CHUNK_SECONDS / self.item_seconds)))
+
+
+class _Chunks:
+    """The chunks waiting for a worker thread: one FIFO that every thread takes from (so
+    an idle thread always gets the next chunk), fed from the trio thread. Once
+    :meth:`stop` is called (a chunk failed), no thread takes another chunk."""
+
+    def __init__(self) -> None:
+        self._jobs: deque[_Job] = deque()
+        self._lock = threading.Lock()
+        self._waiters: deque[threading.Event] = deque()
+        self._ended = False
+        self.stopped = False
+
+    def put(self, job: _Job) -> None:
+        with self._lock:
+            self._jobs.append(job)
+            if self._waiters:
+                self._waiters.popleft().set()
+
+    def _wake_all(self) -> None:
+        for waiter in self._waiters:
+            waiter.set()
+        self._waiters.clear()
+
+    def end(self) -> None:
+        """No more chunks: threads finish what is queued, then see the end."""
+        with self._lock:
+            self._ended = True
+            self._wake_all()
+
+    def stop(self) -> None:
+        """Take nothing more: queued chunks stay for :meth:`drain`."""
+        with self._lock:
+            self.stopped = True
+            self._wake_all()
+
+    def wake_all(self) -> None:
+        """Wake every waiting thread to re-check its abort flag."""
+        with self._lock:
+            self._wake_all()
+
+    def get_many_blocking(self, abort: threading.Event) -> list[_Job]:
+        """The next chunk (in a list of one), or ``[]`` at the end or once stopped;
+        raises :class:`trio.ClosedResourceError` once ``abort`` is set."""
+        while True:
+            with self._lock:
+                if abort.is_set():
+                    raise trio.ClosedResourceError("interrupted: the module is being stopped")
+                if self.stopped:
+                    return []
+                if self._jobs:
+                    return [self._jobs.popleft()]
+                if self._ended:
+                    return []
+                waiter = threading.Event()
+                self._waiters.append(waiter)
+            waiter.wait()
+
+    def drain(self) -> list[_Job]:
+        """Every chunk no thread took, in order."""
+        with self._lock:
+            jobs = list(self._jobs)
+            self._jobs.clear()
+            return jobs
 
 
 async def run_map(
@@ -29,79 +126,84 @@ async def run_map(
     """Run ``fn`` on every message from ``inp`` in ``workers`` threads of ``runner``,
     sending the results to ``out``.
 
-    Batches (of at most ``batch_size``) go to the least-loaded worker thread; results
-    come back tagged with their batch number and are re-sequenced (if ``ordered``). When
-    ``fn`` fails, nothing new is dispatched, every batch in flight is finished and
-    delivered, and then the first error is raised: only the failing messages are
-    lost."""
-    n = workers
-    work = [Lane(2) for _ in range(n)]  # items: (seq, batch)
-    results = Lane(2 * n, writers=n)  # items: (seq, results, errors)
-    runner.watch(*work, results)
-    abort = runner.abort
-    load = [0] * n  # batches dispatched to each worker and not yet collected
-    # At most this many batches in flight per worker (one being processed, one
-    # queued), so a put into a work lane never blocks: the dispatcher must never
-    # wait behind a worker that is stuck while another one is idle.
-    per_worker = 2
-    # Ordered results wait for their predecessors; with one worker stuck the others
-    # may run ahead by at most this many batches, so the reorder buffer is bounded.
-    window = 4 * n
-    delivered = [0]  # batches delivered in order so far
-    slot_freed = [trio.Event()]
-    worker_of: dict[int, int] = {}
-    failure: list[Exception] = []
+    The messages are cut into chunks (see :class:`ChunkPlan`; at most ``batch_size``)
+    that the threads take from one queue; results come back tagged with their chunk
+    number and are re-sequenced (if ``ordered``). At most two chunks per thread are out
+    at once, and an ordered map runs at most ``4 * workers`` chunks ahead of the oldest
+    one not yet delivered, so memory stays bounded behind a stuck thread.
 
-    def worker(lane: Lane) -> None:
+    When ``fn`` fails, the thread that ran it stops every thread from taking another
+    chunk; the chunks already started are finished and delivered, and then the first
+    error is raised: only the failing messages are lost. What no thread took goes back
+    to the input (an in-process pipe), in order, for a restart."""
+    n = workers
+    chunks = _Chunks()
+    results = Lane(2 * n, writers=n)  # (seq, results, errors, messages, seconds)
+    runner.watch(results)
+    runner.on_interrupt(chunks.wake_all)
+    abort = runner.abort
+    plan = ChunkPlan(max(1, batch_size))
+    most_out = 2 * n  # chunks queued or running, at most
+    window = 4 * n  # an ordered map runs at most this many chunks ahead
+    state = _State()
+
+    def worker() -> None:
+        get, put = chunks.get_many_blocking, results.put_many_blocking
+        clock = time.perf_counter
         try:
             while True:
-                try:
-                    jobs = lane.get_many_blocking(1, abort)
-                except trio.EndOfChannel:
+                jobs = get(abort)
+                if not jobs:
                     return
-                done = [(seq, *process_batch(fn, batch)) for seq, batch in jobs]
-                results.put_many_blocking(done, abort)
+                seq, batch = jobs[0]
+                start = clock()
+                res, errs = process_batch(fn, batch)
+                seconds = clock() - start
+                if errs:
+                    chunks.stop()  # before anyone takes another chunk
+                put([(seq, res, errs, len(batch), seconds)], abort)
+        except BaseException:
+            chunks.stop()  # the runner reports it; nobody else takes more meanwhile
+            raise
         finally:
             results.end_writer()
 
-    for i, lane in enumerate(work):
-        runner.start(lambda lane=lane: worker(lane), str(i))  # type: ignore[misc]
+    for i in range(n):
+        runner.start(worker, str(i))
+
+    # What the dispatcher holds: a batch received from ``inp``, of which ``held[pos:]``
+    # is not yet in a chunk.
+    held: list[Any] = []
+    pos = 0
 
     async def dispatch(scope: trio.CancelScope) -> None:
-        in_lane = inp.receive_lane if isinstance(inp, LocalPipe) else None
+        nonlocal held, pos
         seq = 0
         try:
             with scope:
                 while True:
-                    try:
-                        batch = await inp.receive_batch(batch_size)
-                    except trio.EndOfChannel:
-                        break
-                    try:
-                        while min(load) >= per_worker or (
-                            ordered and seq - delivered[0] >= window
-                        ):  # every worker is busy, or the reorder window is full
-                            slot_freed[0] = trio.Event()
-                            await slot_freed[0].wait()
-                        k = min(range(n), key=load.__getitem__)
-                        await work[k].put((seq, batch))
-                    except BaseException:
-                        if isinstance(inp, LocalPipe) and in_lane is not None:
-                            in_lane.unget(batch)  # never reached a worker: not lost
-                            inp.add_counts(received=-len(batch))  # nor received
-                        raise
-                    load[k] += 1
-                    worker_of[seq] = k
+                    if pos >= len(held):
+                        held, pos = [], 0
+                        try:
+                            held = await inp.receive_batch(batch_size)
+                        except trio.EndOfChannel:
+                            break
+                    while state.out >= most_out or (ordered and seq - state.delivered >= window):
+                        state.freed = trio.Event()
+                        await state.freed.wait()
+                    size = plan.size
+                    chunks.put((seq, held[pos : pos + size]))
+                    pos += size
+                    state.out += 1
                     seq += 1
         finally:
-            for lane in work:
-                lane.end_writer()
+            chunks.end()
 
     async def deliver(res: list[Any], errs: list[Exception], scope: trio.CancelScope) -> None:
         if res:
             await out.send_batch(res)
-        if errs and not failure:
-            failure.append(batch_failure(errs))
+        if errs and not state.failure:
+            state.failure.append(batch_failure(errs))
             scope.cancel()
 
     async def collect(scope: trio.CancelScope) -> None:
@@ -110,11 +212,13 @@ async def run_map(
         while True:
             try:
                 items = await results.get_many()
-            except trio.EndOfChannel:
+            except trio.EndOfChannel:  # every thread is done: nothing more will be taken
+                scope.cancel()
                 return
-            for seq, res, errs in items:
-                load[worker_of.pop(seq)] -= 1
-                slot_freed[0].set()
+            for seq, res, errs, count, seconds in items:
+                state.out -= 1
+                plan.learn(count, seconds)
+                state.freed.set()
                 if ordered:
                     pending[seq] = (res, errs)
                 else:
@@ -123,13 +227,35 @@ async def run_map(
                 res, errs = pending.pop(next_seq)
                 next_seq += 1
                 await deliver(res, errs, scope)
-                delivered[0] = next_seq
-                slot_freed[0].set()
+                state.delivered = next_seq
+                state.freed.set()
 
     dispatcher = trio.CancelScope()
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(dispatch, dispatcher)
-        nursery.start_soon(collect, dispatcher)
-    await runner.wait()
-    if failure:
-        raise failure[0]
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(dispatch, dispatcher)
+            nursery.start_soon(collect, dispatcher)
+        await runner.wait()
+    finally:
+        # Never taken by a thread, so neither lost nor received: back to the input.
+        chunks.stop()
+        untaken = [msg for _, batch in chunks.drain() for msg in batch] + held[pos:]
+        _give_back(inp, untaken)
+    if state.failure:
+        raise state.failure[0]
+
+
+class _State:
+    """What the dispatcher and the collector share."""
+
+    def __init__(self) -> None:
+        self.out = 0  # chunks queued or running
+        self.delivered = 0  # chunks delivered in order so far
+        self.freed = trio.Event()  # set when a chunk comes back or is delivered
+        self.failure: list[Exception] = []
+
+
+def _give_back(inp: Pipe, messages: Sequence[Any]) -> None:
+    if messages and isinstance(inp, LocalPipe) and inp.receive_lane is not None:
+        inp.receive_lane.unget(messages)
+        inp.add_counts(received=-len(messages))

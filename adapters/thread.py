@@ -7,8 +7,9 @@ side is woken once per batch. END, ERROR and backpressure behave as on every pip
 
 :class:`ThreadModule` runs user code in threads in one of four shapes:
 
-* ``map``: ``fn(msg) -> result`` per message, in ``workers`` threads, order preserved
-  (or not, with ``ordered=False``), least-loaded dispatch of batches;
+* ``map``: ``fn(msg) -> result`` per message, in ``workers`` threads that take chunks
+  sized from the measured time per message from one queue, order preserved (or not,
+  with ``ordered=False``);
 * ``iter``: ``fn(messages) -> iterable``, a generator-style transform of the whole stream;
 * ``port``: ``fn(port)`` with a :class:`ThreadPort` (``receive``, ``send``, iteration);
 * an ``async def fn(inp, out)``: run under its own trio event loop in the thread.
@@ -60,7 +61,8 @@ class ThreadModule:
 
     ``inputs``/``outputs`` default to ``("inp",)``/``("out",)``; a ``port``-mode source
     passes ``inputs=()``, a sink ``outputs=()``. ``batch`` bounds how many messages a
-    worker takes at once; ``grace`` is how long a cancelled module waits for its
+    worker takes at once (``map`` mode: chunks hold about 2 ms of work, at most
+    ``batch`` messages); ``grace`` is how long a cancelled module waits for its
     threads.
     """
 

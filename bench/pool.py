@@ -25,6 +25,14 @@ with one small map) before the clock starts:
   Targets: pipekit below ``multiprocessing.Pool.map``'s (the best context), and below
   ``multiprocessing.Pool``'s per-item dispatch (``imap``, ``chunksize=1``).
 
+* **Start-up**: from creating the pool to the first results (``map`` of two items of
+  the builtin ``abs``: each worker has answered), over ``--startups`` interleaved
+  rounds, median. ``pk.WorkerPool(2)`` in this process (pipekit and trio already
+  imported, as in a program that uses them); ``multiprocessing.Pool(2)`` with the
+  ``spawn`` and ``fork`` contexts in a fresh ``python -c`` child that times itself (so
+  that its workers do not re-import this file, which imports pipekit). Target:
+  pipekit within 2x of ``spawn``.
+
 ``pk.WorkerPool`` runs with its defaults (adaptive chunks); the line after the table
 gives the chunk size and in-flight bound each pipekit pool had settled on.
 
@@ -71,6 +79,19 @@ CALLS = " calls"
 PK_NOOP = "pk.WorkerPool(2).map noop"
 MP_NOOP = "multiprocessing.Pool(2).map noop [{}]"
 MP_NOOP_EACH = "multiprocessing.Pool(2).imap noop chunksize=1 [fork]"
+PK_START = "start-up: pk.WorkerPool(2)"
+MP_START = "start-up: multiprocessing.Pool(2) [{}]"
+START_TARGET = 2.0
+
+MP_STARTUP = (
+    "import multiprocessing, sys, time\n"
+    "if __name__ == '__main__':\n"
+    "    start = time.perf_counter()\n"
+    "    with multiprocessing.get_context(sys.argv[1]).Pool(2) as pool:\n"
+    "        assert pool.map(abs, [-1, -2]) == [1, 2]\n"
+    "        print(time.perf_counter() - start)\n"
+)
+"""A fresh child that times a ``multiprocessing.Pool``'s start-up (its own clock)."""
 
 
 # --- the work (imported by the workers: keep the module import-safe) ---------------------
@@ -240,6 +261,39 @@ def cpu_row(name: str, suffix: str) -> str:
     return name + suffix
 
 
+async def pk_startup() -> float:
+    start = time.perf_counter()
+    async with pk.WorkerPool(abs, size=SIZE) as pool:
+        if await pool.map([-1, -2]) != [1, 2]:
+            raise RuntimeError(f"{PK_START}: wrong results")
+        return time.perf_counter() - start
+
+
+def mp_startup(context: str) -> float:
+    import subprocess
+
+    done = subprocess.run(
+        [sys.executable, "-c", MP_STARTUP, context],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    return float(done.stdout)
+
+
+def startups(rounds: int, contexts: list[str]) -> dict[str, list[float]]:
+    """Interleaved rounds of every start-up row."""
+    times: dict[str, list[float]] = {}
+    for round_ in range(rounds):
+        times.setdefault(PK_START, []).append(trio.run(pk_startup))
+        for context in contexts:
+            times.setdefault(MP_START.format(context), []).append(mp_startup(context))
+        for name, values in times.items():
+            print(f"round {round_ + 1}: {name}: {values[-1]:.3f} s", file=sys.stderr)
+    return times
+
+
 # --- report -------------------------------------------------------------------------------
 
 
@@ -252,10 +306,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--items", type=int, default=2000, help="CPU-bound items (~1 ms)")
     parser.add_argument("--trivial", type=int, default=200_000, help="trivial items")
     parser.add_argument("--repeat", type=int, default=3, help="runs per row (median)")
+    parser.add_argument("--startups", type=int, default=7, help="start-up rounds (median)")
     parser.add_argument("--quick", action="store_true", help="smoke run: small and once")
     args = parser.parse_args(argv)
     if args.quick:
-        args.items, args.trivial, args.repeat = 200, 20_000, 1
+        args.items, args.trivial, args.repeat, args.startups = 200, 20_000, 1, 1
     methods = multiprocessing.get_all_start_methods()
     contexts: list[str] = [c for c in ("fork", "spawn") if c in methods]
 
@@ -281,6 +336,8 @@ def main(argv: list[str] | None = None) -> int:
             pool.map(noop, range(100))  # warm up (spawned workers are importing)
             mp_pools[context] = pool
         t, chunks = trio.run(run_rows, workloads, trivial, mp_pools, args.repeat)
+
+    start_times = startups(args.startups, contexts)
 
     print(f"{'name':<52}  {'seconds':>8}  {'figure':>13}  {'target':<24}  result")
     print(f"{'-' * 52}  {'-' * 8}  {'-' * 13}  {'-' * 24}  ------")
@@ -312,6 +369,17 @@ def main(argv: list[str] | None = None) -> int:
         row(name, t[name], f"{per_item(name, args.trivial):.2f} us/item")
     if MP_NOOP_EACH in t:
         row(MP_NOOP_EACH, t[MP_NOOP_EACH], f"{each:.2f} us/item")
+    if "spawn" in contexts:
+        base = start_times[MP_START.format("spawn")]
+        ratio = statistics.median(
+            mine / theirs for mine, theirs in zip(start_times[PK_START], base, strict=True)
+        )
+        met = "PASS" if ratio <= START_TARGET else "MISS"
+        pk_start = statistics.median(start_times[PK_START])
+        row(PK_START, pk_start, f"{ratio:.2f}x", f"<= {START_TARGET}x mp.Pool [spawn]", met)
+    for context in contexts:
+        name = MP_START.format(context)
+        row(name, statistics.median(start_times[name]), "")
     settled = ", ".join(
         f"{name} {st.chunksize:,} items (max_inflight {st.max_inflight:,})"
         for name, st in chunks.items()

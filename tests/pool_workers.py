@@ -123,3 +123,21 @@ def crash_every(x: int) -> int:
 
 def noop() -> None:
     """An ``init`` that does nothing (passed as a function object)."""
+
+
+def pipeline_floor_loaded(x: Any) -> bool:
+    """Whether this worker process has imported the pipeline floor."""
+    import sys
+
+    return "pipekit.pipeline" in sys.modules
+
+
+def uses_pipekit(x: int) -> list[Any]:
+    """Worker code that uses ``import pipekit as pk`` (its names load on first use)."""
+    import pipekit as pk
+
+    return [
+        (pk.source([x]) | pk.map(lambda v: v + 1)).run()[0],
+        callable(pk.WorkerPool),
+        isinstance(pk.__version__, str),
+    ]

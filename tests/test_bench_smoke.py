@@ -91,6 +91,9 @@ ROWS = {
         "pk.WorkerPool(2).map noop",
         "multiprocessing.Pool(2).map noop [fork]",
         "multiprocessing.Pool(2).imap noop chunksize=1 [fork]",
+        "start-up: pk.WorkerPool(2)",
+        "start-up: multiprocessing.Pool(2) [spawn]",
+        "start-up: multiprocessing.Pool(2) [fork]",
     ],
     "bench/processes.py": [
         "frames echo: worker_spec port echo",
@@ -110,6 +113,15 @@ ROWS = {
         "round trip: OS pipes, python readline",
         "round trip: OS pipes, cat",
         "WorkerPool: bench/pool.py",
+    ],
+    "bench/threads.py": [
+        "sleep 10 ms, 16 threads: pk.thread",
+        "sleep 10 ms, 16 threads: ThreadPoolExecutor.map",
+        "failure to caller: pk.thread",
+        "failure to caller: ThreadPoolExecutor.map",
+        "cheap items, 4 threads: pk.thread",
+        "cheap items: pk.map (event loop)",
+        "cheap items, 4 threads: ThreadPoolExecutor.map",
     ],
 }
 

@@ -212,6 +212,48 @@ def test_thread_stage_runs_off_the_event_loop_thread() -> None:
     assert main not in result
 
 
+@pytest.mark.parametrize("workers", [4, 16])
+def test_thread_stage_over_slow_items_keeps_every_worker_busy(workers: int) -> None:
+    """The first ``workers`` items each wait, inside the call, until all of them are
+    inside a call at once: that happens only if each went to its own thread (a thread
+    handed several of them would wait for itself until the guard runs out)."""
+    lock = threading.Lock()
+    inside = [0]
+    peak = [0]
+    all_in = threading.Event()
+
+    def slow(x: int) -> int:
+        if x < workers:
+            with lock:
+                inside[0] += 1
+                peak[0] = max(peak[0], inside[0])
+                if inside[0] == workers:
+                    all_in.set()
+            all_in.wait(timeout=HANG_GUARD)
+            with lock:
+                inside[0] -= 1
+        return x
+
+    result = (pk.source(range(10 * workers)) | pk.thread(slow, workers=workers)).run()
+    assert peak[0] == workers
+    assert result == list(range(10 * workers))
+
+
+def test_thread_stage_failure_stops_the_stage_before_the_rest_is_taken() -> None:
+    called: list[int] = []
+
+    def fail_at_1000(x: int) -> int:
+        called.append(x)
+        if x == 1000:
+            raise ValueError("item 1000")
+        return x
+
+    with pytest.raises(pk.ModuleError) as info:
+        (pk.source(range(100_000)) | pk.thread(fail_at_1000, workers=2)).run()
+    assert str(info.value.__cause__) == "item 1000"
+    assert max(called) < 1000 + 2 * 512  # no more than the chunks already started
+
+
 def test_threaded_filter_with_workers_keeps_order() -> None:
     result = (pk.source(range(10_000)) | pk.filter(is_even, workers=3)).run()
     assert result == list(range(0, 10_000, 2))

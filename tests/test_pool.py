@@ -777,3 +777,80 @@ def test_run_stage_takes_a_function_object() -> None:
 
     stage = pk.run(pool_workers.square, mode="item", workers=2)
     assert (pk.source(range(6)) | stage | pk.collect()).run() == [0, 1, 4, 9, 16, 25]
+
+
+# -- start-up --------------------------------------------------------------------------------
+
+
+async def test_worker_process_imports_only_the_child_runtime() -> None:
+    """Workers start through a bootstrap that leaves the other floors unimported."""
+    with trio.fail_after(HANG_GUARD):
+        async with pk.WorkerPool(target("pipeline_floor_loaded"), size=1) as pool:
+            assert await pool.map([0]) == [False]
+
+
+async def test_worker_code_can_still_use_all_of_pipekit() -> None:
+    with trio.fail_after(HANG_GUARD):
+        async with pk.WorkerPool(target("uses_pipekit"), size=1) as pool:
+            assert await pool.map([1]) == [[2, True, True]]
+
+
+def test_boot_refuses_bad_arguments() -> None:
+    import subprocess
+    import sys
+
+    from pipekit.workers._child.boot import boot_argv
+
+    done = subprocess.run(
+        boot_argv(sys.executable, ["mod:fn", "--bogus", "x"]),
+        capture_output=True,
+        text=True,
+        timeout=HANG_GUARD,
+    )
+    assert done.returncode != 0
+    assert "unexpected argument '--bogus'" in done.stderr
+
+
+def test_pool_runs_a_function_of_a_module_run_with_python_m(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    package = tmp_path / "app"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "job.py").write_text(SCRIPT)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path])}
+    done = subprocess.run(
+        [sys.executable, "-m", "app.job"],
+        capture_output=True,
+        text=True,
+        timeout=HANG_GUARD,
+        cwd=tmp_path,
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[1, 8, 27]"
+
+
+def test_a_function_target_puts_its_import_root_first_on_the_workers_pythonpath(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import pool_workers
+
+    from pipekit.workers._targets import resolve_target
+
+    where = resolve_target(pool_workers.square)
+    assert where.path == str(WORKERS.parent.resolve())
+    monkeypatch.setenv("PYTHONPATH", "/elsewhere")
+    env = where.env(None)
+    assert env is not None and env["PYTHONPATH"].split(os.pathsep) == [where.path, "/elsewhere"]
+    assert where.env(env) is env  # already there: nothing to add
+    assert resolve_target("mod:fn").env({"A": "1"}) == {"A": "1"}  # a string adds nothing
+
+
+def test_a_standard_library_function_adds_nothing_to_the_pythonpath() -> None:
+    import json
+
+    from pipekit.workers._targets import resolve_target
+
+    assert resolve_target(json.dumps).path is None

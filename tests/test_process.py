@@ -620,17 +620,10 @@ def test_background_job_is_terminated_when_the_trio_run_ends() -> None:
 
 def test_worker_spec_runs_pipekit_worker_with_a_framed_channel() -> None:
     spec = worker_spec("app.mod:fn", mode="item", init="app.mod:setup", python="/py")
-    assert spec.argv == (
-        "/py",
-        "-m",
-        "pipekit",
-        "worker",
-        "app.mod:fn",
-        "--mode",
-        "item",
-        "--init",
-        "app.mod:setup",
-    )
+    # python -c BOOT path/to/boot.py, then the arguments of `pipekit worker`
+    assert spec.argv[:2] == ("/py", "-c")
+    assert spec.argv[3].endswith("boot.py")
+    assert spec.argv[4:] == ("app.mod:fn", "--mode", "item", "--init", "app.mod:setup")
     assert (spec.mode, spec.channel) == ("frames", "PIPEKIT_FD")
     assert (spec.stdin, spec.stdout, spec.stderr) == ("null", "inherit", "pipe")
     assert spec.codecs == ("msgpack",)

@@ -23,6 +23,7 @@ import pytest
 import trio
 import trio.testing
 
+from pipekit.adapters._threadmap import ChunkPlan
 from pipekit.adapters._threadrunner import Interrupt
 from pipekit.adapters.thread import ThreadModule, ThreadPort, open_thread_port
 from pipekit.kernel import Lane, ModuleError, Pipe, ProtocolError, RemoteError, open_kernel
@@ -223,6 +224,59 @@ async def test_map_restart_on_failure_loses_only_the_failing_messages(workers: i
     )
     expected = [x for x in range(n) if x % 97 != 0]
     assert sorted(got) == expected  # exactly the survivors, each once
+
+
+@pytest.mark.parametrize("workers", [1, 3])
+async def test_map_failure_surfaces_before_the_next_chunk_is_taken(workers: int) -> None:
+    """Once a call fails, no thread takes another chunk: what ran after the failing
+    message is at most the chunks already started (one per thread, ``batch`` messages
+    each at most), not the chunks queued behind them."""
+    lock = threading.Lock()
+    called: list[int] = []
+
+    def fn(x: int) -> int:
+        with lock:
+            called.append(x)
+        if x == 1000:
+            raise ValueError("message 1000")
+        return x
+
+    with pytest.raises(ModuleError) as info:
+        await run_module(ThreadModule(fn, workers=workers, batch=64), range(20_000))
+    assert str(info.value.__cause__) == "message 1000"
+    assert max(called) < 1000 + workers * 64
+
+
+@pytest.mark.parametrize("workers", [1, 3])
+async def test_map_restart_after_a_failure_keeps_the_order_of_the_survivors(
+    workers: int,
+) -> None:
+    n = 5_000
+
+    def fn(x: int) -> int:
+        if x % 701 == 0:
+            raise ValueError(x)
+        return x
+
+    got = await run_module(
+        ThreadModule(fn, workers=workers, batch=16),
+        range(n),
+        restart="on-failure",
+        max_restarts=n,
+    )
+    assert got == [x for x in range(n) if x % 701 != 0]
+
+
+def test_chunk_plan_batches_cheap_messages_and_sends_slow_ones_alone() -> None:
+    plan = ChunkPlan(512)
+    assert plan.size == 1  # nothing measured yet
+    plan.learn(100, 100 * 1e-7)
+    assert plan.size == 512  # cheap: as many as allowed
+    for _ in range(20):
+        plan.learn(1, 0.01)
+    assert plan.size == 1  # slower than a chunk's worth: alone
+    plan.learn(0, 0.0)  # nothing timed: no change
+    assert plan.size == 1
 
 
 async def test_port_mode_restart_loses_only_the_failing_messages() -> None:

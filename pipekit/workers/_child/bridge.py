@@ -11,7 +11,9 @@ from typing import Any
 import trio
 
 from ...adapters.thread import ThreadPort, open_thread_port
-from ...kernel import CodecError, FramedPipe, Pipe, ProtocolError, RemoteError
+from ...kernel.errors import CodecError, ProtocolError, RemoteError
+from ...kernel.framed import FramedPipe
+from ...kernel.pipe import Pipe
 from .outcome import EXIT_FAILED, EXIT_OK, ChannelLost, Failure, Stop
 
 _PUMP_BATCH = 512  # messages per hand-off from the framed pipe to the worker thread

@@ -14,7 +14,8 @@ from typing import Any
 import trio
 
 from ...adapters.thread import ThreadPort
-from ...kernel import CodecError, ErrorKind, FramedPipe, ProtocolError
+from ...kernel.errors import CodecError, ErrorKind, ProtocolError
+from ...kernel.framed import FramedPipe
 from .._wire import (
     ANSWER_LAG,
     CHUNK,

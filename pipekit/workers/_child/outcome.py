@@ -10,7 +10,8 @@ import traceback
 
 import trio
 
-from ...kernel import FramedPipe, ProtocolError, RemoteError
+from ...kernel.errors import ProtocolError, RemoteError
+from ...kernel.framed import FramedPipe
 
 EXIT_OK = 0
 EXIT_FAILED = 1

@@ -19,7 +19,8 @@ from collections.abc import Awaitable, Callable
 
 import trio
 
-from ...kernel import FramedPipe, PipekitError, framed_pipe
+from ...kernel.errors import PipekitError
+from ...kernel.framed import FramedPipe, framed_pipe
 from .._wire import FD_ENV, WorkerMode, WorkerModeName
 from .bridge import bridge
 from .items import item_body, no_mark, progress_marker, send_item_replies

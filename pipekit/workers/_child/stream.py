@@ -10,7 +10,7 @@ from typing import Any
 import trio
 
 from ...adapters.thread import ThreadPort
-from ...kernel import FramedPipe
+from ...kernel.framed import FramedPipe
 from .outcome import EXIT_OK, ChannelLost, Failure, is_channel_loss
 from .targets import StreamShape
 

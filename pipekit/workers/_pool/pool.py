@@ -9,13 +9,13 @@ fixed number of reused worker processes.
             ...
         one = await pool.submit(sentence)
 
-Each worker is ``python -m pipekit worker TARGET --mode item [--init INIT]``
-(``worker_spec``): it calls ``INIT`` once, then ``TARGET(item)`` for every item it is
-sent, and answers in request order over its framed channel (msgpack by default, so
-items and results are msgpack values: tuples come back as lists). Items travel in
-chunks (the item protocol of :mod:`pipekit.workers._wire`): each request carries
-consecutive items of one ``map``, ``imap_unordered`` or ``submit`` as
-``["items", first_id, items, 1]``, and each reply
+Each worker is ``pipekit worker TARGET --mode item [--init INIT]`` (``worker_spec``,
+started through a bootstrap that imports only the child runtime): it calls ``INIT``
+once, then ``TARGET(item)`` for every item it is sent, and answers in request order
+over its framed channel (msgpack by default, so items and results are msgpack values:
+tuples come back as lists). Items travel in chunks (the item protocol of
+:mod:`pipekit.workers._wire`): each request carries consecutive items of one ``map``,
+``imap_unordered`` or ``submit`` as ``["items", first_id, items, 1]``, and each reply
 ``["items", id, results, failed_offsets, seconds]`` answers the next items of the oldest
 chunk on that worker (and says how long the worker spent on them), so the bookkeeping
 is per chunk, not per item.
