@@ -151,7 +151,12 @@ class Channel(trio.abc.Channel[T]):
         state = " closed" if self._closed else ""
         return f"<Channel capacity={self._capacity} holding={len(self._buffer)}{state}>"
 
-    # The non-blocking core: the poll half of send, receive and select.
+    # The non-blocking core: the poll half of send, receive and select. It is also
+    # the contract with subclasses inside pipekit (the actors' Receiver): they may
+    # override the two polls, read _buffer and _receivers (the ops of blocked
+    # receives, oldest first), and hand a value to a blocked receive with
+    # op.waiter.fire(op.index, value), which unregisters that waiter's every op.
+    # Change these only together with pipekit/actors/_mailbox.py.
 
     def _poll_receive(self) -> object:
         """Take a value now, or return ``_CLOSED`` or ``_BLOCKED``."""
