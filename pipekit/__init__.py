@@ -24,6 +24,7 @@ from .channels import select
 from .concurrency import (
     Atom,
     Result,
+    aparallel_filter,
     aparallel_map,
     parallel_filter,
     parallel_map,
@@ -101,6 +102,7 @@ __all__ = [
     "WorkerError",
     "WorkerPool",
     "__version__",
+    "aparallel_filter",
     "aparallel_map",
     "batch",
     "cmd",

@@ -36,6 +36,7 @@ PUBLIC: dict[str, list[str]] = {
         "WorkerError",
         "WorkerPool",
         "__version__",
+        "aparallel_filter",
         "aparallel_map",
         "batch",
         "cmd",
