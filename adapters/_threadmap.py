@@ -1,6 +1,7 @@
 """The thread adapter's ``map`` mode: a per-message function in several worker threads
 that take chunks of messages from one queue, chunks sized from the measured time per
-message, results re-sequenced (unless unordered)."""
+message, results re-sequenced (unless unordered); a failure names the message it
+failed on."""
 
 from __future__ import annotations
 
@@ -8,23 +9,62 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import trio
 
 from ..kernel.lane import Lane
-from ..kernel.modules import batch_failure, process_batch
+from ..kernel.modules import batch_failure
 from ..kernel.pipe import LocalPipe, Pipe
 from ._threadrunner import ThreadRunner
 
-__all__ = ["CHUNK_SECONDS", "ChunkPlan", "run_map"]
+__all__ = ["CHUNK_SECONDS", "ChunkPlan", "MapTally", "Tally", "run_map"]
 
 CHUNK_SECONDS = 0.002
 """A chunk holds about this much work (seconds per message, as the threads measure it,
 times its length): cheap messages travel by the hundred, and a message slower than this
 travels alone, so every thread has work and a failure surfaces within milliseconds."""
 
-_Job = tuple[int, list[Any]]  # (chunk number, messages)
+_Job = tuple[int, int, list[Any]]  # (chunk number, index of its first message, messages)
+_Failed = tuple[int, Any] | None  # (index, message) of a chunk's first failed message
+
+
+class Tally(Protocol):
+    """Where a map module is in its input, over all its runs (restarts included): a
+    pipeline passes its stage's meter.
+
+    Example::
+
+        tally = MapTally()
+        ThreadModule(parse, workers=4, tally=tally)   # after a failure: tally.failed
+    """
+
+    taken: int
+    """Messages the threads took from the input (those given back are not)."""
+
+    def fail(self, index: int, item: Any) -> None:
+        """The module is failing on ``item``, the input's message ``index`` (from 0)."""
+
+
+class MapTally:
+    """The plain :class:`Tally`: ``failed`` is ``(index, message)`` of the message the
+    module last failed on, or ``None``.
+
+    Example::
+
+        tally = MapTally()
+        tally.fail(3, "x")
+        assert tally.failed == (3, "x")
+    """
+
+    __slots__ = ("failed", "taken")
+
+    def __init__(self) -> None:
+        self.taken = 0
+        self.failed: tuple[int, Any] | None = None
+
+    def fail(self, index: int, item: Any) -> None:
+        self.failed = (index, item)
 
 
 class ChunkPlan:
@@ -113,6 +153,25 @@ class _Chunks:
             return jobs
 
 
+def _apply(fn: Callable[[Any], Any], batch: list[Any]) -> tuple[list[Any], list[Exception], int]:
+    """``fn`` on each message of ``batch``, in order: ``(results, errors, first)``, where
+    ``first`` is the place in ``batch`` of the first message whose call raised (-1 if
+    none). As :func:`~pipekit.kernel.modules.process_batch`, at the same cost per
+    message: the failures are counted only when they happen."""
+    out: list[Any] = []
+    errors: list[Exception] = []
+    first = -1
+    append = out.append
+    for msg in batch:
+        try:
+            append(fn(msg))
+        except Exception as exc:
+            if not errors:
+                first = len(out)
+            errors.append(exc)
+    return out, errors, first
+
+
 async def run_map(
     fn: Callable[[Any], Any],
     inp: Pipe,
@@ -122,6 +181,7 @@ async def run_map(
     workers: int,
     ordered: bool,
     batch_size: int,
+    tally: Tally | None = None,
 ) -> None:
     """Run ``fn`` on every message from ``inp`` in ``workers`` threads of ``runner``,
     sending the results to ``out``.
@@ -134,11 +194,14 @@ async def run_map(
 
     When ``fn`` fails, the thread that ran it stops every thread from taking another
     chunk; the chunks already started are finished and delivered, and then the first
-    error is raised: only the failing messages are lost. What no thread took goes back
-    to the input (an in-process pipe), in order, for a restart."""
+    error in input order is raised (after ``tally.fail(index, message)``, the message's
+    place in the input over every run): only the failing messages are lost. What no
+    thread took goes back to the input (an in-process pipe), in order, for a restart;
+    ``tally.taken`` counts the rest."""
     n = workers
+    tally = tally if tally is not None else MapTally()
     chunks = _Chunks()
-    results = Lane(2 * n, writers=n)  # (seq, results, errors, messages, seconds)
+    results = Lane(2 * n, writers=n)  # (seq, results, errors, failed, messages, seconds)
     runner.watch(results)
     runner.on_interrupt(chunks.wake_all)
     abort = runner.abort
@@ -155,13 +218,15 @@ async def run_map(
                 jobs = get(abort)
                 if not jobs:
                     return
-                seq, batch = jobs[0]
+                seq, index, batch = jobs[0]
                 start = clock()
-                res, errs = process_batch(fn, batch)
+                res, errs, first = _apply(fn, batch)
                 seconds = clock() - start
+                failed: _Failed = None
                 if errs:
                     chunks.stop()  # before anyone takes another chunk
-                put([(seq, res, errs, len(batch), seconds)], abort)
+                    failed = (index + first, batch[first])
+                put([(seq, res, errs, failed, len(batch), seconds)], abort)
         except BaseException:
             chunks.stop()  # the runner reports it; nobody else takes more meanwhile
             raise
@@ -172,12 +237,13 @@ async def run_map(
         runner.start(worker, str(i))
 
     # What the dispatcher holds: a batch received from ``inp``, of which ``held[pos:]``
-    # is not yet in a chunk.
+    # is not yet in a chunk; ``index``: the input index of the next message to chunk.
     held: list[Any] = []
     pos = 0
+    index = tally.taken
 
     async def dispatch(scope: trio.CancelScope) -> None:
-        nonlocal held, pos
+        nonlocal held, pos, index
         seq = 0
         try:
             with scope:
@@ -191,23 +257,28 @@ async def run_map(
                     while state.out >= most_out or (ordered and seq - state.delivered >= window):
                         state.freed = trio.Event()
                         await state.freed.wait()
-                    size = plan.size
-                    chunks.put((seq, held[pos : pos + size]))
-                    pos += size
+                    chunk = held[pos : pos + plan.size]
+                    chunks.put((seq, index, chunk))
+                    pos += len(chunk)
+                    index += len(chunk)
                     state.out += 1
                     seq += 1
         finally:
             chunks.end()
 
-    async def deliver(res: list[Any], errs: list[Exception], scope: trio.CancelScope) -> None:
+    async def deliver(
+        res: list[Any], errs: list[Exception], failed: _Failed, scope: trio.CancelScope
+    ) -> None:
         if res:
             await out.send_batch(res)
-        if errs and not state.failure:
-            state.failure.append(batch_failure(errs))
+        if failed is not None:
+            # The first in input order: unordered chunks may come back in any order.
+            if state.failure is None or failed[0] < state.failure[0][0]:
+                state.failure = (failed, errs)
             scope.cancel()
 
     async def collect(scope: trio.CancelScope) -> None:
-        pending: dict[int, tuple[list[Any], list[Exception]]] = {}
+        pending: dict[int, tuple[list[Any], list[Exception], _Failed]] = {}
         next_seq = 0
         while True:
             try:
@@ -215,18 +286,18 @@ async def run_map(
             except trio.EndOfChannel:  # every thread is done: nothing more will be taken
                 scope.cancel()
                 return
-            for seq, res, errs, count, seconds in items:
+            for seq, res, errs, failed, count, seconds in items:
                 state.out -= 1
                 plan.learn(count, seconds)
                 state.freed.set()
                 if ordered:
-                    pending[seq] = (res, errs)
+                    pending[seq] = (res, errs, failed)
                 else:
-                    await deliver(res, errs, scope)
+                    await deliver(res, errs, failed, scope)
             while next_seq in pending:
-                res, errs = pending.pop(next_seq)
+                res, errs, failed = pending.pop(next_seq)
                 next_seq += 1
-                await deliver(res, errs, scope)
+                await deliver(res, errs, failed, scope)
                 state.delivered = next_seq
                 state.freed.set()
 
@@ -239,10 +310,13 @@ async def run_map(
     finally:
         # Never taken by a thread, so neither lost nor received: back to the input.
         chunks.stop()
-        untaken = [msg for _, batch in chunks.drain() for msg in batch] + held[pos:]
-        _give_back(inp, untaken)
-    if state.failure:
-        raise state.failure[0]
+        given_back = [msg for _, _, batch in chunks.drain() for msg in batch]
+        tally.taken = index - len(given_back)
+        _give_back(inp, given_back + held[pos:])
+    if state.failure is not None:
+        (failed_index, failed_item), errs = state.failure
+        tally.fail(failed_index, failed_item)
+        raise batch_failure(errs)
 
 
 class _State:
@@ -252,7 +326,8 @@ class _State:
         self.out = 0  # chunks queued or running
         self.delivered = 0  # chunks delivered in order so far
         self.freed = trio.Event()  # set when a chunk comes back or is delivered
-        self.failure: list[Exception] = []
+        self.failure: tuple[tuple[int, Any], list[Exception]] | None = None
+        """The first failure in input order: ``((index, message), errors)``."""
 
 
 def _give_back(inp: Pipe, messages: Sequence[Any]) -> None:

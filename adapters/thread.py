@@ -9,7 +9,7 @@ side is woken once per batch. END, ERROR and backpressure behave as on every pip
 
 * ``map``: ``fn(msg) -> result`` per message, in ``workers`` threads that take chunks
   sized from the measured time per message from one queue, order preserved (or not,
-  with ``ordered=False``);
+  with ``ordered=False``); a failure names the message it failed on (its ``tally``);
 * ``iter``: ``fn(messages) -> iterable``, a generator-style transform of the whole stream;
 * ``port``: ``fn(port)`` with a :class:`ThreadPort` (``receive``, ``send``, iteration);
 * an ``async def fn(inp, out)``: run under its own trio event loop in the thread.
@@ -35,7 +35,7 @@ from ..kernel.errors import PipekitError
 from ..kernel.lane import DEFAULT_CAPACITY, Lane
 from ..kernel.modules import is_input_name, is_output_name
 from ..kernel.pipe import LocalPipe, Pipe
-from ._threadmap import run_map
+from ._threadmap import MapTally, Tally, run_map
 from ._threadport import ThreadPort
 from ._threadrunner import ThreadRunner
 
@@ -63,7 +63,9 @@ class ThreadModule:
     passes ``inputs=()``, a sink ``outputs=()``. ``batch`` bounds how many messages a
     worker takes at once (``map`` mode: chunks hold about 2 ms of work, at most
     ``batch`` messages); ``grace`` is how long a cancelled module waits for its
-    threads.
+    threads. ``tally`` (``map`` mode) counts the messages taken over every run and is
+    told the message a failure was on (``tally.fail(index, message)``, its place in the
+    input from 0, the first in input order); by default a :class:`MapTally`.
     """
 
     def __init__(
@@ -78,6 +80,7 @@ class ThreadModule:
         outputs: tuple[str, ...] = ("out",),
         name: str | None = None,
         grace: float = 5.0,
+        tally: Tally | None = None,
     ) -> None:
         if inspect.iscoroutinefunction(fn):
             mode = "async"
@@ -104,6 +107,7 @@ class ThreadModule:
         self.outputs = outputs
         self.name: str = str(name or getattr(fn, "__name__", "thread"))
         self.grace = grace
+        self.tally: Tally = tally if tally is not None else MapTally()
 
     async def run(self, ports: Mapping[str, Pipe]) -> None:
         runner = ThreadRunner(str(self.name), self.grace)
@@ -117,6 +121,7 @@ class ThreadModule:
                     workers=self.workers,
                     ordered=self.ordered,
                     batch_size=self.batch,
+                    tally=self.tally,
                 )
             else:
                 await self._run_single(ports, runner)

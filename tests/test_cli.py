@@ -320,6 +320,21 @@ def test_run_reports_the_failing_item_and_the_statistics_at_the_failure(
     assert "per-stage statistics" not in full  # --quiet: no statistics
 
 
+def test_run_names_the_failing_item_of_a_thread_stage(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = _write(
+        tmp_path,
+        "import pipekit as pk\n"
+        "def parse(x):\n    return 10 // x\n"
+        "pipeline = pk.source([5] * 700 + [0] + [1] * 300) | pk.thread(parse, workers=3)\n",
+    )
+    assert main(["run", str(path), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "pipekit run: module 'thread(parse)' failed: ZeroDivisionError" in err
+    assert "  on item 700 of the stage's input: 0\n" in err
+
+
 def test_run_names_a_failing_sources_item(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -337,6 +337,75 @@ async def test_failure_cancels_the_other_stages_and_nothing_hangs() -> None:
     assert not [name for name, state in states.items() if state in ("pending", "running")]
 
 
+def _int_or_fail(x: str) -> int:
+    return int(x)
+
+
+@pytest.mark.parametrize(
+    "stage",
+    [
+        lambda: pk.thread(_int_or_fail),
+        lambda: pk.thread(_int_or_fail, workers=4),
+        lambda: pk.thread(_int_or_fail, workers=4, ordered=False),
+        lambda: pk.map(_int_or_fail, workers=3),
+        lambda: pk.filter(_int_or_fail, workers=3),
+        lambda: pk.thread(_int_or_fail, workers=2, timeout=HANG_GUARD),
+    ],
+    ids=["thread", "thread(workers=4)", "unordered", "map(workers=3)", "filter", "timeout"],
+)
+def test_a_thread_stage_failure_names_the_items_index_and_repr(
+    stage: Callable[[], pk.Stage],
+) -> None:
+    items = [str(i) for i in range(5000)]
+    items[1234] = "x"
+    with pytest.raises(pk.ModuleError) as info:
+        (pk.source(items) | stage()).run()
+    exc = info.value
+    assert (exc.item_index, exc.item) == (1234, "'x'")
+    assert f"stage {exc.module!r} failed on item 1234 of its input: 'x'" in exc.__notes__
+
+
+def test_a_thread_stage_with_several_failing_items_names_the_first() -> None:
+    items = [str(i) for i in range(5000)]
+    for i in (4321, 1234, 2345):
+        items[i] = f"x{i}"
+    with pytest.raises(pk.ModuleError) as info:
+        (pk.source(items) | pk.thread(_int_or_fail, workers=4, ordered=False)).run()
+    assert (info.value.item_index, info.value.item) == (1234, "'x1234'")
+    assert "'x1234'" in str(info.value.__cause__)
+
+
+def test_a_thread_stage_that_gives_up_after_its_retries_names_the_item() -> None:
+    calls: collections.Counter[str] = collections.Counter()
+    lock = threading.Lock()
+
+    def parse(x: str) -> int:
+        with lock:
+            calls[x] += 1
+        return int(x)
+
+    items = [str(i) for i in range(100)] + ["x"]
+    stage = pk.thread(parse, workers=2, retry=pk.Retry(2, backoff=0))
+    with pytest.raises(pk.ModuleError) as info:
+        (pk.source(items) | stage).run()
+    assert (info.value.item_index, info.value.item) == (100, "'x'")
+    assert calls["x"] == 3
+
+
+def test_a_restarted_thread_stage_counts_item_indexes_over_the_whole_run() -> None:
+    def parse(x: int) -> int:
+        if x % 1000 == 999:
+            raise ValueError(x)
+        return x
+
+    stage = pk.thread(parse, restart="on-failure", max_restarts=3, backoff=0)
+    p = pk.source(range(10_000)) | stage
+    with pytest.raises(pk.ModuleError) as info:
+        p.run()
+    assert p.stats["thread(parse)"].restarts == 3
+    assert (info.value.item_index, info.value.item) == (3999, "3999")
+
+
 # --- restarts ------------------------------------------------------------------------------
 
 

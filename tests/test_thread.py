@@ -23,7 +23,7 @@ import pytest
 import trio
 import trio.testing
 
-from pipekit.adapters._threadmap import ChunkPlan
+from pipekit.adapters._threadmap import ChunkPlan, MapTally
 from pipekit.adapters._threadrunner import Interrupt
 from pipekit.adapters.thread import ThreadModule, ThreadPort, open_thread_port
 from pipekit.kernel import Lane, ModuleError, Pipe, ProtocolError, RemoteError, open_kernel
@@ -265,6 +265,80 @@ async def test_map_restart_after_a_failure_keeps_the_order_of_the_survivors(
         max_restarts=n,
     )
     assert got == [x for x in range(n) if x % 701 != 0]
+
+
+class RecordingTally:
+    """A :class:`~pipekit.adapters._threadmap.Tally` that keeps every failure."""
+
+    def __init__(self) -> None:
+        self.taken = 0
+        self.fails: list[tuple[int, Any]] = []
+
+    def fail(self, index: int, item: Any) -> None:
+        self.fails.append((index, item))
+
+
+@pytest.mark.parametrize("workers", [1, 3])
+async def test_map_failure_names_the_failing_messages_index_and_the_message(
+    workers: int,
+) -> None:
+    def fn(x: str) -> int:
+        return int(x)
+
+    items = [str(i) for i in range(3000)]
+    items[1234] = "x"
+    tally = MapTally()
+    with pytest.raises(ModuleError):
+        await run_module(ThreadModule(fn, workers=workers, batch=64, tally=tally), items)
+    assert tally.failed == (1234, "x")
+
+
+@pytest.mark.parametrize("ordered", [True, False])
+async def test_map_with_several_failing_threads_names_the_first_in_input_order(
+    ordered: bool,
+) -> None:
+    """Message 1 fails first (in time); message 0, in another thread, fails only once
+    that thread has delivered and exited: the failure named (and raised) is message 0's."""
+    one_failed = threading.Event()
+    ran_one: list[threading.Thread] = []
+
+    def fn(x: int) -> int:
+        if x == 1:
+            ran_one.append(threading.current_thread())
+            one_failed.set()
+            raise ValueError("message 1")
+        if x == 0:
+            assert one_failed.wait(HANG_GUARD)
+            ran_one[0].join(HANG_GUARD)  # its failure is in before this one
+            raise ValueError("message 0")
+        return x
+
+    tally = MapTally()
+    module = ThreadModule(fn, workers=2, ordered=ordered, tally=tally)
+    with pytest.raises(ModuleError) as info:
+        await run_module(module, range(100))
+    assert tally.failed == (0, 0)
+    assert str(info.value.__cause__) == "message 0"
+
+
+@pytest.mark.parametrize("workers", [1, 3])
+async def test_map_failure_indexes_count_the_whole_input_over_restarts(workers: int) -> None:
+    n = 5_000
+
+    def fn(x: int) -> int:
+        if x % 701 == 0:
+            raise ValueError(x)
+        return x
+
+    tally = RecordingTally()
+    await run_module(
+        ThreadModule(fn, workers=workers, batch=16, tally=tally),
+        range(n),
+        restart="on-failure",
+        max_restarts=n,
+    )
+    assert tally.fails == [(x, x) for x in range(0, n, 701)]  # index == message here
+    assert tally.taken == n
 
 
 def test_chunk_plan_batches_cheap_messages_and_sends_slow_ones_alone() -> None:

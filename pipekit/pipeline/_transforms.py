@@ -278,20 +278,22 @@ class _MapModule:
 
 class _Reshaped:
     """A module whose ``out`` port is seen through ``wrap`` (and ``Routed`` for
-    :class:`Failed` markers from worker threads)."""
+    :class:`Failed` markers from worker threads), measured by ``meter`` (by default the
+    inner module's)."""
 
     def __init__(
         self,
         inner: Module,
         wrap: Callable[[Pipe], Pipe] | None,
         errors: ItemErrors | None = None,
+        meter: Meter | None = None,
     ) -> None:
         self.inner = inner
         self.inputs = inner.inputs
         self.outputs = errors.outputs if errors is not None else inner.outputs
         self.wrap = wrap
         self.errors = errors
-        self.meter: Meter | None = getattr(inner, "meter", None)
+        self.meter: Meter | None = meter if meter is not None else getattr(inner, "meter", None)
 
     async def run(self, ports: Mapping[str, Pipe]) -> None:
         out = ports["out"]
@@ -388,12 +390,18 @@ class _Transform(Stage):
             routed = not self.errors.raises
             if o.retry is not None or routed:
                 fn = self.errors.blocking(fn)
+            # The threads' busy time is derived (not timed); the meter learns the
+            # message a failure was on.
+            meter = Meter(timed=False)
             mod = ThreadModule(
-                fn, mode="map", workers=self.workers, ordered=self.ordered, name=self.label
+                fn,
+                mode="map",
+                workers=self.workers,
+                ordered=self.ordered,
+                name=self.label,
+                tally=meter,
             )
-            if routed or wrap is not None:
-                return _Reshaped(mod, wrap, self.errors if routed else None)
-            return mod
+            return _Reshaped(mod, wrap, self.errors if routed else None, meter)
         mod = _GuardedMapModule(fn, self.errors) if o.per_item else _MapModule(fn)
         return _Reshaped(mod, wrap) if wrap is not None else mod
 
@@ -478,7 +486,8 @@ def thread(
     the pipeline by thread ports (batched, bounded). The threads take chunks of
     about 2 ms of work (sized from the measured time per message: cheap messages by
     the hundred, slow ones alone, so every thread has work); when a call raises, no
-    thread takes another chunk and the stage fails within milliseconds. Per-item
+    thread takes another chunk and the stage fails within milliseconds, naming the
+    first failing message in input order (``ModuleError.item_index``, ``item``). Per-item
     keywords as for :func:`map`; a call that exceeds ``timeout`` fails with
     :class:`trio.TooSlowError` and is abandoned (Python cannot stop a thread: it runs
     on, its result dropped).
