@@ -15,7 +15,7 @@ that neither ended nor answered a PING within ``close_timeout``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import suppress
 from typing import Any
 
@@ -23,6 +23,7 @@ import trio
 
 from ._framedriver import CLOSE_PING, FramedDriver
 from ._frames import OPEN
+from ._threadsend import ThreadSender, Wire
 from ._transport import write_some
 from .errors import ErrorKind, RemoteError, RemoteProtocolError
 from .pipe import Pipe, PipeStats
@@ -71,6 +72,7 @@ class FramedPipe(FramedDriver, Pipe):
         running, and nothing failed (what else :meth:`_write_now` asks is the sender's)."""
         return (
             self._direct_socket is not None
+            and self._wire is None  # (a thread shares the socket: the writer writes)
             and self._writer_idle.is_set()
             and not self._writer_stopped
             and self.conn.failure is None
@@ -207,6 +209,39 @@ class FramedPipe(FramedDriver, Pipe):
         self._check_send()
         self.conn.ping(payload)
         self._tx_event.set()
+
+    def thread_sender(self, ready: Callable[[], bool]) -> ThreadSender | None:
+        """A :class:`~pipekit.kernel._threadsend.ThreadSender` with which one thread
+        writes messages to this pipe's socket itself, when nothing else is under way
+        (its calls return False otherwise, with nothing sent: the thread then hands its
+        messages to the pipe as usual); ``ready()`` is the caller's own condition,
+        checked at each call. None if the transport is not a socket it can write to or
+        the handshake is not complete. Call it once, from the pipe's trio thread; from
+        then on the pipe's own sends go through its writer task, which shares the
+        socket with the thread frame by frame.
+
+        Example::
+
+            sender = pipe.thread_sender(lambda: True)
+            await trio.to_thread.run_sync(sender.send, "from a thread")  # True: written
+        """
+        sock = self._direct_socket
+        if sock is None or self.conn.codec is None or self._wire is not None:
+            return None
+        self._wire = Wire()
+        return ThreadSender(self.conn, sock, self._wire, self._thread_may_write, ready)
+
+    def _thread_may_write(self) -> bool:
+        """Whether a thread may write now, as far as this pipe goes (read from the thread,
+        under the wire's lock): open, unbroken, and the writer idle."""
+        return (
+            not self._closing
+            and self._tx_broken is None
+            and self.conn.failure is None
+            and self.conn.send_state is OPEN
+            and self._writer_idle.is_set()
+            and not self._writer_stopped
+        )
 
     # -- receiving --------------------------------------------------------------------
 
