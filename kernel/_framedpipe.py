@@ -26,6 +26,7 @@ from ._frames import OPEN
 from ._threadsend import ThreadSender, Wire
 from ._transport import write_some
 from .errors import ErrorKind, RemoteError, RemoteProtocolError
+from .lane import run_context
 from .pipe import Pipe, PipeStats
 
 __all__ = ["FramedPipe"]
@@ -151,19 +152,41 @@ class FramedPipe(FramedDriver, Pipe):
             await trio.lowlevel.checkpoint_if_cancelled()
 
     async def send(self, value: Any) -> None:
-        await self._send_checkpoint(1)
-        self._check_send()
-        await self._wait_for_space()
-        if not self._wrote_unyielded and self._can_write_now():
-            # A lone message: framed and written in one step (see _write_now).
-            self._wrote_unyielded = True
-            if self._write_pieces(self.conn.send_and_take(value)):
-                return
+        # _send_checkpoint(1), _check_send() and _wait_for_space() inlined for their
+        # common case (measured: 4.45 -> 3.37 us of CPU per message sent and received one
+        # at a time over a socketpair in one loop): no call, and trio's cancellation
+        # check without its coroutine (see kernel.lane.run_context).
+        calls = self._send_calls + 1
+        if calls >= _FAIRNESS_EVERY or self._unyielded_bytes >= self._send_buffer:
+            await self._send_checkpoint(1)
         else:
-            self.conn.send(value)
-            if self._write_now():
+            self._send_calls = calls
+            task = run_context.task
+            if task._cancel_status.effectively_cancelled or task._runner.ki_pending:
+                await trio.lowlevel.checkpoint()
+            task._cancel_points += 1
+        conn = self.conn
+        if self._closing or self._tx_broken is not None or conn.send_state is not OPEN:
+            self._check_send()
+        if conn.peer_paused or conn.codec is None or conn.buffered_bytes >= self._send_buffer:
+            await self._wait_for_space()
+        if not self._wrote_unyielded:
+            if self._can_write_now():
+                # A lone message: framed and written in one step (see _write_now).
+                self._wrote_unyielded = True
+                if self._write_pieces(conn.send_and_take(value)):
+                    return
+            else:
+                conn.send(value)
+        else:
+            conn.send(value)
+            # (_write_now: a send that follows one that wrote itself writes only once
+            # a large message is queued; the writer coalesces the rest.)
+            if conn.buffered_bytes >= _WRITE_NOW_MIN and self._write_now():
                 return
-        self._tx_event.set()
+        tx = self._tx_event
+        if not tx.is_set():
+            tx.set()
 
     async def send_batch(self, values: Sequence[Any]) -> None:
         # A batch counts as its messages: one of _FAIRNESS_EVERY or more always yields
@@ -260,12 +283,16 @@ class FramedPipe(FramedDriver, Pipe):
             await self._rx_event.wait()
 
     async def receive(self) -> Any:
-        self._receive_calls += 1
-        if self._receive_calls >= _FAIRNESS_EVERY:
+        calls = self._receive_calls + 1
+        if calls >= _FAIRNESS_EVERY:
             self._receive_calls = 0
             await trio.lowlevel.checkpoint()
         else:
-            await trio.lowlevel.checkpoint_if_cancelled()
+            self._receive_calls = calls
+            task = run_context.task  # (checkpoint_if_cancelled, inlined as in send)
+            if task._cancel_status.effectively_cancelled or task._runner.ki_pending:
+                await trio.lowlevel.checkpoint()
+            task._cancel_points += 1
         if self._closing:
             raise trio.ClosedResourceError(f"{self.name}: pipe is closed")
         if not self._inbox:
