@@ -125,17 +125,21 @@ class SendQueue:
 
         A large ``bytes`` message goes in a DATA frame of its own, by reference: the
         object is handed to the transport as it is (see :meth:`data_to_send_pieces`)."""
-        self._check_sendable()
-        assert self.codec is not None
+        codec = self.codec
+        if codec is None or self.send_state is not OPEN:
+            self._check_sendable()  # raises
+        assert codec is not None
         if type(message) is bytes and len(message) >= self.coalesce_bytes:
-            prefix = self.codec.bytes_prefix(len(message))
+            prefix = codec.bytes_prefix(len(message))
             if prefix is not None:
                 self._send_by_reference(prefix, message)
                 return
-        encoded = self.codec.encode(message)
-        self._check_size(len(encoded))
+        encoded = codec.encode(message)
+        size = len(encoded)
+        if size > self.peer_max_frame:
+            self._check_size(size)  # raises
         self._pending.append(encoded)
-        self._pending_size += len(encoded)
+        self._pending_size += size
         self.messages_sent += 1
 
     def send_and_take(self, message: Any) -> list[bytes | memoryview]:
