@@ -108,8 +108,9 @@ async def bridge(
 
 class _Replies:
     """A stream-mode thread's sends, written to the socket by the thread itself when
-    that is what a reply needs (measured: a port worker's round trip 214-258 -> 149 us,
-    2.2-2.4x instead of 3.2-3.7x the trio echo floor): the first send after the thread
+    that is what a reply needs (measured, bench/latency.py: a port worker's round trip
+    p50 219-253 -> 150-166 us, 3.3-4.0x -> 1.4-2.1x the trio echo floor): the first
+    send after the thread
     took input, once it has taken all the input delivered to it, with nothing of its
     own still on the way through ``pump_out``. Everything else - a stream of sends, or
     sends while more input waits - goes to the lane and ``pump_out``, which coalesces
