@@ -141,6 +141,8 @@ class Config:
     repeat: int
     sockdir: str
     """A private temporary directory for the Unix socket files."""
+    only: tuple[str, ...] = ()
+    """Run only the rows whose name contains one of these (and their baselines)."""
 
     @property
     def chunks(self) -> int:
@@ -902,6 +904,15 @@ def make_rows() -> list[Row]:
     ]
 
 
+def select_rows(rows: list[Row], only: tuple[str, ...]) -> list[Row]:
+    """The rows whose name contains one of ``only`` (all if empty) and their baselines."""
+    if not only:
+        return rows
+    wanted = {r.name for r in rows if any(text in r.name for text in only)}
+    wanted |= {b for r in rows if r.name in wanted for b in r.baselines}
+    return [r for r in rows if r.name in wanted]
+
+
 def format_table(rows: list[Row]) -> tuple[list[str], int, int]:
     """The table, and the number of targets met and missed.
 
@@ -1026,6 +1037,13 @@ def parse_args(argv: list[str] | None, sockdir: str) -> Config:
     parser.add_argument("--chunk-kib", type=int, default=256, help="KiB per bulk chunk (256)")
     parser.add_argument("--repeat", type=int, default=5, help="runs per row (5)")
     parser.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        metavar="TEXT",
+        help="run only the rows whose name contains TEXT (repeatable), and their baselines",
+    )
+    parser.add_argument(
         "--quick",
         action="store_true",
         help="smoke run: 20,000 messages (2,000 plain websockets, 5,000 one at a time, "
@@ -1054,6 +1072,7 @@ def parse_args(argv: list[str] | None, sockdir: str) -> Config:
         message=args.message,
         repeat=args.repeat,
         sockdir=sockdir,
+        only=tuple(args.only),
     )
 
 
@@ -1064,7 +1083,7 @@ def main(argv: list[str] | None = None) -> int:
             print(text)
         print(flush=True)
         started = time.perf_counter()
-        rows = make_rows()
+        rows = select_rows(make_rows(), cfg.only)
         measure(cfg, rows)
     table, passed, missed = format_table(rows)
     for text in table:

@@ -872,6 +872,8 @@ class Config:
     repeat: int
     pool: bool
     quick: bool
+    only: tuple[str, ...] = ()
+    """Run only the rows whose name contains one of these (and their baselines)."""
 
 
 def machine_info(cfg: Config) -> list[str]:
@@ -926,6 +928,10 @@ def measure(cfg: Config, rows: dict[str, Row]) -> None:
         (RT_OS, lambda: round_trip_os(cfg.round_trips, [sys.executable, "-c", ECHO_LINES])),
         (RT_CAT, lambda: round_trip_os(cfg.round_trips, ["cat"])),
     ]
+    if cfg.only:
+        wanted = {name for name, _ in steps if any(text in name for text in cfg.only)}
+        wanted |= {b for name in wanted if (b := rows[name].baseline) is not None}
+        steps = [(name, step) for name, step in steps if name in wanted]
     for round_no in range(1, cfg.repeat + 1):
         for name, step in steps:
             row = rows[name]
@@ -965,6 +971,14 @@ def parse_args(argv: list[str] | None) -> Config:
     parser.add_argument("--repeat", type=int, default=5, help="runs per row (5)")
     parser.add_argument("--no-pool", action="store_true", help="do not run bench/pool.py")
     parser.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        metavar="TEXT",
+        help="run only the rows whose name contains TEXT (repeatable), and their "
+        "baselines; implies --no-pool",
+    )
+    parser.add_argument(
         "--quick",
         action="store_true",
         help="smoke run: 20,000 messages, 64 MiB, 2 spawns, 200 round trips, 1 run "
@@ -993,7 +1007,8 @@ def parse_args(argv: list[str] | None) -> Config:
         spawns=args.spawns,
         round_trips=args.round_trips,
         repeat=args.repeat,
-        pool=not args.no_pool,
+        pool=not (args.no_pool or args.only),
+        only=tuple(args.only),
         quick=args.quick,
     )
 
@@ -1006,7 +1021,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     rows = {row.name: row for row in ROWS}
     measure(cfg, rows)
-    table, passed, missed = format_table(ROWS)
+    table, passed, missed = format_table([row for row in ROWS if row.rounds])
     pool = PoolReport([], "skipped (--no-pool)")
     if cfg.pool:
         print("  bench/pool.py ...", file=sys.stderr, flush=True)

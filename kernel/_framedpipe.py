@@ -15,7 +15,7 @@ that neither ended nor answered a PING within ``close_timeout``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import suppress
 from typing import Any
 
@@ -23,8 +23,10 @@ import trio
 
 from ._framedriver import CLOSE_PING, FramedDriver
 from ._frames import OPEN
+from ._threadsend import ThreadSender, Wire
 from ._transport import write_some
 from .errors import ErrorKind, RemoteError, RemoteProtocolError
+from .lane import run_context
 from .pipe import Pipe, PipeStats
 
 __all__ = ["FramedPipe"]
@@ -71,6 +73,7 @@ class FramedPipe(FramedDriver, Pipe):
         running, and nothing failed (what else :meth:`_write_now` asks is the sender's)."""
         return (
             self._direct_socket is not None
+            and self._wire is None  # (a thread shares the socket: the writer writes)
             and self._writer_idle.is_set()
             and not self._writer_stopped
             and self.conn.failure is None
@@ -149,19 +152,41 @@ class FramedPipe(FramedDriver, Pipe):
             await trio.lowlevel.checkpoint_if_cancelled()
 
     async def send(self, value: Any) -> None:
-        await self._send_checkpoint(1)
-        self._check_send()
-        await self._wait_for_space()
-        if not self._wrote_unyielded and self._can_write_now():
-            # A lone message: framed and written in one step (see _write_now).
-            self._wrote_unyielded = True
-            if self._write_pieces(self.conn.send_and_take(value)):
-                return
+        # _send_checkpoint(1), _check_send() and _wait_for_space() inlined for their
+        # common case (measured: 4.45 -> 3.37 us of CPU per message sent and received one
+        # at a time over a socketpair in one loop): no call, and trio's cancellation
+        # check without its coroutine (see kernel.lane.run_context).
+        calls = self._send_calls + 1
+        if calls >= _FAIRNESS_EVERY or self._unyielded_bytes >= self._send_buffer:
+            await self._send_checkpoint(1)
         else:
-            self.conn.send(value)
-            if self._write_now():
+            self._send_calls = calls
+            task = run_context.task
+            if task._cancel_status.effectively_cancelled or task._runner.ki_pending:
+                await trio.lowlevel.checkpoint()
+            task._cancel_points += 1
+        conn = self.conn
+        if self._closing or self._tx_broken is not None or conn.send_state is not OPEN:
+            self._check_send()
+        if conn.peer_paused or conn.codec is None or conn.buffered_bytes >= self._send_buffer:
+            await self._wait_for_space()
+        if not self._wrote_unyielded:
+            if self._can_write_now():
+                # A lone message: framed and written in one step (see _write_now).
+                self._wrote_unyielded = True
+                if self._write_pieces(conn.send_and_take(value)):
+                    return
+            else:
+                conn.send(value)
+        else:
+            conn.send(value)
+            # (_write_now: a send that follows one that wrote itself writes only once
+            # a large message is queued; the writer coalesces the rest.)
+            if conn.buffered_bytes >= _WRITE_NOW_MIN and self._write_now():
                 return
-        self._tx_event.set()
+        tx = self._tx_event
+        if not tx.is_set():
+            tx.set()
 
     async def send_batch(self, values: Sequence[Any]) -> None:
         # A batch counts as its messages: one of _FAIRNESS_EVERY or more always yields
@@ -208,6 +233,39 @@ class FramedPipe(FramedDriver, Pipe):
         self.conn.ping(payload)
         self._tx_event.set()
 
+    def thread_sender(self, ready: Callable[[], bool]) -> ThreadSender | None:
+        """A :class:`~pipekit.kernel._threadsend.ThreadSender` with which one thread
+        writes messages to this pipe's socket itself, when nothing else is under way
+        (its calls return False otherwise, with nothing sent: the thread then hands its
+        messages to the pipe as usual); ``ready()`` is the caller's own condition,
+        checked at each call. None if the transport is not a socket it can write to or
+        the handshake is not complete. Call it once, from the pipe's trio thread; from
+        then on the pipe's own sends go through its writer task, which shares the
+        socket with the thread frame by frame.
+
+        Example::
+
+            sender = pipe.thread_sender(lambda: True)
+            await trio.to_thread.run_sync(sender.send, "from a thread")  # True: written
+        """
+        sock = self._direct_socket
+        if sock is None or self.conn.codec is None or self._wire is not None:
+            return None
+        self._wire = Wire()
+        return ThreadSender(self.conn, sock, self._wire, self._thread_may_write, ready)
+
+    def _thread_may_write(self) -> bool:
+        """Whether a thread may write now, as far as this pipe goes (read from the thread,
+        under the wire's lock): open, unbroken, and the writer idle."""
+        return (
+            not self._closing
+            and self._tx_broken is None
+            and self.conn.failure is None
+            and self.conn.send_state is OPEN
+            and self._writer_idle.is_set()
+            and not self._writer_stopped
+        )
+
     # -- receiving --------------------------------------------------------------------
 
     async def _wait_for_messages(self) -> None:
@@ -225,12 +283,16 @@ class FramedPipe(FramedDriver, Pipe):
             await self._rx_event.wait()
 
     async def receive(self) -> Any:
-        self._receive_calls += 1
-        if self._receive_calls >= _FAIRNESS_EVERY:
+        calls = self._receive_calls + 1
+        if calls >= _FAIRNESS_EVERY:
             self._receive_calls = 0
             await trio.lowlevel.checkpoint()
         else:
-            await trio.lowlevel.checkpoint_if_cancelled()
+            self._receive_calls = calls
+            task = run_context.task  # (checkpoint_if_cancelled, inlined as in send)
+            if task._cancel_status.effectively_cancelled or task._runner.ki_pending:
+                await trio.lowlevel.checkpoint()
+            task._cancel_points += 1
         if self._closing:
             raise trio.ClosedResourceError(f"{self.name}: pipe is closed")
         if not self._inbox:

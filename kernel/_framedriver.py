@@ -13,6 +13,7 @@ a pipe from which nothing arrives for ``idle_timeout``.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import trio
@@ -28,7 +29,8 @@ from ._events import (
     ResumeReceived,
 )
 from ._frames import OPEN
-from ._transport import Transport, direct_socket, read_into, socket_reader, writes_for
+from ._threadsend import Wire
+from ._transport import Pieces, Transport, direct_socket, read_into, socket_reader, writes_for
 from .errors import ErrorKind, ProtocolError, RemoteError, RemoteProtocolError
 from .options import DEFAULT_CLOSE_TIMEOUT, DEFAULT_READ_SIZE, DEFAULT_SEND_BUFFER
 from .protocol import Connection
@@ -100,6 +102,8 @@ class FramedDriver:
         self._wrote_unyielded = False
         self._receive_calls = 0
         self.last_pong: bytes | None = None
+        # Shared with a thread that writes DATA frames itself (see thread_sender).
+        self._wire: Wire | None = None
 
     @property
     def peer(self) -> dict[str, Any]:
@@ -293,18 +297,11 @@ class FramedDriver:
         take, send = writes_for(self.stream, self.conn)
         try:
             while True:
-                writes = take()
-                if writes:
-                    # Events are replaced only once set, never while a task may still be
-                    # waiting on them (a replaced unset event would strand its waiters).
-                    if self._writer_idle.is_set():
-                        self._writer_idle = trio.Event()
-                    self._writer_cut = True
-                    await send(writes)
-                    self._writer_cut = False
-                    self._space_event.set()
-                    if conn.send_state is not OPEN and not conn.has_data_to_send:
-                        self._end_written = True
+                if self._wire is None:
+                    wrote = await self._write_taken(take, send)
+                else:
+                    wrote = await self._write_taken_on_wire(self._wire, take, send)
+                if wrote:
                     continue
                 self._writer_idle.set()
                 if conn.failure is not None:
@@ -337,6 +334,40 @@ class FramedDriver:
             self._writer_idle.set()
             self._space_event.set()
 
+    async def _write_taken(
+        self, take: Callable[[], Pieces], send: Callable[[Pieces], Awaitable[None]]
+    ) -> bool:
+        """Write what the machine has ready; False if there was nothing."""
+        writes = take()
+        if not writes:
+            return False
+        # Events are replaced only once set, never while a task may still be waiting
+        # on them (a replaced unset event would strand its waiters).
+        if self._writer_idle.is_set():
+            self._writer_idle = trio.Event()
+        self._writer_cut = True
+        await send(writes)
+        self._writer_cut = False
+        self._space_event.set()
+        conn = self.conn
+        if conn.send_state is not OPEN and not conn.has_data_to_send:
+            self._end_written = True
+        return True
+
+    async def _write_taken_on_wire(
+        self, wire: Wire, take: Callable[[], Pieces], send: Callable[[Pieces], Awaitable[None]]
+    ) -> bool:
+        """:meth:`_write_taken`, owning the socket it shares with a thread: taken and
+        written while the thread cannot write (see ``ThreadSender``)."""
+        await wire.take()
+        try:
+            if wire.cut and self.conn.has_data_to_send:
+                # The thread left half a frame on the wire: nothing can follow it.
+                raise trio.BrokenResourceError("a frame was cut off in the middle")
+            return await self._write_taken(take, send)
+        finally:
+            wire.release()
+
     async def _last_words(self) -> None:
         """Put the END or ERROR that closed this direction on the wire, shielded and
         within a second, when the block is left with an exception. A cancellation of the
@@ -355,11 +386,10 @@ class FramedDriver:
                 and self._tx_broken is None
             ):
                 take, send = writes_for(self.stream, self.conn)
-                writes = take()
-                if writes:
-                    await send(writes)
-                    if not self.conn.has_data_to_send:
-                        self._end_written = True
+                if self._wire is None:
+                    await self._write_taken(take, send)
+                else:
+                    await self._write_taken_on_wire(self._wire, take, send)
 
     def start(self, nursery: trio.Nursery, *, idle_timeout: float | None = None) -> None:
         """Start the tasks that drive the connection in ``nursery``: the reader, the

@@ -125,17 +125,21 @@ class SendQueue:
 
         A large ``bytes`` message goes in a DATA frame of its own, by reference: the
         object is handed to the transport as it is (see :meth:`data_to_send_pieces`)."""
-        self._check_sendable()
-        assert self.codec is not None
+        codec = self.codec
+        if codec is None or self.send_state is not OPEN:
+            self._check_sendable()  # raises
+        assert codec is not None
         if type(message) is bytes and len(message) >= self.coalesce_bytes:
-            prefix = self.codec.bytes_prefix(len(message))
+            prefix = codec.bytes_prefix(len(message))
             if prefix is not None:
                 self._send_by_reference(prefix, message)
                 return
-        encoded = self.codec.encode(message)
-        self._check_size(len(encoded))
+        encoded = codec.encode(message)
+        size = len(encoded)
+        if size > self.peer_max_frame:
+            self._check_size(size)  # raises
         self._pending.append(encoded)
-        self._pending_size += len(encoded)
+        self._pending_size += size
         self.messages_sent += 1
 
     def send_and_take(self, message: Any) -> list[bytes | memoryview]:
@@ -160,10 +164,11 @@ class SendQueue:
         size = len(encoded)
         if size > self.peer_max_frame:
             self._check_size(size)
-        frame = HEADER.pack(size, 1, 0) + encoded
         self.messages_sent += 1
-        self.bytes_sent += len(frame)
-        return [frame]
+        self.bytes_sent += HEADER_SIZE + size
+        if size >= self.coalesce_bytes:  # large: not copied into a joined frame
+            return [HEADER.pack(size, 1, 0), encoded]
+        return [HEADER.pack(size, 1, 0) + encoded]
 
     def _send_by_reference(self, prefix: bytes, message: bytes) -> None:
         size = len(prefix) + len(message)
@@ -179,14 +184,36 @@ class SendQueue:
         assert self.codec is not None
         encode = self.codec.encode
         encoded = [encode(m) for m in messages]
-        limit = self.peer_max_frame
-        total = 0
-        for e in encoded:
-            if len(e) > limit:
-                self._check_size(len(e))
-            total += len(e)
+        # Sizes are summed in C; only a batch of at least that many bytes can hold a
+        # large (coalesce_bytes) or an oversize message, which is then looked for
+        # (cheaper than the Python loop over every size it replaces).
+        total = sum(map(len, encoded))
+        big = min(self.coalesce_bytes, self.peer_max_frame + 1)
+        if total >= big and max(map(len, encoded)) >= big:
+            self._send_many_large(encoded)
+            return
         self._pending.extend(encoded)
         self._pending_size += total
+        self.messages_sent += len(encoded)
+
+    def _send_many_large(self, encoded: list[bytes]) -> None:
+        """Queue ``encoded`` messages of which some are large: each large one goes in a
+        DATA frame of its own as two pieces, header and message, so it is never copied
+        again (a frame joined from a header and a 1 MiB message is a 1 MiB copy)."""
+        limit = self.peer_max_frame
+        for e in encoded:
+            if len(e) > limit:
+                self._check_size(len(e))  # all or none are queued
+        big = self.coalesce_bytes
+        for e in encoded:
+            size = len(e)
+            if size >= big:
+                self._frame_pending()
+                self._stream.append((HEADER.pack(size, 1, 0), e))
+                self._stream_size += HEADER_SIZE + size
+            else:
+                self._pending.append(e)
+                self._pending_size += size
         self.messages_sent += len(encoded)
 
     def _frame_pending(self) -> None:
@@ -200,7 +227,10 @@ class SendQueue:
         sep = b"\n" if self.codec is not None and self.codec.name == "json" else b""
         if len(pending) == 1:  # a lone message (measured: half the loop's cost)
             size = self._pending_size
-            frames.append((HEADER.pack(size, 1, 0) + pending[0],))
+            if size >= self.coalesce_bytes:  # large: header and message, not joined
+                frames.append((HEADER.pack(size, 1, 0), pending[0]))
+            else:
+                frames.append((HEADER.pack(size, 1, 0) + pending[0],))
             self._stream_size += size + HEADER_SIZE
             self._pending = []
             self._pending_size = 0

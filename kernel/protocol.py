@@ -214,6 +214,14 @@ class Connection(SendQueue):
         if it did."""
         self.unconsumed -= count
         frames = self._unconsumed_frames
+        if frames and 0 < count < frames[0][0]:
+            # Part of the oldest frame (one message of a coalesced frame, say): no loop.
+            frame = frames[0]
+            share = frame[1] * count // frame[0]
+            frame[0] -= count
+            frame[1] -= share
+            self.unconsumed_bytes -= share
+            return self.paused_peer and self._resume_if_drained()
         while count > 0 and frames:
             frame = frames[0]
             if frame[0] <= count:

@@ -1642,3 +1642,147 @@ async def test_a_call_in_a_cancelled_scope_raises_at_once_and_sends_or_takes_not
             assert scope.cancelled_caught
             await a.send("last")
             assert [await b.receive(), await b.receive()] == ["first", "last"]
+
+
+# -- a thread that sends on the pipe itself (thread_sender) --------------------------------
+
+Sockets = tuple[trio.SocketStream, trio.SocketStream]
+
+
+async def test_a_thread_sender_writes_in_order_before_what_the_pipe_sends_after(
+    socket_stream_pair: Sockets, framed_pair: OpenFramedPair
+) -> None:
+    with trio.fail_after(HANG_GUARD):
+        async with framed_pair(*socket_stream_pair) as (a, b):
+            sender = a.thread_sender(lambda: True)
+            assert sender is not None
+
+            def in_thread() -> list[bool]:
+                done = [sender.send(i) for i in range(100)]
+                return [*done, sender.send_batch(list(range(100, 300)))]
+
+            assert all(await trio.to_thread.run_sync(in_thread))
+            await a.end()
+            assert [m async for m in b] == list(range(300))
+            assert a.stats.messages_sent == 300
+
+
+async def test_a_pipe_gives_a_second_thread_sender_none(
+    socket_stream_pair: Sockets, framed_pair: OpenFramedPair
+) -> None:
+    with trio.fail_after(HANG_GUARD):
+        async with framed_pair(*socket_stream_pair) as (a, _):
+            assert a.thread_sender(lambda: True) is not None
+            assert a.thread_sender(lambda: True) is None
+
+
+async def test_a_pipe_over_a_stream_that_is_not_a_socket_has_no_thread_sender(
+    framed_pair: OpenFramedPair,
+) -> None:
+    with trio.fail_after(HANG_GUARD):
+        async with framed_pair(*trio.testing.memory_stream_pair()) as (a, _):
+            assert a.thread_sender(lambda: True) is None
+
+
+async def test_a_thread_sender_writes_large_bytes_and_small_messages_in_one_batch(
+    socket_stream_pair: Sockets, framed_pair: OpenFramedPair
+) -> None:
+    blob = bytes(range(256)) * 4096  # 1 MiB: more than the socket takes at once
+    with trio.fail_after(HANG_GUARD):
+        async with framed_pair(*socket_stream_pair) as (a, b):
+            sender = a.thread_sender(lambda: True)
+            assert sender is not None
+            batch = ["a", blob, {"b": 1}, blob, "c"]
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(trio.to_thread.run_sync, sender.send_batch, batch)
+                got = [await b.receive() for _ in batch]
+            assert got == batch
+
+
+async def test_a_thread_batch_that_cannot_be_sent_whole_sends_none_of_it(
+    socket_stream_pair: Sockets, framed_pair: OpenFramedPair
+) -> None:
+    with trio.fail_after(HANG_GUARD):
+        async with framed_pair(*socket_stream_pair, acceptor={"max_frame": 4096}) as (a, b):
+            sender = a.thread_sender(lambda: True)
+            assert sender is not None
+            assert not await trio.to_thread.run_sync(sender.send_batch, ["x", b"y" * 5000])
+            assert not await trio.to_thread.run_sync(sender.send, "z" * 5000)
+            assert not await trio.to_thread.run_sync(sender.send, {1, 2})  # not encodable
+            assert await trio.to_thread.run_sync(sender.send, "after")
+            await a.end()
+            assert [m async for m in b] == ["after"]
+
+
+async def test_a_thread_sender_writes_nothing_while_the_peer_has_paused_the_pipe(
+    socket_stream_pair: Sockets, framed_pair: OpenFramedPair
+) -> None:
+    with trio.fail_after(HANG_GUARD):
+        async with framed_pair(*socket_stream_pair) as (a, b):
+            sender = a.thread_sender(lambda: True)
+            assert sender is not None
+            a.conn.receive_data(encode_frame(FrameType.PAUSE))
+            assert not await trio.to_thread.run_sync(sender.send, 1)
+            a.conn.receive_data(encode_frame(FrameType.RESUME))
+            assert await trio.to_thread.run_sync(sender.send, 2)
+            assert await b.receive() == 2
+
+
+async def test_a_thread_sender_writes_nothing_while_the_pipe_has_frames_queued(
+    socket_stream_pair: Sockets, framed_pair: OpenFramedPair
+) -> None:
+    with trio.fail_after(HANG_GUARD):
+        async with framed_pair(*socket_stream_pair) as (a, b):
+            sender = a.thread_sender(lambda: True)
+            assert sender is not None
+            a.conn.send("queued first")  # (not yet taken by the writer: no checkpoint)
+            assert not sender.send("would overtake it")
+            await a.send("then this")
+            assert [await b.receive(), await b.receive()] == ["queued first", "then this"]
+
+
+async def test_a_thread_sender_writes_nothing_once_the_pipe_is_closed_or_not_ready(
+    socket_stream_pair: Sockets, framed_pair: OpenFramedPair
+) -> None:
+    ready = False
+    with trio.fail_after(HANG_GUARD):
+        async with framed_pair(*socket_stream_pair) as (a, _):
+            sender = a.thread_sender(lambda: ready)
+            assert sender is not None
+            assert not await trio.to_thread.run_sync(sender.send, 1)
+            ready = True
+            await a.aclose()
+            assert not await trio.to_thread.run_sync(sender.send, 1)
+
+
+async def test_the_pipe_and_a_thread_sender_share_the_socket_frame_by_frame(
+    socket_stream_pair: Sockets, framed_pair: OpenFramedPair
+) -> None:
+    blob = b"q" * 300_000  # larger than a socket buffer: written in several steps
+    with trio.fail_after(HANG_GUARD):
+        async with framed_pair(*socket_stream_pair) as (a, b):
+            sender = a.thread_sender(lambda: True)
+            assert sender is not None
+            direct = 0
+
+            def in_thread() -> None:
+                nonlocal direct
+                for i in range(40):
+                    if sender.send((i, blob)):
+                        direct += 1
+                    else:  # the pipe's own path: ordered behind what it has queued
+                        trio.from_thread.run(a.send, (i, blob))
+                        trio.from_thread.run(a._flush)  # the next may go direct again
+
+            async def ping() -> None:
+                for i in range(50):
+                    await a.ping(b"%d" % i)
+                    await trio.lowlevel.checkpoint()
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(trio.to_thread.run_sync, in_thread)
+                nursery.start_soon(ping)
+                got = [await b.receive() for _ in range(40)]
+            assert got == [[i, blob] for i in range(40)]
+            assert direct > 0
+            assert a.violation is None and b.violation is None

@@ -654,6 +654,34 @@ async def test_python_worker_handle_calls_and_closes(worker_file: Callable[[str]
     assert_no_children()
 
 
+REPLIES_WORKER = """
+def main(port):
+    for n in port:
+        port.send(n)
+        port.send_batch([n + 0.5, n + 0.75])
+"""
+
+
+async def test_a_port_worker_replies_in_order_whether_called_or_streamed(
+    worker_file: Callable[[str], str],
+) -> None:
+    # A reply is written by the worker thread itself, what follows it in the same turn
+    # (and everything while input waits) goes through the worker's pump: the order
+    # holds across both paths, one request at a time and with the input streamed.
+    expected = [x for n in range(300) for x in (n, n + 0.5, n + 0.75)]
+    with trio.fail_after(HANG_GUARD * 3):
+        async with pk.run(worker_file(REPLIES_WORKER)) as w:
+            got = []
+            for n in range(150):
+                got.append(await w.call(n))
+                got += [await w.receive(), await w.receive()]
+            for n in range(150, 300):
+                await w.send(n)
+            got += [await w.receive() for _ in range(450)]
+            assert await w.close() == 0
+    assert got == expected
+
+
 async def test_python_worker_exception_fails_the_pipeline_with_its_traceback(
     worker_file: Callable[[str], str],
 ) -> None:

