@@ -786,3 +786,37 @@ def test_stream_shapes_and_target_errors(tmp_path: Path, monkeypatch: pytest.Mon
     for bad in ("", ":x", "os:", "no such:main"):
         with pytest.raises(child.TargetError):
             child.load_target(bad)
+
+
+class _RecordingLibc:
+    def __init__(self) -> None:
+        self.calls: list[tuple[int, int]] = []
+
+    def mallopt(self, param: int, value: int) -> int:
+        self.calls.append((param, value))
+        return 1
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "held"),
+    [
+        (None, None, True),
+        ("GLIBC_TUNABLES", "glibc.malloc.trim_threshold=1048576", False),
+        ("GLIBC_TUNABLES", "glibc.rtld.optional_static_tls=512", True),
+        ("MALLOC_ARENA_MAX", "2", False),
+    ],
+)
+def test_a_worker_holds_freed_memory_unless_the_user_set_the_allocator(
+    monkeypatch: pytest.MonkeyPatch, variable: str | None, value: str | None, held: bool
+) -> None:
+    from pipekit.workers._child import runtime
+
+    for name in list(os.environ):
+        if name == "GLIBC_TUNABLES" or name.startswith("MALLOC_"):
+            monkeypatch.delenv(name)
+    if variable is not None:
+        monkeypatch.setenv(variable, value or "")
+    libc = _RecordingLibc()
+    monkeypatch.setattr(ctypes, "CDLL", lambda name: libc)
+    runtime._hold_freed_memory()
+    assert bool(libc.calls) is held
