@@ -21,11 +21,22 @@ round (``bench/_common.paired_ratio``), so a noisy machine's slow phases cancel 
   actors' pattern) through ``pipekit.channels.channel`` against trio's memory channel of
   the same capacity (unbuffered and 100), and through ``pk.select`` over that channel
   and an idle one. Targets: a channel within 1.3x trio's, a select within 2x.
-* **Process backend** (``--cpu-items`` items of ~2 ms of pure-Python CPU work, two
-  workers): the whole call, pool start-up included, since ``parallel_map`` starts one
-  per call: ``pk.parallel_map(backend="process")`` against ``multiprocessing.Pool(2)``
-  (``map`` in a ``with`` block, spawn and fork) and ``mpire.WorkerPool(2)`` when mpire
-  is installed (``pip install mpire``; else the row says it was skipped).
+* **Process backend, steady state** (pools started before timing, two workers): one
+  ``map`` call on pools already started and warmed up by a first ``map`` of the same
+  items: ``pk.WorkerPool(2).map`` (the pool ``parallel_map(backend="process")`` runs
+  on; ``parallel_map`` itself starts one per call) against ``multiprocessing.Pool(2)``
+  (spawn and fork) and ``mpire.WorkerPool(2, keep_alive=True)``, over ``5 * --items``
+  no-op items (per-item overhead, µs) and over ``--cpu-items`` items of ~2 ms of
+  pure-Python CPU work. The pipekit pool's trio loop runs in a thread, started after
+  the fork-based pools (forking a multi-threaded parent is unsafe), and each call hands
+  it one ``map`` (``trio.from_thread``, well under 1 ms per call). Target: below each.
+* **Process backend, start-up included** (the ``--cpu-items`` items): the whole call,
+  since ``parallel_map`` starts its pool per call: ``pk.parallel_map(backend="process")``
+  against ``multiprocessing.Pool(2)`` (``map`` in a ``with`` block, spawn and fork) and
+  ``mpire.WorkerPool(2)``. pipekit's workers are fresh interpreters (spawned), so
+  against fork this mostly measures interpreter start-up.
+
+  mpire rows need ``pip install mpire`` (else they say they were skipped).
 * **Slow blocking items**: 500 x ``time.sleep(0.01)`` on 16 threads through
   ``parallel_map(backend="thread")`` against ``ThreadPoolExecutor(16).map``. Target:
   within 1.1x.
@@ -38,14 +49,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import multiprocessing
 import os
 import platform
 import statistics
 import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -159,6 +173,84 @@ def mpire_pool() -> Callable[[list[int]], list[Any]] | None:
     return run
 
 
+# -- pools started once, reused by every round (steady state) ----------------------------
+
+Mapper = Callable[[list[Any]], list[Any]]
+
+
+class StartedPool:
+    """A ``pk.WorkerPool(fn, size)`` kept open between calls: its trio loop runs in a
+    thread and :meth:`map` hands it one ``map`` call (``trio.from_thread``)."""
+
+    def __init__(self, fn: Callable[[Any], Any], size: int) -> None:
+        self.fn = fn
+        self.size = size
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._pool: pk.WorkerPool | None = None
+        self._token: trio.lowlevel.TrioToken | None = None
+        self._stop: trio.Event | None = None
+        self._thread = threading.Thread(target=self._run, name="pk-pool", daemon=True)
+
+    def _run(self) -> None:
+        try:
+            trio.run(self._host)
+        except BaseException as exc:  # reported by start()
+            self._error = exc
+        finally:
+            self._ready.set()
+
+    async def _host(self) -> None:
+        async with pk.WorkerPool(self.fn, self.size) as pool:
+            self._pool, self._stop = pool, trio.Event()
+            self._token = trio.lowlevel.current_trio_token()
+            self._ready.set()
+            await self._stop.wait()
+
+    def start(self) -> None:
+        self._thread.start()
+        self._ready.wait()
+        if self._error is not None:
+            raise RuntimeError("pk.WorkerPool did not start") from self._error
+
+    def map(self, items: list[Any]) -> list[Any]:
+        assert self._pool is not None
+        return trio.from_thread.run(self._pool.map, items, trio_token=self._token)
+
+    def stop(self) -> None:
+        if self._stop is not None and self._thread.is_alive():
+            trio.from_thread.run_sync(self._stop.set, trio_token=self._token)
+        self._thread.join()
+
+
+@contextmanager
+def started_pools(fn: Callable[[Any], Any], warm: list[Any]) -> Iterator[list[Mapper | None]]:
+    """The ``map`` of each process pool of the steady-state rows (mp-spawn, mp-fork,
+    mpire or None, pk), every pool started and warmed up by one ``map`` of ``warm``.
+    The fork-based pools fork before the pipekit pool's thread exists."""
+    with ExitStack() as stack:
+        maps: list[Mapper | None] = []
+        for method in ("spawn", "fork"):
+            pool = stack.enter_context(multiprocessing.get_context(method).Pool(PROCESSES))
+            maps.append(functools.partial(pool.map, fn))
+        try:
+            from mpire import WorkerPool  # type: ignore[attr-defined, import-not-found, unused-ignore]
+        except ImportError:
+            maps.append(None)
+        else:
+            mpire = stack.enter_context(WorkerPool(n_jobs=PROCESSES, keep_alive=True))
+            maps.append(lambda items: list(mpire.map(fn, items)))
+        for run in maps:
+            if run is not None:
+                run(warm)  # mpire forks its workers here
+        host = StartedPool(fn, PROCESSES)
+        stack.callback(host.stop)
+        host.start()
+        host.map(warm)
+        maps.append(host.map)
+        yield maps
+
+
 def through_trio_channel(capacity: int) -> Callable[[list[int]], list[Any]]:
     def run(items: list[int]) -> list[Any]:
         async def main() -> list[Any]:
@@ -253,8 +345,9 @@ def section(
             continue
         median = statistics.median(times[k])
         value = median / len(items) * 1e6 if per_item else median * 1e3
+        shown = f"{value:,.2f}" if value < 10 else f"{value:,.1f}"
         if k not in targets:
-            out.append([name, f"{value:,.1f}", "", "baseline"])
+            out.append([name, shown, "", "baseline"])
             continue
         for n, (base, limit) in enumerate(targets[k]):
             if rows[base][1] is None:
@@ -263,7 +356,7 @@ def section(
             label = rows[base][0].split(" ")[0].rstrip(":")
             cell = f"{ratio_cell(ratio, repeat, percent=False)} of {label}"
             verdict = f"{verdicts.judge(ratio[0] <= limit)} (<= {limit:g}x)"
-            out.append([name if n == 0 else "", f"{value:,.1f}" if n == 0 else "", cell, verdict])
+            out.append([name if n == 0 else "", shown if n == 0 else "", cell, verdict])
     return [title, *render_table(["contender", unit, "ratio", "target"], out, {1}), ""]
 
 
@@ -323,6 +416,29 @@ def main() -> int:
 
     cpu = [BURN] * args.cpu_items
     expected_cpu = [burn(BURN)] * args.cpu_items
+    many = list(range(5 * args.items))
+    started = [
+        f"mp-spawn: multiprocessing.Pool({PROCESSES}).map [spawn], started",
+        f"mp-fork: multiprocessing.Pool({PROCESSES}).map [fork], started",
+        f"mpire: mpire.WorkerPool({PROCESSES}, keep_alive).map [fork], started",
+        f"pk.WorkerPool({PROCESSES}).map (the process backend's pool), started",
+    ]
+    for fn, work, expected, per_item, what in (
+        (noop, many, many, True, f"no-op x {len(many):,}"),
+        (burn, cpu, expected_cpu, False, f"burn(~2 ms) x {args.cpu_items:,}"),
+    ):
+        with started_pools(fn, work) as maps:
+            lines += section(
+                f"Process backend, steady state (pools started and warm), {what}",
+                list(zip(started, maps, strict=True)),
+                work,
+                expected,
+                args.repeat,
+                per_item=per_item,
+                targets={3: [(0, 1.0), (1, 1.0), (2, 1.0)]},
+                verdicts=verdicts,
+            )
+
     processes: list[Row] = [
         (f"mp-spawn: multiprocessing.Pool({PROCESSES}).map [spawn]", mp_pool("spawn")),
         (f"mp-fork: multiprocessing.Pool({PROCESSES}).map [fork]", mp_pool("fork")),
@@ -330,7 +446,8 @@ def main() -> int:
         (f"pk.parallel_map process backend, {PROCESSES} workers", pk_processes),
     ]
     lines += section(
-        f"Process backend, burn(~2 ms) x {args.cpu_items:,}, pool start-up included",
+        f"Process backend, burn(~2 ms) x {args.cpu_items:,}, pool start-up included "
+        "(a pool per call, as parallel_map starts one)",
         processes,
         cpu,
         expected_cpu,
