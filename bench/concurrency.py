@@ -30,6 +30,11 @@ round (``bench/_common.paired_ratio``), so a noisy machine's slow phases cancel 
   pure-Python CPU work. The pipekit pool's trio loop runs in a thread, started after
   the fork-based pools (forking a multi-threaded parent is unsafe), and each call hands
   it one ``map`` (``trio.from_thread``, well under 1 ms per call). Target: below each.
+  Then the same no-op pools, ``--calls`` calls of ``map([x])`` one after the other:
+  µs per call, the fixed cost of a call (one round trip to a worker and back).
+  Each table is followed by the CPU µs per item of each row (this process, every thread,
+  and the pool's workers, read from Linux's ``/proc/PID/task/*/schedstat``): what the
+  work costs, however a loaded machine shares its cores out.
 * **Process backend, start-up included** (the ``--cpu-items`` items): the whole call,
   since ``parallel_map`` starts its pool per call: ``pk.parallel_map(backend="process")``
   against ``multiprocessing.Pool(2)`` (``map`` in a ``with`` block, spawn and fork) and
@@ -59,7 +64,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -213,6 +218,11 @@ class StartedPool:
         if self._error is not None:
             raise RuntimeError("pk.WorkerPool did not start") from self._error
 
+    @property
+    def pids(self) -> list[int]:
+        assert self._pool is not None
+        return self._pool.pids
+
     def map(self, items: list[Any]) -> list[Any]:
         assert self._pool is not None
         return trio.from_thread.run(self._pool.map, items, trio_token=self._token)
@@ -223,32 +233,90 @@ class StartedPool:
         self._thread.join()
 
 
+def one_by_one(run: Mapper) -> Mapper:
+    """``run`` called once per item, with a list of that one item."""
+    return lambda items: [run([x])[0] for x in items]
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """CPU time the processes ``pids`` (all their threads) have used so far, from
+    Linux's ``/proc/PID/task/*/schedstat`` (nanoseconds); what cannot be read counts 0."""
+    total = 0
+    for pid in pids:
+        with suppress(OSError):
+            for task in os.listdir(f"/proc/{pid}/task"):
+                with suppress(OSError), open(f"/proc/{pid}/task/{task}/schedstat") as f:
+                    total += int(f.read().split()[0])
+    return total / 1e9
+
+
+class CpuMeter:
+    """A pool's ``map`` that records, per call, the CPU seconds of this process (every
+    thread: the pools' own threads included) and of the pool's workers: what the work
+    costs, however a loaded machine shares its cores out."""
+
+    def __init__(self, run: Mapper, pids: Callable[[], list[int]]) -> None:
+        self.run = run
+        self.pids = pids
+        self.calls: list[tuple[float, float]] = []
+
+    def __call__(self, items: list[Any]) -> list[Any]:
+        pids = self.pids()
+        parent, workers = time.process_time(), cpu_seconds(pids)
+        out = self.run(items)
+        self.calls.append((time.process_time() - parent, cpu_seconds(pids) - workers))
+        return out
+
+
 @contextmanager
-def started_pools(fn: Callable[[Any], Any], warm: list[Any]) -> Iterator[list[Mapper | None]]:
+def started_pools(fn: Callable[[Any], Any], warm: list[Any]) -> Iterator[list[CpuMeter | None]]:
     """The ``map`` of each process pool of the steady-state rows (mp-spawn, mp-fork,
     mpire or None, pk), every pool started and warmed up by one ``map`` of ``warm``.
-    The fork-based pools fork before the pipekit pool's thread exists."""
+    The fork-based pools fork before the pipekit pool's thread exists. (The workers'
+    pids of multiprocessing and mpire are read from their private attributes.)"""
     with ExitStack() as stack:
-        maps: list[Mapper | None] = []
+        maps: list[CpuMeter | None] = []
         for method in ("spawn", "fork"):
             pool = stack.enter_context(multiprocessing.get_context(method).Pool(PROCESSES))
-            maps.append(functools.partial(pool.map, fn))
+            workers = [p.pid for p in getattr(pool, "_pool", [])]
+            maps.append(CpuMeter(functools.partial(pool.map, fn), functools.partial(list, workers)))
         try:
             from mpire import WorkerPool  # type: ignore[attr-defined, import-not-found, unused-ignore]
         except ImportError:
             maps.append(None)
         else:
             mpire = stack.enter_context(WorkerPool(n_jobs=PROCESSES, keep_alive=True))
-            maps.append(lambda items: list(mpire.map(fn, items)))
+            maps.append(
+                CpuMeter(
+                    lambda items: list(mpire.map(fn, items)),
+                    lambda: [w.pid for w in getattr(mpire, "_workers", []) if w is not None],
+                )
+            )
         for run in maps:
             if run is not None:
-                run(warm)  # mpire forks its workers here
+                run.run(warm)  # mpire forks its workers here
         host = StartedPool(fn, PROCESSES)
         stack.callback(host.stop)
         host.start()
         host.map(warm)
-        maps.append(host.map)
+        maps.append(CpuMeter(host.map, lambda: host.pids))
         yield maps
+
+
+def cpu_table(names: list[str], meters: list[CpuMeter | None], items: int) -> list[str]:
+    """CPU µs per item of each steady-state row (medians of the measured rounds)."""
+    out: list[list[str]] = []
+    for name, meter in zip(names, meters, strict=True):
+        if meter is None:
+            out.append([name, "skipped", "", ""])
+            continue
+        calls = meter.calls[1:]  # the first round is measure()'s warm-up
+        parent = statistics.median(c[0] for c in calls) / items * 1e6
+        workers = statistics.median(c[1] for c in calls) / items * 1e6
+        total = statistics.median(c[0] + c[1] for c in calls) / items * 1e6
+        out.append([name, f"{parent:,.2f}", f"{workers:,.2f}", f"{total:,.2f}"])
+    headers = ["CPU per item (µs)", "this process", "workers", "total"]
+    return [*render_table(headers, out, {1, 2, 3}), ""]
 
 
 def through_trio_channel(capacity: int) -> Callable[[list[int]], list[Any]]:
@@ -365,11 +433,13 @@ def main() -> int:
     parser.add_argument("--items", type=int, default=20_000, help="trivial items")
     parser.add_argument("--cpu-items", type=int, default=400, help="CPU items (~2 ms)")
     parser.add_argument("--sleeps", type=int, default=500, help="items of 10 ms")
+    parser.add_argument("--calls", type=int, default=300, help="one-item map calls")
     parser.add_argument("--repeat", type=int, default=5, help="rounds (median)")
     parser.add_argument("--quick", action="store_true", help="smoke run")
     args = parser.parse_args()
     if args.quick:
         args.items, args.cpu_items, args.sleeps, args.repeat = 2_000, 40, 64, 1
+        args.calls = 20
     print(
         f"machine: nproc={os.cpu_count()} python={platform.python_version()} "
         f"trio={trio.__version__}; {args.repeat} rounds, medians of per-round ratios"
@@ -417,6 +487,7 @@ def main() -> int:
     cpu = [BURN] * args.cpu_items
     expected_cpu = [burn(BURN)] * args.cpu_items
     many = list(range(5 * args.items))
+    few = list(range(args.calls))
     started = [
         f"mp-spawn: multiprocessing.Pool({PROCESSES}).map [spawn], started",
         f"mp-fork: multiprocessing.Pool({PROCESSES}).map [fork], started",
@@ -438,6 +509,23 @@ def main() -> int:
                 targets={3: [(0, 1.0), (1, 1.0), (2, 1.0)]},
                 verdicts=verdicts,
             )
+            if os.path.isdir("/proc/self/task"):
+                lines[-1:] = cpu_table(started, maps, len(work))
+            if fn is noop:  # the same pools, one item per call: a call's fixed cost
+                one = [None if m is None else CpuMeter(one_by_one(m.run), m.pids) for m in maps]
+                lines += section(
+                    f"Process backend, steady state, map([x]) x {len(few):,}: one round "
+                    "trip per call",
+                    list(zip(started, one, strict=True)),
+                    few,
+                    few,
+                    args.repeat,
+                    per_item=True,
+                    targets={3: [(0, 1.0), (1, 1.0), (2, 1.0)]},
+                    verdicts=verdicts,
+                )
+                if os.path.isdir("/proc/self/task"):
+                    lines[-1:] = cpu_table(started, one, len(few))
 
     processes: list[Row] = [
         (f"mp-spawn: multiprocessing.Pool({PROCESSES}).map [spawn]", mp_pool("spawn")),
