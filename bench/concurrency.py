@@ -21,11 +21,27 @@ round (``bench/_common.paired_ratio``), so a noisy machine's slow phases cancel 
   actors' pattern) through ``pipekit.channels.channel`` against trio's memory channel of
   the same capacity (unbuffered and 100), and through ``pk.select`` over that channel
   and an idle one. Targets: a channel within 1.3x trio's, a select within 2x.
-* **Process backend** (``--cpu-items`` items of ~2 ms of pure-Python CPU work, two
-  workers): the whole call, pool start-up included, since ``parallel_map`` starts one
-  per call: ``pk.parallel_map(backend="process")`` against ``multiprocessing.Pool(2)``
-  (``map`` in a ``with`` block, spawn and fork) and ``mpire.WorkerPool(2)`` when mpire
-  is installed (``pip install mpire``; else the row says it was skipped).
+* **Process backend, steady state** (pools started before timing, two workers): one
+  ``map`` call on pools already started and warmed up by a first ``map`` of the same
+  items: ``pk.WorkerPool(2).map`` (the pool ``parallel_map(backend="process")`` runs
+  on; ``parallel_map`` itself starts one per call) against ``multiprocessing.Pool(2)``
+  (spawn and fork) and ``mpire.WorkerPool(2, keep_alive=True)``, over ``5 * --items``
+  no-op items (per-item overhead, µs) and over ``--cpu-items`` items of ~2 ms of
+  pure-Python CPU work. The pipekit pool's trio loop runs in a thread, started after
+  the fork-based pools (forking a multi-threaded parent is unsafe), and each call hands
+  it one ``map`` (``trio.from_thread``, well under 1 ms per call). Target: below each.
+  Then the same no-op pools, ``--calls`` calls of ``map([x])`` one after the other:
+  µs per call, the fixed cost of a call (one round trip to a worker and back).
+  Each table is followed by the CPU µs per item of each row (this process, every thread,
+  and the pool's workers, read from Linux's ``/proc/PID/task/*/schedstat``): what the
+  work costs, however a loaded machine shares its cores out.
+* **Process backend, start-up included** (the ``--cpu-items`` items): the whole call,
+  since ``parallel_map`` starts its pool per call: ``pk.parallel_map(backend="process")``
+  against ``multiprocessing.Pool(2)`` (``map`` in a ``with`` block, spawn and fork) and
+  ``mpire.WorkerPool(2)``. pipekit's workers are fresh interpreters (spawned), so
+  against fork this mostly measures interpreter start-up.
+
+  mpire rows need ``pip install mpire`` (else they say they were skipped).
 * **Slow blocking items**: 500 x ``time.sleep(0.01)`` on 16 threads through
   ``parallel_map(backend="thread")`` against ``ThreadPoolExecutor(16).map``. Target:
   within 1.1x.
@@ -38,14 +54,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import multiprocessing
 import os
 import platform
 import statistics
 import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -159,6 +178,147 @@ def mpire_pool() -> Callable[[list[int]], list[Any]] | None:
     return run
 
 
+# -- pools started once, reused by every round (steady state) ----------------------------
+
+Mapper = Callable[[list[Any]], list[Any]]
+
+
+class StartedPool:
+    """A ``pk.WorkerPool(fn, size)`` kept open between calls: its trio loop runs in a
+    thread and :meth:`map` hands it one ``map`` call (``trio.from_thread``)."""
+
+    def __init__(self, fn: Callable[[Any], Any], size: int) -> None:
+        self.fn = fn
+        self.size = size
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._pool: pk.WorkerPool | None = None
+        self._token: trio.lowlevel.TrioToken | None = None
+        self._stop: trio.Event | None = None
+        self._thread = threading.Thread(target=self._run, name="pk-pool", daemon=True)
+
+    def _run(self) -> None:
+        try:
+            trio.run(self._host)
+        except BaseException as exc:  # reported by start()
+            self._error = exc
+        finally:
+            self._ready.set()
+
+    async def _host(self) -> None:
+        async with pk.WorkerPool(self.fn, self.size) as pool:
+            self._pool, self._stop = pool, trio.Event()
+            self._token = trio.lowlevel.current_trio_token()
+            self._ready.set()
+            await self._stop.wait()
+
+    def start(self) -> None:
+        self._thread.start()
+        self._ready.wait()
+        if self._error is not None:
+            raise RuntimeError("pk.WorkerPool did not start") from self._error
+
+    @property
+    def pids(self) -> list[int]:
+        assert self._pool is not None
+        return self._pool.pids
+
+    def map(self, items: list[Any]) -> list[Any]:
+        assert self._pool is not None
+        return trio.from_thread.run(self._pool.map, items, trio_token=self._token)
+
+    def stop(self) -> None:
+        if self._stop is not None and self._thread.is_alive():
+            trio.from_thread.run_sync(self._stop.set, trio_token=self._token)
+        self._thread.join()
+
+
+def one_by_one(run: Mapper) -> Mapper:
+    """``run`` called once per item, with a list of that one item."""
+    return lambda items: [run([x])[0] for x in items]
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """CPU time the processes ``pids`` (all their threads) have used so far, from
+    Linux's ``/proc/PID/task/*/schedstat`` (nanoseconds); what cannot be read counts 0."""
+    total = 0
+    for pid in pids:
+        with suppress(OSError):
+            for task in os.listdir(f"/proc/{pid}/task"):
+                with suppress(OSError), open(f"/proc/{pid}/task/{task}/schedstat") as f:
+                    total += int(f.read().split()[0])
+    return total / 1e9
+
+
+class CpuMeter:
+    """A pool's ``map`` that records, per call, the CPU seconds of this process (every
+    thread: the pools' own threads included) and of the pool's workers: what the work
+    costs, however a loaded machine shares its cores out."""
+
+    def __init__(self, run: Mapper, pids: Callable[[], list[int]]) -> None:
+        self.run = run
+        self.pids = pids
+        self.calls: list[tuple[float, float]] = []
+
+    def __call__(self, items: list[Any]) -> list[Any]:
+        pids = self.pids()
+        parent, workers = time.process_time(), cpu_seconds(pids)
+        out = self.run(items)
+        self.calls.append((time.process_time() - parent, cpu_seconds(pids) - workers))
+        return out
+
+
+@contextmanager
+def started_pools(fn: Callable[[Any], Any], warm: list[Any]) -> Iterator[list[CpuMeter | None]]:
+    """The ``map`` of each process pool of the steady-state rows (mp-spawn, mp-fork,
+    mpire or None, pk), every pool started and warmed up by one ``map`` of ``warm``.
+    The fork-based pools fork before the pipekit pool's thread exists. (The workers'
+    pids of multiprocessing and mpire are read from their private attributes.)"""
+    with ExitStack() as stack:
+        maps: list[CpuMeter | None] = []
+        for method in ("spawn", "fork"):
+            pool = stack.enter_context(multiprocessing.get_context(method).Pool(PROCESSES))
+            workers = [p.pid for p in getattr(pool, "_pool", [])]
+            maps.append(CpuMeter(functools.partial(pool.map, fn), functools.partial(list, workers)))
+        try:
+            from mpire import WorkerPool  # type: ignore[attr-defined, import-not-found, unused-ignore]
+        except ImportError:
+            maps.append(None)
+        else:
+            mpire = stack.enter_context(WorkerPool(n_jobs=PROCESSES, keep_alive=True))
+            maps.append(
+                CpuMeter(
+                    lambda items: list(mpire.map(fn, items)),
+                    lambda: [w.pid for w in getattr(mpire, "_workers", []) if w is not None],
+                )
+            )
+        for run in maps:
+            if run is not None:
+                run.run(warm)  # mpire forks its workers here
+        host = StartedPool(fn, PROCESSES)
+        stack.callback(host.stop)
+        host.start()
+        host.map(warm)
+        maps.append(CpuMeter(host.map, lambda: host.pids))
+        yield maps
+
+
+def cpu_table(names: list[str], meters: list[CpuMeter | None], items: int) -> list[str]:
+    """CPU µs per item of each steady-state row (medians of the measured rounds)."""
+    out: list[list[str]] = []
+    for name, meter in zip(names, meters, strict=True):
+        if meter is None:
+            out.append([name, "skipped", "", ""])
+            continue
+        calls = meter.calls[1:]  # the first round is measure()'s warm-up
+        parent = statistics.median(c[0] for c in calls) / items * 1e6
+        workers = statistics.median(c[1] for c in calls) / items * 1e6
+        total = statistics.median(c[0] + c[1] for c in calls) / items * 1e6
+        out.append([name, f"{parent:,.2f}", f"{workers:,.2f}", f"{total:,.2f}"])
+    headers = ["CPU per item (µs)", "this process", "workers", "total"]
+    return [*render_table(headers, out, {1, 2, 3}), ""]
+
+
 def through_trio_channel(capacity: int) -> Callable[[list[int]], list[Any]]:
     def run(items: list[int]) -> list[Any]:
         async def main() -> list[Any]:
@@ -253,8 +413,9 @@ def section(
             continue
         median = statistics.median(times[k])
         value = median / len(items) * 1e6 if per_item else median * 1e3
+        shown = f"{value:,.2f}" if value < 10 else f"{value:,.1f}"
         if k not in targets:
-            out.append([name, f"{value:,.1f}", "", "baseline"])
+            out.append([name, shown, "", "baseline"])
             continue
         for n, (base, limit) in enumerate(targets[k]):
             if rows[base][1] is None:
@@ -263,7 +424,7 @@ def section(
             label = rows[base][0].split(" ")[0].rstrip(":")
             cell = f"{ratio_cell(ratio, repeat, percent=False)} of {label}"
             verdict = f"{verdicts.judge(ratio[0] <= limit)} (<= {limit:g}x)"
-            out.append([name if n == 0 else "", f"{value:,.1f}" if n == 0 else "", cell, verdict])
+            out.append([name if n == 0 else "", shown if n == 0 else "", cell, verdict])
     return [title, *render_table(["contender", unit, "ratio", "target"], out, {1}), ""]
 
 
@@ -272,11 +433,13 @@ def main() -> int:
     parser.add_argument("--items", type=int, default=20_000, help="trivial items")
     parser.add_argument("--cpu-items", type=int, default=400, help="CPU items (~2 ms)")
     parser.add_argument("--sleeps", type=int, default=500, help="items of 10 ms")
+    parser.add_argument("--calls", type=int, default=300, help="one-item map calls")
     parser.add_argument("--repeat", type=int, default=5, help="rounds (median)")
     parser.add_argument("--quick", action="store_true", help="smoke run")
     args = parser.parse_args()
     if args.quick:
         args.items, args.cpu_items, args.sleeps, args.repeat = 2_000, 40, 64, 1
+        args.calls = 20
     print(
         f"machine: nproc={os.cpu_count()} python={platform.python_version()} "
         f"trio={trio.__version__}; {args.repeat} rounds, medians of per-round ratios"
@@ -323,6 +486,47 @@ def main() -> int:
 
     cpu = [BURN] * args.cpu_items
     expected_cpu = [burn(BURN)] * args.cpu_items
+    many = list(range(5 * args.items))
+    few = list(range(args.calls))
+    started = [
+        f"mp-spawn: multiprocessing.Pool({PROCESSES}).map [spawn], started",
+        f"mp-fork: multiprocessing.Pool({PROCESSES}).map [fork], started",
+        f"mpire: mpire.WorkerPool({PROCESSES}, keep_alive).map [fork], started",
+        f"pk.WorkerPool({PROCESSES}).map (the process backend's pool), started",
+    ]
+    for fn, work, expected, per_item, what in (
+        (noop, many, many, True, f"no-op x {len(many):,}"),
+        (burn, cpu, expected_cpu, False, f"burn(~2 ms) x {args.cpu_items:,}"),
+    ):
+        with started_pools(fn, work) as maps:
+            lines += section(
+                f"Process backend, steady state (pools started and warm), {what}",
+                list(zip(started, maps, strict=True)),
+                work,
+                expected,
+                args.repeat,
+                per_item=per_item,
+                targets={3: [(0, 1.0), (1, 1.0), (2, 1.0)]},
+                verdicts=verdicts,
+            )
+            if os.path.isdir("/proc/self/task"):
+                lines[-1:] = cpu_table(started, maps, len(work))
+            if fn is noop:  # the same pools, one item per call: a call's fixed cost
+                one = [None if m is None else CpuMeter(one_by_one(m.run), m.pids) for m in maps]
+                lines += section(
+                    f"Process backend, steady state, map([x]) x {len(few):,}: one round "
+                    "trip per call",
+                    list(zip(started, one, strict=True)),
+                    few,
+                    few,
+                    args.repeat,
+                    per_item=True,
+                    targets={3: [(0, 1.0), (1, 1.0), (2, 1.0)]},
+                    verdicts=verdicts,
+                )
+                if os.path.isdir("/proc/self/task"):
+                    lines[-1:] = cpu_table(started, one, len(few))
+
     processes: list[Row] = [
         (f"mp-spawn: multiprocessing.Pool({PROCESSES}).map [spawn]", mp_pool("spawn")),
         (f"mp-fork: multiprocessing.Pool({PROCESSES}).map [fork]", mp_pool("fork")),
@@ -330,7 +534,8 @@ def main() -> int:
         (f"pk.parallel_map process backend, {PROCESSES} workers", pk_processes),
     ]
     lines += section(
-        f"Process backend, burn(~2 ms) x {args.cpu_items:,}, pool start-up included",
+        f"Process backend, burn(~2 ms) x {args.cpu_items:,}, pool start-up included "
+        "(a pool per call, as parallel_map starts one)",
         processes,
         cpu,
         expected_cpu,

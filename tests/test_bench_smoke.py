@@ -34,6 +34,8 @@ ROWS = {
         "mp-fork: multiprocessing.Pool(2).map [fork]",
         "mpire: mpire.WorkerPool(2).map [fork]",
         "pk.parallel_map process backend, 2 workers",
+        "mpire: mpire.WorkerPool(2, keep_alive).map [fork], started",
+        "pk.WorkerPool(2).map (the process backend's pool), started",
     ],
     "bench/latency.py": [
         "floor: trio <-> trio socketpair echo",

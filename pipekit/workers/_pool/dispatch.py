@@ -245,7 +245,10 @@ def water_fill(loads: list[int], caps: list[int], available: int) -> list[int]:
     def amount(level: int) -> int:
         return sum(min(max(level - n, 0), c - n) for n, c in zip(loads, caps, strict=True))
 
-    lo, hi = min(loads), max(caps)  # amount(lo) == 0 <= k < free == amount(hi)
+    # amount(lo) == 0 <= k < amount(hi): at level max(loads) + k + 1 every worker takes
+    # more than k items or all its room, so the search is O(log(spread + k)) steps,
+    # not O(log(max(caps))) - a few items (a small map, a submit) cost one or two.
+    lo, hi = min(loads), min(max(caps), max(loads) + k + 1)
     while hi - lo > 1:
         mid = (lo + hi) // 2
         if amount(mid) <= k:
