@@ -761,6 +761,34 @@ async def test_terminate_stops_a_process_with_terminated() -> None:
     assert isinstance(error, Terminated) and error.reason == "terminated"
 
 
+async def test_terminate_stops_a_process_already_waiting() -> None:
+    async def main() -> Any:
+        pid = process.spawn_monitored(forever)
+        await trio.testing.wait_all_tasks_blocked()  # its task started and waits
+        process.terminate(pid)
+        event = await process.events().receive()
+        return event.error
+
+    async with open_node() as node:
+        error = await node.run(main)
+    assert isinstance(error, Terminated) and error.reason == "terminated"
+
+
+async def test_cancel_forces_a_process_already_waiting(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async def main() -> Any:
+        pid = process.spawn_monitored(forever)
+        await trio.testing.wait_all_tasks_blocked()
+        process.cancel(pid, "1s")
+        event = await process.events().receive()
+        return event.error
+
+    async with open_node() as node:
+        error = await node.run(main)
+    assert isinstance(error, Terminated) and error.reason == "cancel deadline passed"
+
+
 async def test_cancel_delivers_cancel_and_the_process_may_finish(
     autojump_clock: trio.testing.MockClock,
 ) -> None:

@@ -337,8 +337,9 @@ class Node:
         now = trio.current_time()
         at = now + parse_duration(deadline)
         proc.post(CancelEvent(sender, now, at))
-        if at < proc.scope.deadline:
-            proc.scope.deadline = at
+        scope = proc.cancel_scope()
+        if at < scope.deadline:
+            scope.deadline = at
 
     def link(self, a: Proc, dest: Pid | str) -> None:
         b = self.find(dest)

@@ -18,6 +18,10 @@ if TYPE_CHECKING:
 
 __all__ = ["Proc"]
 
+_NO_LISTENERS: dict[str, Receiver] = {}
+"""Every process's ``listeners`` until its first ``listen()``: shared, never written
+(an empty dict per process would cost its allocation on every spawn)."""
+
 
 class Proc:
     """The runtime's side of one process (users hold its :class:`Pid`).
@@ -60,8 +64,11 @@ class Proc:
         self.capacity = capacity
         self.low_water = capacity // 2
         """``send_wait`` callers blocked on a full mailbox go on once it is this low."""
-        self.scope = trio.CancelScope()
-        self.listeners: dict[str, Receiver] = {}
+        self.scope: trio.CancelScope | None = None
+        """Made by the process's task as it starts (or by :meth:`cancel_scope` if it is
+        stopped before): a scope made at spawn would live as long as the queue of
+        processes not started yet, and a spawn burst would pay for it in GC time."""
+        self.listeners = _NO_LISTENERS
         self.inbox: Receiver | None = None
         self.events: Receiver | None = None
         self.pending: deque[Message] | None = None
@@ -140,6 +147,8 @@ class Proc:
                     f"this process already listens to {topic!r} with message={ch.message_mode}"
                 )
             return ch
+        if self.listeners is _NO_LISTENERS:
+            self.listeners = {}
         ch = self.listeners[topic] = Receiver(self, topic, message_mode=message_mode, counted=True)
         pending = self.pending
         if pending:
@@ -173,10 +182,17 @@ class Proc:
 
     # -- lifecycle ---------------------------------------------------------------------
 
+    def cancel_scope(self) -> trio.CancelScope:
+        """The scope the process runs in (made now if its task has not started yet)."""
+        scope = self.scope
+        if scope is None:
+            scope = self.scope = trio.CancelScope()
+        return scope
+
     def kill(self, reason: BaseException) -> None:
         """Stop the process with ``reason`` as its error (at its next checkpoint)."""
         if self.alive and self.kill_reason is None:
             self.kill_reason = reason
-            self.scope.cancel()
+            self.cancel_scope().cancel()
             for scope in self.thread_waits or ():
                 scope.cancel()
