@@ -206,7 +206,15 @@ class Node:
                 f"a host is None or a str, got {type(host).__name__} (spawn(entry, host, "
                 f"*args): the arguments come after the host; None means a local task)"
             )
-        fn, name = self._resolve(entry)
+        fn: Callable[..., Any] = entry  # type: ignore[assignment]
+        name = None
+        if type(entry) is not str:  # the common case first: a callable spawned lately
+            try:
+                name = self._names.get(entry)
+            except TypeError:  # an unhashable callable object
+                name = None
+        if name is None:
+            fn, name = self._resolve(entry)
         if threaded and inspect.iscoroutinefunction(fn):
             raise SpawnError(
                 f"{name} is an async function: it runs on the local host; the 'thread' "
