@@ -11,7 +11,7 @@ import trio
 from ._errors import MailboxFull
 from ._events import Event, Message
 from ._mailbox import Receiver
-from ._pid import Pid
+from ._pid import Pid, make_pid
 
 if TYPE_CHECKING:
     from ._node import Node
@@ -35,10 +35,14 @@ class Proc:
     """
 
     __slots__ = (
+        "_pid",
         "alive",
         "capacity",
+        "entry_name",
         "events",
+        "host",
         "inbox",
+        "key",
         "kill_reason",
         "links",
         "listeners",
@@ -47,7 +51,6 @@ class Proc:
         "node",
         "on_exit",
         "pending",
-        "pid",
         "queued",
         "room_waiters",
         "scope",
@@ -58,9 +61,13 @@ class Proc:
         "watching",
     )
 
-    def __init__(self, node: Node, pid: Pid, capacity: int) -> None:
+    def __init__(self, node: Node, host: str, entry_name: str, key: str, capacity: int) -> None:
         self.node = node
-        self.pid = pid
+        self.host = host
+        self.entry_name = entry_name
+        self.key = key
+        """The Pid's ``proc`` part: the process's key in its node."""
+        self._pid: Pid | None = None
         self.capacity = capacity
         self.low_water = capacity // 2
         """``send_wait`` callers blocked on a full mailbox go on once it is this low."""
@@ -88,6 +95,20 @@ class Proc:
         """It runs in a thread of its own (host "thread"): its calls hop to trio."""
         self.thread_waits: set[trio.CancelScope] | None = None
         """The scopes of its thread's blocking receives, cancelled when it is killed."""
+
+    @property
+    def pid(self) -> Pid:
+        """The process's Pid, made on first use: a spawn burst's processes that nobody
+        addresses then hold one GC-tracked object fewer each (spawn hands out its own,
+        equal, Pid)."""
+        pid = self._pid
+        if pid is None:
+            pid = self._pid = make_pid(self.node.name, self.host, self.entry_name, self.key)
+        return pid
+
+    def is_pid(self, pid: Pid) -> bool:
+        """``pid`` names this process (its key already matched)."""
+        return pid.name == self.entry_name and pid.node == self.node.name and pid.host == self.host
 
     def __repr__(self) -> str:
         return f"<Proc {self.pid} {'alive' if self.alive else 'exited'}>"
