@@ -7,7 +7,7 @@ Run from the checkout::
 
 Rows, measured in interleaved rounds (a slow moment of the machine hits every row of
 that round), each against its baseline of the same round (the ratio is the median of
-the per-round ratios):
+the per-round ratios), each from a collected heap (``gc.collect()`` before it):
 
 - messages: a producer process sends ``--messages`` small dicts one per call to a
   consumer process that takes them one per ``receive()``; against a trio memory channel
@@ -25,6 +25,7 @@ and >= 0.5x ``start_soon``.
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import platform
 import statistics
@@ -232,6 +233,8 @@ def main(argv: list[str] | None = None) -> int:
         for row in ROWS:
             n = counts[row.kind]
             print(f"  [{round_no}/{args.repeat}] {row.name} ...", end="", file=sys.stderr)
+            gc.collect()  # every row starts from a collected heap: no row pays for
+            # the garbage of the one before (the spawn rows are GC-bound)
             rate = n / row.run(n)
             rates[row.name].append(rate)
             print(f" {rate:,.0f}/s", file=sys.stderr, flush=True)

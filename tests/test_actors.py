@@ -343,6 +343,36 @@ async def test_sending_to_an_unknown_name_or_dead_pid_raises_no_such_process() -
             node.send(Pid("elsewhere", "local", "a:b", "1"), "t", 1)
 
 
+async def test_spawn_returns_the_pid_the_process_sees_as_its_own() -> None:
+    async def me() -> Pid:
+        return process.pid()
+
+    async with open_node("n") as node:
+        pid = node.spawn_process(me, None, (), None, link=False, monitor=False)
+        proc = node.find(pid)
+        assert proc.pid == pid and hash(proc.pid) == hash(pid)
+        assert await node.run(me) != pid
+
+
+async def test_a_pid_differing_from_a_live_process_only_outside_its_number_reaches_nobody() -> None:
+    async with open_node("n") as node:
+        node.add_entry("app:worker", forever)
+        pid = node.spawn("app:worker")
+        for other in (
+            Pid("elsewhere", pid.host, pid.name, pid.proc),  # another node
+            Pid(pid.node, "thread", pid.name, pid.proc),  # another host
+            Pid(pid.node, pid.host, "app:other", pid.proc),  # another entry
+        ):
+            with pytest.raises(NoSuchProcess):
+                node.send(other, "t", 1)
+            with pytest.raises(NoSuchProcess):
+                await node.send_wait(other, "t", 1)
+            with pytest.raises(NoSuchProcess):
+                node.terminate(other)
+        node.send(pid, "t", 1)  # the real one still reaches it
+        node.terminate(pid)
+
+
 async def test_a_bad_destination_or_topic_raises_type_error() -> None:
     async with open_node() as node:
         pid = node.spawn(forever)
@@ -759,6 +789,34 @@ async def test_terminate_stops_a_process_with_terminated() -> None:
     async with open_node() as node:
         error = await node.run(main)
     assert isinstance(error, Terminated) and error.reason == "terminated"
+
+
+async def test_terminate_stops_a_process_already_waiting() -> None:
+    async def main() -> Any:
+        pid = process.spawn_monitored(forever)
+        await trio.testing.wait_all_tasks_blocked()  # its task started and waits
+        process.terminate(pid)
+        event = await process.events().receive()
+        return event.error
+
+    async with open_node() as node:
+        error = await node.run(main)
+    assert isinstance(error, Terminated) and error.reason == "terminated"
+
+
+async def test_cancel_forces_a_process_already_waiting(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async def main() -> Any:
+        pid = process.spawn_monitored(forever)
+        await trio.testing.wait_all_tasks_blocked()
+        process.cancel(pid, "1s")
+        event = await process.events().receive()
+        return event.error
+
+    async with open_node() as node:
+        error = await node.run(main)
+    assert isinstance(error, Terminated) and error.reason == "cancel deadline passed"
 
 
 async def test_cancel_delivers_cancel_and_the_process_may_finish(

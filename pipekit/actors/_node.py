@@ -78,7 +78,8 @@ class Node:
         self.registry = Registry(self)
         """The node's names (:class:`Registry`)."""
         self._nursery = nursery
-        self._procs: dict[Pid, Proc] = {}
+        self._procs: dict[str, Proc] = {}
+        """The live processes by key (the Pid's ``proc`` part, unique on the node)."""
         self._entries: dict[str, Callable[..., Any]] = {}
         self._names: dict[Any, str] = {}
         """Pid names of the callables spawned lately (bounded: closures come and go)."""
@@ -137,7 +138,9 @@ class Node:
         """The live process ``dest`` (a Pid, its string form or a registered name), or
         :class:`NoSuchProcess`."""
         if type(dest) is Pid:
-            proc = self._procs.get(dest)
+            proc = self._procs.get(dest.proc)
+            if proc is not None and not proc.is_pid(dest):
+                proc = None
         elif isinstance(dest, str):
             if dest.startswith("{"):
                 return self.find(Pid.parse(dest))
@@ -206,16 +209,24 @@ class Node:
                 f"a host is None or a str, got {type(host).__name__} (spawn(entry, host, "
                 f"*args): the arguments come after the host; None means a local task)"
             )
-        fn, name = self._resolve(entry)
+        fn: Callable[..., Any] = entry  # type: ignore[assignment]
+        name = None
+        if type(entry) is not str:  # the common case first: a callable spawned lately
+            try:
+                name = self._names.get(entry)
+            except TypeError:  # an unhashable callable object
+                name = None
+        if name is None:
+            fn, name = self._resolve(entry)
         if threaded and inspect.iscoroutinefunction(fn):
             raise SpawnError(
                 f"{name} is an async function: it runs on the local host; the 'thread' "
                 f"host runs plain (blocking) functions"
             )
         self._serial += 1
-        pid = make_pid(self.name, host, name, str(self._serial))
-        proc = Proc(self, pid, self.mailbox_size)
-        self._procs[pid] = proc
+        key = str(self._serial)
+        proc = Proc(self, host, name, key, self.mailbox_size)
+        self._procs[key] = proc
         if parent is not None:
             if link:
                 proc.links = {parent}
@@ -232,7 +243,9 @@ class Node:
             self._nursery.start_soon(thread_main, proc, fn, args, self._threads, name=name)
         else:
             self._nursery.start_soon(process_main, proc, fn, args, name=name)
-        return pid
+        # Not kept in proc (proc.pid makes an equal one when asked): a process that
+        # nobody addresses holds one object fewer while it waits to start.
+        return make_pid(self.name, host, name, key)
 
     def from_thread(self, proc: Proc, fn: Callable[..., Any], *args: Any) -> Any:
         """``fn(*args)`` in the node's trio thread, for the thread process ``proc``
@@ -253,7 +266,7 @@ class Node:
                 total = await node.run("shop.cart:main", order_id)
         """
         pid = self.spawn(entry, None, *args)
-        proc = self._procs[pid]
+        proc = self._procs[pid.proc]
         done = trio.Event()
         outcome: list[tuple[Any, BaseException | None]] = []
 
@@ -287,8 +300,16 @@ class Node:
     def deliver(
         self, sender: Pid | None, dest: Pid | str, topic: str, payloads: tuple[Any, ...]
     ) -> None:
-        proc = self._procs.get(dest) if type(dest) is Pid else None
-        if proc is None:
+        if type(dest) is Pid:  # inline find(): the hot path
+            proc = self._procs.get(dest.proc)
+            if (
+                proc is None
+                or dest.name != proc.entry_name
+                or dest.host != proc.host
+                or dest.node != self.name
+            ):
+                proc = self.find(dest)
+        else:
             proc = self.find(dest)
         if type(topic) is not str:
             raise TypeError(f"a topic is a str, got {type(topic).__name__}")
@@ -308,8 +329,16 @@ class Node:
         else:
             await cancel_point()
         while True:
-            proc = self._procs.get(dest) if type(dest) is Pid else None
-            if proc is None:
+            if type(dest) is Pid:
+                proc = self._procs.get(dest.proc)
+                if (
+                    proc is None
+                    or dest.name != proc.entry_name
+                    or dest.host != proc.host
+                    or dest.node != self.name
+                ):
+                    proc = self.find(dest)
+            else:
                 proc = self.find(dest)
             if proc.queued + (len(payloads) or 1) <= proc.capacity:
                 if type(topic) is not str:
@@ -337,8 +366,9 @@ class Node:
         now = trio.current_time()
         at = now + parse_duration(deadline)
         proc.post(CancelEvent(sender, now, at))
-        if at < proc.scope.deadline:
-            proc.scope.deadline = at
+        scope = proc.cancel_scope()
+        if at < scope.deadline:
+            scope.deadline = at
 
     def link(self, a: Proc, dest: Pid | str) -> None:
         b = self.find(dest)
@@ -377,7 +407,7 @@ class Node:
         take its links down with it if it failed (or tell those that trap links)."""
         proc.alive = False
         procs = self._procs
-        del procs[proc.pid]
+        del procs[proc.key]
         if not procs:
             self._procs = {}  # a dict keeps its peak size: let it go once empty
         if proc.names:

@@ -11,12 +11,16 @@ import trio
 from ._errors import MailboxFull
 from ._events import Event, Message
 from ._mailbox import Receiver
-from ._pid import Pid
+from ._pid import Pid, make_pid
 
 if TYPE_CHECKING:
     from ._node import Node
 
 __all__ = ["Proc"]
+
+_NO_LISTENERS: dict[str, Receiver] = {}
+"""Every process's ``listeners`` until its first ``listen()``: shared, never written
+(an empty dict per process would cost its allocation on every spawn)."""
 
 
 class Proc:
@@ -31,10 +35,14 @@ class Proc:
     """
 
     __slots__ = (
+        "_pid",
         "alive",
         "capacity",
+        "entry_name",
         "events",
+        "host",
         "inbox",
+        "key",
         "kill_reason",
         "links",
         "listeners",
@@ -43,7 +51,6 @@ class Proc:
         "node",
         "on_exit",
         "pending",
-        "pid",
         "queued",
         "room_waiters",
         "scope",
@@ -54,14 +61,21 @@ class Proc:
         "watching",
     )
 
-    def __init__(self, node: Node, pid: Pid, capacity: int) -> None:
+    def __init__(self, node: Node, host: str, entry_name: str, key: str, capacity: int) -> None:
         self.node = node
-        self.pid = pid
+        self.host = host
+        self.entry_name = entry_name
+        self.key = key
+        """The Pid's ``proc`` part: the process's key in its node."""
+        self._pid: Pid | None = None
         self.capacity = capacity
         self.low_water = capacity // 2
         """``send_wait`` callers blocked on a full mailbox go on once it is this low."""
-        self.scope = trio.CancelScope()
-        self.listeners: dict[str, Receiver] = {}
+        self.scope: trio.CancelScope | None = None
+        """Made by the process's task as it starts (or by :meth:`cancel_scope` if it is
+        stopped before): a scope made at spawn would live as long as the queue of
+        processes not started yet, and a spawn burst would pay for it in GC time."""
+        self.listeners = _NO_LISTENERS
         self.inbox: Receiver | None = None
         self.events: Receiver | None = None
         self.pending: deque[Message] | None = None
@@ -81,6 +95,20 @@ class Proc:
         """It runs in a thread of its own (host "thread"): its calls hop to trio."""
         self.thread_waits: set[trio.CancelScope] | None = None
         """The scopes of its thread's blocking receives, cancelled when it is killed."""
+
+    @property
+    def pid(self) -> Pid:
+        """The process's Pid, made on first use: a spawn burst's processes that nobody
+        addresses then hold one GC-tracked object fewer each (spawn hands out its own,
+        equal, Pid)."""
+        pid = self._pid
+        if pid is None:
+            pid = self._pid = make_pid(self.node.name, self.host, self.entry_name, self.key)
+        return pid
+
+    def is_pid(self, pid: Pid) -> bool:
+        """``pid`` names this process (its key already matched)."""
+        return pid.name == self.entry_name and pid.node == self.node.name and pid.host == self.host
 
     def __repr__(self) -> str:
         return f"<Proc {self.pid} {'alive' if self.alive else 'exited'}>"
@@ -140,6 +168,8 @@ class Proc:
                     f"this process already listens to {topic!r} with message={ch.message_mode}"
                 )
             return ch
+        if self.listeners is _NO_LISTENERS:
+            self.listeners = {}
         ch = self.listeners[topic] = Receiver(self, topic, message_mode=message_mode, counted=True)
         pending = self.pending
         if pending:
@@ -173,10 +203,17 @@ class Proc:
 
     # -- lifecycle ---------------------------------------------------------------------
 
+    def cancel_scope(self) -> trio.CancelScope:
+        """The scope the process runs in (made now if its task has not started yet)."""
+        scope = self.scope
+        if scope is None:
+            scope = self.scope = trio.CancelScope()
+        return scope
+
     def kill(self, reason: BaseException) -> None:
         """Stop the process with ``reason`` as its error (at its next checkpoint)."""
         if self.alive and self.kill_reason is None:
             self.kill_reason = reason
-            self.scope.cancel()
+            self.cancel_scope().cancel()
             for scope in self.thread_waits or ():
                 scope.cancel()

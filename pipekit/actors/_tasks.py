@@ -42,6 +42,8 @@ async def process_main(proc: Proc, fn: Callable[..., Any], args: tuple[Any, ...]
     result: Any = None
     error: BaseException | None = None
     scope = proc.scope
+    if scope is None:
+        scope = proc.scope = trio.CancelScope()
     try:
         try:
             with scope:

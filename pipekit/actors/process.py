@@ -143,7 +143,7 @@ def send(dest: Pid | str, topic: str, *payloads: Any) -> None:
     if me.threaded:
         me.node.from_thread(me, me.node.deliver, me.pid, dest, topic, payloads)
     else:
-        me.node.deliver(me.pid, dest, topic, payloads)
+        me.node.deliver(me._pid or me.pid, dest, topic, payloads)  # the hot path
 
 
 async def send_wait(dest: Pid | str, topic: str, *payloads: Any) -> None:
@@ -156,7 +156,7 @@ async def send_wait(dest: Pid | str, topic: str, *payloads: Any) -> None:
             await process.send_wait(consumer, "item", item)
     """
     me = current()
-    await me.node.deliver_wait(me.pid, dest, topic, payloads)
+    await me.node.deliver_wait(me._pid or me.pid, dest, topic, payloads)
 
 
 def listen(topic: str, message: bool = False) -> Receiver:
