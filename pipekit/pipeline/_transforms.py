@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import inspect
 import math
-from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, Unpack
 
 import trio
@@ -168,82 +168,12 @@ class _GuardedMapModule:
 _HOLE = object()
 
 
-class _FilterModule:
-    """A plain predicate on the event loop, a batch at a time (as cheap per message as
-    :class:`~pipekit.kernel.MapModule`); failures as there."""
-
-    inputs: tuple[str, ...] = ("inp",)
-    outputs: tuple[str, ...] = ("out",)
-
-    def __init__(self, predicate: Callable[[Any], Any]) -> None:
-        self.predicate = predicate
-        self.meter = Meter()
-
-    async def run(self, ports: Mapping[str, Pipe]) -> None:
-        inp, out = ports["inp"], ports["out"]
-        pred = self.predicate
-        meter = self.meter
-        async for batch in inp.batches():
-            start = perf_counter()
-            kept: list[Any] = []
-            append = kept.append
-            errors: list[Exception] = []
-            for msg in batch:
-                try:
-                    if pred(msg):
-                        append(msg)
-                except Exception as exc:
-                    if not errors:
-                        meter.fail_in(batch, msg)
-                    errors.append(exc)
-            meter.busy += perf_counter() - start
-            meter.taken += len(batch)
-            if kept:
-                await out.send_batch(kept)
-            if errors:
-                raise batch_failure(errors)
-
-
-class _FlatMapModule:
-    """A plain ``fn(msg) -> iterable`` on the event loop, a batch at a time; failures as
-    in :class:`~pipekit.kernel.MapModule`."""
-
-    inputs: tuple[str, ...] = ("inp",)
-    outputs: tuple[str, ...] = ("out",)
-
-    def __init__(self, fn: Callable[[Any], Any]) -> None:
-        self.fn = fn
-        self.meter = Meter()
-
-    async def run(self, ports: Mapping[str, Pipe]) -> None:
-        inp, out = ports["inp"], ports["out"]
-        fn = self.fn
-        meter = self.meter
-        async for batch in inp.batches():
-            start = perf_counter()
-            results: list[Any] = []
-            extend = results.extend
-            errors: list[Exception] = []
-            for msg in batch:
-                try:
-                    extend(fn(msg))
-                except Exception as exc:
-                    if not errors:
-                        meter.fail_in(batch, msg)
-                    errors.append(exc)
-            meter.busy += perf_counter() - start
-            meter.taken += len(batch)
-            if results:
-                await out.send_batch(results)
-            if errors:
-                raise batch_failure(errors)
-
-
-class _MapModule:
-    """A plain ``f(msg)`` on the event loop, a batch at a time: the floor's own
+class _LoopModule:
+    """A plain function on the event loop, a batch at a time: the floor's own
     :class:`~pipekit.kernel.MapModule`, which also times the calls and notes the
-    message that failed. Order is kept; if ``f`` raises, the other messages of the
-    batch still go on before the stage fails."""
+    message that failed. Order is kept; if the function raises, the other messages of
+    the batch still go on before the stage fails. A subclass writes only the per-message
+    loop (:meth:`apply`), the hot path, with no call per message but ``fn``'s."""
 
     inputs: tuple[str, ...] = ("inp",)
     outputs: tuple[str, ...] = ("out",)
@@ -252,28 +182,77 @@ class _MapModule:
         self.fn = fn
         self.meter = Meter()
 
+    def apply(self, batch: Sequence[Any], errors: list[Exception]) -> list[Any]:
+        """What ``batch`` gives; each exception goes to ``errors``, and the first
+        one's message and index to ``self.meter``."""
+        raise NotImplementedError
+
     async def run(self, ports: Mapping[str, Pipe]) -> None:
         inp, out = ports["inp"], ports["out"]
-        fn = self.fn
         meter = self.meter
+        apply = self.apply
         async for batch in inp.batches():
             start = perf_counter()
-            results: list[Any] = []
-            append = results.append
             errors: list[Exception] = []
-            for msg in batch:
-                try:
-                    append(fn(msg))
-                except Exception as exc:
-                    if not errors:
-                        meter.fail(meter.taken + len(results), msg)
-                    errors.append(exc)
+            results = apply(batch, errors)
             meter.busy += perf_counter() - start
             meter.taken += len(batch)
             if results:
                 await out.send_batch(results)
             if errors:
                 raise batch_failure(errors)
+
+
+class _MapModule(_LoopModule):
+    """``pk.map(fn)``: ``fn(msg)`` for each message."""
+
+    def apply(self, batch: Sequence[Any], errors: list[Exception]) -> list[Any]:
+        fn = self.fn
+        results: list[Any] = []
+        append = results.append
+        for msg in batch:
+            try:
+                append(fn(msg))
+            except Exception as exc:
+                if not errors:  # every message before it gave a result: its index
+                    self.meter.fail(self.meter.taken + len(results), msg)
+                errors.append(exc)
+        return results
+
+
+class _FilterModule(_LoopModule):
+    """``pk.filter(predicate)``: the messages for which ``predicate(msg)`` is true."""
+
+    def apply(self, batch: Sequence[Any], errors: list[Exception]) -> list[Any]:
+        pred = self.fn
+        kept: list[Any] = []
+        append = kept.append
+        for msg in batch:
+            try:
+                if pred(msg):
+                    append(msg)
+            except Exception as exc:
+                if not errors:
+                    self.meter.fail_in(batch, msg)
+                errors.append(exc)
+        return kept
+
+
+class _FlatMapModule(_LoopModule):
+    """``pk.flat_map(fn)``: every item of the iterable ``fn(msg)``, in order."""
+
+    def apply(self, batch: Sequence[Any], errors: list[Exception]) -> list[Any]:
+        fn = self.fn
+        results: list[Any] = []
+        extend = results.extend
+        for msg in batch:
+            try:
+                extend(fn(msg))
+            except Exception as exc:
+                if not errors:
+                    self.meter.fail_in(batch, msg)
+                errors.append(exc)
+        return results
 
 
 class _Reshaped:
