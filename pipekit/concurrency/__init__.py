@@ -9,7 +9,9 @@
 - :func:`scope`, :func:`spawn` (fire and forget, failures reported) and
   :func:`spawn_link` (a channel that delivers a :class:`Result`); :func:`timeout`;
 - :class:`Atom`: a value shared by tasks and threads, updated by compare-and-set;
-- :func:`defaults` / :func:`set_defaults`: the default concurrency and timeout.
+- :func:`defaults` / :func:`set_defaults`: the default concurrency and timeout;
+- :func:`shutdown_pools` and :func:`process_pools`: the process backend's warm worker
+  pools (kept for the program, or for one ``async with`` block).
 
 The blocking forms are for scripts; inside trio use the ``a...`` forms and
 ``async with``. Channels and ``select`` are in :mod:`pipekit.channels`.
@@ -25,7 +27,9 @@ Example::
 from ._atom import Atom
 from ._defaults import Defaults, current_defaults, defaults, set_defaults
 from ._map import Backend, aparallel_filter, aparallel_map, parallel_filter, parallel_map
+from ._pools import ProcessPools, process_pools
 from ._result import Result
+from ._service import shutdown_pools
 from ._spawn import Scope, scope, spawn, spawn_link, timeout
 from ._stream import StreamMap, stream_map
 
@@ -33,6 +37,7 @@ __all__ = [
     "Atom",
     "Backend",
     "Defaults",
+    "ProcessPools",
     "Result",
     "Scope",
     "StreamMap",
@@ -42,8 +47,10 @@ __all__ = [
     "defaults",
     "parallel_filter",
     "parallel_map",
+    "process_pools",
     "scope",
     "set_defaults",
+    "shutdown_pools",
     "spawn",
     "spawn_link",
     "stream_map",

@@ -17,6 +17,9 @@ __all__ = ["Defaults", "current_defaults", "defaults", "set_defaults"]
 DEFAULT_MAX_WORKERS = 100
 """Tasks or threads at once when nothing says otherwise (I/O-bound work is the case)."""
 
+DEFAULT_PROCESS_IDLE = 60.0
+"""Seconds a warm process pool stays open unused (loky's reusable executor: 300 s)."""
+
 
 @dataclass(frozen=True, slots=True)
 class Defaults:
@@ -27,7 +30,9 @@ class Defaults:
     - ``max_processes``: worker processes of the process backend (``None``: one per
       CPU, ``os.cpu_count()``);
     - ``timeout``: seconds each item (or ``spawn_link``, or ``timeout()`` called with
-      ``None``) may take; ``None``, the default: no limit.
+      ``None``) may take; ``None``, the default: no limit;
+    - ``process_idle``: seconds a warm pool of the process backend stays open unused
+      before its workers stop (default 60).
 
     Example::
 
@@ -38,6 +43,7 @@ class Defaults:
     max_workers: int = DEFAULT_MAX_WORKERS
     max_processes: int | None = None
     timeout: float | None = None
+    process_idle: float = DEFAULT_PROCESS_IDLE
 
     def processes(self) -> int:
         """``max_processes``, or the number of CPUs."""
@@ -79,10 +85,11 @@ def check_timeout(value: Any) -> float | None:
 
 
 def _updated(base: Defaults, changes: dict[str, Any]) -> Defaults:
-    unknown = set(changes) - {"max_workers", "max_processes", "timeout"}
+    unknown = set(changes) - {"max_workers", "max_processes", "timeout", "process_idle"}
     if unknown:
         raise TypeError(
-            f"unknown default(s) {sorted(unknown)}: max_workers, max_processes, timeout"
+            f"unknown default(s) {sorted(unknown)}: max_workers, max_processes, timeout, "
+            "process_idle"
         )
     if "max_workers" in changes:
         check_workers(changes["max_workers"], "max_workers")
@@ -90,13 +97,16 @@ def _updated(base: Defaults, changes: dict[str, Any]) -> Defaults:
         check_workers(changes["max_processes"], "max_processes")
     if "timeout" in changes:
         changes = {**changes, "timeout": check_timeout(changes["timeout"])}
+    if "process_idle" in changes:
+        changes = {**changes, "process_idle": parse_duration(changes["process_idle"])}
     return replace(base, **changes)
 
 
 def set_defaults(**changes: Any) -> Defaults:
     """Change the defaults for the whole program (every thread and task not inside a
     :func:`defaults` block); returns the previous ones. Keywords: ``max_workers``,
-    ``max_processes``, ``timeout`` (seconds or ``"5s"``; ``None``: no limit).
+    ``max_processes``, ``timeout`` (seconds or ``"5s"``; ``None``: no limit),
+    ``process_idle`` (seconds or ``"5m"``).
 
     Example::
 

@@ -1,26 +1,16 @@
-"""The process backend of ``parallel_map``: a :class:`~pipekit.WorkerPool` for the call."""
+"""The process backend of ``parallel_map`` without reuse (``reuse=False``): a
+:class:`~pipekit.WorkerPool` for the call (the warm pools are in ``_pools``)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from ..workers import WorkerError, WorkerPool, target_spec
+from ..workers import WorkerPool, target_spec
+from ._pools import run_on
 from ._result import Result
 
 __all__ = ["map_processes"]
-
-
-def as_result(value: Any) -> Result[Any]:
-    """A pool result as a :class:`Result`: a ``timeout`` :class:`WorkerError` becomes a
-    ``TimeoutError`` (the worker error as its cause), any other stays itself."""
-    if not isinstance(value, WorkerError):
-        return Result(value)
-    if value.kind == "timeout":
-        error = TimeoutError(value.message)
-        error.__cause__ = value
-        return Result(error=error)
-    return Result(error=value)
 
 
 def check_importable(fn: Callable[..., Any]) -> None:
@@ -46,12 +36,4 @@ async def map_processes(
     pool kills the workers still busy."""
     check_importable(fn)
     async with WorkerPool(fn, workers, timeout=limit) as pool:
-        if not fail_fast:
-            for index, value in enumerate(await pool.map(items)):
-                out[index] = as_result(value)
-            return
-        async with pool.imap_unordered(items) as results:
-            async for index, value in results:
-                result = out[index] = as_result(value)
-                if result.error is not None:
-                    raise result.error
+        await run_on(pool, items, fail_fast, out)
