@@ -31,3 +31,21 @@ def pid_then_sleep(arg: list[str | float]) -> int:
     Path(str(arg[0])).write_text(str(os.getpid()))
     time.sleep(float(arg[1]))
     return os.getpid()
+
+
+def pid(_: object) -> int:
+    """This worker's pid."""
+    return os.getpid()
+
+
+def pid_or_crash(x: int) -> int:
+    """This worker's pid; the worker process dies (``os._exit``) on a negative item."""
+    if x < 0:
+        os._exit(3)
+    return os.getpid()
+
+
+def pid_after(seconds: float) -> int:
+    """This worker's pid, after sleeping ``seconds``."""
+    time.sleep(seconds)
+    return os.getpid()

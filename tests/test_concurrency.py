@@ -31,11 +31,21 @@ from pipekit.concurrency import (
     parallel_map,
     scope,
     set_defaults,
+    shutdown_pools,
     spawn,
     spawn_link,
     stream_map,
     timeout,
 )
+
+
+@pytest.fixture(autouse=True)
+def _no_warm_pools() -> Iterator[None]:
+    """No process-backend workers kept warm past a test (other test files count their
+    processes)."""
+    yield
+    shutdown_pools()
+
 
 # -- Result ----------------------------------------------------------------------------
 
