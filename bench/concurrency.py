@@ -78,6 +78,7 @@ from _common import Verdicts, paired_ratio, ratio_cell, render_table, run_main  
 
 import pipekit as pk  # noqa: E402
 from pipekit.channels import Channel, channel  # noqa: E402
+from pipekit.concurrency import shutdown_pools  # noqa: E402
 
 THREADS = 16
 TASKS = 100
@@ -152,30 +153,65 @@ def executor(fn: Callable[[Any], Any]) -> Callable[[list[Any]], list[Any]]:
     return run
 
 
-def pk_processes(items: list[int]) -> list[Any]:
-    results = pk.parallel_map(burn, items, backend="process", max_workers=PROCESSES)
-    return [r.unwrap() for r in results]
-
-
-def mp_pool(method: str) -> Callable[[list[int]], list[Any]]:
-    def run(items: list[int]) -> list[Any]:
-        with multiprocessing.get_context(method).Pool(PROCESSES) as pool:
-            return pool.map(burn, items)
+def pk_processes(fn: Callable[[Any], Any], *, reuse: bool) -> Callable[[list[Any]], list[Any]]:
+    def run(items: list[Any]) -> list[Any]:
+        results = pk.parallel_map(fn, items, backend="process", max_workers=PROCESSES, reuse=reuse)
+        return [r.unwrap() for r in results]
 
     return run
 
 
-def mpire_pool() -> Callable[[list[int]], list[Any]] | None:
+def mp_pool(method: str, fn: Callable[[Any], Any] = burn) -> Callable[[list[Any]], list[Any]]:
+    def run(items: list[Any]) -> list[Any]:
+        with multiprocessing.get_context(method).Pool(PROCESSES) as pool:
+            return pool.map(fn, items)
+
+    return run
+
+
+def mpire_pool(fn: Callable[[Any], Any] = burn) -> Callable[[list[Any]], list[Any]] | None:
     try:
         from mpire import WorkerPool  # type: ignore[attr-defined, import-not-found, unused-ignore]
     except ImportError:
         return None
 
-    def run(items: list[int]) -> list[Any]:
+    def run(items: list[Any]) -> list[Any]:
         with WorkerPool(n_jobs=PROCESSES) as pool:
-            return list(pool.map(burn, items))
+            return list(pool.map(fn, items))
 
     return run
+
+
+class Cold:
+    """A contender whose every timed call starts from a cold state: ``setup`` runs
+    before each call, untimed (``measure`` calls it)."""
+
+    def __init__(self, run: Callable[[list[Any]], list[Any]], setup: Callable[[], Any]) -> None:
+        self.run = run
+        self.setup = setup
+
+    def __call__(self, items: list[Any]) -> list[Any]:
+        return self.run(items)
+
+
+def calls(n: int, run: Callable[[list[Any]], list[Any]] | None) -> Any:
+    """``run`` called ``n`` times in a row on the items (one result list per call)."""
+    if run is None:
+        return None
+
+    def many(items: list[Any]) -> list[Any]:
+        return [got for _ in range(n) for got in run(items)]
+
+    setup = getattr(run, "setup", None)
+    return many if setup is None else Cold(many, setup)
+
+
+@contextmanager
+def pool_once(method: str) -> Iterator[Callable[[list[Any]], list[Any]]]:
+    """A ``multiprocessing.Pool`` created once (before timing) and its ``map(noop)``."""
+    with multiprocessing.get_context(method).Pool(PROCESSES) as pool:
+        pool.map(noop, [0, 1])
+        yield lambda items: pool.map(noop, items)
 
 
 # -- pools started once, reused by every round (steady state) ----------------------------
@@ -231,6 +267,11 @@ class StartedPool:
         if self._stop is not None and self._thread.is_alive():
             trio.from_thread.run_sync(self._stop.set, trio_token=self._token)
         self._thread.join()
+
+
+def load() -> str:
+    """The 1, 5 and 15 minute load averages (other work on the machine skews rows)."""
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def one_by_one(run: Mapper) -> Mapper:
@@ -381,6 +422,9 @@ def measure(
             if fn is None:
                 times[k].append(float("nan"))
                 continue
+            setup = getattr(fn, "setup", None)
+            if setup is not None:
+                setup()  # untimed: a cold start for the call timed next
             start = time.perf_counter()
             got = fn(items)
             elapsed = time.perf_counter() - start
@@ -434,6 +478,7 @@ def main() -> int:
     parser.add_argument("--cpu-items", type=int, default=400, help="CPU items (~2 ms)")
     parser.add_argument("--sleeps", type=int, default=500, help="items of 10 ms")
     parser.add_argument("--calls", type=int, default=300, help="one-item map calls")
+    parser.add_argument("--in-a-row", type=int, default=10, help="calls of 100 items")
     parser.add_argument("--repeat", type=int, default=5, help="rounds (median)")
     parser.add_argument("--quick", action="store_true", help="smoke run")
     args = parser.parse_args()
@@ -442,7 +487,8 @@ def main() -> int:
         args.calls = 20
     print(
         f"machine: nproc={os.cpu_count()} python={platform.python_version()} "
-        f"trio={trio.__version__}; {args.repeat} rounds, medians of per-round ratios"
+        f"trio={trio.__version__}; {args.repeat} rounds, medians of per-round ratios; "
+        f"load average {load()}"
     )
     verdicts = Verdicts()
     trivial = list(range(args.items))
@@ -531,19 +577,57 @@ def main() -> int:
         (f"mp-spawn: multiprocessing.Pool({PROCESSES}).map [spawn]", mp_pool("spawn")),
         (f"mp-fork: multiprocessing.Pool({PROCESSES}).map [fork]", mp_pool("fork")),
         (f"mpire: mpire.WorkerPool({PROCESSES}).map [fork]", mpire_pool()),
-        (f"pk.parallel_map process backend, {PROCESSES} workers", pk_processes),
+        (
+            f"pk.parallel_map process backend, {PROCESSES} workers, first call",
+            Cold(pk_processes(burn, reuse=True), shutdown_pools),
+        ),
+        (
+            f"pk.parallel_map process backend, {PROCESSES} workers, reuse=False",
+            pk_processes(burn, reuse=False),
+        ),
     ]
     lines += section(
         f"Process backend, burn(~2 ms) x {args.cpu_items:,}, pool start-up included "
-        "(a pool per call, as parallel_map starts one)",
+        "(a pool per call; pipekit's first call, its warm pools stopped before it)",
         processes,
         cpu,
         expected_cpu,
         args.repeat,
         per_item=False,
-        targets={3: [(0, 1.0), (1, 1.0), (2, 1.0)]},
+        targets={3: [(0, 1.0), (1, 1.0), (2, 1.0)], 4: [(0, 1.0), (1, 1.0), (2, 1.0)]},
         verdicts=verdicts,
     )
+
+    small = list(range(100))
+    with pool_once("fork") as fork_once:
+        in_a_row: list[Row] = [
+            (f"mp-fork: multiprocessing.Pool({PROCESSES}) [fork] per call", mp_pool("fork", noop)),
+            (f"mp-once: multiprocessing.Pool({PROCESSES}) [fork] created once", fork_once),
+            (f"mpire: mpire.WorkerPool({PROCESSES}) [fork] per call", mpire_pool(noop)),
+            (
+                f"pk.parallel_map process backend, {PROCESSES} workers, from cold",
+                Cold(pk_processes(noop, reuse=True), shutdown_pools),
+            ),
+            (
+                f"pk.parallel_map process backend, {PROCESSES} workers, warm",
+                pk_processes(noop, reuse=True),
+            ),
+        ]
+        lines += section(
+            f"Process backend, {args.in_a_row} calls in a row of map(no-op) x 100 items "
+            "(from cold: the first of them starts the workers)",
+            [(name, calls(args.in_a_row, run)) for name, run in in_a_row],
+            small,
+            small * args.in_a_row,
+            args.repeat,
+            per_item=False,
+            targets={
+                3: [(0, 1.0), (2, 1.0)],
+                4: [(0, 1.0), (1, 1.0), (2, 1.0)],
+            },
+            verdicts=verdicts,
+        )
+    shutdown_pools()
 
     sleeps = [0.01] * args.sleeps
     slow: list[Row] = [
@@ -561,6 +645,7 @@ def main() -> int:
         verdicts=verdicts,
     )
     print("\n".join(lines))
+    print(f"load average at the end: {load()}")
     print(f"targets: {verdicts.passed} met, {verdicts.missed} missed")
     return 0
 

@@ -20,41 +20,14 @@ from typing import Any
 import trio
 
 from ..kernel.scopes import open_plain_nursery
-from ..workers import WorkerError, WorkerPool, target_spec
+from ..workers import WorkerPool
+from ._processes import check_importable, run_on
 from ._result import Result
 
-__all__ = ["ProcessPools", "as_result", "current_pools", "process_pools", "run_on"]
+__all__ = ["ProcessPools", "current_pools", "process_pools"]
 
 PoolKey = tuple[str, float | None]
 """A pool's identity: the function's target spec and the per-item timeout."""
-
-
-def as_result(value: Any) -> Result[Any]:
-    """A pool result as a :class:`Result`: a ``timeout`` :class:`WorkerError` becomes a
-    ``TimeoutError`` (the worker error as its cause), any other stays itself."""
-    if not isinstance(value, WorkerError):
-        return Result(value)
-    if value.kind == "timeout":
-        error = TimeoutError(value.message)
-        error.__cause__ = value
-        return Result(error=error)
-    return Result(error=value)
-
-
-async def run_on(
-    pool: WorkerPool, items: Iterable[Any], fail_fast: bool, out: dict[int, Result[Any]]
-) -> None:
-    """One call's items through ``pool``: each :class:`Result` stored by index in
-    ``out``; with ``fail_fast`` the first failure is raised (the rest are dropped)."""
-    if not fail_fast:
-        for index, value in enumerate(await pool.map(items)):
-            out[index] = as_result(value)
-        return
-    async with pool.imap_unordered(items) as results:
-        async for index, value in results:
-            result = out[index] = as_result(value)
-            if result.error is not None:
-                raise result.error
 
 
 class _Slot:
@@ -138,7 +111,7 @@ class ProcessPools:
     ) -> _Slot:
         if self._closing:
             raise trio.ClosedResourceError("the process pools are closed")
-        key = (target_spec(fn), limit)
+        key = (check_importable(fn), limit)
         slot = self._slots.get(key)
         if slot is not None and (slot.size != size or slot.error is not None):
             self._retire(slot)  # resized (or broken): a new pool for the new calls
