@@ -24,7 +24,7 @@ round (``bench/_common.paired_ratio``), so a noisy machine's slow phases cancel 
 * **Process backend, steady state** (pools started before timing, two workers): one
   ``map`` call on pools already started and warmed up by a first ``map`` of the same
   items: ``pk.WorkerPool(2).map`` (the pool ``parallel_map(backend="process")`` runs
-  on; ``parallel_map`` itself starts one per call) against ``multiprocessing.Pool(2)``
+  on, kept warm between calls) against ``multiprocessing.Pool(2)``
   (spawn and fork) and ``mpire.WorkerPool(2, keep_alive=True)``, over ``5 * --items``
   no-op items (per-item overhead, µs) and over ``--cpu-items`` items of ~2 ms of
   pure-Python CPU work. The pipekit pool's trio loop runs in a thread, started after
@@ -35,19 +35,27 @@ round (``bench/_common.paired_ratio``), so a noisy machine's slow phases cancel 
   Each table is followed by the CPU µs per item of each row (this process, every thread,
   and the pool's workers, read from Linux's ``/proc/PID/task/*/schedstat``): what the
   work costs, however a loaded machine shares its cores out.
-* **Process backend, start-up included** (the ``--cpu-items`` items): the whole call,
-  since ``parallel_map`` starts its pool per call: ``pk.parallel_map(backend="process")``
-  against ``multiprocessing.Pool(2)`` (``map`` in a ``with`` block, spawn and fork) and
-  ``mpire.WorkerPool(2)``. pipekit's workers are fresh interpreters (spawned), so
-  against fork this mostly measures interpreter start-up.
+* **Process backend, start-up included** (the ``--cpu-items`` items): the whole call
+  with a pool's start: ``pk.parallel_map(backend="process")``'s first call (its warm
+  pools stopped by ``shutdown_pools()`` before each, untimed) and with ``reuse=False``
+  (a pool started and stopped by the call) against ``multiprocessing.Pool(2)`` (``map``
+  in a ``with`` block, spawn and fork) and ``mpire.WorkerPool(2)``. pipekit's workers
+  are fresh interpreters (spawned), so against fork this mostly measures interpreter
+  start-up.
+* **Process backend, calls in a row** (``--in-a-row`` calls, 10, of ``map`` over 100
+  no-op items, ms for all of them): ``pk.parallel_map(backend="process")`` from cold
+  (the first call starts the workers, the others reuse them) and warm (every call on
+  warm workers) against ``multiprocessing.Pool(2)`` with fork created per call and
+  created once (before timing), and ``mpire.WorkerPool(2)`` per call. Targets: below
+  the per-call pools (from cold and warm) and below the pool created once (warm).
 
   mpire rows need ``pip install mpire`` (else they say they were skipped).
 * **Slow blocking items**: 500 x ``time.sleep(0.01)`` on 16 threads through
   ``parallel_map(backend="thread")`` against ``ThreadPoolExecutor(16).map``. Target:
   within 1.1x.
 
-Results are checked (a lost or wrong result fails the run); the exit code is 0 even when
-a target is missed.
+The load average is printed at the start and the end. Results are checked (a lost or
+wrong result fails the run); the exit code is 0 even when a target is missed.
 """
 
 from __future__ import annotations

@@ -157,6 +157,7 @@ class ProcessPools:
                 slot.pool = pool
                 slot.idle_since = trio.current_time()
                 slot.ready.set()
+                self._changed.set()  # idle from now if its first call is gone
                 await slot.stop.wait()
         except Exception as exc:  # told to its calls, not to the pools' owner
             slot.error = exc
