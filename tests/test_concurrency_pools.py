@@ -4,11 +4,11 @@ interpreter's exit or when the parent process is killed."""
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
 import textwrap
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -64,10 +64,27 @@ def test_a_second_call_reuses_the_warm_workers_of_the_first() -> None:
 
 def test_calls_from_separate_trio_runs_share_the_programs_pools() -> None:
     async def call() -> set[int]:
-        return pids_of(await aparallel_map(workers.pid, range(3), backend="process"))
+        return pids_of(await aparallel_map(workers.pid, range(3), backend="process", max_workers=2))
 
     first = trio.run(call)
     assert trio.run(call) == first and parallel_filter(workers.pid, [1], backend="process")
+
+
+def test_threads_calling_at_once_share_one_warm_pool() -> None:
+    warm = pids_of(parallel_map(workers.pid_after, [0.05] * 4, backend="process", max_workers=2))
+    seen: list[set[int]] = []
+
+    def call() -> None:
+        seen.append(
+            pids_of(parallel_map(workers.pid_after, [0.0] * 50, backend="process", max_workers=2))
+        )
+
+    threads = [threading.Thread(target=call) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert len(seen) == 4 and set().union(*seen) <= warm
 
 
 def test_a_call_with_another_max_workers_resizes_the_pool() -> None:
@@ -140,10 +157,14 @@ def test_cancelling_a_call_from_trio_cancels_it_on_the_pools() -> None:
 
 async def test_process_pools_keeps_one_pool_for_the_block_and_stops_it_at_its_end() -> None:
     async with process_pools() as pools:
-        first = pids_of(await aparallel_map(workers.pid, range(4), backend="process"))
-        second = pids_of(await aparallel_map(workers.pid, range(4), backend="process"))
+        first = pids_of(
+            await aparallel_map(workers.pid, range(4), backend="process", max_workers=2)
+        )
+        second = pids_of(
+            await aparallel_map(workers.pid, range(4), backend="process", max_workers=2)
+        )
         started = pools.pids[TARGET]
-        assert first | second <= set(started) and len(started) == os.cpu_count()
+        assert first | second <= set(started) and len(started) == 2
     assert pools.pids == {} and all(gone(pid) for pid in started)
 
 
