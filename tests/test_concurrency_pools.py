@@ -168,6 +168,16 @@ async def test_process_pools_keeps_one_pool_for_the_block_and_stops_it_at_its_en
     assert pools.pids == {} and all(gone(pid) for pid in started)
 
 
+async def test_a_pool_starts_with_the_workers_its_first_call_can_use_and_grows() -> None:
+    async with process_pools() as pools:
+        await aparallel_map(workers.pid, [1], backend="process", max_workers=2)
+        (one,) = pools.pids[TARGET]  # one item: one process, not max_workers
+        await aparallel_map(workers.pid, [1, 2, 3], backend="process", max_workers=2)
+        grown = pools.pids[TARGET]
+        await aparallel_map(workers.pid, [1], backend="process", max_workers=2)
+        assert len(grown) == 2 and one not in grown and pools.pids[TARGET] == grown
+
+
 async def test_an_idle_pool_stops_after_process_idle(mock_clock: trio.testing.MockClock) -> None:
     async with process_pools() as pools:
         with defaults(process_idle="10s"):

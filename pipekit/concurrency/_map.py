@@ -72,6 +72,7 @@ class _Plan:
     fail_fast: bool
     reuse: bool
     idle: float
+    need: int  # workers this call can use (its item count, if known, up to workers)
     out: dict[int, Result[Any]] = field(default_factory=dict)
 
     def results(self) -> list[Result[Any]]:
@@ -103,14 +104,17 @@ def _plan(
     seconds = check_timeout(settings.timeout if per_item is None else per_item)
     iterator = _iterate(items, name)
     reuse = reuse and chosen == "process"
+    need = workers
     if isinstance(items, Sized):  # a lazy iterable has no len()
         if not len(items):
             return None
-        if not reuse:  # a reused pool keeps max_workers processes, whatever the call
-            workers = min(workers, len(items))
+        need = min(workers, len(items))
+        if not reuse:
+            workers = need
     # A list goes as it is: a pool slices it as workers take items.
     feed = items if type(items) is list and chosen == "process" else iterator
-    return _Plan(fn, chosen, feed, workers, seconds, fail_fast, reuse, settings.process_idle)
+    idle = settings.process_idle
+    return _Plan(fn, chosen, feed, workers, seconds, fail_fast, reuse, idle, need)
 
 
 async def _execute(plan: _Plan) -> list[Result[Any]]:
@@ -125,9 +129,11 @@ async def _execute(plan: _Plan) -> list[Result[Any]]:
         if not plan.reuse:
             await map_processes(fn, plan.items, workers, seconds, fail_fast, out)
         elif (pools := current_pools()) is not None:
-            await pools.map(fn, plan.items, workers, seconds, fail_fast, plan.idle, out)
+            sizes = (workers, plan.need)
+            await pools.map(fn, plan.items, sizes, seconds, fail_fast, plan.idle, out)
         else:
-            await map_shared(fn, plan.items, workers, seconds, fail_fast, plan.idle, out)
+            sizes = (workers, plan.need)
+            await map_shared(fn, plan.items, sizes, seconds, fail_fast, plan.idle, out)
     elif plan.backend == "thread":
         await map_threads(fn, enumerate(plan.items), workers, seconds, fail_fast, out)
     else:
@@ -144,7 +150,7 @@ def _execute_blocking(plan: _Plan | None) -> list[Result[Any]]:
         map_blocking(
             plan.fn,
             plan.items,
-            plan.workers,
+            (plan.workers, plan.need),
             plan.seconds,
             plan.fail_fast,
             plan.idle,

@@ -2,8 +2,10 @@
 
 A :class:`ProcessPools` keeps one :class:`~pipekit.WorkerPool` per (function, per-item
 timeout): the first call starts it, later calls with the same function and options use
-its warm workers. A call with another ``max_workers`` retires the pool (it closes once
-its last call ends) and starts one of the new size. A pool that no call used for its
+its warm workers. A pool starts with as many processes as its first call can use (its
+item count, up to ``max_workers``); a call that can use more replaces it by a larger
+one, and so does a call with another ``max_workers`` (the old one closes once its last
+call ends). A pool that no call used for its
 idle time (``process_idle`` of the defaults in force at its last call) is closed, and
 so is every pool when the :class:`ProcessPools` closes. Everything runs in the nursery of
 the ``async with`` block that owns it: no worker outlives it.
@@ -33,10 +35,13 @@ PoolKey = tuple[str, float | None]
 class _Slot:
     """One cached pool and who uses it."""
 
-    def __init__(self, key: PoolKey, fn: Callable[[Any], Any], size: int, idle: float) -> None:
+    def __init__(
+        self, key: PoolKey, fn: Callable[[Any], Any], most: int, size: int, idle: float
+    ) -> None:
         self.key = key
         self.fn = fn
-        self.size = size
+        self.most = most  # the calls' max_workers
+        self.size = size  # its processes (at most ``most``)
         self.idle = idle  # seconds unused before it closes
         self.pool: WorkerPool | None = None
         self.error: BaseException | None = None  # why it could not start, or failed
@@ -81,15 +86,19 @@ class ProcessPools:
         self,
         fn: Callable[[Any], Any],
         items: Iterable[Any],
-        workers: int,
+        workers: tuple[int, int],
         limit: float | None,
         fail_fast: bool,
         idle: float,
         out: dict[int, Result[Any]],
     ) -> None:
-        """Run ``fn`` over ``items`` on the warm pool of ``workers`` processes for
-        ``(fn, limit)`` (started if there is none), storing each :class:`Result` by index
-        in ``out``. ``idle``: seconds the pool stays open unused after this call."""
+        """Run ``fn`` over ``items`` on the warm pool for ``(fn, limit)``, storing each
+        :class:`Result` by index in ``out``. ``workers``: ``(max_workers, need)``, the
+        most processes the call may use and how many it can (its item count, if
+        known, up to ``max_workers``): the pool is started with ``need`` processes, and
+        replaced by a larger one for a call that needs more (never above
+        ``max_workers``), or by a new one if ``max_workers`` changed. ``idle``: seconds
+        the pool stays open unused after this call."""
         slot = await self._acquire(fn, workers, limit, idle)
         clean = False
         try:
@@ -107,17 +116,18 @@ class ProcessPools:
             self._release(slot, clean)
 
     async def _acquire(
-        self, fn: Callable[[Any], Any], size: int, limit: float | None, idle: float
+        self, fn: Callable[[Any], Any], workers: tuple[int, int], limit: float | None, idle: float
     ) -> _Slot:
         if self._closing:
             raise trio.ClosedResourceError("the process pools are closed")
+        most, need = workers
         key = (check_importable(fn), limit)
         slot = self._slots.get(key)
-        if slot is not None and (slot.size != size or slot.error is not None):
+        if slot is not None and (slot.most != most or slot.size < need or slot.error is not None):
             self._retire(slot)  # resized (or broken): a new pool for the new calls
             slot = None
         if slot is None:
-            slot = self._slots[key] = _Slot(key, fn, size, idle)
+            slot = self._slots[key] = _Slot(key, fn, most, need, idle)
             self._nursery.start_soon(self._host, slot, name=f"pipekit:process-pool:{key[0]}")
         slot.idle = idle
         slot.users += 1

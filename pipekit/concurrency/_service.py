@@ -39,7 +39,7 @@ class _Job:
         self,
         fn: Callable[[Any], Any],
         items: Iterable[Any],
-        workers: int,
+        workers: tuple[int, int],
         limit: float | None,
         fail_fast: bool,
         idle: float,
@@ -219,7 +219,7 @@ os.register_at_fork(after_in_child=_forget_after_fork)
 def map_blocking(
     fn: Callable[[Any], Any],
     items: Iterable[Any],
-    workers: int,
+    workers: tuple[int, int],
     limit: float | None,
     fail_fast: bool,
     idle: float,
@@ -245,7 +245,7 @@ def map_blocking(
 async def map_shared(
     fn: Callable[[Any], Any],
     items: Iterable[Any],
-    workers: int,
+    workers: tuple[int, int],
     limit: float | None,
     fail_fast: bool,
     idle: float,
