@@ -25,7 +25,7 @@ from typing import Any
 
 from ._context import current
 from ._entries import Entry
-from ._events import CANCEL, EXIT, LINK_DOWN
+from ._events import CANCEL, EXIT, LINK_DOWN, UNDELIVERED
 from ._mailbox import Receiver
 from ._pid import Pid
 from ._proc import Proc
@@ -34,6 +34,7 @@ __all__ = [
     "CANCEL",
     "EXIT",
     "LINK_DOWN",
+    "UNDELIVERED",
     "Options",
     "cancel",
     "events",
@@ -258,7 +259,7 @@ def terminate(dest: Pid | str) -> None:
         process.terminate("stuck_worker")
     """
     me = current()
-    _call(me, me.node.terminate, dest)
+    _call(me, me.node.terminate_from, dest, me.pid)
 
 
 def cancel(dest: Pid | str, deadline: float | str) -> None:

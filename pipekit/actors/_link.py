@@ -1,0 +1,253 @@
+"""One connection to a peer node: its outgoing queue and writer, its reader, and the
+stand-ins (:class:`RemoteProc`) for the peer's processes that local ones link to,
+monitor or send to."""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from ..kernel import CodecError, Pipe, ProtocolError
+from ..kernel.scopes import open_plain_nursery
+from . import _wire as wire
+from ._errors import LinkFull
+from ._events import Event, ExitEvent, LinkDownEvent
+from ._pid import Pid
+
+if TYPE_CHECKING:
+    from ._cluster import Cluster
+    from ._proc import Proc
+
+__all__ = ["DEFAULT_LINK_QUEUE", "Link", "RemoteProc"]
+
+DEFAULT_LINK_QUEUE = 65536
+"""Node messages a link queues for its writer before a ``send`` over it raises
+:class:`LinkFull` (``send_wait`` waits instead)."""
+_PID_CACHE = 4096
+log = logging.getLogger("pipekit.actors")
+
+
+class RemoteProc:
+    """A process of the peer node, as the local runtime sees it: local processes linked
+    to it (``links``), monitoring it (``watchers``), monitored by it (``watching``).
+    What the runtime does to it (deliver, post an EXIT or LINK_DOWN) becomes a node
+    message on the link. ``trap_links`` is True: the peer decides what a LINK_DOWN does
+    to its own process."""
+
+    __slots__ = ("link", "links", "pid", "text", "watchers", "watching")
+
+    remote = True
+    trap_links = True
+    alive = True
+    threaded = False
+    room_waiters = None
+
+    def __init__(self, link: Link, pid: Pid) -> None:
+        self.link = link
+        self.pid = pid
+        self.text = str(pid)
+        self.links: set[Any] | None = None
+        self.watchers: set[Any] | None = None
+        self.watching: set[Any] | None = None
+
+    def __repr__(self) -> str:
+        return f"<RemoteProc {self.text} via {self.link.peer!r}>"
+
+    def idle(self) -> bool:
+        return not (self.links or self.watchers or self.watching)
+
+    def deliver(self, sender: Pid | None, topic: str, payloads: tuple[Any, ...]) -> None:
+        """Queue the messages on the link (all or none), or :class:`LinkFull`."""
+        link = self.link
+        n = len(payloads) or 1
+        if len(link.out) + n > link.limit:
+            link.full(self.text, n)
+        if not payloads:
+            payloads = (None,)
+        src = None if sender is None else str(sender)
+        encode = wire.encode_value
+        out = link.out
+        for p in payloads:
+            out.append([wire.SEND, self.text, src, topic, encode(p)])
+        link.wake()
+
+    async def deliver_wait(self, sender: Pid | None, topic: str, payloads: tuple[Any, ...]) -> None:
+        """Wait for room on the link, then queue the messages as SEND_WAIT: the peer
+        waits for room in the mailbox before it reads on (backpressure end to end)."""
+        link = self.link
+        n = len(payloads) or 1
+        await trio.lowlevel.checkpoint()
+        while len(link.out) + n > link.limit and n <= link.limit:
+            await link.wait_room()
+        if n > link.limit:
+            link.full(self.text, n)
+        src = None if sender is None else str(sender)
+        for p in payloads or (None,):
+            link.out.append([wire.SEND_WAIT, self.text, src, topic, wire.encode_value(p)])
+        link.wake()
+
+    def post(self, event: Event) -> None:
+        """An EXIT (this stand-in monitors a local process) or a LINK_DOWN (it is linked
+        to one) for the peer's process."""
+        about = str(event.sender)
+        if isinstance(event, ExitEvent):
+            self.link.push(
+                [
+                    wire.EXIT,
+                    about,
+                    self.text,
+                    wire.encode_value(event.result),
+                    wire.encode_error(event.error),
+                ]
+            )
+        elif isinstance(event, LinkDownEvent):
+            self.link.push([wire.DOWN, about, self.text, wire.encode_error(event.error)])
+
+    def unlinked(self, proc: Proc) -> None:
+        """The local process ``proc`` linked to this one returned: the peer drops the link."""
+        self.link.push([wire.DOWN, str(proc.pid), self.text, None])
+
+    def kill(self, reason: BaseException) -> None:  # pragma: no cover - trap_links
+        self.link.push([wire.TERMINATE, None, self.text])
+
+    def wake_room(self) -> None:  # pragma: no cover - never waited on
+        pass
+
+
+class Link:
+    """One pipe to the peer node ``peer``. ``out`` queues node messages; the writer
+    hands everything queued to the pipe in one ``send_batch`` (the pipe coalesces them
+    into as few frames as it can and waits while the peer has PAUSEd it); the reader
+    hands each message the peer sends to the cluster."""
+
+    def __init__(self, cluster: Cluster, pipe: Pipe, peer: str, limit: int) -> None:
+        self.cluster = cluster
+        self.pipe = pipe
+        self.peer = peer
+        self.limit = limit
+        self.out: deque[list[Any]] = deque()
+        self.proxies: dict[str, RemoteProc] = {}
+        self.closed = False
+        self._wakeup = trio.Event()
+        self._room: list[Callable[[], None]] = []
+        self._pids: dict[str, Pid] = {}
+
+    def __repr__(self) -> str:
+        return f"<Link to {self.peer!r}: {len(self.out)} queued>"
+
+    # -- sending -----------------------------------------------------------------------
+
+    def wake(self) -> None:
+        self._wakeup.set()
+
+    def push(self, message: list[Any]) -> None:
+        """Queue a control message (never refused: at most one per link, monitor,
+        exit or request)."""
+        if not self.closed:
+            self.out.append(message)
+            self._wakeup.set()
+
+    def full(self, dest: str, n: int) -> None:
+        raise LinkFull(
+            f"the link to node {self.peer!r} queues {len(self.out)} messages (its limit "
+            f"is {self.limit}): {n} message(s) to {dest} not sent; send_wait waits for room"
+        )
+
+    async def wait_room(self) -> None:
+        task = trio.lowlevel.current_task()
+
+        def wake() -> None:
+            trio.lowlevel.reschedule(task)
+
+        self._room.append(wake)
+
+        def abort(_: Any) -> trio.lowlevel.Abort:
+            if wake in self._room:
+                self._room.remove(wake)
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        await trio.lowlevel.wait_task_rescheduled(abort)
+
+    async def _writer(self) -> None:
+        out = self.out
+        pipe = self.pipe
+        while True:
+            if not out:
+                if self._wakeup.is_set():
+                    self._wakeup = trio.Event()
+                await self._wakeup.wait()
+                continue
+            batch = list(out)
+            out.clear()
+            if self._room:
+                room, self._room = self._room, []
+                for wake in room:
+                    wake()
+            try:
+                await pipe.send_batch(batch)
+            except (CodecError, ProtocolError):
+                for message in batch:  # find the ones the codec cannot carry
+                    try:
+                        await pipe.send(message)
+                    except (CodecError, ProtocolError) as exc:
+                        self.cluster.unsendable(self, message, exc)
+
+    # -- receiving ---------------------------------------------------------------------
+
+    def pid(self, text: Any) -> Pid:
+        """The Pid ``text`` names (parsed once, then cached)."""
+        pid = self._pids.get(text)
+        if pid is None:
+            pid = Pid.parse(text)
+            if len(self._pids) >= _PID_CACHE:
+                self._pids.clear()
+            self._pids[text] = pid
+        return pid
+
+    def proxy(self, pid: Pid) -> RemoteProc:
+        """The stand-in for the peer's process ``pid`` (made on first use)."""
+        text = str(pid)
+        proxy = self.proxies.get(text)
+        if proxy is None:
+            if len(self.proxies) >= _PID_CACHE:
+                self.proxies = {k: v for k, v in self.proxies.items() if not v.idle()}
+            proxy = self.proxies[text] = RemoteProc(self, pid)
+        return proxy
+
+    async def _reader(self) -> None:
+        pipe = self.pipe
+        handle = self.cluster.handle
+        while True:
+            try:
+                batch = await pipe.receive_batch()
+            except (trio.EndOfChannel, trio.BrokenResourceError, trio.ClosedResourceError):
+                return
+            for message in batch:
+                waiting = handle(self, message)
+                if waiting is not None:
+                    await waiting
+
+    async def run(self) -> None:
+        """Write and read until the peer goes (or this node closes); then the cluster
+        turns every link and monitor across it into ``noconnection``."""
+        try:
+            async with open_plain_nursery() as nursery:
+
+                async def read_then_stop() -> None:
+                    await self._reader()
+                    nursery.cancel_scope.cancel()
+
+                nursery.start_soon(self._writer)
+                nursery.start_soon(read_then_stop)
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            log.info("link to node %r broke: %s", self.peer, exc)
+        finally:
+            self.closed = True
+            room, self._room = self._room, []
+            for wake in room:
+                wake()
+            self.cluster.link_down(self)
