@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import sys
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any
@@ -27,7 +28,7 @@ from ._errors import (
     Terminated,
 )
 from ._events import CancelEvent, ExitEvent, LinkDownEvent, UndeliveredEvent
-from ._link import Link, RemoteProc
+from ._link import DEFAULT_LINK_QUEUE, Link, RemoteProc
 from ._pid import Pid, make_pid
 from ._tasks import wait_for_room
 
@@ -159,20 +160,25 @@ class Cluster:
         if peer in self.links:
             raise NodeError(f"a node named {peer!r} is already connected to {self.node.name!r}")
 
-    async def _join(
+    async def join(
         self,
         pipe: Pipe,
         initiator: bool,
         limit: int,
         task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
+        link: Link | None = None,
     ) -> None:
         """The node HELLO on ``pipe`` (the initiator speaks first; the acceptor checks
-        before it answers), then the link, until it ends."""
+        before it answers), then the link, until it ends. ``link``: one made already
+        (the ``"process"`` host's, which queues before its child has started)."""
         try:
             if initiator:
                 await pipe.send(wire.hello(self.node.name, self._names_out()))
             peer, names = wire.parse_hello(await pipe.receive())
-            self._check_peer(peer)
+            if link is None:
+                self._check_peer(peer)
+            elif peer != link.peer:
+                raise NodeError(f"expected node {link.peer!r}, got {peer!r}")
             if not initiator:
                 await pipe.send(wire.hello(self.node.name, self._names_out()))
         except RemoteError as exc:
@@ -183,8 +189,10 @@ class Cluster:
         except NodeError as exc:
             await _refuse(pipe, exc)
             raise
-        link = Link(self, pipe, peer, limit)
-        self.links[peer] = link
+        if link is None:
+            link = Link(self, pipe, peer, limit)
+            self.links[peer] = link
+        link.pipe = pipe
         for name, pid in names.items():
             self._add_name(peer, name, pid)
         task_status.started(peer)
@@ -203,7 +211,7 @@ class Cluster:
 
             try:
                 async with open_address(address, token=token, **options) as pipe:
-                    await self._join(pipe, True, link_queue, Started())  # type: ignore[arg-type]
+                    await self.join(pipe, True, link_queue, Started())  # type: ignore[arg-type]
             except (trio.BrokenResourceError, trio.ClosedResourceError, PipekitError) as exc:
                 if not joined:
                     raise
@@ -220,7 +228,7 @@ class Cluster:
     ) -> str:
         async def handler(pipe: Any) -> None:
             try:
-                await self._join(pipe, False, link_queue)
+                await self.join(pipe, False, link_queue)
             except NodeError as exc:
                 log.warning("node %r refused a peer: %s", self.node.name, exc)
 
@@ -231,6 +239,36 @@ class Cluster:
 
         bound: str = await self.node._nursery.start(run)
         return bound
+
+    def process_node(self) -> str:
+        """The name of the ``"process"`` host's child node, started on first use (a
+        ``python -m pipekit.actors._child`` over the stdio adapter) and reused; requests
+        queue on its link until it has joined."""
+        name = f"{self.node.name}.process"
+        if name not in self.links:
+            link = Link(self, None, name, DEFAULT_LINK_QUEUE)
+            self.links[name] = link
+            self.node._nursery.start_soon(self._run_child, link, name=name)
+        return name
+
+    async def _run_child(self, link: Link) -> None:
+        from ..adapters.stdio import ProcessSpec, open_process
+
+        spec = ProcessSpec(
+            (sys.executable, "-m", "pipekit.actors._child", link.peer),
+            mode="frames",
+            stderr="inherit",
+            name=link.peer,
+        )
+        try:
+            async with open_process(spec) as pipe:
+                await self.join(pipe, True, link.limit, link=link)
+        except (PipekitError, OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            log.warning("the 'process' host's node %r ended: %s", link.peer, exc)
+        finally:
+            if not link.closed:  # it never ran: what waits on it learns noconnection
+                link.closed = True
+                self.link_down(link)
 
     # -- routing -----------------------------------------------------------------------
 

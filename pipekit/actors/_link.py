@@ -124,7 +124,7 @@ class Link:
     into as few frames as it can and waits while the peer has PAUSEd it); the reader
     hands each message the peer sends to the cluster."""
 
-    def __init__(self, cluster: Cluster, pipe: Pipe, peer: str, limit: int) -> None:
+    def __init__(self, cluster: Cluster, pipe: Pipe | None, peer: str, limit: int) -> None:
         self.cluster = cluster
         self.pipe = pipe
         self.peer = peer
@@ -175,6 +175,7 @@ class Link:
     async def _writer(self) -> None:
         out = self.out
         pipe = self.pipe
+        assert pipe is not None
         while True:
             if not out:
                 if self._wakeup.is_set():
@@ -220,6 +221,7 @@ class Link:
 
     async def _reader(self) -> None:
         pipe = self.pipe
+        assert pipe is not None
         handle = self.cluster.handle
         while True:
             try:

@@ -40,10 +40,11 @@ __all__ = ["DEFAULT_MAILBOX", "HOSTS", "Node", "NodeStats", "open_node", "run"]
 
 DEFAULT_MAILBOX = 1024
 """Messages a process's mailbox holds (every listened topic and the inbox together)."""
-HOSTS = ("local", "thread")
+HOSTS = ("local", "thread", "process")
 """The hosts a node runs processes on so far: ``"local"`` (a trio task of the node) and
-``"thread"`` (a thread of its own, for blocking code); besides these, the name of a
-connected node runs it there (see :meth:`Node.connect`)."""
+``"thread"`` (a thread of its own, for blocking code), ``"process"`` (a child node in
+an OS process of its own, started on first use and reused); besides these, the name of
+a connected node runs it there (see :meth:`Node.connect`)."""
 
 _NAME_CACHE = 256
 log = logging.getLogger("pipekit.actors")
@@ -302,12 +303,16 @@ class Node:
             host = "local"
         elif host == "thread":
             threaded = True
+        elif host == "process":
+            here = self._the_cluster()
+            return here.spawn(entry, here.process_node(), args, parent, link, monitor)
         elif isinstance(host, str):
             cluster = self._cluster
             if cluster is not None and host in cluster.links:
                 return cluster.spawn(entry, host, args, parent, link, monitor)
             raise SpawnError(
                 f"unknown host {host!r}: this node runs processes on {', '.join(HOSTS)} "
+                f"and on the nodes connected to it "
                 f"(spawn(entry, host, *args): the arguments come after the host)"
             )
         else:
