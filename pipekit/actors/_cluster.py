@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 __all__ = ["Cluster", "open_address"]
 
 log = logging.getLogger("pipekit.actors")
+_DEST_CACHE = 4096
 
 
 # -- addresses ---------------------------------------------------------------------------
@@ -132,6 +133,8 @@ class Cluster:
         """Names registered on peers: name -> {peer node: pid}."""
         self.clashes: list[tuple[str, list[str]]] = []
         self._spawned = 0
+        self._dests: dict[Any, Proc] = {}
+        """Local processes by the pid string peers address them with (a cache)."""
         self._handlers: dict[str, Callable[[Link, list[Any]], Awaitable[None] | None]] = {
             wire.SEND: self._on_send,
             wire.SEND_WAIT: self._on_send_wait,
@@ -276,7 +279,9 @@ class Cluster:
         """The stand-in for ``dest`` if it is a process (or a name) of a connected node."""
         if type(dest) is Pid:
             link = self.links.get(dest.node) if dest.node is not None else None
-            return None if link is None else link.proxy(dest)
+            if link is None:
+                return None
+            return link.proxies.get(dest) or link.proxy(dest)
         if isinstance(dest, str):
             pid = self.lookup(dest)
             if pid is None or pid.node == self.node.name:
@@ -432,14 +437,41 @@ class Cluster:
     def _on_send(self, link: Link, m: list[Any]) -> None:
         _, dest, sender, topic, payload = m
         try:
-            proc = self._local(link, dest)
+            proc = self._dests.get(dest)
+            if proc is None or not proc.alive:
+                proc = self._local(link, dest)
+                if dest.startswith("{"):
+                    if len(self._dests) >= _DEST_CACHE:
+                        self._dests.clear()
+                    self._dests[dest] = proc
             if type(payload) is list or type(payload) is dict:
                 payload = wire.decode_value(payload)
-            proc.deliver(None if sender is None else link.pid(sender), topic, (payload,))
+            if sender is not None:
+                src = link._pids.get(sender) or link.pid(sender)
+            else:
+                src = None
+            if type(topic) is not str:
+                raise TypeError(f"a topic is a str, got {type(topic).__name__}")
+            proc.deliver(src, topic, (payload,))
         except ActorError as exc:
             self._bounce(link, sender, dest, topic, 1, exc)
 
-    async def _on_send_wait(self, link: Link, m: list[Any]) -> None:
+    def _on_send_wait(self, link: Link, m: list[Any]) -> Awaitable[None] | None:
+        """SEND_WAIT: delivered now if the mailbox has room, else the link's reader
+        waits for room (and so the pipe PAUSEs the sender: backpressure)."""
+        proc = self._dests.get(m[1])
+        if proc is None or not proc.alive:
+            try:
+                proc = self._local(link, m[1])
+            except ActorError as exc:
+                self._bounce(link, m[2], m[1], m[3], 1, exc)
+                return None
+        if proc.queued < proc.capacity:
+            self._on_send(link, m)
+            return None
+        return self._send_when_room(link, m)
+
+    async def _send_when_room(self, link: Link, m: list[Any]) -> None:
         _, dest, sender, topic, payload = m
         try:
             proc = self._local(link, dest)

@@ -14,7 +14,7 @@ import trio
 from ..kernel import CodecError, Pipe, ProtocolError
 from ..kernel.scopes import open_plain_nursery
 from . import _wire as wire
-from ._errors import LinkFull
+from ._errors import LinkFull, NoConnection
 from ._events import Event, ExitEvent, LinkDownEvent
 from ._pid import Pid
 
@@ -80,9 +80,10 @@ class RemoteProc:
         waits for room in the mailbox before it reads on (backpressure end to end)."""
         link = self.link
         n = len(payloads) or 1
-        await trio.lowlevel.checkpoint()
-        while len(link.out) + n > link.limit and n <= link.limit:
+        while len(link.out) + n > link.limit and n <= link.limit and not link.closed:
             await link.wait_room()
+        if link.closed:
+            raise NoConnection(f"noconnection: the link to node {link.peer!r} is closed")
         if n > link.limit:
             link.full(self.text, n)
         src = None if sender is None else str(sender)
@@ -130,7 +131,7 @@ class Link:
         self.peer = peer
         self.limit = limit
         self.out: deque[list[Any]] = deque()
-        self.proxies: dict[str, RemoteProc] = {}
+        self.proxies: dict[Pid, RemoteProc] = {}
         self.closed = False
         self._wakeup = trio.Event()
         self._room: list[Callable[[], None]] = []
@@ -211,12 +212,11 @@ class Link:
 
     def proxy(self, pid: Pid) -> RemoteProc:
         """The stand-in for the peer's process ``pid`` (made on first use)."""
-        text = str(pid)
-        proxy = self.proxies.get(text)
+        proxy = self.proxies.get(pid)
         if proxy is None:
             if len(self.proxies) >= _PID_CACHE:
                 self.proxies = {k: v for k, v in self.proxies.items() if not v.idle()}
-            proxy = self.proxies[text] = RemoteProc(self, pid)
+            proxy = self.proxies[pid] = RemoteProc(self, pid)
         return proxy
 
     async def _reader(self) -> None:
