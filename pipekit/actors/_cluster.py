@@ -446,10 +446,7 @@ class Cluster:
                     self._dests[dest] = proc
             if type(payload) is list or type(payload) is dict:
                 payload = wire.decode_value(payload)
-            if sender is not None:
-                src = link._pids.get(sender) or link.pid(sender)
-            else:
-                src = None
+            src = None if sender is None else (link._pids.get(sender) or link.pid(sender))
             if type(topic) is not str:
                 raise TypeError(f"a topic is a str, got {type(topic).__name__}")
             proc.deliver(src, topic, (payload,))
