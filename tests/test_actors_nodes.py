@@ -573,3 +573,47 @@ async def test_terminated_error_round_trips() -> None:
 
     err = wire.decode_error(wire.encode_error(Terminated("x")))
     assert isinstance(err, Terminated) and err.reason == "x"
+
+
+# -- the node layer by hand (docs/protocol.md section 15) --------------------------------
+
+
+async def test_a_peer_speaking_the_node_protocol_by_hand_can_join(tmp_path: Path) -> None:
+    from pipekit.adapters import unix
+
+    with trio.fail_after(GUARD):
+        async with open_node("a") as a:
+            a.registry.register("greeter", a.spawn(echo))
+            where = await a.listen(str(tmp_path / "a.sock"))
+            async with unix.connect(where.removeprefix("unix:"), codecs=["json"]) as pipe:
+                await pipe.send(["hello", 1, "raw", {}])
+                hello = await pipe.receive()
+                assert hello[:3] == ["hello", 1, "a"]
+                greeter = hello[3]["greeter"]
+                me = "{raw@local|by:hand|1}"
+                await pipe.send(["s", "greeter", me, "echo", {"$pid": me}])
+                assert await pipe.receive() == ["s", me, greeter, "reply", {"$pid": me}]
+                await pipe.send(["mon", me, greeter])
+                await pipe.send(["term", me, greeter])
+                assert await pipe.receive() == ["unreg", "greeter"]  # released as it ends
+                exit_ = await pipe.receive()
+                assert exit_[:4] == ["exit", greeter, me, None]
+                assert exit_[4]["type"] == "Terminated" and exit_[4]["reason"] == "terminated"
+                await pipe.send(["s", greeter, me, "echo", 1])
+                bounced = await pipe.receive()
+                assert bounced[:5] == ["undelivered", me, greeter, "echo", 1]
+                assert bounced[5]["type"] == "NoSuchProcess"
+
+
+async def test_a_peer_that_does_not_say_hello_is_refused(tmp_path: Path) -> None:
+    from pipekit.adapters import unix
+
+    with trio.fail_after(GUARD):
+        async with open_node("a") as a:
+            where = await a.listen(str(tmp_path / "a.sock"))
+            async with unix.connect(where.removeprefix("unix:")) as pipe:
+                await pipe.send(["s", "x", None, "t", 1])
+                with pytest.raises(RemoteError, match="not a node") as info:
+                    await pipe.receive()
+                assert info.value.kind == "NodeError"
+            assert a.connected() == []
