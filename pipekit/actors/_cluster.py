@@ -20,6 +20,7 @@ from ._entries import Entry, entry_name
 from ._errors import (
     ActorError,
     LinkedFailure,
+    MailboxFull,
     NameTaken,
     NoConnection,
     NodeError,
@@ -434,52 +435,75 @@ class Cluster:
                 error,
             )
 
+    def _dest(self, link: Link, dest: Any) -> Proc:
+        proc = self._dests.get(dest)
+        if proc is None or not proc.alive:
+            proc = self._local(link, dest)
+            if dest.startswith("{"):
+                if len(self._dests) >= _DEST_CACHE:
+                    self._dests.clear()
+                self._dests[dest] = proc
+        return proc
+
     def _on_send(self, link: Link, m: list[Any]) -> None:
-        _, dest, sender, topic, payload = m
+        """SEND: each value one message; those the mailbox has no room for (or all, if
+        there is no such process) are reported to the sender."""
+        dest, sender, topic = m[1], m[2], m[3]
+        count = len(m) - 4
+        delivered = 0
         try:
-            proc = self._dests.get(dest)
-            if proc is None or not proc.alive:
-                proc = self._local(link, dest)
-                if dest.startswith("{"):
-                    if len(self._dests) >= _DEST_CACHE:
-                        self._dests.clear()
-                    self._dests[dest] = proc
-            if type(payload) is list or type(payload) is dict:
-                payload = wire.decode_value(payload)
-            src = None if sender is None else (link._pids.get(sender) or link.pid(sender))
             if type(topic) is not str:
                 raise TypeError(f"a topic is a str, got {type(topic).__name__}")
-            proc.deliver(src, topic, (payload,))
+            if count < 1:
+                raise ValueError("a SEND carries at least one value")
+            proc = self._dest(link, dest)
+            src = None if sender is None else (link._pids.get(sender) or link.pid(sender))
+            if count == 1:
+                payload = m[4]
+                if type(payload) is list or type(payload) is dict:
+                    payload = wire.decode_value(payload)
+                proc.deliver(src, topic, (payload,))
+                return
+            values = _values(m, 4, min(count, proc.capacity - proc.queued))
+            if values:
+                proc.deliver(src, topic, values)
+                delivered = len(values)
+            if delivered < count:
+                raise MailboxFull(
+                    f"the mailbox of {proc.pid} is full ({proc.capacity} messages): "
+                    f"{count - len(values)} message(s) on topic {topic!r} not delivered"
+                )
         except ActorError as exc:
-            self._bounce(link, sender, dest, topic, 1, exc)
+            self._bounce(link, sender, dest, topic, count - delivered, exc)
 
     def _on_send_wait(self, link: Link, m: list[Any]) -> Awaitable[None] | None:
         """SEND_WAIT: delivered now if the mailbox has room, else the link's reader
         waits for room (and so the pipe PAUSEs the sender: backpressure)."""
-        proc = self._dests.get(m[1])
-        if proc is None or not proc.alive:
-            try:
-                proc = self._local(link, m[1])
-            except ActorError as exc:
-                self._bounce(link, m[2], m[1], m[3], 1, exc)
-                return None
-        if proc.queued < proc.capacity:
+        try:
+            proc = self._dest(link, m[1])
+        except ActorError as exc:
+            self._bounce(link, m[2], m[1], m[3], len(m) - 4, exc)
+            return None
+        if proc.queued + len(m) - 4 <= proc.capacity:
             self._on_send(link, m)
             return None
-        return self._send_when_room(link, m)
+        return self._send_when_room(link, m, proc)
 
-    async def _send_when_room(self, link: Link, m: list[Any]) -> None:
-        _, dest, sender, topic, payload = m
+    async def _send_when_room(self, link: Link, m: list[Any], proc: Proc) -> None:
+        dest, sender, topic = m[1], m[2], m[3]
+        at, end = 4, len(m)
         try:
-            proc = self._local(link, dest)
-            while proc.alive and proc.queued >= proc.capacity:
-                await wait_for_room(proc)
-            if not proc.alive:
-                raise NoSuchProcess(f"{proc.pid} exited before its mailbox had room")
-            payload = wire.decode_value(payload)
-            proc.deliver(None if sender is None else link.pid(sender), topic, (payload,))
+            src = None if sender is None else link.pid(sender)
+            while at < end:
+                while proc.alive and proc.queued >= proc.capacity:
+                    await wait_for_room(proc)
+                if not proc.alive:
+                    raise NoSuchProcess(f"{proc.pid} exited before its mailbox had room")
+                values = _values(m, at, min(end - at, proc.capacity - proc.queued))
+                proc.deliver(src, topic, values)
+                at += len(values)
         except ActorError as exc:
-            self._bounce(link, sender, dest, topic, 1, exc)
+            self._bounce(link, sender, dest, topic, end - at, exc)
 
     def _on_link(self, link: Link, m: list[Any]) -> None:
         _, src, dest = m
@@ -689,6 +713,15 @@ class Cluster:
                 if proc.alive:
                     _linked_failed(proc, proxy.pid, error)
         link.proxies.clear()
+
+
+def _values(m: list[Any], start: int, count: int) -> tuple[Any, ...]:
+    """``count`` values of the SEND ``m`` from ``start``, decoded."""
+    values = m[start : start + count]
+    for i, v in enumerate(values):
+        if type(v) is list or type(v) is dict:
+            values[i] = wire.decode_value(v)
+    return tuple(values)
 
 
 def _linked_failed(proc: Proc, pid: Pid, error: BaseException) -> None:

@@ -28,6 +28,8 @@ DEFAULT_LINK_QUEUE = 65536
 """Node messages a link queues for its writer before a ``send`` over it raises
 :class:`LinkFull` (``send_wait`` waits instead)."""
 _PID_CACHE = 4096
+_MERGE = 4 + 256
+"""At most 256 values in one SEND."""
 log = logging.getLogger("pipekit.actors")
 
 
@@ -64,32 +66,22 @@ class RemoteProc:
         """Queue the messages on the link (all or none), or :class:`LinkFull`."""
         link = self.link
         n = len(payloads) or 1
-        if len(link.out) + n > link.limit:
+        if link.queued + n > link.limit:
             link.full(self.text, n)
-        if not payloads:
-            payloads = (None,)
-        src = None if sender is None else str(sender)
-        encode = wire.encode_value
-        out = link.out
-        for p in payloads:
-            out.append([wire.SEND, self.text, src, topic, encode(p)])
-        link.wake()
+        link.put(wire.SEND, self.text, sender, topic, payloads or (None,))
 
     async def deliver_wait(self, sender: Pid | None, topic: str, payloads: tuple[Any, ...]) -> None:
         """Wait for room on the link, then queue the messages as SEND_WAIT: the peer
         waits for room in the mailbox before it reads on (backpressure end to end)."""
         link = self.link
         n = len(payloads) or 1
-        while len(link.out) + n > link.limit and n <= link.limit and not link.closed:
+        while link.queued + n > link.limit and n <= link.limit and not link.closed:
             await link.wait_room()
         if link.closed:
             raise NoConnection(f"noconnection: the link to node {link.peer!r} is closed")
         if n > link.limit:
             link.full(self.text, n)
-        src = None if sender is None else str(sender)
-        for p in payloads or (None,):
-            link.out.append([wire.SEND_WAIT, self.text, src, topic, wire.encode_value(p)])
-        link.wake()
+        link.put(wire.SEND_WAIT, self.text, sender, topic, payloads or (None,))
 
     def post(self, event: Event) -> None:
         """An EXIT (this stand-in monitors a local process) or a LINK_DOWN (it is linked
@@ -131,6 +123,8 @@ class Link:
         self.peer = peer
         self.limit = limit
         self.out: deque[list[Any]] = deque()
+        self.queued = 0
+        """Messages (payloads) in ``out``: what ``limit`` bounds."""
         self.proxies: dict[Pid, RemoteProc] = {}
         self.closed = False
         self._wakeup = trio.Event()
@@ -145,11 +139,41 @@ class Link:
     def wake(self) -> None:
         self._wakeup.set()
 
+    def put(
+        self, op: str, dest: str, sender: Pid | None, topic: str, payloads: tuple[Any, ...]
+    ) -> None:
+        """Queue ``payloads`` for ``dest`` as one SEND (or SEND_WAIT): appended to the
+        last one queued if it has the same op, destination, sender and topic and the
+        writer has not taken it yet (a stream of sends becomes a few node messages)."""
+        src = None if sender is None else str(sender)
+        out = self.out
+        encode = wire.encode_value
+        if out:
+            last = out[-1]
+            if (
+                last[0] is op
+                and last[1] is dest
+                and last[2] == src
+                and last[3] == topic
+                and len(last) < _MERGE
+            ):
+                for p in payloads:
+                    last.append(encode(p))
+                self.queued += len(payloads)
+                return
+        message = [op, dest, src, topic]
+        for p in payloads:
+            message.append(encode(p))
+        out.append(message)
+        self.queued += len(payloads)
+        self._wakeup.set()
+
     def push(self, message: list[Any]) -> None:
         """Queue a control message (never refused: at most one per link, monitor,
         exit or request)."""
         if not self.closed:
             self.out.append(message)
+            self.queued += 1
             self._wakeup.set()
 
     def full(self, dest: str, n: int) -> None:
@@ -185,6 +209,7 @@ class Link:
                 continue
             batch = list(out)
             out.clear()
+            self.queued = 0
             if self._room:
                 room, self._room = self._room, []
                 for wake in room:
@@ -196,7 +221,15 @@ class Link:
                     try:
                         await pipe.send(message)
                     except (CodecError, ProtocolError) as exc:
-                        self.cluster.unsendable(self, message, exc)
+                        if message[0] not in (wire.SEND, wire.SEND_WAIT) or len(message) < 6:
+                            self.cluster.unsendable(self, message, exc)
+                            continue
+                        for value in message[4:]:  # each value of a merged SEND alone
+                            single = [*message[:4], value]
+                            try:
+                                await pipe.send(single)
+                            except (CodecError, ProtocolError) as exc1:
+                                self.cluster.unsendable(self, single, exc1)
 
     # -- receiving ---------------------------------------------------------------------
 
