@@ -3,6 +3,7 @@ monitors and exits across nodes, remote spawn, names, and undeliverable reports.
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -617,3 +618,62 @@ async def test_a_peer_that_does_not_say_hello_is_refused(tmp_path: Path) -> None
                     await pipe.receive()
                 assert info.value.kind == "NodeError"
             assert a.connected() == []
+
+
+# -- TLS, supervisors, leaks ------------------------------------------------------------
+
+
+async def test_nodes_join_over_tls_with_the_adapters_options(
+    server_tls: ssl.SSLContext, client_tls: ssl.SSLContext
+) -> None:
+    with trio.fail_after(GUARD):
+        async with open_node("a") as a, open_node("b") as b:
+            where = await a.listen("tls://127.0.0.1:0", ssl_context=server_tls, token="t")
+            assert where.startswith("tls://127.0.0.1:")
+            assert await b.connect(where, ssl_context=client_tls, token="t") == "a"
+            server = a.spawn(echo)
+
+            async def client() -> Any:
+                process.send(server, "echo", "secret")
+                return await process.listen("reply").receive()
+
+            assert await b.run(client) == "secret"
+
+
+async def test_a_supervisor_restarts_a_child_on_another_node(tmp_path: Path) -> None:
+    from pipekit.actors import ChildSpec, Supervisor
+
+    async with pair(tmp_path) as (a, b):
+        starts: list[int] = []
+
+        async def flaky() -> None:
+            starts.append(1)
+            if len(starts) < 3:
+                raise KeyError("again")
+            await trio.sleep_forever()
+
+        a.add_entry("test:flaky", flaky)
+        sup = b.spawn(Supervisor([ChildSpec("f", "test:flaky", host="a")], intensity=5, period=10))
+        await wait_for(lambda: len(starts) == 3)
+        b.terminate(sup)
+        await wait_for(lambda: a.stats().processes == 0)
+
+
+async def test_nothing_is_left_behind_when_linked_nodes_close(
+    tmp_path: Path, no_leaks: Any
+) -> None:
+    with no_leaks(), trio.fail_after(GUARD):
+        async with open_node("a") as a, open_node("b") as b:
+            where = await a.listen(str(tmp_path / "a.sock"))
+            await b.connect(where)
+            remote = a.spawn(wait_forever)
+
+            async def holder() -> None:
+                process.link(remote)
+                process.monitor(remote)
+                await trio.sleep_forever()
+
+            b.spawn(holder)
+            await wait_for(lambda: a.stats().links == 1 and a.stats().monitors == 1)
+        assert a.stats() == b.stats()
+        assert a.stats().processes == 0
