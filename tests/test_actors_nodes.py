@@ -677,3 +677,23 @@ async def test_nothing_is_left_behind_when_linked_nodes_close(
             await wait_for(lambda: a.stats().links == 1 and a.stats().monitors == 1)
         assert a.stats() == b.stats()
         assert a.stats().processes == 0
+
+
+async def test_a_send_of_several_values_delivers_what_fits_and_reports_the_rest(
+    tmp_path: Path,
+) -> None:
+    from pipekit.adapters import unix
+
+    with trio.fail_after(GUARD):
+        async with open_node("a", mailbox_size=2) as a:
+            sink = a.spawn(wait_forever)
+            where = await a.listen(str(tmp_path / "a.sock"))
+            async with unix.connect(where.removeprefix("unix:"), codecs=["cbor"]) as pipe:
+                await pipe.send(["hello", 1, "raw", {}])
+                await pipe.receive()
+                me = "{raw@local|by:hand|1}"
+                await pipe.send(["s", str(sink), me, "t", 1, 2, 3])
+                bounced = await pipe.receive()
+                assert bounced[:5] == ["undelivered", me, str(sink), "t", 1]
+                assert bounced[5]["type"] == "MailboxFull"
+                assert a.find(sink).queued == 2
