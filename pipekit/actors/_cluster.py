@@ -196,7 +196,7 @@ class Cluster:
         if link is None:
             link = Link(self, pipe, peer, limit)
             self.links[peer] = link
-        link.pipe = pipe
+        link.attach(pipe)
         for name, pid in names.items():
             self._add_name(peer, name, pid)
         task_status.started(peer)
@@ -668,15 +668,15 @@ class Cluster:
         """The codec could not carry ``message``: tell whoever sent it."""
         op = message[0]
         if op in (wire.SEND, wire.SEND_WAIT):
-            _, dest, sender, topic, _payload = message
+            dest, sender, topic = message[1:4]
+            count = len(message) - 4
             if sender is not None:
                 with contextlib.suppress(NoSuchProcess, ValueError):
                     proc = self._local(link, sender)
-                    proc.post(
-                        UndeliveredEvent(link.pid(dest), trio.current_time(), topic, 1, error)
-                    )
+                    now = trio.current_time()
+                    proc.post(UndeliveredEvent(link.pid(dest), now, topic, count, error))
                     return
-            log.warning("a message to %s on topic %r not sent: %s", dest, topic, error)
+            log.warning("%d message(s) to %s on topic %r not sent: %s", count, dest, topic, error)
         elif op == wire.EXIT:
             message[3] = None
             message[4] = wire.encode_error(SpawnError(f"its result cannot be sent: {error}"))

@@ -139,6 +139,10 @@ class Link:
     def wake(self) -> None:
         self._wakeup.set()
 
+    def attach(self, pipe: Pipe) -> None:
+        """The pipe of a link made before its connection (the ``"process"`` host's)."""
+        self.pipe = pipe
+
     def put(
         self, op: str, dest: str, sender: Pid | None, topic: str, payloads: tuple[Any, ...]
     ) -> None:

@@ -163,6 +163,11 @@ class Node:
         if proc is None:
             assert isinstance(dest, Pid)
             if dest.node != self.name:
+                if self._cluster is not None and dest.node in self._cluster.links:
+                    raise NoSuchProcess(
+                        f"{dest} runs on node {dest.node!r}: this node ({self.name!r}) "
+                        f"reaches it by sending, not as one of its own processes"
+                    )
                 raise NoSuchProcess(
                     f"{dest} runs on node {dest.node!r}, which this node ({self.name!r}) "
                     f"is not connected to"

@@ -90,9 +90,12 @@ def pid() -> Pid:
 
 def spawn(entry: Entry, host: str | None = None, *args: Any) -> Pid:
     """Start ``entry(*args)`` as a new process on ``host`` (None or ``"local"``: a trio
-    task of this node) and return its Pid. Neither linked nor monitored: its end does
-    not concern this process. :class:`~pipekit.actors.SpawnError` for an unknown entry
-    or host.
+    task of this node; ``"thread"``: a thread of its own; ``"process"``: a child node in
+    an OS process of its own; a connected node's name: there) and return its Pid.
+    Neither linked nor monitored: its end does not concern this process.
+    :class:`~pipekit.actors.SpawnError` for an unknown entry or host (on another node
+    the spawn returns at once; its failure arrives as an EXIT or LINK_DOWN with the
+    SpawnError if linked or monitored, else as an UNDELIVERED event).
 
     Example::
 
