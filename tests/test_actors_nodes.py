@@ -697,3 +697,22 @@ async def test_a_send_of_several_values_delivers_what_fits_and_reports_the_rest(
                 assert bounced[:5] == ["undelivered", me, str(sink), "t", 1]
                 assert bounced[5]["type"] == "MailboxFull"
                 assert a.find(sink).queued == 2
+
+
+async def test_two_nodes_of_one_name_joining_at_once_one_is_refused(tmp_path: Path) -> None:
+    with trio.fail_after(GUARD):
+        async with open_node("a") as a, open_node("b") as b1, open_node("b") as b2:
+            where = await a.listen(str(tmp_path / "a.sock"))
+            outcomes: list[str] = []
+
+            async def join(node: Node) -> None:
+                try:
+                    outcomes.append(await node.connect(where))
+                except NodeError:
+                    outcomes.append("refused")
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(join, b1)
+                nursery.start_soon(join, b2)
+            assert sorted(outcomes) == ["a", "refused"]
+            assert a.connected() == ["b"]

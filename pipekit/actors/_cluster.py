@@ -175,27 +175,31 @@ class Cluster:
         """The node HELLO on ``pipe`` (the initiator speaks first; the acceptor checks
         before it answers), then the link, until it ends. ``link``: one made already
         (the ``"process"`` host's, which queues before its child has started)."""
+        made: Link | None = None
         try:
             if initiator:
                 await pipe.send(wire.hello(self.node.name, self._names_out()))
             peer, names = wire.parse_hello(await pipe.receive())
             if link is None:
                 self._check_peer(peer)
+                # Taken at once (before the answer's await): a second peer of this name
+                # joining meanwhile is refused.
+                link = made = self.links[peer] = Link(self, pipe, peer, limit)
             elif peer != link.peer:
                 raise NodeError(f"expected node {link.peer!r}, got {peer!r}")
             if not initiator:
                 await pipe.send(wire.hello(self.node.name, self._names_out()))
-        except RemoteError as exc:
-            raise NodeError(f"the peer refused to join: {exc}") from exc
-        except (ValueError, trio.EndOfChannel) as exc:
-            await _refuse(pipe, NodeError(f"not a node: {exc}"))
-            raise NodeError(f"the peer is not a node: {exc}") from exc
-        except NodeError as exc:
-            await _refuse(pipe, exc)
+        except BaseException as exc:
+            if made is not None and self.links.get(made.peer) is made:
+                del self.links[made.peer]
+            if isinstance(exc, RemoteError):
+                raise NodeError(f"the peer refused to join: {exc}") from exc
+            if isinstance(exc, ValueError | trio.EndOfChannel):
+                await _refuse(pipe, NodeError(f"not a node: {exc}"))
+                raise NodeError(f"the peer is not a node: {exc}") from exc
+            if isinstance(exc, NodeError):
+                await _refuse(pipe, exc)
             raise
-        if link is None:
-            link = Link(self, pipe, peer, limit)
-            self.links[peer] = link
         link.attach(pipe)
         for name, pid in names.items():
             self._add_name(peer, name, pid)
