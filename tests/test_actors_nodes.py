@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import trio
 import trio.lowlevel
+import trio.testing
 
 from pipekit.actors import (
     EXIT,

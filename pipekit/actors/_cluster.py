@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import sys
+from collections import deque
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any
@@ -669,7 +670,8 @@ class Cluster:
                 del self.names[name]
 
     def unsendable(self, link: Link, message: list[Any], error: BaseException) -> None:
-        """The codec could not carry ``message``: tell whoever sent it."""
+        """``message`` was not sent (the codec cannot carry it, or the link ended
+        before it was written): tell whoever sent it."""
         op = message[0]
         if op in (wire.SEND, wire.SEND_WAIT):
             dest, sender, topic = message[1:4]
@@ -703,6 +705,10 @@ class Cluster:
                 del self.names[name]
         now = trio.current_time()
         error = NoConnection(f"noconnection: node {link.peer!r} is gone")
+        unsent, link.out = link.out, deque()
+        for message in unsent:  # queued, never written: their senders are told
+            if message[0] in (wire.SEND, wire.SEND_WAIT) and message[2] is not None:
+                self.unsendable(link, message, error)
         for proxy in link.proxies.values():
             watchers, links, watching = proxy.watchers, proxy.links, proxy.watching
             proxy.watchers = proxy.links = proxy.watching = None

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from ..kernel import CodecError, Pipe, ProtocolError
+from ..kernel import CodecError, ErrorKind, Pipe, ProtocolError
 from ..kernel.scopes import open_plain_nursery
 from . import _wire as wire
 from ._errors import LinkFull, NoConnection
@@ -31,6 +31,13 @@ _PID_CACHE = 4096
 _MERGE = 4 + 256
 """At most 256 values in one SEND."""
 log = logging.getLogger("pipekit.actors")
+
+
+def _unsendable(exc: BaseException) -> bool:
+    """``exc`` says a message cannot be sent at all (not that the pipe broke)."""
+    return isinstance(exc, CodecError) or (
+        isinstance(exc, ProtocolError) and exc.kind == ErrorKind.OVERSIZE
+    )
 
 
 class RemoteProc:
@@ -220,20 +227,36 @@ class Link:
                     wake()
             try:
                 await pipe.send_batch(batch)
-            except (CodecError, ProtocolError):
-                for message in batch:  # find the ones the codec cannot carry
+            except BaseException as exc:
+                if not _unsendable(exc):
+                    out.extendleft(reversed(batch))  # not sent: the link's end reports them
+                    raise
+
+                await self._send_each(batch)
+
+    async def _send_each(self, batch: list[list[Any]]) -> None:
+        """Send ``batch`` message by message (the codec could not carry all of it):
+        what it cannot carry is reported to its sender (a merged SEND value by value)."""
+        pipe = self.pipe
+        assert pipe is not None
+        for at, message in enumerate(batch):
+            try:
+                await pipe.send(message)
+            except BaseException as exc:
+                if not _unsendable(exc):
+                    self.out.extendleft(reversed(batch[at:]))
+                    raise
+                if message[0] not in (wire.SEND, wire.SEND_WAIT) or len(message) < 6:
+                    self.cluster.unsendable(self, message, exc)
+                    continue
+                for value in message[4:]:  # each value of a merged SEND alone
+                    single = [*message[:4], value]
                     try:
-                        await pipe.send(message)
-                    except (CodecError, ProtocolError) as exc:
-                        if message[0] not in (wire.SEND, wire.SEND_WAIT) or len(message) < 6:
-                            self.cluster.unsendable(self, message, exc)
-                            continue
-                        for value in message[4:]:  # each value of a merged SEND alone
-                            single = [*message[:4], value]
-                            try:
-                                await pipe.send(single)
-                            except (CodecError, ProtocolError) as exc1:
-                                self.cluster.unsendable(self, single, exc1)
+                        await pipe.send(single)
+                    except (CodecError, ProtocolError) as exc1:
+                        if not _unsendable(exc1):
+                            raise
+                        self.cluster.unsendable(self, single, exc1)
 
     # -- receiving ---------------------------------------------------------------------
 
