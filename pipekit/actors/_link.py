@@ -121,8 +121,9 @@ class RemoteProc:
 class Link:
     """One pipe to the peer node ``peer``. ``out`` queues node messages; the writer
     hands everything queued to the pipe in one ``send_batch`` (the pipe coalesces them
-    into as few frames as it can and waits while the peer has PAUSEd it); the reader
-    hands each message the peer sends to the cluster."""
+    into as few frames as it can and waits while the peer has PAUSEd it), and a lone
+    SEND while the writer is idle goes to the pipe at once (``send_nowait``); the
+    reader hands each message the peer sends to the cluster."""
 
     def __init__(self, cluster: Cluster, pipe: Pipe | None, peer: str, limit: int) -> None:
         self.cluster = cluster
