@@ -717,3 +717,21 @@ async def test_two_nodes_of_one_name_joining_at_once_one_is_refused(tmp_path: Pa
                 nursery.start_soon(join, b2)
             assert sorted(outcomes) == ["a", "refused"]
             assert a.connected() == ["b"]
+
+
+def test_wire_values_round_trip_and_plain_ones_are_not_copied() -> None:
+    from pipekit.actors import _wire as wire
+
+    pid = Pid("a", "local", "m:f", "1")
+    value = {"to": [pid, (1, {"p": pid})], "x": {"$pid": "text"}, "n": None}
+    encoded = wire.encode_value(value)
+    assert encoded["to"][0] == {"$pid": str(pid)} and encoded["x"] == {"$map": {"$pid": "text"}}
+    assert wire.decode_value(encoded) == {
+        "to": [pid, [1, {"p": pid}]],
+        "x": {"$pid": "text"},
+        "n": None,
+    }
+    plain = {"i": 1, "v": "x", "b": b"\0"}
+    assert wire.encode_value(plain) is plain and wire.decode_value(plain) is plain
+    flat = [1, 2.0, "three"]
+    assert wire.encode_value(flat) is flat and wire.decode_value(flat) is flat

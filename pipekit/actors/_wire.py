@@ -5,7 +5,8 @@ names it (see ``docs/protocol.md``, section "Nodes"); positions that hold a pid 
 its string form. A :class:`Pid` inside a payload (or a result) travels as the one-key
 map ``{"$pid": "<pid string>"}``; a map of the application's whose only key is
 ``"$pid"`` or ``"$map"`` is escaped as ``{"$map": <the map>}``. Scalars (the common
-payload) are passed through after one type check: nothing is walked or copied.
+payload) are passed through after one type check; arrays and maps are looked through
+once, and copied only if they hold a Pid or a nested array or map.
 """
 
 from __future__ import annotations
@@ -77,28 +78,39 @@ _MAP_KEY = "$map"
 
 
 def encode_value(value: Any) -> Any:
-    """``value`` as the wire carries it: Pids as ``{"$pid": str}``, tuples as lists,
-    maps that look like those escaped. Plain scalars come back as they are."""
+    """``value`` as the wire carries it: Pids as ``{"$pid": str}``, maps that look like
+    that escaped. Scalars, and arrays and maps holding only scalars, come back as they
+    are (no copy)."""
     kind = type(value)
     if kind in _PLAIN:
         return value
     if kind is Pid:
         return {_PID_KEY: str(value)}
     if kind is list or kind is tuple:
-        return [encode_value(v) for v in value]
+        for v in value:
+            if type(v) not in _PLAIN:
+                return [encode_value(v) for v in value]
+        return value
     if kind is dict:
-        out = {k: encode_value(v) for k, v in value.items()}
-        if len(out) == 1 and (_PID_KEY in out or _MAP_KEY in out):
-            return {_MAP_KEY: out}
-        return out
+        if len(value) == 1 and (_PID_KEY in value or _MAP_KEY in value):
+            return {_MAP_KEY: {k: encode_value(v) for k, v in value.items()}}
+        for v in value.values():
+            if type(v) not in _PLAIN:
+                return {k: encode_value(v) for k, v in value.items()}
+        return value
     return value  # the codec says whether it can carry it
 
 
 def decode_value(value: Any) -> Any:
-    """The inverse of :func:`encode_value` (``ValueError`` for a malformed pid)."""
+    """The inverse of :func:`encode_value` (``ValueError`` for a malformed pid).
+    Arrays and maps holding no array or map come back as they are."""
     kind = type(value)
     if kind is list:
-        return [decode_value(v) for v in value]
+        for v in value:
+            t = type(v)
+            if t is list or t is dict:
+                return [decode_value(v) for v in value]
+        return value
     if kind is dict:
         if len(value) == 1:
             text = value.get(_PID_KEY)
@@ -107,7 +119,11 @@ def decode_value(value: Any) -> Any:
             inner = value.get(_MAP_KEY)
             if type(inner) is dict:
                 return {k: decode_value(v) for k, v in inner.items()}
-        return {k: decode_value(v) for k, v in value.items()}
+        for v in value.values():
+            t = type(v)
+            if t is list or t is dict:
+                return {k: decode_value(v) for k, v in value.items()}
+        return value
     return value
 
 
