@@ -735,3 +735,9 @@ def test_wire_values_round_trip_and_plain_ones_are_not_copied() -> None:
     assert wire.encode_value(plain) is plain and wire.decode_value(plain) is plain
     flat = [1, 2.0, "three"]
     assert wire.encode_value(flat) is flat and wire.decode_value(flat) is flat
+
+
+async def test_a_bad_link_queue_is_a_value_error(tmp_path: Path) -> None:
+    async with open_node("a") as a:
+        with pytest.raises(ValueError, match="link_queue must be an int >= 1"):
+            await a.listen(str(tmp_path / "a.sock"), link_queue=0)

@@ -25,8 +25,8 @@ if TYPE_CHECKING:
 __all__ = ["DEFAULT_LINK_QUEUE", "Link", "RemoteProc"]
 
 DEFAULT_LINK_QUEUE = 65536
-"""Node messages a link queues for its writer before a ``send`` over it raises
-:class:`LinkFull` (``send_wait`` waits instead)."""
+"""Messages (SEND values, and other node messages) a link queues for its writer before
+a ``send`` over it raises :class:`LinkFull` (``send_wait`` waits instead)."""
 _PID_CACHE = 4096
 _MERGE = 4 + 256
 """At most 256 values in one SEND."""

@@ -234,7 +234,7 @@ class Node:
         from ._link import DEFAULT_LINK_QUEUE
 
         return await self._the_cluster().listen(
-            address, token=token, link_queue=link_queue or DEFAULT_LINK_QUEUE, **options
+            address, token=token, link_queue=_queue_size(link_queue, DEFAULT_LINK_QUEUE), **options
         )
 
     async def connect(
@@ -250,8 +250,8 @@ class Node:
         link lasts until either node closes or the connection breaks.
         :class:`NodeError` if a node of that name is already connected; the adapter's
         errors (a wrong token: :class:`~pipekit.kernel.RemoteError`, an address nobody
-        listens on: :class:`OSError`) as they are. ``link_queue``: node messages queued
-        for the link before a ``send`` raises :class:`LinkFull`.
+        listens on: :class:`OSError`) as they are. ``link_queue``: messages queued for
+        the link (65,536 unless given) before a ``send`` raises :class:`LinkFull`.
 
         Example::
 
@@ -261,7 +261,7 @@ class Node:
         from ._link import DEFAULT_LINK_QUEUE
 
         return await self._the_cluster().connect(
-            address, token=token, link_queue=link_queue or DEFAULT_LINK_QUEUE, **options
+            address, token=token, link_queue=_queue_size(link_queue, DEFAULT_LINK_QUEUE), **options
         )
 
     def stats(self) -> NodeStats:
@@ -608,6 +608,14 @@ class Node:
         for callback in proc.on_exit or ():
             callback(result, error)
         proc.on_exit = None
+
+
+def _queue_size(value: int | None, default: int) -> int:
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"link_queue must be an int >= 1, got {value!r}")
+    return value
 
 
 @asynccontextmanager
