@@ -20,16 +20,30 @@ the per-round ratios), each from a collected heap (``gc.collect()`` before it):
 
 Targets (issue 15): messages >= 500,000 msg/s and >= 2x the channel; spawn >= 50,000/s
 and >= 0.5x ``start_soon``.
+
+Nodes (a second table; ``--no-nodes`` skips it): this process's node ``src`` joined to
+a node ``sink`` in a child process (``python bench/actors.py --node-peer KIND WHERE``)
+over unix or tcp 127.0.0.1. One way: a process sends ``--node-messages`` small dicts,
+one per ``await send_wait()``, to a process on the other node that sums a field and
+replies with the total at the end; against ``multiprocessing.Pipe`` ``send()`` per
+message to a forked child doing the same (target >= 500,000 msg/s and >= 3x it). Round
+trip: a process sends one message to an echo process on the other node and waits for
+the reply, ``--round-trips`` times; p50 against a bare trio <-> trio socket echo between
+two processes (target <= 1.5x) and, beside it, ``multiprocessing.Pipe``.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
+import multiprocessing
 import os
 import platform
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -45,7 +59,7 @@ if str(ROOT) not in sys.path:
 import trio  # noqa: E402
 
 import pipekit as pk  # noqa: E402
-from pipekit.actors import MailboxFull, Pid, open_node, process  # noqa: E402
+from pipekit.actors import MailboxFull, Pid, open_node, process, registry  # noqa: E402
 
 TIMEOUT = 120.0
 
@@ -195,20 +209,267 @@ ROWS = [
 ]
 
 
+# -- nodes ------------------------------------------------------------------------------
+
+NODE_UNIX = "nodes: unix, send_wait() one way"
+NODE_TCP = "nodes: tcp, send_wait() one way"
+MP_ONE_WAY = "baseline mp.Pipe: send() one way"
+NODE_RT_UNIX = "nodes: unix, round trip p50 (us)"
+NODE_RT_TCP = "nodes: tcp, round trip p50 (us)"
+TRIO_RT = "baseline trio <-> trio socket echo p50 (us)"
+MP_RT = "baseline mp.Pipe echo p50 (us)"
+NODE_ONE_WAY_TARGET = (500_000, 3.0)
+NODE_RT_TARGET = 1.5
+
+
+async def _node_sink() -> None:
+    """Per run: a count on ``n``, then that many dicts on ``m``; their ``i`` summed back."""
+    counts = process.listen("n", message=True)
+    items = process.listen("m")
+    while True:
+        start = await counts.receive()
+        total = 0
+        for _ in range(start.payload):
+            total += (await items.receive())["i"]
+        process.send(start.sender, "done", total)
+
+
+async def _node_echo() -> None:
+    pings = process.listen("ping", message=True)
+    while True:
+        msg = await pings.receive()
+        process.send(msg.sender, "pong", msg.payload)
+
+
+def node_peer(kind: str, where: str) -> None:
+    """The child of the node rows: node ``sink`` listening at ``where``, until stdin closes."""
+
+    async def main() -> None:
+        async with open_node("sink", mailbox_size=4096) as node:
+            node.registry.register("sink", node.spawn(_node_sink))
+            node.registry.register("echo", node.spawn(_node_echo))
+            print(await node.listen(where if kind == "unix" else "127.0.0.1:0"), flush=True)
+            await trio.to_thread.run_sync(sys.stdin.read)
+
+    trio.run(main)
+
+
+@contextlib.contextmanager
+def _peer(kind: str) -> Any:
+    with tempfile.TemporaryDirectory(prefix="pipekit-nodes-") as tmp:
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+        child = subprocess.Popen(
+            [sys.executable, __file__, "--node-peer", kind, os.path.join(tmp, "n.sock")],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=env,
+            start_new_session=True,
+        )
+        try:
+            assert child.stdout is not None and child.stdin is not None
+            address = child.stdout.readline().decode().strip()
+            if not address:
+                raise RuntimeError("the node peer did not start")
+            yield address
+            child.stdin.close()
+            child.wait(30)
+        finally:
+            if child.poll() is None:
+                child.kill()
+                child.wait()
+
+
+def node_one_way(kind: str, n: int) -> float:
+    with _peer(kind) as address:
+
+        async def producer() -> float:
+            sink = registry.lookup("sink")
+            send_wait = process.send_wait
+            done = process.listen("done")
+            start = time.perf_counter()
+            process.send(sink, "n", n)
+            for i in range(n):
+                await send_wait(sink, "m", {"i": i, "v": "x" * 16})
+            total = await done.receive()
+            took = time.perf_counter() - start
+            if total != n * (n - 1) // 2:
+                raise RuntimeError(f"checksum {total}: messages lost or duplicated")
+            return took
+
+        async def main() -> float:
+            with trio.fail_after(TIMEOUT):
+                async with open_node("src") as node:
+                    await node.connect(address)
+                    took: float = await node.run(producer)
+                    return took
+
+        return trio.run(main)
+
+
+def _mp_sink(conn: Any, n: int) -> None:
+    total = 0
+    recv = conn.recv
+    for _ in range(n):
+        total += recv()["i"]
+    conn.send(total)
+
+
+def mp_one_way(n: int) -> float:
+    ctx = multiprocessing.get_context("fork")
+    ours, theirs = ctx.Pipe()
+    proc = ctx.Process(target=_mp_sink, args=(theirs, n), daemon=True)
+    proc.start()
+    try:
+        theirs.close()
+        start = time.perf_counter()
+        send = ours.send
+        for i in range(n):
+            send({"i": i, "v": "x" * 16})
+        total = ours.recv()
+        took = time.perf_counter() - start
+        if total != n * (n - 1) // 2:
+            raise RuntimeError("mp checksum")
+        return took
+    finally:
+        proc.join(30)
+        ours.close()
+
+
+def node_round_trip(kind: str, count: int) -> list[float]:
+    with _peer(kind) as address:
+
+        async def pinger() -> list[float]:
+            echo = registry.lookup("echo")
+            pongs = process.listen("pong")
+            clock = time.perf_counter
+            times = []
+            for i in range(-50, count):
+                msg = {"i": i, "v": "x" * 16}
+                t0 = clock()
+                process.send(echo, "ping", msg)
+                reply = await pongs.receive()
+                t1 = clock()
+                if reply != msg:
+                    raise RuntimeError(f"bad reply {reply!r}")
+                if i >= 0:
+                    times.append(t1 - t0)
+            return times
+
+        async def main() -> list[float]:
+            with trio.fail_after(TIMEOUT):
+                async with open_node("src") as node:
+                    await node.connect(address)
+                    times: list[float] = await node.run(pinger)
+                    return times
+
+        return trio.run(main)
+
+
+def trio_round_trip(count: int) -> list[float]:
+    import processes
+
+    times: list[float] = processes.round_trip_trio(count)
+    return times
+
+
+def mp_round_trip(count: int) -> list[float]:
+    import latency
+
+    times: list[float] = latency.round_trip_mp(count)
+    return times
+
+
+def node_rows(args: argparse.Namespace, verdicts: Verdicts) -> list[list[str]]:
+    """The node table: one-way rates and round-trip p50s, interleaved rounds."""
+    one_way: dict[str, Callable[[int], float]] = {
+        NODE_UNIX: lambda n: node_one_way("unix", n),
+        NODE_TCP: lambda n: node_one_way("tcp", n),
+        MP_ONE_WAY: mp_one_way,
+    }
+    round_trip: dict[str, Callable[[int], list[float]]] = {
+        NODE_RT_UNIX: lambda n: node_round_trip("unix", n),
+        NODE_RT_TCP: lambda n: node_round_trip("tcp", n),
+        TRIO_RT: trio_round_trip,
+        MP_RT: mp_round_trip,
+    }
+    rates: dict[str, list[float]] = {name: [] for name in one_way}
+    p50s: dict[str, list[float]] = {name: [] for name in round_trip}
+    for round_no in range(1, args.repeat + 1):
+        for name, run_one_way in one_way.items():
+            print(f"  [{round_no}/{args.repeat}] {name} ...", end="", file=sys.stderr)
+            gc.collect()
+            rate = args.node_messages / run_one_way(args.node_messages)
+            rates[name].append(rate)
+            print(f" {rate:,.0f}/s", file=sys.stderr, flush=True)
+        for name, run_rt in round_trip.items():
+            print(f"  [{round_no}/{args.repeat}] {name} ...", end="", file=sys.stderr)
+            gc.collect()
+            p50 = statistics.median(run_rt(args.round_trips)) * 1e6
+            p50s[name].append(p50)
+            print(f" {p50:,.0f} us", file=sys.stderr, flush=True)
+    table = []
+    for name in one_way:
+        median = statistics.median(rates[name])
+        if name == MP_ONE_WAY:
+            table.append([name, f"{median:,.0f}/s", spread_cell(rates[name]), "1.00x", "", ""])
+            continue
+        ratio = paired_ratio(rates[name], rates[MP_ONE_WAY])
+        rate, times = NODE_ONE_WAY_TARGET
+        ok = median >= rate and ratio[0] >= times
+        table.append(
+            [
+                name,
+                f"{median:,.0f}/s",
+                spread_cell(rates[name]),
+                ratio_cell(ratio, args.repeat, percent=False) + " mp",
+                f">= {rate / 1000:,.0f}k/s & >= {times:g}x mp",
+                verdicts.judge(ok),
+            ]
+        )
+    for name in round_trip:
+        median = statistics.median(p50s[name])
+        if name in (TRIO_RT, MP_RT):
+            table.append([name, f"{median:,.0f}", spread_cell(p50s[name]), "", "", ""])
+            continue
+        to_trio = paired_ratio(p50s[name], p50s[TRIO_RT])
+        to_mp = paired_ratio(p50s[name], p50s[MP_RT])
+        table.append(
+            [
+                name,
+                f"{median:,.0f}",
+                spread_cell(p50s[name]),
+                f"{ratio_cell(to_trio, args.repeat, percent=False)} trio, "
+                f"{ratio_cell(to_mp, args.repeat, percent=False)} mp",
+                f"<= {NODE_RT_TARGET:g}x trio",
+                verdicts.judge(to_trio[0] <= NODE_RT_TARGET),
+            ]
+        )
+    return table
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--messages", type=int, default=200_000)
     parser.add_argument("--spawns", type=int, default=50_000)
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--node-messages", type=int, default=200_000)
+    parser.add_argument("--round-trips", type=int, default=2_000)
+    parser.add_argument("--no-nodes", action="store_true", help="skip the node table")
     parser.add_argument("--quick", action="store_true", help="smoke run: small and once")
+    parser.add_argument("--node-peer", nargs=2, metavar=("KIND", "WHERE"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.quick:
         args.messages, args.spawns, args.repeat = 10_000, 2_000, 1
+        args.node_messages, args.round_trips = 5_000, 200
     return args
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.node_peer:
+        node_peer(*args.node_peer)
+        return 0
     try:
         usable = len(os.sched_getaffinity(0))
     except AttributeError:
@@ -262,6 +523,15 @@ def main(argv: list[str] | None = None) -> int:
     header = ["row", "per second", "spread", "vs baseline", "target", "result"]
     for line in render_table(header, table, right={1, 2, 3}):
         print(line)
+    if not args.no_nodes:
+        print(
+            f"\nnodes: {args.node_messages:,} messages one way / {args.round_trips:,} round "
+            f"trips per row, median of {args.repeat} interleaved round(s)\n",
+            flush=True,
+        )
+        header = ["row", "rate / p50 us", "spread", "vs baseline", "target", "result"]
+        for line in render_table(header, node_rows(args, verdicts), right={1, 2, 3}):
+            print(line)
     print(f"\n{verdicts.passed} PASS, {verdicts.missed} MISS")
     print(f"total time {time.perf_counter() - started:.1f} s")
     return 0

@@ -188,6 +188,35 @@ class FramedPipe(FramedDriver, Pipe):
         if not tx.is_set():
             tx.set()
 
+    def send_nowait(self, value: Any) -> bool:
+        """:meth:`send` without waiting, for a caller that cannot await (the actor
+        nodes' ``send``): queue ``value``, written to the socket at once if the writer is
+        idle, and return True; or return False, with nothing queued, if ``send`` would
+        have to wait (the handshake is not complete, the peer PAUSEd the pipe, or
+        ``send_buffer`` is full). Raises as ``send`` does for a closed or broken pipe and
+        a value the codec cannot carry.
+
+        Example::
+
+            if not pipe.send_nowait(message):
+                await pipe.send(message)
+        """
+        conn = self.conn
+        if self._closing or self._tx_broken is not None or conn.send_state is not OPEN:
+            self._check_send()
+        if conn.peer_paused or conn.codec is None or conn.buffered_bytes >= self._send_buffer:
+            return False
+        if not self._wrote_unyielded and self._can_write_now():
+            self._wrote_unyielded = True
+            if self._write_pieces(conn.send_and_take(value)):
+                return True
+        else:
+            conn.send(value)
+        tx = self._tx_event
+        if not tx.is_set():
+            tx.set()
+        return True
+
     async def send_batch(self, values: Sequence[Any]) -> None:
         # A batch counts as its messages: one of _FAIRNESS_EVERY or more always yields
         # (as it always did), a small one - a reply, say - costs no scheduler pass.

@@ -21,6 +21,13 @@ ROWS = {
         "baseline trio memory channel: send() -> receive()",
         "spawn: node.spawn() to exit",
         "baseline nursery.start_soon() to exit",
+        "nodes: unix, send_wait() one way",
+        "nodes: tcp, send_wait() one way",
+        "baseline mp.Pipe: send() one way",
+        "nodes: unix, round trip p50 (us)",
+        "nodes: tcp, round trip p50 (us)",
+        "baseline trio <-> trio socket echo p50 (us)",
+        "baseline mp.Pipe echo p50 (us)",
     ],
     "bench/concurrency.py": [
         "asyncio.gather (a coroutine per item)",

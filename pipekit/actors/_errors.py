@@ -11,11 +11,15 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ActorError",
+    "LinkFull",
     "LinkedFailure",
     "MailboxFull",
     "NameTaken",
+    "NoConnection",
     "NoSuchProcess",
+    "NodeError",
     "NotInActor",
+    "RemoteFailure",
     "SpawnError",
     "SupervisorGaveUp",
     "Terminated",
@@ -140,3 +144,62 @@ class SupervisorGaveUp(ActorError):
         super().__init__(f"restart intensity exceeded: child {child!r} exited with {reason!r}")
         self.child = child
         self.reason = reason
+
+
+class LinkFull(MailboxFull):
+    """A send to a process on another node: the link to that node already queues as
+    many messages as it may (``link_queue`` of :meth:`Node.connect`): nothing of this
+    ``send`` was queued. ``await send_wait(...)`` waits for room instead.
+
+    Example::
+
+        try:
+            process.send(remote_pid, "job", item)
+        except LinkFull:                           # also a MailboxFull
+            await process.send_wait(remote_pid, "job", item)
+    """
+
+
+class NoConnection(ActorError):
+    """The error of a remote process whose node went away (the connection closed or
+    broke): what links and monitors of it see. ``reason`` is ``"noconnection"``.
+
+    Example::
+
+        event = await process.events().receive()
+        if isinstance(event.error, NoConnection):
+            print(event.sender, "is unreachable")
+    """
+
+    def __init__(self, message: str = "noconnection") -> None:
+        super().__init__(message)
+        self.reason = "noconnection"
+
+
+class NodeError(ActorError):
+    """Joining another node failed at the node layer: a node of the same name is
+    already connected (or is this node), or the peer does not speak it.
+
+    Example::
+
+        try:
+            await node.connect("tcp://10.0.0.2:4000")
+        except NodeError as exc:
+            print("not joined:", exc)
+    """
+
+
+class RemoteFailure(ActorError):
+    """An error raised on another node, as it arrived: ``type`` is its class name
+    there, the message its text.
+
+    Example::
+
+        if isinstance(event.error, RemoteFailure) and event.error.type == "KeyError":
+            ...
+    """
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(f"{kind}: {message}" if message else kind)
+        self.type = kind
+        self.message = message

@@ -11,12 +11,14 @@ __all__ = [
     "CANCEL",
     "EXIT",
     "LINK_DOWN",
+    "UNDELIVERED",
     "CancelEvent",
     "Event",
     "EventKind",
     "ExitEvent",
     "LinkDownEvent",
     "Message",
+    "UndeliveredEvent",
 ]
 
 
@@ -35,11 +37,14 @@ class EventKind(StrEnum):
     """A linked process failed, and this process traps links."""
     CANCEL = "pid.cancel"
     """Someone asked this process to stop by ``deadline``."""
+    UNDELIVERED = "pid.undelivered"
+    """Messages this process sent to another node were not delivered there."""
 
 
 EXIT = EventKind.EXIT
 LINK_DOWN = EventKind.LINK_DOWN
 CANCEL = EventKind.CANCEL
+UNDELIVERED = EventKind.UNDELIVERED
 
 
 class Event:
@@ -134,6 +139,38 @@ class CancelEvent(Event):
     def __init__(self, sender: Pid | None, at: float, deadline: float) -> None:
         super().__init__(sender, at)
         self.deadline = deadline
+
+
+class UndeliveredEvent(Event):
+    """UNDELIVERED: ``count`` messages on ``topic`` that this process sent to ``dest``
+    on another node were not delivered (``error``: :class:`MailboxFull`,
+    :class:`NoSuchProcess`, a payload the codec cannot carry, :class:`NoConnection`),
+    or a remote spawn failed (``topic`` None, ``error`` a :class:`SpawnError`).
+    ``sender`` is None: the report comes from the runtime.
+
+    Example::
+
+        if event.kind == UNDELIVERED:
+            print(event.count, "messages to", event.dest, "lost:", event.error)
+    """
+
+    __slots__ = ("count", "dest", "error", "topic")
+    kind = EventKind.UNDELIVERED
+
+    def __init__(
+        self, dest: Any, at: float, topic: str | None, count: int, error: BaseException
+    ) -> None:
+        super().__init__(None, at)
+        self.dest = dest
+        self.topic = topic
+        self.count = count
+        self.error = error
+
+    def __repr__(self) -> str:
+        return (
+            f"UndeliveredEvent(dest={self.dest}, topic={self.topic!r}, count={self.count}, "
+            f"error={self.error!r})"
+        )
 
 
 class Message:

@@ -10,7 +10,7 @@ import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -32,14 +32,19 @@ from ._proc import Proc
 from ._registry import Registry
 from ._tasks import process_main, thread_main, wait_for_room
 
+if TYPE_CHECKING:
+    from ._cluster import Cluster
+    from ._link import RemoteProc
+
 __all__ = ["DEFAULT_MAILBOX", "HOSTS", "Node", "NodeStats", "open_node", "run"]
 
 DEFAULT_MAILBOX = 1024
 """Messages a process's mailbox holds (every listened topic and the inbox together)."""
-HOSTS = ("local", "thread")
+HOSTS = ("local", "thread", "process")
 """The hosts a node runs processes on so far: ``"local"`` (a trio task of the node) and
-``"thread"`` (a thread of its own, for blocking code). ``"process"`` and connected
-nodes come later."""
+``"thread"`` (a thread of its own, for blocking code), ``"process"`` (a child node in
+an OS process of its own, started on first use and reused); besides these, the name of
+a connected node runs it there (see :meth:`Node.connect`)."""
 
 _NAME_CACHE = 256
 log = logging.getLogger("pipekit.actors")
@@ -48,7 +53,8 @@ log = logging.getLogger("pipekit.actors")
 @dataclass(frozen=True, slots=True)
 class NodeStats:
     """What a node holds now: live processes, registered names, links (each counted
-    once) and monitors.
+    once) and monitors (those its processes hold, and those held on them from other
+    nodes).
 
     Example::
 
@@ -89,6 +95,8 @@ class Node:
         self._token = trio.lowlevel.current_trio_token()
         self._thread_id = threading.get_ident()
         self._threads = trio.CapacityLimiter(math.inf)
+        self._cluster: Cluster | None = None
+        """The connected nodes (made by the first :meth:`listen` or :meth:`connect`)."""
 
     def __repr__(self) -> str:
         return f"<Node {self.name!r}: {len(self._procs)} processes>"
@@ -155,6 +163,11 @@ class Node:
         if proc is None:
             assert isinstance(dest, Pid)
             if dest.node != self.name:
+                if self._cluster is not None and dest.node in self._cluster.links:
+                    raise NoSuchProcess(
+                        f"{dest} runs on node {dest.node!r}: this node ({self.name!r}) "
+                        f"reaches it by sending, not as one of its own processes"
+                    )
                 raise NoSuchProcess(
                     f"{dest} runs on node {dest.node!r}, which this node ({self.name!r}) "
                     f"is not connected to"
@@ -162,11 +175,105 @@ class Node:
             raise NoSuchProcess(f"{dest} is not running (it exited or never existed)")
         return proc
 
+    def target(self, dest: Pid | str) -> Proc | RemoteProc:
+        """:meth:`find`, or the stand-in for a process (or a name) of a connected node."""
+        cluster = self._cluster
+        if cluster is not None:
+            if type(dest) is Pid:
+                if dest.node != self.name and dest.node is not None:
+                    remote = cluster.resolve(dest)
+                    if remote is not None:
+                        return remote
+            elif isinstance(dest, str) and not dest.startswith("{"):
+                if self.registry.find(dest) is None or dest in cluster.names:
+                    pid = cluster.lookup(dest)
+                    if pid is not None and pid.node != self.name:
+                        return cluster.resolve(pid) or self.find(dest)
+            elif isinstance(dest, str):
+                return self.target(Pid.parse(dest))
+        return self.find(dest)
+
+    def connected(self) -> list[str]:
+        """The names of the nodes connected to this one.
+
+        Example::
+
+            await node.connect("tcp://10.0.0.2:4000")
+            assert "db" in node.connected()
+        """
+        return sorted(self._cluster.links) if self._cluster is not None else []
+
+    def _the_cluster(self) -> Cluster:
+        if self._closed:
+            raise ActorError(f"node {self.name!r} is closed")
+        if self._cluster is None:
+            from ._cluster import Cluster
+
+            self._cluster = Cluster(self)
+        return self._cluster
+
+    async def listen(
+        self,
+        address: str,
+        *,
+        token: str | None = None,
+        link_queue: int | None = None,
+        **options: Any,
+    ) -> str:
+        """Accept other nodes at ``address`` until this node closes: a unix socket path
+        (or ``"unix:PATH"``), ``"HOST:PORT"`` (or ``"tcp://HOST:PORT"``; port 0 picks
+        one) or a ``ws://HOST:PORT/PATH`` URL. ``token`` is the secret peers must
+        present; other keywords go to the adapter's ``listen`` (``ssl_context``,
+        ``max_peers``, pipe options). Returns the address peers connect to.
+
+        Example::
+
+            address = await node.listen("127.0.0.1:0", token="s3cret")
+            # another node: await other.connect(address, token="s3cret")
+        """
+        from ._link import DEFAULT_LINK_QUEUE
+
+        return await self._the_cluster().listen(
+            address, token=token, link_queue=_queue_size(link_queue, DEFAULT_LINK_QUEUE), **options
+        )
+
+    async def connect(
+        self,
+        address: str,
+        *,
+        token: str | None = None,
+        link_queue: int | None = None,
+        **options: Any,
+    ) -> str:
+        """Join the node listening at ``address`` (forms as :meth:`listen`; ``tls://``
+        with ``ssl_context``): returns its name once both nodes have said HELLO. The
+        link lasts until either node closes or the connection breaks.
+        :class:`NodeError` if a node of that name is already connected; the adapter's
+        errors (a wrong token: :class:`~pipekit.kernel.RemoteError`, an address nobody
+        listens on: :class:`OSError`) as they are. ``link_queue``: messages queued for
+        the link (65,536 unless given) before a ``send`` raises :class:`LinkFull`.
+
+        Example::
+
+            peer = await node.connect("unix:/run/app/db.sock")
+            node.send(node.registry.lookup("db"), "query", "select 1")
+        """
+        from ._link import DEFAULT_LINK_QUEUE
+
+        return await self._the_cluster().connect(
+            address, token=token, link_queue=_queue_size(link_queue, DEFAULT_LINK_QUEUE), **options
+        )
+
     def stats(self) -> NodeStats:
         """What the node holds now (see :class:`NodeStats`)."""
         procs = self._procs.values()
-        links = sum(len(p.links or ()) for p in procs) // 2
+        links = sum(len(p.links or ()) for p in procs)
         monitors = sum(len(p.watching or ()) for p in procs)
+        if self._cluster is not None:  # a link or monitor with a remote process: once
+            remote_links = sum(o.remote for p in procs for o in p.links or ())
+            links += remote_links
+            monitors += sum(o.remote for p in procs for o in p.watchers or ())
+        links //= 2
         return NodeStats(len(self._procs), len(self.registry), links, monitors)
 
     # -- spawning ----------------------------------------------------------------------
@@ -190,8 +297,10 @@ class Node:
         *,
         link: bool,
         monitor: bool,
+        key: str | None = None,
     ) -> Pid:
-        """Start a process; link it to and/or have it monitored by ``parent``."""
+        """Start a process; link it to and/or have it monitored by ``parent``. ``key``:
+        its Pid's ``proc`` part, if a peer chose it (a remote spawn)."""
         if self._closed:
             raise ActorError(f"node {self.name!r} is closed: it starts no more processes")
         threaded = False
@@ -199,9 +308,16 @@ class Node:
             host = "local"
         elif host == "thread":
             threaded = True
+        elif host == "process":
+            here = self._the_cluster()
+            return here.spawn(entry, here.process_node(), args, parent, link, monitor)
         elif isinstance(host, str):
+            cluster = self._cluster
+            if cluster is not None and host in cluster.links:
+                return cluster.spawn(entry, host, args, parent, link, monitor)
             raise SpawnError(
                 f"unknown host {host!r}: this node runs processes on {', '.join(HOSTS)} "
+                f"and on the nodes connected to it "
                 f"(spawn(entry, host, *args): the arguments come after the host)"
             )
         else:
@@ -223,8 +339,11 @@ class Node:
                 f"{name} is an async function: it runs on the local host; the 'thread' "
                 f"host runs plain (blocking) functions"
             )
-        self._serial += 1
-        key = str(self._serial)
+        if key is None:
+            self._serial += 1
+            key = str(self._serial)
+        elif key in self._procs:
+            raise SpawnError(f"a process {key!r} already runs on node {self.name!r}")
         proc = Proc(self, host, name, key, self.mailbox_size)
         self._procs[key] = proc
         if parent is not None:
@@ -308,9 +427,17 @@ class Node:
                 or dest.host != proc.host
                 or dest.node != self.name
             ):
-                proc = self.find(dest)
+                target = self.target(dest)
+                if type(topic) is not str:
+                    raise TypeError(f"a topic is a str, got {type(topic).__name__}")
+                target.deliver(sender, topic, payloads)
+                return
         else:
-            proc = self.find(dest)
+            target = self.target(dest)
+            if type(topic) is not str:
+                raise TypeError(f"a topic is a str, got {type(topic).__name__}")
+            target.deliver(sender, topic, payloads)
+            return
         if type(topic) is not str:
             raise TypeError(f"a topic is a str, got {type(topic).__name__}")
         proc.deliver(sender, topic, payloads)
@@ -329,17 +456,20 @@ class Node:
         else:
             await cancel_point()
         while True:
+            proc: Proc | None = None
             if type(dest) is Pid:
                 proc = self._procs.get(dest.proc)
-                if (
-                    proc is None
-                    or dest.name != proc.entry_name
-                    or dest.host != proc.host
-                    or dest.node != self.name
-                ):
-                    proc = self.find(dest)
-            else:
-                proc = self.find(dest)
+                if proc is not None and not proc.is_pid(dest):
+                    proc = None
+            if proc is None:
+                target = self.target(dest)
+                if target.remote:
+                    if type(topic) is not str:
+                        raise TypeError(f"a topic is a str, got {type(topic).__name__}")
+                    await target.deliver_wait(sender, topic, payloads)  # type: ignore[union-attr]
+                    return
+                proc = target  # type: ignore[assignment]
+                assert proc is not None
             if proc.queued + (len(payloads) or 1) <= proc.capacity:
                 if type(topic) is not str:
                     raise TypeError(f"a topic is a str, got {type(topic).__name__}")
@@ -356,13 +486,26 @@ class Node:
 
     def terminate(self, dest: Pid | str) -> None:
         """Stop ``dest`` now: its error is ``Terminated("terminated")``."""
-        self.find(dest).kill(Terminated("terminated"))
+        self.terminate_from(dest, None)
+
+    def terminate_from(self, dest: Pid | str, sender: Pid | None) -> None:
+        target = self.target(dest)
+        if target.remote:
+            assert self._cluster is not None
+            self._cluster.terminate(target, sender)  # type: ignore[arg-type]
+        else:
+            target.kill(Terminated("terminated"))
 
     def cancel(self, dest: Pid | str, deadline: float | str, sender: Pid | None = None) -> None:
         """Ask ``dest`` to stop: it gets a CANCEL event, and is stopped (error
         ``Terminated("cancel deadline passed")``) if it still runs ``deadline`` (seconds,
         or ``"5s"``, ``"100ms"``) from now."""
-        proc = self.find(dest)
+        target = self.target(dest)
+        if target.remote:
+            assert self._cluster is not None
+            self._cluster.cancel(target, parse_duration(deadline), sender)  # type: ignore[arg-type]
+            return
+        proc: Proc = target  # type: ignore[assignment]
         now = trio.current_time()
         at = now + parse_duration(deadline)
         proc.post(CancelEvent(sender, now, at))
@@ -371,7 +514,12 @@ class Node:
             scope.deadline = at
 
     def link(self, a: Proc, dest: Pid | str) -> None:
-        b = self.find(dest)
+        target = self.target(dest)
+        if target.remote:
+            assert self._cluster is not None
+            self._cluster.link(a, target)  # type: ignore[arg-type]
+            return
+        b: Proc = target  # type: ignore[assignment]
         if b is a:
             return
         for x, y in ((a, b), (b, a)):
@@ -380,14 +528,24 @@ class Node:
             x.links.add(y)
 
     def unlink(self, a: Proc, dest: Pid | str) -> None:
-        b = self.find(dest)
+        target = self.target(dest)
+        if target.remote:
+            assert self._cluster is not None
+            self._cluster.unlink(a, target)  # type: ignore[arg-type]
+            return
+        b: Proc = target  # type: ignore[assignment]
         if a.links:
             a.links.discard(b)
         if b.links:
             b.links.discard(a)
 
     def monitor(self, watcher: Proc, dest: Pid | str) -> None:
-        target = self.find(dest)
+        remote = self.target(dest)
+        if remote.remote:
+            assert self._cluster is not None
+            self._cluster.monitor(watcher, remote)  # type: ignore[arg-type]
+            return
+        target: Proc = remote  # type: ignore[assignment]
         if target.watchers is None:
             target.watchers = set()
         target.watchers.add(watcher)
@@ -396,7 +554,12 @@ class Node:
         watcher.watching.add(target)
 
     def unmonitor(self, watcher: Proc, dest: Pid | str) -> None:
-        target = self.find(dest)
+        remote = self.target(dest)
+        if remote.remote:
+            assert self._cluster is not None
+            self._cluster.unmonitor(watcher, remote)  # type: ignore[arg-type]
+            return
+        target: Proc = remote  # type: ignore[assignment]
         if target.watchers:
             target.watchers.discard(watcher)
         if watcher.watching:
@@ -427,6 +590,8 @@ class Node:
                     if other.links:
                         other.links.discard(proc)
                     if error is None:
+                        if other.remote:
+                            other.unlinked(proc)  # type: ignore[attr-defined]
                         continue
                     if other.trap_links:
                         other.post(LinkDownEvent(proc.pid, now, error))
@@ -443,6 +608,14 @@ class Node:
         for callback in proc.on_exit or ():
             callback(result, error)
         proc.on_exit = None
+
+
+def _queue_size(value: int | None, default: int) -> int:
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"link_queue must be an int >= 1, got {value!r}")
+    return value
 
 
 @asynccontextmanager

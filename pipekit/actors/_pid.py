@@ -21,9 +21,9 @@ class Pid:
     (``"package.module:function"`` or a name registered with the node), ``proc`` the
     instance, unique on its node.
 
-    A Pid travels inside messages as itself. On a wire it is its string form: a codec
-    carries it as an extension (msgpack ``ExtType``, a CBOR tag) whose data is
-    ``str(pid)`` and decodes it with :meth:`parse`; pickle uses :meth:`__reduce__`.
+    A Pid travels inside messages as itself. Between nodes it is its string form: in a
+    payload the one-key map ``{"$pid": str(pid)}``, read back with :meth:`parse` (see
+    ``docs/protocol.md``, section 15.3); pickle uses :meth:`__reduce__`.
 
     Example::
 

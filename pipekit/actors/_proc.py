@@ -61,6 +61,9 @@ class Proc:
         "watching",
     )
 
+    remote = False
+    """A process of this node (a :class:`~pipekit.actors._link.RemoteProc` says True)."""
+
     def __init__(self, node: Node, host: str, entry_name: str, key: str, capacity: int) -> None:
         self.node = node
         self.host = host

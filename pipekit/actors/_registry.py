@@ -54,14 +54,26 @@ class Registry:
             return
         if holder is not None:
             raise NameTaken(f"the name {name!r} is taken by {holder.pid}")
+        cluster = self._node._cluster
+        if cluster is not None:
+            cluster.check_free(name)
         self._names[name] = proc
         if proc.names is None:
             proc.names = []
         proc.names.append(name)
+        if cluster is not None:
+            cluster.registered(name, proc.pid)
 
     def lookup(self, name: str) -> Pid:
-        """The Pid registered as ``name``, or :class:`NoSuchProcess`."""
+        """The Pid registered as ``name`` on this node or a connected one, or
+        :class:`NoSuchProcess`. (A name held on several nodes names the holder on the
+        node whose name sorts first.)"""
         proc = self._names.get(check_name(name))
+        cluster = self._node._cluster
+        if cluster is not None and (proc is None or name in cluster.names):
+            pid = cluster.lookup(name)
+            if pid is not None:
+                return pid
         if proc is None:
             raise NoSuchProcess(f"no process is registered as {name!r}")
         return proc.pid
@@ -73,10 +85,12 @@ class Registry:
             return False
         if proc.names:
             proc.names.remove(name)
+        if self._node._cluster is not None:
+            self._node._cluster.unregistered(name)
         return True
 
     def names(self) -> dict[str, Pid]:
-        """A snapshot: every registered name and its Pid."""
+        """A snapshot: every name registered on this node and its Pid."""
         return {name: proc.pid for name, proc in self._names.items()}
 
     def find(self, name: str) -> Proc | None:
@@ -84,9 +98,12 @@ class Registry:
 
     def release(self, proc: Proc) -> None:
         """Drop every name of ``proc`` (it exited)."""
+        cluster = self._node._cluster
         for name in proc.names or ():
             if self._names.get(name) is proc:
                 del self._names[name]
+                if cluster is not None:
+                    cluster.unregistered(name)
         proc.names = None
         if not self._names:
             self._names = {}  # a dict keeps its peak size: let it go once empty

@@ -25,7 +25,7 @@ from typing import Any
 
 from ._context import current
 from ._entries import Entry
-from ._events import CANCEL, EXIT, LINK_DOWN
+from ._events import CANCEL, EXIT, LINK_DOWN, UNDELIVERED
 from ._mailbox import Receiver
 from ._pid import Pid
 from ._proc import Proc
@@ -34,6 +34,7 @@ __all__ = [
     "CANCEL",
     "EXIT",
     "LINK_DOWN",
+    "UNDELIVERED",
     "Options",
     "cancel",
     "events",
@@ -89,9 +90,12 @@ def pid() -> Pid:
 
 def spawn(entry: Entry, host: str | None = None, *args: Any) -> Pid:
     """Start ``entry(*args)`` as a new process on ``host`` (None or ``"local"``: a trio
-    task of this node) and return its Pid. Neither linked nor monitored: its end does
-    not concern this process. :class:`~pipekit.actors.SpawnError` for an unknown entry
-    or host.
+    task of this node; ``"thread"``: a thread of its own; ``"process"``: a child node in
+    an OS process of its own; a connected node's name: there) and return its Pid.
+    Neither linked nor monitored: its end does not concern this process.
+    :class:`~pipekit.actors.SpawnError` for an unknown entry or host (on another node
+    the spawn returns at once; its failure arrives as an EXIT or LINK_DOWN with the
+    SpawnError if linked or monitored, else as an UNDELIVERED event).
 
     Example::
 
@@ -258,7 +262,7 @@ def terminate(dest: Pid | str) -> None:
         process.terminate("stuck_worker")
     """
     me = current()
-    _call(me, me.node.terminate, dest)
+    _call(me, me.node.terminate_from, dest, me.pid)
 
 
 def cancel(dest: Pid | str, deadline: float | str) -> None:
