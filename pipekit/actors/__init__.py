@@ -49,8 +49,10 @@ from ._events import (
 )
 from ._mailbox import Receiver
 from ._node import DEFAULT_MAILBOX, Node, NodeStats, open_node, run
+from ._outlet import NotInStage
 from ._pid import Pid
 from ._registry import Registry
+from ._stage import STAGE_NODE, ActorModule, actor, to_actor
 from ._supervisor import ChildSpec, Restart, Strategy, Supervisor
 
 __all__ = [
@@ -58,7 +60,9 @@ __all__ = [
     "DEFAULT_MAILBOX",
     "EXIT",
     "LINK_DOWN",
+    "STAGE_NODE",
     "ActorError",
+    "ActorModule",
     "CancelEvent",
     "ChildSpec",
     "Event",
@@ -73,6 +77,7 @@ __all__ = [
     "Node",
     "NodeStats",
     "NotInActor",
+    "NotInStage",
     "Pid",
     "Receiver",
     "Registry",
@@ -82,6 +87,7 @@ __all__ = [
     "Supervisor",
     "SupervisorGaveUp",
     "Terminated",
+    "actor",
     "after",
     "channel",
     "open_node",
@@ -89,4 +95,5 @@ __all__ = [
     "registry",
     "run",
     "select",
+    "to_actor",
 ]

@@ -27,6 +27,7 @@ from ._context import current
 from ._entries import Entry
 from ._events import CANCEL, EXIT, LINK_DOWN
 from ._mailbox import Receiver
+from ._outlet import emit
 from ._pid import Pid
 from ._proc import Proc
 
@@ -36,6 +37,7 @@ __all__ = [
     "LINK_DOWN",
     "Options",
     "cancel",
+    "emit",
     "events",
     "get_options",
     "inbox",
