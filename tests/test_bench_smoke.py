@@ -21,6 +21,9 @@ ROWS = {
         "baseline trio memory channel: send() -> receive()",
         "spawn: node.spawn() to exit",
         "baseline nursery.start_soon() to exit",
+        "stage: pk.actor (listen -> emit, one at a time)",
+        "stage: pk.map(async def), one await per message",
+        "baseline stage: pk.map(def), batch by batch",
     ],
     "bench/concurrency.py": [
         "asyncio.gather (a coroutine per item)",
