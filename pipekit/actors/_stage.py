@@ -70,7 +70,8 @@ class ActorModule:
     (``process.listen(topic)``) ends once ``inp`` has; what the process
     ``await process.emit(value)``\\ s goes out on ``out``. The run ends with the process:
     its result is :attr:`result`, its error is the module's. If the run is cancelled, the
-    process is terminated and waited for.
+    process is terminated and waited for. A run after a failed one (a restart) first
+    gets the input the failed process had not received.
 
     The process runs on ``node``, else on the node of the process whose task runs the
     kernel, else on a node of its own (:data:`STAGE_NODE`) opened for the run and
@@ -110,6 +111,8 @@ class ActorModule:
         """The Pid of the process of the current (or last) run."""
         self.result: Any = None
         """What the process of the last run returned."""
+        self._unread: list[Any] = []
+        """Input a failed process had not received: the next run (a restart) gets it first."""
 
     def __repr__(self) -> str:
         return f"<ActorModule {_label(self.entry)} topic={self.topic!r}>"
@@ -162,12 +165,25 @@ class ActorModule:
             raise
         result, error = outcome[0]
         if error is not None:
+            self._unread = self._left_in(proc)
             raise error
         self.result = result
+
+    def _left_in(self, proc: Proc) -> list[Any]:
+        """The input that ``proc`` (exited) had not received, in order."""
+        ch = proc.listeners.get(self.topic)
+        if ch is not None:
+            if ch.message_mode:
+                return [msg.payload for msg in ch._items if msg.topic == self.topic]
+            return list(ch._items)
+        return [msg.payload for msg in proc.pending or () if msg.topic == self.topic]
 
     async def _feed(self, inp: Pipe, proc: Proc) -> None:
         """Deliver the input to ``proc``'s mailbox, taking from ``inp`` only what fits."""
         topic = self.topic
+        if self._unread:
+            unread, self._unread = self._unread, []
+            await self._deliver(proc, unread)
         while proc.alive:
             room = proc.capacity - proc.queued
             if room <= 0:
@@ -178,15 +194,19 @@ class ActorModule:
             except trio.EndOfChannel:
                 proc.end_topic(topic)
                 return
-            start = 0
-            while proc.alive:  # others may have filled the mailbox meanwhile
-                room = min(proc.capacity - proc.queued, len(batch) - start)
-                if room > 0:
-                    proc.deliver(None, topic, tuple(batch[start : start + room]))
-                    start += room
-                    if start == len(batch):
-                        break
-                await wait_for_room(proc)
+            await self._deliver(proc, batch)
+
+    async def _deliver(self, proc: Proc, batch: list[Any]) -> None:
+        """Deliver ``batch`` to ``proc``'s mailbox as room comes (others may fill it too)."""
+        start = 0
+        while proc.alive:
+            room = min(proc.capacity - proc.queued, len(batch) - start)
+            if room > 0:
+                proc.deliver(None, self.topic, tuple(batch[start : start + room]))
+                start += room
+                if start == len(batch):
+                    return
+            await wait_for_room(proc)
 
 
 class _ActorStage(Stage):
