@@ -12,6 +12,7 @@ import trio
 import trio.testing
 
 import pipekit as pk
+from pipekit import actors
 from pipekit.actors import (
     STAGE_NODE,
     ActorModule,
@@ -90,8 +91,9 @@ def test_the_stage_actor_gets_its_arguments_and_may_listen_in_message_mode() -> 
     assert out == [("t", "items", 1, None), ("t", "items", 2, None)]
 
 
+@pytest.mark.parametrize("inside_a_node", [False, True])
 async def test_a_slow_actor_holds_its_upstream_back_by_a_bound(
-    autojump_clock: trio.testing.MockClock,
+    autojump_clock: trio.testing.MockClock, inside_a_node: bool
 ) -> None:
     mailbox, buffer = 3, 4
     pulled = 0
@@ -112,7 +114,11 @@ async def test_a_slow_actor_holds_its_upstream_back_by_a_bound(
             await process.emit(x)
 
     p = pk.source(items, batch=1) | pk.actor(slow, mailbox_size=mailbox, buffer=buffer)
-    assert await p.arun() == list(range(40))
+    if inside_a_node:  # the node's mailboxes hold 1024: the stage's own bound applies
+        async with open_node("app") as node:
+            assert await node.run(p.arun) == list(range(40))
+    else:
+        assert await p.arun() == list(range(40))
     # Beyond what the actor took: its mailbox, the stage's buffer, the source's item in
     # hand; nothing is lost, nothing more is pulled.
     assert max(ahead) <= mailbox + buffer + 1
@@ -252,6 +258,21 @@ async def test_inside_a_node_the_stage_is_a_process_of_that_node_others_can_reac
     async with open_node("app") as node:
         assert await node.run(main) == ["hello, ann (from app)", "hello, bob (from app)"]
         assert node.stats() == NOTHING
+
+
+def test_a_pipeline_run_by_a_thread_process_uses_a_node_of_its_own() -> None:
+    async def whereami() -> None:
+        async for _ in process.listen("in"):
+            await process.emit(process.pid().node)
+
+    def blocking() -> Any:  # its pipeline runs in a trio run of its own
+        return (pk.source([0]) | pk.actor(whereami)).run()
+
+    async def main() -> Any:
+        process.spawn_monitored(blocking, "thread")
+        return (await process.events().receive()).result
+
+    assert actors.run(main, node="app") == [STAGE_NODE]
 
 
 async def test_an_actor_stage_runs_on_the_node_it_is_given() -> None:
