@@ -125,6 +125,28 @@ async def test_a_slow_actor_holds_its_upstream_back_by_a_bound(
     assert max(ahead) >= mailbox  # the mailbox did fill: the bound is what held it
 
 
+async def test_emit_waits_while_the_next_stage_is_full(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    emitted = 0
+    ahead: list[int] = []
+
+    async def burst() -> None:
+        nonlocal emitted
+        async for n in process.listen("in"):
+            for i in range(n):
+                await process.emit(i)
+                emitted += 1
+
+    async def slow_sink(x: int) -> None:
+        ahead.append(emitted - len(ahead))
+        await trio.sleep(1)
+
+    await (pk.source([30]) | pk.actor(burst) | pk.sink(slow_sink, buffer=2)).arun()
+    assert len(ahead) == 30
+    assert 2 <= max(ahead) <= 2 + 1  # the sink's buffer, and the one it holds
+
+
 def test_an_actor_stage_failure_is_a_module_error_naming_it() -> None:
     async def fails_on_three() -> None:
         async for x in process.listen("in"):
