@@ -4,7 +4,7 @@ and a stage that sends to processes (``pk.to_actor``)."""
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
@@ -24,6 +24,7 @@ from pipekit.actors import (
     open_node,
     process,
     registry,
+    select,
 )
 
 NOTHING = NodeStats(processes=0, names=0, links=0, monitors=0)
@@ -80,6 +81,24 @@ async def test_an_input_that_ends_before_the_actor_listens_still_ends(
         await process.emit(got)
 
     assert await (pk.source([]) | pk.actor(late_listener)).arun() == [[]]
+
+
+async def test_select_sees_the_end_of_the_input(autojump_clock: trio.testing.MockClock) -> None:
+    async def items() -> AsyncIterator[int]:
+        for i in range(2):
+            await trio.sleep(1)  # the actor waits in select when the input ends
+            yield i
+
+    async def selecting() -> None:
+        inp, control = process.listen("in"), process.listen("control")
+        while True:
+            got = await select([inp.case_receive(), control.case_receive()])
+            if not got.ok:
+                await process.emit("ended")
+                return
+            await process.emit(got.value)
+
+    assert await (pk.source(items) | pk.actor(selecting)).arun() == [0, 1, "ended"]
 
 
 def test_the_stage_actor_gets_its_arguments_and_may_listen_in_message_mode() -> None:
