@@ -176,7 +176,8 @@ class ActorModule:
             if ch.message_mode:
                 return [msg.payload for msg in ch._items if msg.topic == self.topic]
             return list(ch._items)
-        return [msg.payload for msg in proc.pending or () if msg.topic == self.topic]
+        queued = proc.inbox._items if proc.inbox is not None else proc.pending or ()
+        return [msg.payload for msg in queued if msg.topic == self.topic]
 
     async def _feed(self, inp: Pipe, proc: Proc) -> None:
         """Deliver the input to ``proc``'s mailbox, taking from ``inp`` only what fits."""
