@@ -19,6 +19,7 @@ Example::
 the builtins ``map`` and ``filter`` alone.
 """
 
+from .actors import actor, to_actor
 from .adapters.stdio import ProcessError
 from .channels import select
 from .concurrency import (
@@ -102,6 +103,7 @@ __all__ = [
     "WorkerError",
     "WorkerPool",
     "__version__",
+    "actor",
     "aparallel_filter",
     "aparallel_map",
     "batch",
@@ -128,6 +130,7 @@ __all__ = [
     "thread",
     "throttle",
     "timeout",
+    "to_actor",
     "tumbling",
     "unbatch",
     "window",

@@ -28,6 +28,9 @@ ROWS = {
         "nodes: tcp, round trip p50 (us)",
         "baseline trio <-> trio socket echo p50 (us)",
         "baseline mp.Pipe echo p50 (us)",
+        "stage: pk.actor (listen -> emit, one at a time)",
+        "stage: pk.map(async def), one await per message",
+        "baseline stage: pk.map(def), batch by batch",
     ],
     "bench/concurrency.py": [
         "asyncio.gather (a coroutine per item)",

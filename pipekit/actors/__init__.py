@@ -55,8 +55,10 @@ from ._events import (
 )
 from ._mailbox import Receiver
 from ._node import DEFAULT_MAILBOX, Node, NodeStats, open_node, run
+from ._outlet import NotInStage
 from ._pid import Pid
 from ._registry import Registry
+from ._stage import STAGE_NODE, ActorModule, actor, to_actor
 from ._supervisor import ChildSpec, Restart, Strategy, Supervisor
 
 __all__ = [
@@ -64,8 +66,10 @@ __all__ = [
     "DEFAULT_MAILBOX",
     "EXIT",
     "LINK_DOWN",
+    "STAGE_NODE",
     "UNDELIVERED",
     "ActorError",
+    "ActorModule",
     "CancelEvent",
     "ChildSpec",
     "Event",
@@ -83,6 +87,7 @@ __all__ = [
     "NodeError",
     "NodeStats",
     "NotInActor",
+    "NotInStage",
     "Pid",
     "Receiver",
     "Registry",
@@ -94,6 +99,7 @@ __all__ = [
     "SupervisorGaveUp",
     "Terminated",
     "UndeliveredEvent",
+    "actor",
     "after",
     "channel",
     "open_node",
@@ -101,4 +107,5 @@ __all__ = [
     "registry",
     "run",
     "select",
+    "to_actor",
 ]

@@ -30,8 +30,9 @@ class Receiver(Channel[Any]):
     """A receive channel of a process: what ``listen(topic)``, ``inbox()`` and
     ``events()`` return. A :class:`pipekit.channels.Channel` (``await receive()``,
     ``receive_nowait()`` raising :class:`trio.WouldBlock`, ``async for``,
-    ``case_receive()`` for ``select``) that never ends while its process runs and
-    belongs to the process: nothing can be sent into it and it cannot be closed.
+    ``case_receive()`` for ``select``) that belongs to the process: nothing can be sent
+    into it and it cannot be closed. It never ends while its process runs, except the
+    input topic of a pipeline stage (``pk.actor``), which ends when the stage's input does.
     ``topic`` is the listened topic (None for the inbox and the events).
 
     Example::
@@ -73,6 +74,11 @@ class Receiver(Channel[Any]):
             if self._counted:
                 self._taken()
             op.waiter.fire(op.index, item)  # takes op out of receivers
+
+    def _end(self) -> None:
+        """No more messages will come: receives get those queued, then
+        :class:`trio.EndOfChannel`."""
+        Channel.close(self)
 
     def _put(self, item: Any) -> None:
         self._items.append(item)

@@ -38,6 +38,7 @@ class Proc:
         "_pid",
         "alive",
         "capacity",
+        "ended",
         "entry_name",
         "events",
         "host",
@@ -90,6 +91,8 @@ class Proc:
         """Processes this one monitors."""
         self.names: list[str] | None = None
         self.trap_links = False
+        self.ended: set[str] | None = None
+        """Topics whose sender is done (a pipeline stage's input): see :meth:`end_topic`."""
         self.alive = True
         self.kill_reason: BaseException | None = None
         self.room_waiters: list[Callable[[], None]] | None = None
@@ -183,7 +186,19 @@ class Proc:
                 else:
                     keep.append(msg)
             self.pending = keep
+        if self.ended and topic in self.ended:
+            ch._end()
         return ch
+
+    def end_topic(self, topic: str) -> None:
+        """No more messages come on ``topic``: its listener (now or once made) gives the
+        messages queued, then :class:`trio.EndOfChannel`."""
+        if self.ended is None:
+            self.ended = set()
+        self.ended.add(topic)
+        ch = self.listeners.get(topic)
+        if ch is not None:
+            ch._end()
 
     def open_inbox(self) -> Receiver:
         ch = self.inbox

@@ -27,6 +27,7 @@ from ._context import current
 from ._entries import Entry
 from ._events import CANCEL, EXIT, LINK_DOWN, UNDELIVERED
 from ._mailbox import Receiver
+from ._outlet import emit
 from ._pid import Pid
 from ._proc import Proc
 
@@ -37,6 +38,7 @@ __all__ = [
     "UNDELIVERED",
     "Options",
     "cancel",
+    "emit",
     "events",
     "get_options",
     "inbox",
