@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import trio
 
@@ -12,9 +12,19 @@ from ..kernel.lane import Lane
 from ..kernel.pipe import error_for_peer
 from ._threadrunner import Interrupt
 
-__all__ = ["ThreadPort"]
+__all__ = ["SendRoute", "ThreadPort"]
 
 _CARRY = 256  # the send countdown stays within the small integers CPython keeps
+
+
+class SendRoute(Protocol):
+    """Where a :class:`ThreadPort` offers its messages before its lanes (see
+    :meth:`ThreadPort.route_sends`): each call delivers all of its messages and
+    returns True, or delivers none and returns False."""
+
+    def send(self, value: Any) -> bool: ...
+
+    def send_batch(self, values: Sequence[Any]) -> bool: ...
 
 
 class ThreadPort:
@@ -50,6 +60,7 @@ class ThreadPort:
         # _CARRY sends (see messages_sent).
         self._sent_base = 0
         self._send_left = _CARRY
+        self._route: SendRoute | None = None
 
     @property
     def messages_received(self) -> int:
@@ -129,12 +140,29 @@ class ThreadPort:
         if self._ended:
             raise trio.ClosedResourceError(f"{self.name}: sending direction already ended")
 
+    def route_sends(self, route: SendRoute | None) -> None:
+        """Offer every later ``send`` and ``send_batch`` to ``route`` first: the messages
+        it takes (its call returned True) skip the lanes; the others go to the lanes as
+        usual. ``end`` and ``fail`` always go through the lanes, so ``route`` must
+        deliver what it takes before returning, ahead of what the lanes carry next.
+        ``None`` removes the route. Call it from the port's thread, or before the thread
+        starts.
+
+        Example::
+
+            port.route_sends(direct)  # direct.send(v) -> True: written, not queued
+        """
+        self._route = route
+
     def send(self, value: Any) -> None:
         if self._ended:
             self._check_send()
         lane = self._tx1
+        route = self._route
+        if route is not None and route.send(value):
+            pass
         # try_put_fast: this runs in a thread pipekit started, never the main thread.
-        if lane is None or self._abort.raised or not lane.try_put_fast(value):
+        elif lane is None or self._abort.raised or not lane.try_put_fast(value):
             for lane in self._tx:
                 lane.put_many_blocking((value,), self._abort)
         left = self._send_left - 1  # counts the message (see messages_sent)
@@ -147,8 +175,10 @@ class ThreadPort:
     def send_batch(self, values: Sequence[Any]) -> None:
         self._check_send()
         if values:
-            for lane in self._tx:
-                lane.put_many_blocking(values, self._abort)
+            route = self._route
+            if route is None or not route.send_batch(values):
+                for lane in self._tx:
+                    lane.put_many_blocking(values, self._abort)
             self._sent_base += len(values)
 
     def end(self) -> None:

@@ -4,12 +4,13 @@ the connection classes that tell a peer ``oversize`` before closing with 1009.""
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import trio
 from websockets.exceptions import ConnectionClosed, ConnectionClosedOK
 from websockets.frames import CloseCode
-from websockets.protocol import State
+from websockets.protocol import SEND_EOF, State
 from websockets.trio.client import ClientConnection
 from websockets.trio.connection import Connection as WebSocket
 
@@ -61,6 +62,40 @@ class OversizeReporting(WebSocket):
 
         # websockets offers no hook here; its sans-I/O protocol calls fail() for 1009.
         protocol.fail = fail_telling_why  # type: ignore[method-assign]
+
+    async def send_data(self) -> None:
+        """Write what the protocol has to send (websockets' ``send_data``, without its
+        scheduler passes when none is needed): nothing to send returns at once
+        (websockets calls this after every read), and on a plain socket that nobody
+        else is writing to, what the socket takes now is written without waiting; only
+        the rest, if any, is written by ``send_all`` under websockets' lock. Its lock and
+        ``send_all`` are a scheduler pass each even when the socket takes all: two
+        more per message sent and one per message received."""
+        protocol = self.protocol
+        if not protocol.writes:
+            return
+        stream = self.stream
+        lock = self.send_lock
+        if (
+            type(stream) is not trio.SocketStream
+            or lock.locked()
+            or SEND_EOF in protocol.writes  # (websockets half-closes: its own path)
+        ):
+            await super().send_data()
+            return
+        lock.acquire_nowait()
+        try:
+            data = b"".join(protocol.data_to_send())
+            try:
+                written = os.write(stream.socket.fileno(), data)
+            except BlockingIOError:
+                written = 0
+            except OSError:
+                written = 0  # send_all meets the error again and raises it as trio does
+            if written < len(data):
+                await stream.send_all(memoryview(data)[written:])
+        finally:
+            lock.release()
 
 
 class PipekitClientConnection(OversizeReporting, ClientConnection):

@@ -53,6 +53,7 @@ INPROC = "in-process pipe: send() -> receive()"
 THREAD = "thread port: echo thread"
 CALL_ASYNC = "Worker.call(): async worker"
 CALL_PORT = "Worker.call(): port worker"
+POOL_ONE = "WorkerPool(1).map([x]): item mode"
 UNIX = "unix: send() -> receive()"
 TCP = "tcp 127.0.0.1: send() -> receive()"
 WEBSOCKET = "websocket: send() -> receive()"
@@ -180,6 +181,36 @@ def round_trip_thread(count: int) -> list[float]:
     return trio.run(main)
 
 
+def identity(x: Any) -> Any:
+    """The pool row's function (its workers import it from this file)."""
+    return x
+
+
+def round_trip_pool(count: int) -> list[float]:
+    """``count`` one-item ``map`` calls on a warm one-worker ``pk.WorkerPool`` (item
+    mode: the process backend's call round trip), one after the other."""
+    import trio
+
+    import pipekit as pk
+
+    async def main() -> list[float]:
+        times = []
+        clock = time.perf_counter
+        with trio.fail_after(TIMEOUT):
+            async with pk.WorkerPool(identity, 1) as pool:
+                for i in range(-WARM, count):
+                    t0 = clock()
+                    reply = await pool.map([i])
+                    t1 = clock()
+                    if reply != [i]:
+                        raise RuntimeError(f"{POOL_ONE}: bad reply {reply!r}")
+                    if i >= 0:
+                        times.append(t1 - t0)
+        return times
+
+    return trio.run(main)
+
+
 # --- sockets: a child process serves an echo handler ----------------------------------
 
 ECHO_SERVER = textwrap.dedent(
@@ -285,6 +316,7 @@ def make_rows() -> list[Row]:
         Row(THREAD, round_trip_thread),
         Row(CALL_ASYNC, lambda n: processes.round_trip_pipekit(n, "echo_async")),
         Row(CALL_PORT, lambda n: processes.round_trip_pipekit(n, "echo_port")),
+        Row(POOL_ONE, round_trip_pool),
         Row(UNIX, lambda n: round_trip_socket("unix", UNIX, n)),
         Row(TCP, lambda n: round_trip_socket("tcp", TCP, n)),
         Row(WEBSOCKET, lambda n: round_trip_socket("websocket", WEBSOCKET, n)),

@@ -227,6 +227,38 @@ class FramedPipe(FramedDriver, Pipe):
         if not self._write_now():
             self._tx_event.set()
 
+    def send_batch_nowait(self, values: Sequence[Any]) -> bool:
+        """Queue ``values`` now, without waiting, if the pipe can take them as it is:
+        open, not paused by the peer, and less than ``send_buffer`` bytes queued; the
+        first such call since the pipe last yielded writes them to the socket at once,
+        later ones are coalesced by the writer (as :meth:`send` does). Returns False,
+        with nothing queued, if the pipe cannot take them now (then ``send_batch``
+        waits, or raises what stops it). Raises what ``send_batch`` raises for values
+        it cannot send (:class:`~pipekit.kernel.CodecError`, an oversize
+        :class:`~pipekit.kernel.ProtocolError`), with nothing queued. Not a
+        checkpoint: for a caller that yields anyway, such as one about to wait for
+        the answer.
+
+        Example::
+
+            if not pipe.send_batch_nowait([request]):
+                await pipe.send_batch([request])
+        """
+        conn = self.conn
+        if (
+            self._closing
+            or self._tx_broken is not None
+            or conn.send_state is not OPEN
+            or conn.peer_paused
+            or conn.codec is None
+            or conn.buffered_bytes >= self._send_buffer
+        ):
+            return False
+        conn.send_many(values)
+        if not self._write_now():
+            self._tx_event.set()
+        return True
+
     async def end(self) -> None:
         await trio.lowlevel.checkpoint()
         if self.conn.send_state is not OPEN:

@@ -401,6 +401,34 @@ async def test_item_mode_replies_in_order_with_failures_as_values(tmp_path: Path
     assert ok is False and error["kind"] == "CodecError"
 
 
+async def test_item_mode_answers_requests_sent_one_at_a_time_each_in_turn(tmp_path: Path) -> None:
+    # One request in flight at a time: each reply is the thread's first send since it
+    # took its input, the case its thread writes to the socket itself; an unencodable
+    # result still becomes an error value, through the trio side's fallback.
+    target = write(
+        tmp_path,
+        "one_at_a_time.py",
+        """
+        def square(x):
+            return object() if x % 10 == 9 else x * x
+        """,
+    )
+    async with spawn(target + ":square", "--mode", "item") as c:
+        async with connect(c) as pipe:
+            with trio.fail_after(60):
+                for i in range(100):
+                    await pipe.send([f"r{i}", i])
+                    rid, ok, value = await pipe.receive()
+                    assert rid == f"r{i}"
+                    if i % 10 == 9:
+                        assert ok is False and value["kind"] == "CodecError"
+                    else:
+                        assert ok is True and value == i * i
+            await pipe.end()
+            assert [m async for m in pipe] == []
+        assert await c.wait() == 0, c.stderr
+
+
 async def test_item_mode_chunks_reply_with_results_and_failed_offsets(tmp_path: Path) -> None:
     target = write(
         tmp_path,

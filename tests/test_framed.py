@@ -14,6 +14,7 @@ import trio
 import trio.testing
 
 from pipekit.kernel import (
+    CodecError,
     FlowControlError,
     FramedPipe,
     MessageTransport,
@@ -606,6 +607,57 @@ async def test_large_messages_are_held_back_by_the_byte_high_water_mark(
                 received += len(await b.receive_batch())
             assert counter.finished
             nursery.cancel_scope.cancel()
+
+
+async def test_send_batch_nowait_queues_in_order_with_the_other_sends(
+    socket_stream_pair: tuple[trio.SocketStream, trio.SocketStream],
+    framed_pair: OpenFramedPair,
+) -> None:
+    with trio.fail_after(HANG_GUARD):
+        async with framed_pair(*socket_stream_pair) as (a, b):
+            await a.send(0)
+            assert a.send_batch_nowait([1, 2])
+            await a.send_batch([3])
+            assert a.send_batch_nowait([4])
+            await a.end()
+            assert await drain(b) == [0, 1, 2, 3, 4]
+
+
+async def test_send_batch_nowait_raises_for_an_unencodable_batch_and_queues_none_of_it(
+    socket_stream_pair: tuple[trio.SocketStream, trio.SocketStream],
+    framed_pair: OpenFramedPair,
+) -> None:
+    with trio.fail_after(HANG_GUARD):
+        async with framed_pair(*socket_stream_pair) as (a, b):
+            with pytest.raises(CodecError):
+                a.send_batch_nowait([1, object()])
+            assert a.send_batch_nowait([2])
+            await a.end()
+            assert await drain(b) == [2]
+
+
+async def test_send_batch_nowait_refuses_what_would_wait_and_queues_nothing(
+    socket_stream_pair: tuple[trio.SocketStream, trio.SocketStream],
+    framed_pair: OpenFramedPair,
+) -> None:
+    with trio.fail_after(HANG_GUARD):
+        async with framed_pair(*socket_stream_pair, acceptor={"high_water": 4, "low_water": 2}) as (
+            a,
+            b,
+        ):
+            for _ in range(100):  # b takes nothing: it pauses a
+                if a.conn.peer_paused:
+                    break
+                assert a.send_batch_nowait([b"x" * 100] * 4)
+                await trio.testing.wait_all_tasks_blocked()
+            sent = a.conn.messages_sent
+            assert a.conn.peer_paused
+            assert not a.send_batch_nowait(["refused"])
+            assert a.conn.messages_sent == sent
+            await a.end()
+            got = await drain(b)
+            assert not a.send_batch_nowait([1])  # ended
+    assert len(got) == sent and "refused" not in got
 
 
 async def test_paused_sender_resumes_when_the_reader_drains_to_low_water(

@@ -15,7 +15,7 @@ import itertools
 import sys
 import threading
 import warnings
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -573,6 +573,58 @@ async def test_thread_port_echoes_what_trio_sends() -> None:
             nursery.start_soon(produce)
             got = await receive_all(pipe)
     assert got == [i + 1 for i in range(n)]
+
+
+class _EvenRoute:
+    """A send route that takes even numbers (all of a batch, or none) and records them."""
+
+    def __init__(self) -> None:
+        self.taken: list[int] = []
+
+    def send(self, value: Any) -> bool:
+        if value % 2:
+            return False
+        self.taken.append(value)
+        return True
+
+    def send_batch(self, values: Sequence[Any]) -> bool:
+        if any(v % 2 for v in values):
+            return False
+        self.taken.extend(values)
+        return True
+
+
+async def test_thread_port_route_takes_what_it_accepts_and_the_lane_gets_the_rest() -> None:
+    route = _EvenRoute()
+
+    def body(port: ThreadPort) -> None:
+        port.route_sends(route)
+        for i in range(10):
+            port.send(i)
+        port.send_batch([20, 22])  # taken whole
+        port.send_batch([30, 31])  # refused whole: both go to the lane
+        assert port.messages_sent == 14
+
+    async with open_thread_port(body) as pipe:
+        got = await receive_all(pipe)
+    assert route.taken == [0, 2, 4, 6, 8, 20, 22]
+    assert got == [1, 3, 5, 7, 9, 30, 31]
+
+
+async def test_thread_port_route_removed_sends_everything_to_the_lane() -> None:
+    route = _EvenRoute()
+
+    def body(port: ThreadPort) -> None:
+        port.route_sends(route)
+        port.send(0)
+        port.route_sends(None)
+        port.send(2)
+        port.send_batch([4])
+
+    async with open_thread_port(body) as pipe:
+        got = await receive_all(pipe)
+    assert route.taken == [0]
+    assert got == [2, 4]
 
 
 # --- iter, port and async modes ---------------------------------------------------------

@@ -529,3 +529,32 @@ async def test_peer_silent_during_the_wss_tls_handshake_is_refused_after_the_tim
             assert "TLS handshake not completed" in refusal.reason
             async with websocket.connect(listener.url, ssl_context=client_tls) as pipe:
                 assert await exchange(pipe, "after") == "after"
+
+
+async def test_messages_larger_than_the_socket_buffers_arrive_whole_and_in_order() -> None:
+    # A write the socket takes only part of is finished by send_all under websockets'
+    # lock, ahead of anything else (a reply, a pong) written to the connection.
+    sizes = [1, 3 << 20, 10, 2 << 20, 5]
+
+    async def echo(pipe: FramedPipe) -> None:
+        async for msg in pipe:
+            await pipe.send(msg)
+
+    got: list[bytes] = []
+    with trio.fail_after(HANG_GUARD):
+        async with (
+            websocket.listen(handler=echo) as listener,
+            websocket.connect(f"ws://127.0.0.1:{listener.address[1]}/ws") as pipe,
+        ):
+
+            async def produce() -> None:
+                for i, size in enumerate(sizes):
+                    await pipe.send(bytes([i]) * size)
+                    await pipe.ping(b"between")
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(produce)
+                for _ in sizes:
+                    got.append(await pipe.receive())
+    assert [(len(m), m[:1]) for m in got] == [(s, bytes([i])) for i, s in enumerate(sizes)]
+    assert all(m == m[:1] * len(m) for m in got)

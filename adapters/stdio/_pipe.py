@@ -113,6 +113,20 @@ class ProcessPipe(Pipe):
             raise
         self._sent += len(values)
 
+    def send_batch_nowait(self, values: Sequence[Any]) -> bool:
+        """:meth:`FramedPipe.send_batch_nowait <pipekit.kernel.FramedPipe.send_batch_nowait>`
+        on a framed channel: queue ``values`` now if that needs no wait, else return
+        False with nothing queued (always False on a raw channel or a closed pipe).
+
+        Example::
+
+            if not pipe.send_batch_nowait([request]):
+                await pipe.send_batch([request])
+        """
+        if self._closed or self._framed is None:
+            return False
+        return self._framed.send_batch_nowait(values)
+
     async def end(self) -> None:
         try:
             if self._framed is not None:

@@ -34,13 +34,12 @@ async def bridge(
     lost: list[BaseException] = []
     thread_done = trio.Event()
     token = trio.lowlevel.current_trio_token()
-    # Item mode keeps pump_out for every message: it sends what cannot be encoded as a
-    # whole batch item by item.
-    replies = _Replies(pipe) if unencodable is None else None
+    # (Replies that cannot be encoded are never written directly: the thread sender
+    # refuses them, and pump_out sends them through ``unencodable``.)
+    replies = _Replies(pipe)
 
     def run(port: ThreadPort) -> None:
-        if replies is not None:
-            replies.attach(port)
+        replies.attach(port)
         try:
             body(port)
         finally:
@@ -63,8 +62,7 @@ async def bridge(
                 scope.cancel()
                 return
             await tpipe.send_batch(batch)
-            if replies is not None:
-                replies.delivered += len(batch)
+            replies.delivered += len(batch)
 
     async def pump_out(tpipe: Pipe) -> int:
         # thread -> framed until the thread ENDs (returns) or fails.
@@ -82,8 +80,7 @@ async def bridge(
                 if unencodable is None:
                     return Failure(exc).report(pipe)
                 await unencodable(pipe, batch)
-            if replies is not None:
-                replies.queued += len(batch)
+            replies.queued += len(batch)
 
     code = EXIT_FAILED
     try:
@@ -103,18 +100,17 @@ async def bridge(
             if code != EXIT_OK:
                 raise Stop(code)  # the same: a thread that could not send may still run
     finally:
-        if replies is not None:
-            replies.stopping = True  # a thread still writing (interrupted) gives up
+        replies.stopping = True  # a thread still writing (interrupted) gives up
     return code
 
 
 class _Replies:
-    """A stream-mode thread's sends, written to the socket by the thread itself when
-    that is what a reply needs (measured, bench/latency.py: a port worker's round trip
-    p50 219-253 -> 150-166 us, 3.3-4.0x -> 1.4-2.1x the trio echo floor): the first
-    send after the thread
-    took input, once it has taken all the input delivered to it, with nothing of its
-    own still on the way through ``pump_out``. Everything else - a stream of sends, or
+    """The worker thread's sends (stream or item mode; the port's send route), written
+    to the socket by the thread itself when that is what a reply needs (measured,
+    bench/latency.py: a port worker's round trip p50 219-253 -> 150-166 us, 3.3-4.0x ->
+    1.4-2.1x the trio echo floor): the first send after the thread took input, once it
+    has taken all the input delivered to it, with nothing of its own still on the way
+    through ``pump_out``. Everything else - a stream of sends, or
     sends while more input waits - goes to the lane and ``pump_out``, which coalesces
     it into few large writes (written one by one, 200,000 small messages cost 200,000
     writes and as many socket buffers). So order holds: a direct write follows only what
@@ -127,6 +123,7 @@ class _Replies:
         self._lane_sent = 0  # messages the thread handed to pump_out
         self._turn = -1  # what the thread had received at its last direct write
         self._sender = pipe.thread_sender(self._ready)
+        self._port: ThreadPort | None = None
 
     def _ready(self) -> bool:
         return not self.stopping and self._lane_sent == self.queued
@@ -134,31 +131,33 @@ class _Replies:
     def attach(self, port: ThreadPort) -> None:
         """Route ``port``'s sends through this (its end() and fail() still go through
         the lane to pump_out, after every message they follow is on the wire)."""
-        sender = self._sender
-        if sender is None:
-            return
-        lane_send, lane_send_batch = port.send, port.send_batch
+        if self._sender is not None:
+            self._port = port
+            port.route_sends(self)
 
-        def send(value: Any) -> None:
-            received = port.messages_received
-            if received != self._turn and received >= self.delivered and sender.send(value):
-                self._turn = received
-                return
-            self._lane_sent += 1
-            lane_send(value)
+    def _turn_now(self) -> int | None:
+        """What the thread has received, if its next send is a reply that may be
+        written directly: the first since it took input, once it took all the input
+        delivered to it (else None)."""
+        port = self._port
+        assert port is not None
+        received = port.messages_received
+        if received != self._turn and received >= self.delivered:
+            return received
+        return None
 
-        def send_batch(values: Sequence[Any]) -> None:
-            received = port.messages_received
-            if (
-                values
-                and received != self._turn
-                and received >= self.delivered
-                and sender.send_batch(values)
-            ):
-                self._turn = received
-                return
-            self._lane_sent += len(values)
-            lane_send_batch(values)
+    def send(self, value: Any) -> bool:
+        turn = self._turn_now()
+        if turn is not None and self._sender is not None and self._sender.send(value):
+            self._turn = turn
+            return True
+        self._lane_sent += 1
+        return False
 
-        port.send = send  # type: ignore[method-assign]
-        port.send_batch = send_batch  # type: ignore[method-assign]
+    def send_batch(self, values: Sequence[Any]) -> bool:
+        turn = self._turn_now()
+        if turn is not None and self._sender is not None and self._sender.send_batch(values):
+            self._turn = turn
+            return True
+        self._lane_sent += len(values)
+        return False

@@ -277,6 +277,7 @@ class WorkerPool:
         iterator = iter(items) if source is None else None
         index = 0
         exhausted = False
+        waited = False  # passed a checkpoint already (the wait for answers)
         try:
             while True:
                 window = dispatcher.window  # it follows the chunk size
@@ -297,11 +298,13 @@ class WorkerPool:
                         dispatcher.enqueue(segment)
                         index += n
                 if exhausted and run.outstanding == 0:
-                    await trio.lowlevel.checkpoint()
+                    if not waited:  # (one scheduler pass less per call that waited)
+                        await trio.lowlevel.checkpoint()
                     return run.results()
                 run.wake_at = 0 if exhausted else low
                 if run.outstanding > run.wake_at:
                     await run.wait()
+                    waited = True
         except BaseException:
             dispatcher.drop(run)
             raise

@@ -80,6 +80,7 @@ class Worker:
         self.seen_sent = (0, 0)  # (items_sent, bytes sent) at the last estimate
         self.seen_received = 0  # bytes received at the last estimate
         self.tx_event = trio.Event()
+        self.send_parked = False  # the send loop waits for tx_event, its outbox empty
         self.busy_event = trio.Event()  # the watchdog waits for the first item
         self.head_since = 0.0  # when the oldest unanswered item became the oldest
         self.answered = 0
@@ -117,8 +118,21 @@ class Worker:
         self.outbox_items += n
 
     def send_queued(self) -> None:
-        """Send what was given: no more items until it answers."""
+        """Send what was given: no more items until it answers. What the pipe takes
+        without waiting is queued (and, when its writer is idle, written) here, with no
+        hand-off to the send loop (a scheduler pass per call of a one-item map); the
+        rest, and anything the pipe refuses, is the send loop's."""
         self.fed = True
+        if self.send_parked and self.outbox and not self.dead:
+            try:
+                sent = self.pipe.send_batch_nowait(self.outbox)
+            except (CodecError, ProtocolError):
+                sent = False  # the send loop meets it again, and splits the batch
+            if sent:
+                self.outbox = []
+                self.items_sent += self.outbox_items
+                self.outbox_items = 0
+                return
         self.tx_event.set()
 
     def isolate(self, flight: Flight) -> None:
@@ -202,7 +216,11 @@ class Worker:
                         await pipe.end()
                     return
                 self.tx_event = trio.Event()
-                await self.tx_event.wait()
+                self.send_parked = True
+                try:
+                    await self.tx_event.wait()
+                finally:
+                    self.send_parked = False
                 continue
             batch, self.outbox = self.outbox, []
             count, self.outbox_items = self.outbox_items, 0
