@@ -50,17 +50,38 @@ async def pair(
         async with open_node("a", **options) as a, open_node("b", **options) as b:
             where = await a.listen(address)
             assert await b.connect(where) == "a"
-            await wait_for(lambda: "b" in a.connected())
+            assert a.connected() == ["b"]  # the acceptor took the link before its HELLO
             yield a, b
 
 
-async def wait_for(condition: Any) -> None:
-    """Yield to the loop until ``condition()`` holds (bounded by the test's guard)."""
-    for _ in range(10_000):
-        if condition():
-            return
-        await trio.sleep(0.001)
-    raise AssertionError("condition never held")
+# Barriers, never polls: a node handles what comes over a link in the order it was sent
+# (one queue per link), so a round trip through a process on the far node proves that
+# node has handled everything this node sent it before (links, monitors, names, sends).
+
+
+async def ping(server: Pid) -> None:
+    """Inside a process: a round trip to the ``echo`` process ``server``."""
+    process.send(server, "echo", "sync")
+    assert await process.listen("reply").receive() == "sync"
+
+
+async def synced(near: Node, far: Node) -> None:
+    """Return once ``far`` has handled every node message ``near`` queued to it before."""
+    server = far.spawn(echo)
+    await near.run(ping, server)
+    far.send(server, "echo", "stop")
+
+
+async def stop_echo(node: Node, server: Pid) -> None:
+    """Stop the local ``echo`` ``server`` of ``node`` and wait until it has exited (its
+    names released: the UNREG is queued to every peer by then)."""
+
+    async def stopper() -> None:
+        process.monitor(server)
+        process.send(server, "echo", "stop")
+        assert (await process.events().receive()).kind == EXIT
+
+    await node.run(stopper)
 
 
 async def echo() -> None:
@@ -72,8 +93,7 @@ async def echo() -> None:
         process.send(msg.sender, "reply", msg.payload)
 
 
-async def crash(after: float = 0.0) -> None:
-    await trio.sleep(after)
+async def crash() -> None:
     raise KeyError("boom")
 
 
@@ -251,10 +271,12 @@ async def test_monitor_a_remote_process_gets_its_result(tmp_path: Path) -> None:
             return "done"
 
         remote = a.spawn(worker)
+        server = a.spawn(echo)
 
         async def watcher() -> Any:
             process.monitor(remote)
-            await wait_for(lambda: a.stats().monitors == 1)
+            await ping(server)
+            assert a.stats().monitors == 1
             gate.set()
             event = await process.events().receive()
             return event.kind, event.sender, event.result
@@ -279,7 +301,7 @@ async def test_remote_failure_kills_a_linked_process(tmp_path: Path) -> None:
     async with pair(tmp_path) as (_a, b):
 
         async def parent() -> None:
-            process.spawn_linked(crash, "a", 0.01)
+            process.spawn_linked(crash, "a")
             await trio.sleep_forever()
 
         with pytest.raises(LinkedFailure) as info:
@@ -303,37 +325,45 @@ async def test_trapping_parent_gets_link_down_from_a_remote_crash(tmp_path: Path
 async def test_local_crash_takes_a_linked_remote_process_down(tmp_path: Path) -> None:
     async with pair(tmp_path) as (a, b):
         remote = a.spawn(wait_forever)
+        server = a.spawn(echo)
         exits: list[Any] = []
+        watching, exited = trio.Event(), trio.Event()
 
         async def watcher() -> None:
             process.monitor(remote)
+            watching.set()
             exits.append(await process.events().receive())
+            exited.set()
 
-        a_watch = a.spawn(watcher)
+        a.spawn(watcher)
+        await watching.wait()
 
         async def doomed() -> None:
             process.link(remote)
-            await wait_for(lambda: a.stats().links == 1)
+            await ping(server)
+            assert a.stats().links == 1
             raise ValueError("down")
 
         with pytest.raises(ValueError):
             await b.run(doomed)
-        await wait_for(lambda: bool(exits))
+        await exited.wait()
         assert isinstance(exits[0].error, LinkedFailure)
-        assert a_watch is not None
 
 
 async def test_unlink_and_unmonitor_across_nodes(tmp_path: Path) -> None:
     async with pair(tmp_path) as (a, b):
         remote = a.spawn(wait_forever)
+        server = a.spawn(echo)
 
         async def fickle() -> None:
             process.link(remote)
             process.monitor(remote)
-            await wait_for(lambda: a.stats().links == 1 and a.stats().monitors == 1)
+            await ping(server)
+            assert a.stats().links == 1 and a.stats().monitors == 1
             process.unlink(remote)
             process.unmonitor(remote)
-            await wait_for(lambda: a.stats().links == 0 and a.stats().monitors == 0)
+            await ping(server)
+            assert a.stats().links == 0 and a.stats().monitors == 0
             raise ValueError("unlinked, so the remote lives")
 
         with pytest.raises(ValueError):
@@ -381,29 +411,31 @@ async def test_peer_node_closing_gives_noconnection(tmp_path: Path) -> None:
     with trio.fail_after(GUARD):
         async with open_node("b") as b:
             seen: list[Any] = []
-            done = trio.Event()
+            ready, done = trio.Event(), trio.Event()
             async with open_node("a") as a:
                 where = await a.listen(str(tmp_path / "a.sock"))
                 await b.connect(where)
                 remote = a.spawn(wait_forever)
+                server = a.spawn(echo)
 
                 async def watcher() -> None:
                     process.set_options(trap_links=True)
                     process.monitor(remote)
                     process.link(remote)
-                    await wait_for(lambda: a.stats().links == 1)
-                    seen.append("ready")
+                    await ping(server)
+                    ready.set()
                     ev = process.events()
                     seen.extend([await ev.receive(), await ev.receive()])
                     done.set()
 
                 b.spawn(watcher)
-                await wait_for(lambda: bool(seen))
+                await ready.wait()
+                assert a.stats().links == 1 and a.stats().monitors == 1
             await done.wait()
-            kinds = sorted(e.kind for e in seen[1:])
+            kinds = sorted(e.kind for e in seen)
             assert kinds == [EXIT, LINK_DOWN]
-            assert all(isinstance(e.error, NoConnection) for e in seen[1:])
-            assert seen[1].error.reason == "noconnection"
+            assert all(isinstance(e.error, NoConnection) for e in seen)
+            assert seen[0].error.reason == "noconnection"
             assert b.connected() == []
 
 
@@ -452,7 +484,7 @@ async def test_a_name_registered_on_a_peer_is_found_and_routed(tmp_path: Path) -
     async with pair(tmp_path) as (a, b):
         server = a.spawn(echo)
         a.registry.register("echo", server)
-        await wait_for(lambda: "echo" in b._cluster.names)  # type: ignore[union-attr]
+        await synced(a, b)
         assert b.registry.lookup("echo") == server
 
         async def client() -> Any:
@@ -460,8 +492,9 @@ async def test_a_name_registered_on_a_peer_is_found_and_routed(tmp_path: Path) -
             return await process.listen("reply").receive()
 
         assert await b.run(client) == "hi"
-        a.send(server, "echo", "stop")
-        await wait_for(lambda: "echo" not in b._cluster.names)  # type: ignore[union-attr]
+        await stop_echo(a, server)
+        await synced(a, b)
+        assert "echo" not in b._cluster.names  # type: ignore[union-attr]
         with pytest.raises(NoSuchProcess):
             b.registry.lookup("echo")
 
@@ -478,7 +511,7 @@ async def test_names_are_exchanged_at_connect(tmp_path: Path) -> None:
 async def test_registering_a_name_a_peer_holds_is_name_taken(tmp_path: Path) -> None:
     async with pair(tmp_path) as (a, b):
         a.registry.register("db", a.spawn(wait_forever))
-        await wait_for(lambda: "db" in b._cluster.names)  # type: ignore[union-attr]
+        await synced(a, b)
         with pytest.raises(NameTaken, match="on node 'a'"):
             b.registry.register("db", b.spawn(wait_forever))
 
@@ -491,7 +524,7 @@ async def test_a_name_clash_resolves_to_the_first_node_everywhere(tmp_path: Path
             b.registry.register("db", pb)
             where = await a.listen(str(tmp_path / "a.sock"))
             await b.connect(where)
-            await wait_for(lambda: a._cluster is not None and "db" in a._cluster.names)
+            await synced(b, a)  # a adds b's names from its HELLO before it reads on
             assert a.registry.lookup("db") == pa and b.registry.lookup("db") == pa
             assert ("db", ["a", "b"]) in b._cluster.clashes  # type: ignore[union-attr]
 
@@ -552,12 +585,14 @@ async def test_terminate_of_a_dead_remote_pid_is_reported(tmp_path: Path) -> Non
 async def test_send_wait_waits_for_room_in_a_remote_mailbox(tmp_path: Path) -> None:
     async with pair(tmp_path, mailbox_size=2) as (a, b):
         got: list[int] = []
+        all_in = trio.Event()
 
         async def slow() -> None:
             ch = process.listen("n")
             for _ in range(20):
                 got.append(await ch.receive())
                 await trio.lowlevel.checkpoint()
+            all_in.set()
 
         sink = a.spawn(slow)
 
@@ -566,7 +601,7 @@ async def test_send_wait_waits_for_room_in_a_remote_mailbox(tmp_path: Path) -> N
                 await process.send_wait(sink, "n", i)
 
         await b.run(source)
-        await wait_for(lambda: len(got) == 20)
+        await all_in.wait()
         assert got == list(range(20))
 
 
@@ -645,19 +680,28 @@ async def test_a_supervisor_restarts_a_child_on_another_node(tmp_path: Path) -> 
     from pipekit.actors import ChildSpec, Supervisor
 
     async with pair(tmp_path) as (a, b):
-        starts: list[int] = []
+        starts: list[Pid] = []
+        third = trio.Event()
 
         async def flaky() -> None:
-            starts.append(1)
+            starts.append(process.pid())
             if len(starts) < 3:
                 raise KeyError("again")
+            third.set()
             await trio.sleep_forever()
 
         a.add_entry("test:flaky", flaky)
         sup = b.spawn(Supervisor([ChildSpec("f", "test:flaky", host="a")], intensity=5, period=10))
-        await wait_for(lambda: len(starts) == 3)
-        b.terminate(sup)
-        await wait_for(lambda: a.stats().processes == 0)
+        await third.wait()
+        assert len(starts) == 3 and all(p.node == "a" for p in starts)
+
+        async def stop() -> Any:
+            process.monitor(starts[-1])  # queued to a before the supervisor's exit
+            process.terminate(sup)
+            return (await process.events().receive()).error
+
+        assert isinstance(await b.run(stop), LinkedFailure)  # its link to the supervisor
+        assert a.stats().processes == 0  # a's EXIT is sent once the child is gone
 
 
 async def test_nothing_is_left_behind_when_linked_nodes_close(
@@ -668,14 +712,19 @@ async def test_nothing_is_left_behind_when_linked_nodes_close(
             where = await a.listen(str(tmp_path / "a.sock"))
             await b.connect(where)
             remote = a.spawn(wait_forever)
+            server = a.spawn(echo)
+            holding = trio.Event()
 
             async def holder() -> None:
                 process.link(remote)
                 process.monitor(remote)
+                await ping(server)
+                holding.set()
                 await trio.sleep_forever()
 
             b.spawn(holder)
-            await wait_for(lambda: a.stats().links == 1 and a.stats().monitors == 1)
+            await holding.wait()
+            assert a.stats().links == 1 and a.stats().monitors == 1
         assert a.stats() == b.stats()
         assert a.stats().processes == 0
 

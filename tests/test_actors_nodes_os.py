@@ -127,12 +127,10 @@ async def test_kill_9_of_the_peer_gives_noconnection_within_a_second(
 
             node.spawn(observe)
             await ready.wait()
-            killed_at = trio.current_time()
             os.kill(proc.pid, signal.SIGKILL)
-            with trio.fail_after(1.0):
+            with trio.fail_after(1.0):  # the bound: noconnection within a second
                 await got_both.wait()
                 await got_exit.wait()
-            assert trio.current_time() - killed_at < 1.0
             assert sorted(e.kind for e in seen) == [EXIT, LINK_DOWN]
             assert all(isinstance(e.error, NoConnection) for e in seen)
             assert exits[0].error.reason.reason == "noconnection"
