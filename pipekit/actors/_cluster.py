@@ -728,9 +728,22 @@ class Cluster:
 def _values(m: list[Any], start: int, count: int) -> tuple[Any, ...]:
     """``count`` values of the SEND ``m`` from ``start``, decoded."""
     values = m[start : start + count]
+    decode = wire.decode_value
     for i, v in enumerate(values):
-        if type(v) is list or type(v) is dict:
-            values[i] = wire.decode_value(v)
+        # decode_value's common case inlined (a map holding no array or map, not a
+        # pid: as it is), a call less per message.
+        kind = type(v)
+        if kind is dict:
+            if len(v) == 1:
+                values[i] = decode(v)
+                continue
+            for x in v.values():
+                t = type(x)
+                if t is dict or t is list:
+                    values[i] = decode(v)
+                    break
+        elif kind is list:
+            values[i] = decode(v)
     return tuple(values)
 
 
