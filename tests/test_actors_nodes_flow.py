@@ -77,3 +77,21 @@ def test_plain_maps_cross_without_a_copy() -> None:
     [message] = _queued([plain])
     assert message[4] is plain
     assert _values(message, 4, 1)[0] is plain
+
+
+def test_joining_over_unix_or_tcp_does_not_import_the_websocket_adapter() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from pipekit.actors._cluster import listen_address, open_address\n"
+        "open_address('unix:/nowhere', token=None)\n"
+        "open_address('127.0.0.1:1', token=None)\n"
+        "listen_address('127.0.0.1:0', print, token=None)\n"
+        "print('pipekit.adapters.websocket' in sys.modules)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert out.stdout.strip() == "False"
