@@ -5,10 +5,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipekit.actors import Pid
+import pytest
+import trio
+import trio.testing
+
+from pipekit.actors import NoConnection, Pid
 from pipekit.actors import _wire as wire
 from pipekit.actors._cluster import _values
-from pipekit.actors._link import Link
+from pipekit.actors._link import Link, RemoteProc
 
 PID = Pid("a", "local", "m:f", "1")
 SENDER = Pid("b", "local", "m:g", "2")
@@ -95,3 +99,42 @@ def test_joining_over_unix_or_tcp_does_not_import_the_websocket_adapter() -> Non
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
     assert out.stdout.strip() == "False"
+
+
+async def test_send_wait_with_room_on_the_link_queues_at_once_as_send_wait() -> None:
+    link = Link(None, None, "a", 2)  # type: ignore[arg-type]
+    await RemoteProc(link, PID).deliver_wait(SENDER, "t", (1, 2))
+    assert link.queued == 2
+    assert [m[0] for m in link.out] == [wire.SEND_WAIT]
+
+
+async def test_send_wait_over_a_closed_link_is_noconnection_even_with_room() -> None:
+    link = Link(None, None, "a", 2)  # type: ignore[arg-type]
+    link.closed = True
+    with pytest.raises(NoConnection, match="noconnection"):
+        await RemoteProc(link, PID).deliver_wait(SENDER, "t", (1,))
+    assert not link.out
+
+
+async def test_send_wait_over_a_full_link_waits_until_the_link_closes() -> None:
+    link = Link(None, None, "a", 2)  # type: ignore[arg-type]
+    proxy = RemoteProc(link, PID)
+    await proxy.deliver_wait(SENDER, "t", (1, 2))
+    outcome: list[BaseException] = []
+
+    async def third() -> None:
+        try:
+            await proxy.deliver_wait(SENDER, "t", (3,))
+        except NoConnection as exc:
+            outcome.append(exc)
+
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(third)
+            await trio.testing.wait_all_tasks_blocked()
+            assert link.queued == 2 and not outcome  # waiting for room
+            link.closed = True
+            room, link._room = link._room, []
+            for wake in room:  # what the link does as it ends
+                wake()
+    assert len(outcome) == 1 and link.queued == 2
