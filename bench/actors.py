@@ -32,9 +32,12 @@ a node ``sink`` in a child process (``python bench/actors.py --node-peer KIND WH
 over unix or tcp 127.0.0.1. One way: a process sends ``--node-messages`` small dicts,
 one per ``await send_wait()``, to a process on the other node that sums a field and
 replies with the total at the end; against ``multiprocessing.Pipe`` ``send()`` per
-message to a forked child doing the same (target >= 500,000 msg/s and >= 3x it). Round
-trip: a process sends one message to an echo process on the other node and waits for
-the reply, ``--round-trips`` times; p50 against a bare trio <-> trio socket echo between
+message to a forked child doing the same (target >= 500,000 msg/s and >= 3x it). Then
+the same over unix with plain ``send()`` (``send_wait()`` only on ``LinkFull``): what
+the far process received a second, and the share its full mailbox refused (reported to
+the sender as UNDELIVERED: ``send`` never waits for the far mailbox). Round trip: a
+process sends one message to an echo process on the other node and waits for the
+reply, ``--round-trips`` times; p50 against a bare trio <-> trio socket echo between
 two processes (target <= 1.5x) and, beside it, ``multiprocessing.Pipe``.
 """
 
@@ -65,7 +68,15 @@ if str(ROOT) not in sys.path:
 import trio  # noqa: E402
 
 import pipekit as pk  # noqa: E402
-from pipekit.actors import MailboxFull, Pid, open_node, process, registry  # noqa: E402
+from pipekit.actors import (  # noqa: E402
+    LinkFull,
+    MailboxFull,
+    Pid,
+    UndeliveredEvent,
+    open_node,
+    process,
+    registry,
+)
 
 TIMEOUT = 120.0
 
@@ -252,6 +263,7 @@ ROWS = [
 
 NODE_UNIX = "nodes: unix, send_wait() one way"
 NODE_TCP = "nodes: tcp, send_wait() one way"
+NODE_SEND_UNIX = "nodes: unix, send() one way (send_wait on LinkFull)"
 MP_ONE_WAY = "baseline mp.Pipe: send() one way"
 NODE_RT_UNIX = "nodes: unix, round trip p50 (us)"
 NODE_RT_TCP = "nodes: tcp, round trip p50 (us)"
@@ -273,6 +285,17 @@ async def _node_sink() -> None:
         process.send(start.sender, "done", total)
 
 
+async def _node_counter() -> None:
+    """Per run: dicts on ``c`` until a None; their count and ``i`` sum sent back."""
+    items = process.listen("c", message=True)
+    while True:
+        count = total = 0
+        while (msg := await items.receive()).payload is not None:
+            count += 1
+            total += msg.payload["i"]
+        process.send(msg.sender, "counted", [count, total])
+
+
 async def _node_echo() -> None:
     pings = process.listen("ping", message=True)
     while True:
@@ -287,6 +310,7 @@ def node_peer(kind: str, where: str) -> None:
         async with open_node("sink", mailbox_size=4096) as node:
             node.registry.register("sink", node.spawn(_node_sink))
             node.registry.register("echo", node.spawn(_node_echo))
+            node.registry.register("counter", node.spawn(_node_counter))
             print(await node.listen(where if kind == "unix" else "127.0.0.1:0"), flush=True)
             await trio.to_thread.run_sync(sys.stdin.read)
 
@@ -342,6 +366,48 @@ def node_one_way(kind: str, n: int) -> float:
                     await node.connect(address)
                     took: float = await node.run(producer)
                     return took
+
+        return trio.run(main)
+
+
+def node_send_one_way(kind: str, n: int) -> tuple[float, int]:
+    """Plain ``send``, ``send_wait`` only when the link is full (``LinkFull``): the
+    seconds, and how many messages the far mailbox refused (UNDELIVERED events)."""
+    with _peer(kind) as address:
+
+        async def producer() -> tuple[float, int]:
+            counter = registry.lookup("counter")
+            send, send_wait = process.send, process.send_wait
+            counted = process.listen("counted")
+            start = time.perf_counter()
+            for i in range(n):
+                msg = {"i": i, "v": "x" * 16}
+                try:
+                    send(counter, "c", msg)
+                except LinkFull:
+                    await send_wait(counter, "c", msg)
+            await send_wait(counter, "c", None)
+            count, _ = await counted.receive()
+            took = time.perf_counter() - start
+            lost = 0
+            events = process.events()
+            while True:
+                try:
+                    event = events.receive_nowait()
+                except trio.WouldBlock:
+                    break
+                if isinstance(event, UndeliveredEvent):
+                    lost += event.count
+            if count + lost != n:
+                raise RuntimeError(f"{count} delivered + {lost} undelivered != {n}")
+            return took, lost
+
+        async def main() -> tuple[float, int]:
+            with trio.fail_after(TIMEOUT):
+                async with open_node("src") as node:
+                    await node.connect(address)
+                    result: tuple[float, int] = await node.run(producer)
+                    return result
 
         return trio.run(main)
 
@@ -434,6 +500,8 @@ def node_rows(args: argparse.Namespace, verdicts: Verdicts) -> list[list[str]]:
     }
     rates: dict[str, list[float]] = {name: [] for name in one_way}
     p50s: dict[str, list[float]] = {name: [] for name in round_trip}
+    sent: list[float] = []  # plain send(): delivered messages a second
+    lost: list[float] = []  # and the share the far mailbox refused
     for round_no in range(1, args.repeat + 1):
         for name, run_one_way in one_way.items():
             print(f"  [{round_no}/{args.repeat}] {name} ...", end="", file=sys.stderr)
@@ -441,6 +509,12 @@ def node_rows(args: argparse.Namespace, verdicts: Verdicts) -> list[list[str]]:
             rate = args.node_messages / run_one_way(args.node_messages)
             rates[name].append(rate)
             print(f" {rate:,.0f}/s", file=sys.stderr, flush=True)
+        print(f"  [{round_no}/{args.repeat}] {NODE_SEND_UNIX} ...", end="", file=sys.stderr)
+        gc.collect()
+        took, refused = node_send_one_way("unix", args.node_messages)
+        sent.append((args.node_messages - refused) / took)
+        lost.append(refused / args.node_messages)
+        print(f" {sent[-1]:,.0f}/s, {lost[-1]:.0%} undelivered", file=sys.stderr, flush=True)
         for name, run_rt in round_trip.items():
             print(f"  [{round_no}/{args.repeat}] {name} ...", end="", file=sys.stderr)
             gc.collect()
@@ -466,6 +540,16 @@ def node_rows(args: argparse.Namespace, verdicts: Verdicts) -> list[list[str]]:
                 verdicts.judge(ok),
             ]
         )
+    table.append(
+        [
+            NODE_SEND_UNIX,
+            f"{statistics.median(sent):,.0f}/s delivered",
+            spread_cell(sent),
+            f"{statistics.median(lost):.0%} undelivered (far mailbox full)",
+            "",
+            "",
+        ]
+    )
     for name in round_trip:
         median = statistics.median(p50s[name])
         if name in (TRIO_RT, MP_RT):

@@ -28,6 +28,7 @@ DEFAULT_LINK_QUEUE = 65536
 """Messages (SEND values, and other node messages) a link queues for its writer before
 a ``send`` over it raises :class:`LinkFull` (``send_wait`` waits instead)."""
 _PID_CACHE = 4096
+_PLAIN = wire.PLAIN
 _MERGE = 4 + 256
 """At most 256 values in one SEND."""
 log = logging.getLogger("pipekit.actors")
@@ -82,6 +83,9 @@ class RemoteProc:
         waits for room in the mailbox before it reads on (backpressure end to end)."""
         link = self.link
         n = len(payloads) or 1
+        if link.queued + n <= link.limit and not link.closed:  # room: no wait
+            link.put(wire.SEND_WAIT, self.text, sender, topic, payloads or (None,))
+            return
         while link.queued + n > link.limit and n <= link.limit and not link.closed:
             await link.wait_room()
         if link.closed:
@@ -160,25 +164,36 @@ class Link:
         """Queue ``payloads`` for ``dest`` as one SEND (or SEND_WAIT): appended to the
         last one queued if it has the same op, destination, sender and topic and the
         writer has not taken it yet (a stream of sends becomes a few node messages)."""
-        src = None if sender is None else str(sender)
+        src = None if sender is None else (sender._text or str(sender))
         out = self.out
-        encode = wire.encode_value
-        if out:
-            last = out[-1]
-            if (
-                last[0] is op
-                and last[1] is dest
-                and last[2] == src
-                and last[3] == topic
-                and len(last) < _MERGE
-            ):
-                for p in payloads:
-                    last.append(encode(p))
-                self.queued += len(payloads)
-                return
-        message = [op, dest, src, topic]
+        last = out[-1] if out else None
+        if (
+            last is not None
+            and last[0] is op
+            and last[1] is dest
+            and last[2] == src
+            and last[3] == topic
+            and len(last) < _MERGE
+        ):
+            message = last
+        else:
+            message = [op, dest, src, topic]
+            last = None
         for p in payloads:
-            message.append(encode(p))
+            # encode_value's common cases inlined (a scalar, a map of scalars: as they
+            # are), a call less per message.
+            kind = type(p)
+            if kind is dict and len(p) != 1:
+                for v in p.values():
+                    if type(v) not in _PLAIN:
+                        p = wire.encode_value(p)
+                        break
+            elif kind not in _PLAIN:
+                p = wire.encode_value(p)
+            message.append(p)
+        if last is not None:
+            self.queued += len(payloads)
+            return
         if self._parked and not out and self._direct is not None:
             # The writer has handed everything to the pipe and waits: this one goes to
             # the pipe now, written at once if its writer is idle (a task switch less

@@ -32,6 +32,7 @@ __all__ = [
     "HELLO",
     "LINK",
     "MONITOR",
+    "PLAIN",
     "REGISTER",
     "SEND",
     "SEND_WAIT",
@@ -70,6 +71,8 @@ REGISTER = "reg"
 UNREGISTER = "unreg"
 
 _PLAIN = frozenset({str, int, float, bool, type(None), bytes})
+PLAIN = _PLAIN
+"""The types :func:`encode_value` passes through as they are."""
 _PID_KEY = "$pid"
 _MAP_KEY = "$map"
 
