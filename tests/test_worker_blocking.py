@@ -75,6 +75,7 @@ class Parent:
         ours.settimeout(GUARD)
         self.sock = ours
         self.conn = Connection(initiator=True, codecs=codecs, max_frame=max_frame)
+        self.backlog: list[Event] = []  # events read but not looked at yet
         self.flush()
 
     def flush(self) -> None:
@@ -101,7 +102,7 @@ class Parent:
         """Every event up to and including the first of ``kind``."""
         seen: list[Event] = []
         for _ in range(limit):
-            events = self.read()
+            events, self.backlog = self.backlog or self.read(), []
             if not events and self.conn.receive_state != "open":
                 break
             seen += events
@@ -117,7 +118,8 @@ class Parent:
         for _ in range(10_000):
             if len(out) >= count:
                 break
-            for event in self.read():
+            events, self.backlog = self.backlog or self.read(), []
+            for event in events:
                 if isinstance(event, MessagesReceived):
                     out += event.messages
         assert len(out) == count, out
@@ -155,7 +157,9 @@ def parents(
 def start(parents: list[Parent], name: str, **options: Any) -> Parent:
     parent = Parent(name, **options)
     parents.append(parent)
-    parent.events_until(HandshakeComplete)
+    events = parent.events_until(HandshakeComplete)
+    done = next(i for i, e in enumerate(events) if isinstance(e, HandshakeComplete))
+    parent.backlog = events[done + 1 :]  # what came with the HELLO (an init's ERROR)
     return parent
 
 

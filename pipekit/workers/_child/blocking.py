@@ -55,6 +55,7 @@ from ...kernel.protocol import (
 from .._wire import FD_ENV
 from .items import item_body, progress_marker, send_item_replies
 from .outcome import EXIT_FAILED, EXIT_OK, EXIT_USAGE, ChannelLost, Failure
+from .runtime import _flush_stdio, _hold_freed_memory, _say
 from .signals import install_signal_handlers, state
 from .targets import TargetError, check_callable_with, load_target
 
@@ -254,16 +255,6 @@ def _claim_channel() -> tuple[int, int]:
     return rfd, wfd
 
 
-def _say(line: str) -> None:
-    print(f"pipekit worker: {line}", file=sys.stderr, flush=True)
-
-
-def _flush_stdio() -> None:
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(OSError, ValueError):
-            stream.flush()
-
-
 def run_blocking_items(target: str, init: str | None = None) -> int:
     """Serve ``target`` in item mode on this runtime and return the exit code (the same
     codes, frames and stderr lines as the trio runtime's ``run_worker``); after SIGTERM
@@ -289,6 +280,7 @@ def run_blocking_items(target: str, init: str | None = None) -> int:
         traceback.print_exc()
         _say(f"importing {loading} failed: {type(exc).__name__}: {exc}")
         return EXIT_USAGE
+    _hold_freed_memory()
     failures: list[Failure] = []
     body: Callable[[Any], None] = item_body(fn, init_fn, failures, mark)
     code = EXIT_FAILED
