@@ -110,11 +110,14 @@ def main() -> None:
         else:
             os.environ[RUNTIME_ENV] = saved
     med = {k: [statistics.median(r[i] for r in v) for i in range(3)] for k, v in rows.items()}
-    print(f"load average: {os.getloadavg()}; {args.repeat} rounds, medians")
+    print(
+        f"machine: nproc={os.cpu_count()} python={sys.version.split()[0]} "
+        f"trio={trio.__version__}; load average {os.getloadavg()}"
+    )
+    print(f"{args.repeat} interleaved rounds, medians")
     print(f"{'row':20} {'start-up ms':>12} {'call p50 us':>12} {f'map {args.items} ms':>14}")
     for name, (start, call, mapped) in med.items():
         print(f"{name:20} {start * 1e3:12.1f} {call * 1e6:12.1f} {mapped * 1e3:14.1f}")
-    base = med["pk trio child"]
     new = med["pk blocking child"]
     for ref in ("pk trio child", "mp.Pool fork", "mp.Pool spawn"):
         r = med[ref]
@@ -122,7 +125,10 @@ def main() -> None:
             f"blocking / {ref:14}: start-up {new[0] / r[0]:.2f}x, call {new[1] / r[1]:.2f}x, "
             f"map {new[2] / r[2]:.2f}x"
         )
-    del base
+    paired = [
+        n[1] / b[1] for n, b in zip(rows["pk blocking child"], rows["pk trio child"], strict=True)
+    ]
+    print(f"call, blocking / trio per round: {' '.join(f'{r:.2f}' for r in paired)}")
 
 
 if __name__ == "__main__":
