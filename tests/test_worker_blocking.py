@@ -398,3 +398,32 @@ def test_the_worker_stops_when_its_parent_process_dies() -> None:
         assert middle.stdin is not None
         middle.stdin.close()
         middle.stdout.close()
+
+
+def test_without_a_channel_socket_frames_go_over_stdin_and_stdout(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv(FD_ENV, raising=False)
+    proc = subprocess.Popen(
+        boot_argv(sys.executable, [target("shout"), "--mode", "item"]),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    conn = Connection(initiator=True)
+    events: list[Event] = []
+    proc.stdin.write(conn.data_to_send())
+    proc.stdin.flush()
+    for _ in range(100):
+        if any(isinstance(e, HandshakeComplete) for e in events):
+            break
+        events += conn.receive_data(os.read(proc.stdout.fileno(), 1 << 16))
+    conn.send_many([[0, "a"], [1, "b"]])
+    conn.end()
+    out, err = proc.communicate(conn.data_to_send(), timeout=GUARD)
+    events += conn.receive_data(out)
+    replies = [m for e in events if isinstance(e, MessagesReceived) for m in e.messages]
+    assert replies == [[0, True, "a"], [1, True, "b"]]
+    assert isinstance(events[-1], EndReceived)
+    assert proc.returncode == 0 and b"item a" in err
