@@ -93,6 +93,13 @@ ROWS = {
         "baseline mp.Pipe: send()/recv() per msg",
         "baseline mp.Pipe: send(list of 256)",
     ],
+    "bench/item_runtime.py": [
+        "pk blocking child",
+        "pk trio child",
+        "mp.Pool fork",
+        "mp.Pool spawn",
+        "blocking / pk trio child",
+    ],
     "bench/pool.py": [
         "serial (this process)",
         "pk.WorkerPool(2).map",

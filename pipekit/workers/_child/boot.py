@@ -79,6 +79,10 @@ def main(argv: list[str]) -> int:
         parent = _lazy_package("pipekit", _PACKAGE)
         for floor in ("kernel", "workers"):
             parent.__dict__[floor] = _lazy_package(f"pipekit.{floor}", _PACKAGE / floor)
+    from pipekit.workers._child.blocking import run_blocking_items, use_blocking
+
+    if use_blocking(mode):
+        return run_blocking_items(target, init)
     from pipekit.workers._child.runtime import run_worker
 
     return run_worker(target, mode=mode, init=init)  # type: ignore[arg-type]
