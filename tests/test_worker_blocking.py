@@ -321,11 +321,10 @@ def test_pause_from_the_parent_holds_replies_until_resume(parents: list[Parent])
     assert parent.messages(10) == [[i, True, i * i] for i in range(10)]
 
 
-def test_a_paused_worker_stops_taking_requests_and_pauses_the_parent(
+@pytest.mark.parametrize("parents", ["blocking"], indirect=True)  # the trio runtime's
+def test_a_paused_worker_stops_taking_requests_and_pauses_the_parent(  # lanes take on
     parents: list[Parent],
 ) -> None:
-    if os.environ[RUNTIME_ENV] == "trio":
-        pytest.skip("the trio runtime's lanes take requests on; this is the blocking one's")
     parent = start(parents, "big")
     parent.raw(encode_frame(FrameType.PAUSE))
     parent.send([0, 2_000_000])  # more than its send buffer, held: it stops taking
@@ -398,6 +397,7 @@ def test_the_worker_stops_when_its_parent_process_dies() -> None:
         assert middle.stdin is not None
         middle.stdin.close()
         middle.stdout.close()
+        libc.prctl(36, 0, 0, 0, 0)  # no longer a subreaper: later tests' orphans are not ours
 
 
 def test_without_a_channel_socket_frames_go_over_stdin_and_stdout(
