@@ -37,6 +37,36 @@ __all__ = ["Listener", "Reconnect", "Refusal", "connect", "listen", "serve"]
 
 Path = str | os.PathLike[str]
 
+SOCKET_BUFFER = 1 << 20
+"""``SO_SNDBUF``/``SO_RCVBUF`` of every connection's socket, both ends (capped by the
+system's ``wmem_max``/``rmem_max``), as on a stdio worker's channel. The default
+(``wmem_default``, 208 KiB here) holds three 64 KiB messages: a sender then waits for
+the reader after every few, and each side pays a wake-up per message or two (measured
+one way, 64 KiB messages, medians of 5 interleaved rounds: 20k -> 31k msg/s, 0.06 ->
+0.02 receiver context switches a message; 1 MiB messages: no clear change)."""
+
+
+def _enlarge(sock: trio.socket.SocketType) -> None:
+    for opt in (socket.SO_SNDBUF, socket.SO_RCVBUF):
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, opt, SOCKET_BUFFER)
+
+
+class _Accepting(trio.abc.Listener[trio.SocketStream]):
+    """A :class:`trio.SocketListener` whose connections get :data:`SOCKET_BUFFER`
+    buffers (a Unix socket does not inherit them from the listening socket)."""
+
+    def __init__(self, sock: trio.socket.SocketType) -> None:
+        self._listener = trio.SocketListener(sock)
+
+    async def accept(self) -> trio.SocketStream:
+        stream = await self._listener.accept()
+        _enlarge(stream.socket)
+        return stream
+
+    async def aclose(self) -> None:
+        await self._listener.aclose()
+
 
 def _clear_stale(path: str) -> None:
     """Remove ``path`` if it is a socket nobody listens on; refuse to touch anything else."""
@@ -89,7 +119,7 @@ async def listen(
         sock.close()
         raise
     listener = Listener(
-        [trio.SocketListener(sock)],
+        [_Accepting(sock)],
         address=where,
         label=f"unix:{where}",
         settings=settings,
@@ -146,7 +176,9 @@ async def connect(
 
     @asynccontextmanager
     async def open_socket(settings: PipeSettings) -> AsyncIterator[trio.SocketStream]:
-        yield await trio.open_unix_socket(where)
+        stream = await trio.open_unix_socket(where)
+        _enlarge(stream.socket)
+        yield stream
 
     async with connect_pipe(
         open_socket, label=f"unix:{where}", token=token, reconnect=reconnect, options=options

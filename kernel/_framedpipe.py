@@ -81,18 +81,16 @@ class FramedPipe(FramedDriver, Pipe):
 
     def _write_pieces(self, pieces: list[bytes | memoryview]) -> bool:
         """Write what the socket takes of ``pieces`` now (taken from the machine), give
-        the rest back to it; True if all was written."""
+        the rest back to it; True if all was written and nothing is left queued (a take
+        stops after ``TAKE_MAX`` bytes: the writer writes the rest)."""
         sock = self._direct_socket
         assert sock is not None
         written = write_some(sock, pieces)
         if written:
             self._unyielded_bytes += written
             self._space_event.set()
-        if len(pieces) == 1:
-            if written == len(pieces[0]):
-                return True
-        elif written == sum(map(len, pieces)):
-            return True
+        if written == (len(pieces[0]) if len(pieces) == 1 else sum(map(len, pieces))):
+            return not self.conn.has_data_to_send
         self.conn.unwritten(pieces, written)
         return False
 

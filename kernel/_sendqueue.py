@@ -20,7 +20,15 @@ from ._frames import (
 from .codecs import Codec
 from .errors import ErrorKind, LocalProtocolError, ProtocolError
 
-__all__ = ["SendQueue"]
+__all__ = ["TAKE_MAX", "SendQueue"]
+
+TAKE_MAX = 1 << 20
+"""Bytes of DATA (and what follows it) handed to the transport by one take, at most
+(or one frame, if that is larger): the rest stays queued, where a PAUSE that arrives
+meanwhile holds it. A sender that took a whole large batch at once would write all of
+it after the PAUSE and could exceed the peer's ``pause_slack`` (measured: an async
+worker echoing batches of 64 KiB messages to a slower reader sent 16,780,544 bytes
+after PAUSE, over the default 16 MiB)."""
 
 
 class SendQueue:
@@ -316,7 +324,7 @@ class SendQueue:
 
         While the peer has paused us only control frames are returned; DATA and what is
         queued behind it (END, ERROR) wait for RESUME."""
-        pieces = self.data_to_send_pieces()
+        pieces = self._pieces(None)
         if not pieces:
             return b""
         if len(pieces) == 1 and type(pieces[0]) is bytes:
@@ -324,13 +332,19 @@ class SendQueue:
         return b"".join(pieces)
 
     def data_to_send_pieces(self) -> list[bytes | memoryview]:
-        """Like :meth:`data_to_send`, without joining: the bytes ready for the wire are
-        these pieces in order (a large ``bytes`` message is one of them, uncopied), for
-        transports with vectored writes."""
+        """Like :meth:`data_to_send`, without joining, and one take at a time: the
+        bytes ready for the wire are these pieces in order (a large ``bytes`` message is
+        one of them, uncopied), for transports with vectored writes. Of the DATA (and
+        what follows it) a take holds about :data:`TAKE_MAX` bytes, at least one frame;
+        while :attr:`has_data_to_send`, the next call returns more (unless a PAUSE
+        arrived meanwhile: then the rest waits for RESUME)."""
+        return self._pieces(TAKE_MAX)
+
+    def _pieces(self, limit: int | None) -> list[bytes | memoryview]:
         pieces = self._unwritten
         self._unwritten = []
         self._unwritten_size = 0
-        for frame in self._take_frames():
+        for frame in self._take_frames(limit):
             pieces.extend(frame)
         self.bytes_sent += sum(map(len, pieces))
         return pieces
@@ -360,11 +374,11 @@ class SendQueue:
         """Like :meth:`data_to_send`, but one ``bytes`` per frame, for transports that
         carry one frame per message (WebSocket)."""
         assert not self._unwritten, "unwritten() is for byte-stream transports"
-        frames = [f[0] if len(f) == 1 else b"".join(f) for f in self._take_frames()]
+        frames = [f[0] if len(f) == 1 else b"".join(f) for f in self._take_frames(TAKE_MAX)]
         self.bytes_sent += sum(map(len, frames))
         return frames
 
-    def _take_frames(self) -> list[tuple[bytes, ...]]:
+    def _take_frames(self, limit: int | None) -> list[tuple[bytes, ...]]:
         if self.codec is None and self._answer_first:
             if not self._broken and self.send_state is not FAILED:
                 return []
@@ -377,8 +391,28 @@ class SendQueue:
             self._pong_taken()
         if not self.peer_paused or self._broken:
             self._frame_pending()
-            if self._stream:
-                frames.extend(self._stream)
-                self._stream = []
-                self._stream_size = 0
+            stream = self._stream
+            if stream:
+                if limit is None or self._stream_size <= limit or self._broken:
+                    frames.extend(stream)
+                    self._stream = []
+                    self._stream_size = 0
+                else:
+                    self._take_some(stream, frames, limit)
         return frames
+
+    def _take_some(
+        self, stream: list[tuple[bytes, ...]], frames: list[tuple[bytes, ...]], limit: int
+    ) -> None:
+        """Move the first frames of ``stream``, about ``limit`` bytes of them (at least
+        one), to ``frames``: the rest stays queued, where a PAUSE holds it."""
+        taken = 0
+        count = 0
+        for frame in stream:
+            taken += sum(map(len, frame))
+            count += 1
+            if taken >= limit:
+                break
+        frames.extend(stream[:count])
+        del stream[:count]
+        self._stream_size -= taken

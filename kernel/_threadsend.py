@@ -78,7 +78,9 @@ class ThreadSender:
     :meth:`send` and :meth:`send_batch` write now or not at all: they return False, with
     nothing sent, unless the pipe is open, the peer has not paused it, its own queue is
     empty, its writer idle, ``ready()`` (the caller's own condition, read under the
-    wire's lock) is true and the messages can be encoded; then they write the frames
+    wire's lock) is true and the messages can be encoded into at most one take of the
+    queue (``TAKE_MAX`` bytes, or one frame: a write from here cannot stop for a PAUSE
+    that arrives meanwhile, the pipe's writer can); then they write the frames
     whole, waiting for room in the socket if they must, and return True. A write the
     socket refuses breaks the stream for the pipe's writer, which reports it."""
 
@@ -121,9 +123,15 @@ class ThreadSender:
                 or not self._ready()
             ):
                 return False
+            queue = self._queue
             try:
-                pieces = frame(self._queue)
+                pieces = frame(queue)
             except Exception:  # unencodable, oversize: the caller's other path says so
+                return False
+            if queue.has_data_to_send:
+                # More than one take (TAKE_MAX): written whole from here, it could not
+                # stop for a PAUSE. The caller's other path queues it on the pipe.
+                queue.data_to_send()  # forget them
                 return False
             wire.owner = _THREAD
             conn.messages_sent += count
@@ -170,7 +178,7 @@ def _take_batch(queue: SendQueue, values: Sequence[Any]) -> list[bytes | memoryv
             for value in values:
                 queue.send(value)
         except BaseException:
-            queue.data_to_send_pieces()  # forget the messages queued before it
+            queue.data_to_send()  # forget the messages queued before it
             raise
     else:
         queue.send_many(values)

@@ -53,7 +53,7 @@ from ._frames import (
     json_frame,
 )
 from ._receivebuffer import DEFAULT_READ_SIZE, ReceiveBuffer
-from ._sendqueue import SendQueue
+from ._sendqueue import TAKE_MAX, SendQueue
 from .codecs import Codec, FrameDecoder, get_codec, json_decode
 from .errors import ErrorKind, FlowControlError, ProtocolError, RemoteProtocolError
 from .options import ConnectionOptions, PipeSettings
@@ -69,6 +69,7 @@ __all__ = [
     "HEADER_SIZE",
     "HELLO_MAX_FRAME",
     "PROTOCOL",
+    "TAKE_MAX",
     "Connection",
     "Direction",
     "EndReceived",

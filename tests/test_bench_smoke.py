@@ -119,6 +119,7 @@ ROWS = {
         "frames echo: mp.Pipe echo per msg",
         "frames echo one at a time: parent send() each",
         "size 16 B: worker echo, send(bytes) each",
+        "size 64 KiB: async worker echo, send(bytes) each",
         "size 1 MiB: mp.Pipe send_bytes() echo",
         "bytes through cat: open_process(bytes)",
         "bytes through cat: os.pipe blocking r/w",

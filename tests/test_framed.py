@@ -28,6 +28,7 @@ from pipekit.kernel.framed import DEFAULT_CLOSE_TIMEOUT
 from pipekit.kernel.protocol import (
     HEADER,
     HEADER_SIZE,
+    TAKE_MAX,
     Connection,
     EndReceived,
     ErrorReceived,
@@ -606,6 +607,34 @@ async def test_large_messages_are_held_back_by_the_byte_high_water_mark(
             while received < 10_000:
                 received += len(await b.receive_batch())
             assert counter.finished
+            nursery.cancel_scope.cancel()
+
+
+async def test_a_large_batch_stops_at_a_pause_within_the_peers_slack(
+    socket_stream_pair: tuple[trio.SocketStream, trio.SocketStream],
+    framed_pair: OpenFramedPair,
+) -> None:
+    # One send_batch of 16 MiB to a receiver that pauses after 256 KiB: what is written
+    # after the PAUSE (the socket buffers' worth, plus what the sender had taken) stays
+    # far below the 16 MiB batch, so a pause_slack of a few MiB is never exceeded.
+    message = b"B" * (64 * 1024)
+    batch = [message] * 256
+    slack = socket_buffer_bytes(*socket_stream_pair) + 2 * TAKE_MAX + 2 * len(message)
+    with trio.fail_after(HANG_GUARD):
+        async with (
+            framed_pair(
+                *socket_stream_pair,
+                acceptor={"high_water_bytes": 256 * 1024, "pause_slack": slack},
+            ) as (a, b),
+            trio.open_nursery() as nursery,
+        ):
+            nursery.start_soon(a.send_batch, batch)
+            await trio.testing.wait_all_tasks_blocked()
+            assert a.conn.peer_paused and b.conn.paused_peer
+            received = 0
+            while received < len(batch):
+                received += len(await b.receive_batch())  # a violation would raise here
+            assert received == len(batch)
             nursery.cancel_scope.cancel()
 
 
@@ -1739,14 +1768,33 @@ async def test_a_pipe_over_a_stream_that_is_not_a_socket_has_no_thread_sender(
 async def test_a_thread_sender_writes_large_bytes_and_small_messages_in_one_batch(
     socket_stream_pair: Sockets, framed_pair: OpenFramedPair
 ) -> None:
-    blob = bytes(range(256)) * 4096  # 1 MiB: more than the socket takes at once
+    blob = bytes(range(256)) * 1536  # 384 KiB: more than the socket takes at once
+    batch = ["a", blob, {"b": 1}, blob, "c"]  # (within one take: TAKE_MAX)
     with trio.fail_after(HANG_GUARD):
         async with framed_pair(*socket_stream_pair) as (a, b):
             sender = a.thread_sender(lambda: True)
             assert sender is not None
-            batch = ["a", blob, {"b": 1}, blob, "c"]
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(trio.to_thread.run_sync, sender.send_batch, batch)
+                got = [await b.receive() for _ in batch]
+            assert got == batch
+
+
+async def test_a_thread_batch_larger_than_one_take_is_left_to_the_pipe(
+    socket_stream_pair: Sockets, framed_pair: OpenFramedPair
+) -> None:
+    # Written whole from the thread, it could not stop for a PAUSE: refused, nothing
+    # sent, and the pipe's own send_batch (which stops between takes) sends it.
+    blob = b"t" * (TAKE_MAX // 2)
+    batch = ["a", blob, blob, blob, "b"]
+    with trio.fail_after(HANG_GUARD):
+        async with framed_pair(*socket_stream_pair) as (a, b):
+            sender = a.thread_sender(lambda: True)
+            assert sender is not None
+            assert not await trio.to_thread.run_sync(sender.send_batch, batch)
+            assert a.stats.messages_sent == 0
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(a.send_batch, batch)
                 got = [await b.receive() for _ in batch]
             assert got == batch
 

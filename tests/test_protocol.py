@@ -38,6 +38,7 @@ from pipekit.kernel.protocol import (
     HEADER_SIZE,
     HELLO_MAX_FRAME,
     PROTOCOL,
+    TAKE_MAX,
     Connection,
     Direction,
     EndReceived,
@@ -1661,6 +1662,41 @@ def test_an_unwritten_tail_goes_out_while_the_peer_has_paused_us() -> None:
     assert len(tail) == HEADER_SIZE + 5 + len(blob) - (HEADER_SIZE + 10)
     assert messages_of(b.receive_data(b"".join(pieces)[: HEADER_SIZE + 10] + tail)) == [blob]
     assert a.buffered_bytes > 0  # "held back" waits for RESUME
+
+
+def test_data_to_send_returns_everything_queued_however_large() -> None:
+    a, b = connect()
+    blob = b"d" * (64 * 1024)
+    a.send_many([blob] * 64)  # 4 MiB
+    assert messages_of(b.receive_data(a.data_to_send())) == [blob] * 64
+    assert not a.has_data_to_send
+
+
+def test_one_take_hands_out_about_take_max_bytes_and_a_pause_holds_the_rest() -> None:
+    a, b = connect()
+    blob = b"k" * (64 * 1024)
+    a.send_many([blob] * 64)  # 4 MiB
+    first = a.data_to_send_pieces()
+    assert TAKE_MAX <= sum(map(len, first)) < TAKE_MAX + HEADER_SIZE + 5 + len(blob)
+    a.receive_data(encode_frame(FrameType.PAUSE))
+    assert a.data_to_send_pieces() == []  # the rest waits for RESUME
+    a.receive_data(encode_frame(FrameType.RESUME))
+    rest: list[bytes | memoryview] = []
+    while a.has_data_to_send:
+        rest += a.data_to_send_pieces()
+    assert a.buffered_bytes == 0
+    assert messages_of(b.receive_data(b"".join(first + rest))) == [blob] * 64
+
+
+def test_a_frame_larger_than_take_max_is_taken_whole() -> None:
+    a, b = connect()
+    blob = b"w" * (2 * TAKE_MAX)
+    a.send(blob)
+    a.send("after")
+    first = a.data_to_send_pieces()
+    assert any(piece is blob for piece in first)
+    assert a.has_data_to_send  # "after": the next take
+    assert messages_of(b.receive_data(b"".join(first) + a.data_to_send())) == [blob, "after"]
 
 
 def test_an_unwritten_tail_counts_as_buffered_and_not_as_sent() -> None:

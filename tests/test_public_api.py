@@ -240,6 +240,7 @@ PUBLIC: dict[str, list[str]] = {
         "HandshakeComplete",
         "MessagesReceived",
         "PROTOCOL",
+        "TAKE_MAX",
         "PauseReceived",
         "PingReceived",
         "PongReceived",

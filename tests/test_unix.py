@@ -159,3 +159,26 @@ async def test_serve_runs_a_handler_until_cancelled(tmp_path: Path) -> None:
                 assert await exchange(pipe, "served") == "served"
             nursery.cancel_scope.cancel()
     assert not path.exists()
+
+
+def _core_limit(name: str) -> int:
+    return int(Path(f"/proc/sys/net/core/{name}").read_text())
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/sys/net/core/wmem_max"), reason="Linux limits")
+async def test_both_ends_of_a_connection_get_socket_buffers_of_socket_buffer_bytes(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "s.sock"
+    caps = {socket.SO_SNDBUF: _core_limit("wmem_max"), socket.SO_RCVBUF: _core_limit("rmem_max")}
+    with trio.fail_after(HANG_GUARD):
+        async with unix.listen(path) as listener, unix.connect(path) as client:
+            server = await listener.accept()
+            for pipe in (client, server):
+                stream = pipe.stream
+                assert isinstance(stream, trio.SocketStream)
+                for opt, cap in caps.items():
+                    # (Linux reports twice what was set: the doubled bookkeeping allowance.)
+                    got = stream.socket.getsockopt(socket.SOL_SOCKET, opt)
+                    assert got >= min(unix.SOCKET_BUFFER, cap)
+            await server.aclose()
