@@ -34,7 +34,6 @@ import contextlib
 import os
 import select
 import socket
-import sys
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -52,7 +51,7 @@ from ...kernel.protocol import (
     MessagesReceived,
     ProtocolViolation,
 )
-from .._wire import FD_ENV
+from .channel import claim_channel
 from .items import item_body, progress_marker, send_item_replies
 from .outcome import EXIT_FAILED, EXIT_OK, EXIT_USAGE, ChannelLost, Failure
 from .runtime import _flush_stdio, _hold_freed_memory, _say
@@ -230,29 +229,13 @@ def _run_sync(coro: Any) -> None:
 
 
 def _claim_channel() -> tuple[int, int]:
-    """The channel's descriptors (read, write), claimed before user code runs: the
-    socket named in :data:`FD_ENV`, else stdin/stdout (then 0 is pointed at
-    ``/dev/null`` and 1 and ``sys.stdout`` at stderr, as the trio runtime does)."""
-    text = os.environ.pop(FD_ENV, None)
-    if text is not None:
-        try:
-            sock = socket.socket(fileno=int(text))
-        except (ValueError, OSError) as exc:
-            raise TargetError(f"{FD_ENV}={text!r} is not a usable socket: {exc}") from None
-        if sock.type != socket.SOCK_STREAM:
-            raise TargetError(f"{FD_ENV}={text!r} is not a stream socket")
-        sock.set_inheritable(False)
-        sock.setblocking(True)
-        fd = sock.detach()
-        return fd, fd
-    sys.stdout.flush()
-    rfd, wfd = os.dup(0), os.dup(1)
-    os.dup2(2, 1)
-    null = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(null, 0)
-    os.close(null)
-    sys.stdout = sys.stderr
-    return rfd, wfd
+    """The channel's descriptors (read, write), blocking (see :func:`claim_channel`)."""
+    channel = claim_channel()
+    if isinstance(channel, tuple):
+        return channel
+    channel.setblocking(True)
+    fd = channel.detach()
+    return fd, fd
 
 
 def run_blocking_items(target: str, init: str | None = None) -> int:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import sys
 import traceback
 from collections.abc import Awaitable, Callable
@@ -21,8 +20,9 @@ import trio
 
 from ...kernel.errors import PipekitError
 from ...kernel.framed import FramedPipe, framed_pipe
-from .._wire import FD_ENV, WorkerMode, WorkerModeName
+from .._wire import WorkerMode, WorkerModeName
 from .bridge import bridge
+from .channel import claim_channel
 from .items import item_body, no_mark, progress_marker, send_item_replies
 from .outcome import EXIT_FAILED, EXIT_USAGE, ChannelLost, Failure, Stop
 from .signals import install_signal_handlers, state
@@ -33,28 +33,13 @@ Mode = WorkerModeName
 
 
 def _open_channel() -> Callable[[], trio.abc.Stream]:
-    """Claim the channel's descriptors now (before user code runs); the returned
-    factory wraps them in a trio stream inside the run."""
-    text = os.environ.pop(FD_ENV, None)
-    if text is not None:
-        try:
-            sock = socket.socket(fileno=int(text))
-        except (ValueError, OSError) as exc:
-            raise TargetError(f"{FD_ENV}={text!r} is not a usable socket: {exc}") from None
-        if sock.type != socket.SOCK_STREAM:
-            raise TargetError(f"{FD_ENV}={text!r} is not a stream socket")
-        sock.set_inheritable(False)
-        return lambda: trio.SocketStream(trio.socket.from_stdlib_socket(sock))
-    # No dedicated descriptor: frames on stdin/stdout. Keep duplicates for the channel
-    # and point 0 at /dev/null and 1 (and sys.stdout) at stderr.
-    sys.stdout.flush()
-    rfd, wfd = os.dup(0), os.dup(1)
-    os.dup2(2, 1)
-    null = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(null, 0)
-    os.close(null)
-    sys.stdout = sys.stderr
-    return lambda: trio.StapledStream(trio.lowlevel.FdStream(wfd), trio.lowlevel.FdStream(rfd))
+    """Claim the channel now (before user code runs, see :func:`claim_channel`); the
+    returned factory wraps it in a trio stream inside the run."""
+    channel = claim_channel()
+    if isinstance(channel, tuple):
+        rfd, wfd = channel
+        return lambda: trio.StapledStream(trio.lowlevel.FdStream(wfd), trio.lowlevel.FdStream(rfd))
+    return lambda: trio.SocketStream(trio.socket.from_stdlib_socket(channel))
 
 
 async def _serve(
