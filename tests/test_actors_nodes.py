@@ -642,6 +642,50 @@ async def test_a_peer_speaking_the_node_protocol_by_hand_can_join(tmp_path: Path
                 assert bounced[5]["type"] == "NoSuchProcess"
 
 
+async def test_malformed_node_messages_are_ignored_and_the_link_stays_up(
+    tmp_path: Path,
+) -> None:
+    from pipekit.adapters import unix
+
+    with trio.fail_after(GUARD):
+        async with open_node("a", mailbox_size=1) as a:
+            started, drain = trio.Event(), trio.Event()
+
+            async def stuck() -> None:  # its one-message mailbox is full until drain
+                started.set()
+                await drain.wait()
+                async for _ in process.inbox():
+                    pass
+
+            full = a.spawn(stuck)
+            a.registry.register("full", full)
+            a.registry.register("greeter", a.spawn(echo))
+            await started.wait()
+            a.send(full, "x", 0)
+            where = await a.listen(str(tmp_path / "a.sock"))
+            async with unix.connect(where.removeprefix("unix:"), codecs=["json"]) as pipe:
+                await pipe.send(["hello", 1, "raw", {}])
+                greeter = (await pipe.receive())[3]["greeter"]
+                me = "{raw@local|by:hand|1}"
+                for lie in (
+                    "not an array",
+                    [],
+                    ["link", me],  # too short
+                    ["s", "greeter", "{not a pid", "echo", 1],
+                    ["s", "greeter", me, "echo", {"$pid": "{broken"}],
+                    ["sw", "full", "{not a pid", "t", 1],  # waits for room, then lies
+                    ["sw", "full", me, "t", {"$pid": "{broken"}],
+                ):
+                    await pipe.send(lie)
+                # Every task blocked: a's link reader waits for room on the first "sw"
+                # (and meets its lie after the wait).
+                await trio.testing.wait_all_tasks_blocked()
+                drain.set()
+                await pipe.send(["s", "greeter", me, "echo", "still here"])
+                assert await pipe.receive() == ["s", me, greeter, "reply", "still here"]
+            assert a.stats().processes == 2
+
+
 async def test_a_peer_that_does_not_say_hello_is_refused(tmp_path: Path) -> None:
     from pipekit.adapters import unix
 

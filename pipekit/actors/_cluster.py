@@ -41,6 +41,9 @@ if TYPE_CHECKING:
 __all__ = ["Cluster", "open_address"]
 
 log = logging.getLogger("pipekit.actors")
+
+MALFORMED = (ValueError, TypeError, IndexError)
+"""What a node message that does not parse raises while it is handled."""
 _DEST_CACHE = 4096
 
 
@@ -420,11 +423,13 @@ class Cluster:
                 log.info("node %r ignores an unknown node message %r", self.node.name, message[0])
                 return None
             return handler(link, message)
-        except (ValueError, TypeError, IndexError) as exc:
-            log.warning(
-                "node %r: a malformed node message from %r: %s", self.node.name, link.peer, exc
-            )
+        except MALFORMED as exc:
+            self._malformed(link, exc)
             return None
+
+    def _malformed(self, link: Link, exc: Exception) -> None:
+        """A peer's message that does not parse is logged and ignored (protocol 15.1)."""
+        log.warning("node %r: a malformed node message from %r: %s", self.node.name, link.peer, exc)
 
     def _local(self, link: Link, dest: Any) -> Proc:
         if type(dest) is str and dest.startswith("{"):
@@ -518,6 +523,8 @@ class Cluster:
                 at += len(values)
         except ActorError as exc:
             self._bounce(link, sender, dest, topic, end - at, exc)
+        except MALFORMED as exc:  # found after the wait, outside handle()'s guard
+            self._malformed(link, exc)
 
     def _on_link(self, link: Link, m: list[Any]) -> None:
         _, src, dest = m
