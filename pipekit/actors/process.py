@@ -25,7 +25,7 @@ from typing import Any
 
 import trio
 
-from ..kernel.lane import YIELD_EVERY, cancel_point
+from ..kernel.lane import YIELD_EVERY, run_context
 from ._context import current
 from ._entries import Entry
 from ._events import CANCEL, EXIT, LINK_DOWN, UNDELIVERED
@@ -33,6 +33,7 @@ from ._mailbox import Receiver
 from ._outlet import emit
 from ._pid import Pid
 from ._proc import Proc
+from ._wire import SEND_WAIT
 
 __all__ = [
     "CANCEL",
@@ -182,14 +183,22 @@ async def send_wait(dest: Pid | str, topic: str, *payloads: Any) -> None:
     if cluster is not None and type(dest) is Pid and type(topic) is str:
         peer = dest.node  # (as in send)
         if peer is not None and peer != node.name and peer in cluster.links:
-            node._budget -= 1  # Node.deliver_wait's checkpoint
+            node._budget -= 1  # Node.deliver_wait's checkpoint, cancel_point inlined
             if node._budget <= 0:
                 node._budget = YIELD_EVERY
                 await trio.lowlevel.checkpoint()
             else:
-                await cancel_point()
+                task = run_context.task
+                if task._cancel_status.effectively_cancelled or task._runner.ki_pending:
+                    await trio.lowlevel.checkpoint()
+                task._cancel_points += 1
             link = cluster.links.get(peer)  # (gone while this yielded: NoSuchProcess)
             if link is not None:
+                if link.queued + (len(payloads) or 1) <= link.limit and not link.closed:
+                    # RemoteProc.deliver_wait's common case: room on the link.
+                    text = dest._text or str(dest)
+                    link.put(SEND_WAIT, text, me._pid or me.pid, topic, payloads or (None,))
+                    return
                 proxy = link.proxies.get(dest) or link.proxy(dest)
                 await proxy.deliver_wait(me._pid or me.pid, topic, payloads)
                 return
