@@ -16,7 +16,8 @@ Example::
         print(line)
 
 ``pk.map`` and ``pk.filter`` are not in ``__all__``: ``from pipekit import *`` leaves
-the builtins ``map`` and ``filter`` alone.
+the builtins ``map`` and ``filter`` alone. Each name is imported on its first use
+(``import pipekit`` alone imports neither trio nor any floor; see ``_lazy.py``).
 """
 
 from typing import TYPE_CHECKING
