@@ -13,7 +13,10 @@ Per round and per row, medians over the rounds:
   the builtin ``abs``);
 * **call**: p50 of ``--calls`` one-item calls in a row on the warm pool
   (``await pool.submit(x)``; ``Pool.apply``), in µs;
-* **map**: one ``map`` of ``--items`` no-op items on the warm pool, in ms.
+* **map**: one ``map`` of ``--items`` no-op items on the warm pool, in ms;
+* **interpreter**: a fresh ``python -c`` that does nothing, then one that imports what
+  each child runtime imports (the start-up's floor, and the share of it that is
+  imports), and one that imports ``pipekit``, in ms.
 
 The ``multiprocessing`` rows run in a fresh ``python -c`` child per round (no trio
 thread in the forking process). The load average is printed beside the table.
@@ -64,6 +67,26 @@ def mp_round(method: str, calls: int, items: int) -> list[float]:
     return list(json.loads(out))
 
 
+INTERPRETER = {
+    "python -c pass": "pass",
+    "import the blocking child": "import pipekit.workers._child.blocking",
+    "import the trio child": "import pipekit.workers._child.runtime",
+    "import pipekit": "import pipekit",
+}
+
+
+def interpreter_round() -> list[float]:
+    """Wall seconds of a fresh interpreter running each of :data:`INTERPRETER`."""
+    path = [str(ROOT), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(path)}
+    times = []
+    for code in INTERPRETER.values():
+        t = time.perf_counter()
+        subprocess.run([sys.executable, "-c", code], check=True, env=env)
+        times.append(time.perf_counter() - t)
+    return times
+
+
 async def pk_round(runtime: str, calls: int, items: int) -> list[float]:
     os.environ[RUNTIME_ENV] = runtime
     t = time.perf_counter()
@@ -97,9 +120,11 @@ def main() -> None:
         "mp.Pool fork": [],
         "mp.Pool spawn": [],
     }
+    interpreter: list[list[float]] = []
     saved = os.environ.get(RUNTIME_ENV)
     try:
         for _ in range(args.repeat):
+            interpreter.append(interpreter_round())
             rows["mp.Pool fork"].append(mp_round("fork", args.calls, args.items))
             rows["mp.Pool spawn"].append(mp_round("spawn", args.calls, args.items))
             rows["pk blocking child"].append(trio.run(pk_round, "blocking", args.calls, args.items))
@@ -129,6 +154,11 @@ def main() -> None:
         n[1] / b[1] for n, b in zip(rows["pk blocking child"], rows["pk trio child"], strict=True)
     ]
     print(f"call, blocking / trio per round: {' '.join(f'{r:.2f}' for r in paired)}")
+    print(f"{'interpreter':28} {'ms':>8} {'- bare ms':>10}")
+    bare = statistics.median(r[0] for r in interpreter)
+    for i, name in enumerate(INTERPRETER):
+        took = statistics.median(r[i] for r in interpreter)
+        print(f"{name:28} {took * 1e3:8.1f} {(took - bare) * 1e3:10.1f}")
 
 
 if __name__ == "__main__":

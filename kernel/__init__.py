@@ -6,43 +6,91 @@ protocol state machine (:mod:`pipekit.kernel.protocol`), the codecs, in-process 
 the framed pipe over any trio stream, and :func:`open_kernel`.
 """
 
-from . import codecs, protocol
-from .errors import (
-    CodecError,
-    ErrorKind,
-    FlowControlError,
-    LocalProtocolError,
-    ModuleError,
-    PipekitError,
-    ProtocolError,
-    RemoteError,
-    RemoteProtocolError,
-    WiringError,
-)
-from .framed import FramedPipe, MessageTransport, framed_pipe
-from .kernel import (
-    Kernel,
-    ModuleHandle,
-    ModuleState,
-    ModuleStats,
-    PortRef,
-    RestartPolicy,
-    Topology,
-    open_kernel,
-)
-from .lane import DEFAULT_CAPACITY, Lane
-from .modules import (
-    FunctionModule,
-    MapModule,
-    Module,
-    PipeOpener,
-    RemoteModule,
-    as_module,
-    batch_failure,
-    process_batch,
-)
-from .options import PipeOptions, PipeSettings
-from .pipe import LocalPipe, Pipe, PipeStats, open_pipe_pair
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from . import codecs, protocol
+    from .errors import (
+        CodecError,
+        ErrorKind,
+        FlowControlError,
+        LocalProtocolError,
+        ModuleError,
+        PipekitError,
+        ProtocolError,
+        RemoteError,
+        RemoteProtocolError,
+        WiringError,
+    )
+    from .framed import FramedPipe, MessageTransport, framed_pipe
+    from .kernel import (
+        Kernel,
+        ModuleHandle,
+        ModuleState,
+        ModuleStats,
+        PortRef,
+        RestartPolicy,
+        Topology,
+        open_kernel,
+    )
+    from .lane import DEFAULT_CAPACITY, Lane
+    from .modules import (
+        FunctionModule,
+        MapModule,
+        Module,
+        PipeOpener,
+        RemoteModule,
+        as_module,
+        batch_failure,
+        process_batch,
+    )
+    from .options import PipeOptions, PipeSettings
+    from .pipe import LocalPipe, Pipe, PipeStats, open_pipe_pair
+else:
+    from .._lazy import lazy_exports
+
+    __getattr__, __dir__ = lazy_exports(
+        __name__,
+        {
+            ".": ["codecs", "protocol"],
+            ".errors": [
+                "CodecError",
+                "ErrorKind",
+                "FlowControlError",
+                "LocalProtocolError",
+                "ModuleError",
+                "PipekitError",
+                "ProtocolError",
+                "RemoteError",
+                "RemoteProtocolError",
+                "WiringError",
+            ],
+            ".framed": ["FramedPipe", "MessageTransport", "framed_pipe"],
+            ".kernel": [
+                "Kernel",
+                "ModuleHandle",
+                "ModuleState",
+                "ModuleStats",
+                "PortRef",
+                "RestartPolicy",
+                "Topology",
+                "open_kernel",
+            ],
+            ".lane": ["DEFAULT_CAPACITY", "Lane"],
+            ".modules": [
+                "FunctionModule",
+                "MapModule",
+                "Module",
+                "PipeOpener",
+                "RemoteModule",
+                "as_module",
+                "batch_failure",
+                "process_batch",
+            ],
+            ".options": ["PipeOptions", "PipeSettings"],
+            ".pipe": ["LocalPipe", "Pipe", "PipeStats", "open_pipe_pair"],
+        },
+    )
 
 __all__ = [
     "DEFAULT_CAPACITY",

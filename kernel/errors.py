@@ -3,14 +3,20 @@
 Every error pipekit raises on purpose is a :class:`PipekitError`. Errors that mean
 "the other end broke the channel" also subclass :class:`trio.BrokenResourceError`, so
 code written against plain trio channels keeps working.
+
+This module imports no trio, so the I/O-free protocol (and a worker that only speaks
+it) starts without it: :class:`RemoteError`, the one error that is also trio's, is
+defined in ``_remoteerror.py`` and imported from here on first use (``from
+pipekit.kernel.errors import RemoteError`` works as for any other name).
 """
 
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import trio
+if TYPE_CHECKING:
+    from ._remoteerror import RemoteError
 
 __all__ = [
     "CodecError",
@@ -143,27 +149,6 @@ class FlowControlError(RemoteProtocolError):
     kind = ErrorKind.FLOW_CONTROL
 
 
-class RemoteError(PipekitError, trio.BrokenResourceError):
-    """The peer ended its direction of the pipe with an ERROR frame.
-
-    ``kind`` and ``message`` are the fields of the ERROR payload; ``details`` holds any
-    other fields the peer sent.
-
-    Example::
-
-        try:
-            await pipe.receive()
-        except pk.RemoteError as exc:               # the peer failed its direction
-            print(exc.kind, exc.message, exc.details)
-    """
-
-    def __init__(self, kind: str, message: str, details: dict[str, Any] | None = None) -> None:
-        super().__init__(f"{kind}: {message}")
-        self.kind = kind
-        self.message = message
-        self.details: dict[str, Any] = dict(details or {})
-
-
 class ModuleError(PipekitError):
     """A module of a kernel (or a stage of a pipeline) failed.
 
@@ -213,3 +198,15 @@ class CodecError(PipekitError, TypeError):
         (pk.source([b"raw"]) | pk.cmd("cat")).run()   # ModuleError, caused by CodecError:
         # bytes are not JSON (mode="bytes" passes them through)
     """
+
+
+if not TYPE_CHECKING:
+
+    def __getattr__(name: str) -> Any:
+        """``RemoteError`` on first use (it imports trio); see the module docstring."""
+        if name == "RemoteError":
+            from ._remoteerror import RemoteError
+
+            globals()["RemoteError"] = RemoteError
+            return RemoteError
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

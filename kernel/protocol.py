@@ -14,7 +14,6 @@ module holds the handshake, the receive side and flow control, and exports them 
 
 from __future__ import annotations
 
-import hmac
 from collections import deque
 from typing import Any, Unpack
 
@@ -593,6 +592,8 @@ class Connection(SendQueue):
                         "authentication required: HELLO carries no token",
                         kind=ErrorKind.AUTH_FAILED,
                     )
+                import hmac  # here: only a HELLO checked for a token needs it (hashlib)
+
                 # surrogatepass: JSON can carry lone surrogates, which strict UTF-8 refuses.
                 if not hmac.compare_digest(
                     token.encode("utf-8", "surrogatepass"),

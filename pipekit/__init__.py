@@ -16,65 +16,133 @@ Example::
         print(line)
 
 ``pk.map`` and ``pk.filter`` are not in ``__all__``: ``from pipekit import *`` leaves
-the builtins ``map`` and ``filter`` alone.
+the builtins ``map`` and ``filter`` alone. Each name is imported on its first use
+(``import pipekit`` alone imports neither trio nor any floor; see ``_lazy.py``).
 """
 
-from .actors import actor, to_actor
-from .adapters.stdio import ProcessError
-from .channels import select
-from .concurrency import (
-    Atom,
-    Result,
-    aparallel_filter,
-    aparallel_map,
-    parallel_filter,
-    parallel_map,
-    spawn,
-    spawn_link,
-    stream_map,
-    timeout,
-)
-from .kernel import (
-    CodecError,
-    ErrorKind,
-    FlowControlError,
-    LocalProtocolError,
-    ModuleError,
-    PipekitError,
-    ProtocolError,
-    RemoteError,
-    RemoteProtocolError,
-    WiringError,
-    open_kernel,
-)
-from .pipeline import (
-    Pipeline,
-    ProgressDisplay,
-    Retry,
-    Stage,
-    batch,
-    collect,
-    flat_map,
-    read_bytes,
-    read_lines,
-    reduce,
-    remote,
-    sink,
-    skip,
-    source,
-    take,
-    tee,
-    thread,
-    throttle,
-    tumbling,
-    unbatch,
-    window,
-    write_bytes,
-    write_lines,
-)
-from .pipeline import filter as filter  # public, not starred (see __all__)
-from .pipeline import map as map  # public, not starred
-from .workers import ProcessChain, Worker, WorkerError, WorkerPool, cmd, run
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .actors import actor, to_actor
+    from .adapters.stdio import ProcessError
+    from .channels import select
+    from .concurrency import (
+        Atom,
+        Result,
+        aparallel_filter,
+        aparallel_map,
+        parallel_filter,
+        parallel_map,
+        spawn,
+        spawn_link,
+        stream_map,
+        timeout,
+    )
+    from .kernel import (
+        CodecError,
+        ErrorKind,
+        FlowControlError,
+        LocalProtocolError,
+        ModuleError,
+        PipekitError,
+        ProtocolError,
+        RemoteError,
+        RemoteProtocolError,
+        WiringError,
+        open_kernel,
+    )
+    from .pipeline import (
+        Pipeline,
+        ProgressDisplay,
+        Retry,
+        Stage,
+        batch,
+        collect,
+        flat_map,
+        read_bytes,
+        read_lines,
+        reduce,
+        remote,
+        sink,
+        skip,
+        source,
+        take,
+        tee,
+        thread,
+        throttle,
+        tumbling,
+        unbatch,
+        window,
+        write_bytes,
+        write_lines,
+    )
+    from .pipeline import filter as filter  # public, not starred (see __all__)
+    from .pipeline import map as map  # public, not starred
+    from .workers import ProcessChain, Worker, WorkerError, WorkerPool, cmd, run
+else:
+    from ._lazy import lazy_exports
+
+    __getattr__, __dir__ = lazy_exports(
+        __name__,
+        {
+            ".actors": ["actor", "to_actor"],
+            ".adapters.stdio": ["ProcessError"],
+            ".channels": ["select"],
+            ".concurrency": [
+                "Atom",
+                "Result",
+                "aparallel_filter",
+                "aparallel_map",
+                "parallel_filter",
+                "parallel_map",
+                "spawn",
+                "spawn_link",
+                "stream_map",
+                "timeout",
+            ],
+            ".kernel": [
+                "CodecError",
+                "ErrorKind",
+                "FlowControlError",
+                "LocalProtocolError",
+                "ModuleError",
+                "PipekitError",
+                "ProtocolError",
+                "RemoteError",
+                "RemoteProtocolError",
+                "WiringError",
+                "open_kernel",
+            ],
+            ".pipeline": [
+                "Pipeline",
+                "ProgressDisplay",
+                "Retry",
+                "Stage",
+                "batch",
+                "collect",
+                "flat_map",
+                "read_bytes",
+                "read_lines",
+                "reduce",
+                "remote",
+                "sink",
+                "skip",
+                "source",
+                "take",
+                "tee",
+                "thread",
+                "throttle",
+                "tumbling",
+                "unbatch",
+                "window",
+                "write_bytes",
+                "write_lines",
+                "filter",
+                "map",
+            ],
+            ".workers": ["ProcessChain", "Worker", "WorkerError", "WorkerPool", "cmd", "run"],
+        },
+    )
 
 __version__ = "0.1.0"
 

@@ -99,6 +99,8 @@ ROWS = {
         "mp.Pool fork",
         "mp.Pool spawn",
         "blocking / pk trio child",
+        "import the blocking child",
+        "import pipekit",
     ],
     "bench/pool.py": [
         "serial (this process)",

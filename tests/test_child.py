@@ -837,7 +837,7 @@ class _RecordingLibc:
 def test_a_worker_holds_freed_memory_unless_the_user_set_the_allocator(
     monkeypatch: pytest.MonkeyPatch, variable: str | None, value: str | None, held: bool
 ) -> None:
-    from pipekit.workers._child import runtime
+    from pipekit.workers._child import channel
 
     for name in list(os.environ):
         if name == "GLIBC_TUNABLES" or name.startswith("MALLOC_"):
@@ -846,5 +846,5 @@ def test_a_worker_holds_freed_memory_unless_the_user_set_the_allocator(
         monkeypatch.setenv(variable, value or "")
     libc = _RecordingLibc()
     monkeypatch.setattr(ctypes, "CDLL", lambda name: libc)
-    runtime._hold_freed_memory()
+    channel.hold_freed_memory()
     assert bool(libc.calls) is held

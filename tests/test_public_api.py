@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import builtins
 import importlib
+import subprocess
+import sys
 
 import pytest
 
@@ -413,6 +415,30 @@ def test_public_names_are_exported_where_users_import_them(module: str) -> None:
     assert sorted(mod.__all__) == sorted(PUBLIC[module])
     for name in PUBLIC[module] + NOT_STARRED.get(module, []):
         assert hasattr(mod, name), f"{module}.{name}"
+
+
+@pytest.mark.parametrize("module", sorted(PUBLIC))
+def test_dir_lists_every_public_name(module: str) -> None:
+    mod = importlib.import_module(module)
+    assert set(PUBLIC[module] + NOT_STARRED.get(module, [])) <= set(dir(mod))
+
+
+@pytest.mark.parametrize(
+    ("module", "order"),
+    [(module, "forward") for module in sorted(PUBLIC)] + [("pipekit", "reversed")],
+)
+def test_every_public_name_resolves_in_a_fresh_interpreter(module: str, order: str) -> None:
+    """Packages import a name's module on its first use: every name resolves whichever
+    is used first (here, in a fresh interpreter, each in turn; ``pipekit`` both ways)."""
+    names = PUBLIC[module] + NOT_STARRED.get(module, [])
+    if order == "reversed":
+        names = names[::-1]
+    code = f"import importlib\nm = importlib.import_module({module!r})\n"
+    code += f"for name in {names!r}:\n    getattr(m, name)\n"
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
 
 
 @pytest.mark.parametrize("module", sorted(PUBLIC))

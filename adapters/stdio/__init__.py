@@ -23,14 +23,47 @@ seconds, and is reaped: no orphans, no zombies. Failures are :class:`ProcessErro
 or signal, and the tail of the process's stderr.
 """
 
-from ._chain import open_chain, open_process
-from ._errors import ProcessError, ProcessErrorKind
-from ._framedstdio import STDOUT_DRAIN
-from ._module import ProcessModule
-from ._pipe import ProcessPipe
-from ._raw import BYTES_READ_SIZE, READ_SIZE
-from ._spawn import PIPE_SIZE, STDERR_SETTLE, STDERR_TAIL
-from ._spec import DEFAULT_MAX_LINE, ProcessSpec, Redirect, RedirectName, StdioMode, StdioModeName
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ._chain import open_chain, open_process
+    from ._errors import ProcessError, ProcessErrorKind
+    from ._framedstdio import STDOUT_DRAIN
+    from ._module import ProcessModule
+    from ._pipe import ProcessPipe
+    from ._raw import BYTES_READ_SIZE, READ_SIZE
+    from ._spawn import PIPE_SIZE, STDERR_SETTLE, STDERR_TAIL
+    from ._spec import (
+        DEFAULT_MAX_LINE,
+        ProcessSpec,
+        Redirect,
+        RedirectName,
+        StdioMode,
+        StdioModeName,
+    )
+else:
+    from ..._lazy import lazy_exports
+
+    __getattr__, __dir__ = lazy_exports(
+        __name__,
+        {
+            "._chain": ["open_chain", "open_process"],
+            "._errors": ["ProcessError", "ProcessErrorKind"],
+            "._framedstdio": ["STDOUT_DRAIN"],
+            "._module": ["ProcessModule"],
+            "._pipe": ["ProcessPipe"],
+            "._raw": ["BYTES_READ_SIZE", "READ_SIZE"],
+            "._spawn": ["PIPE_SIZE", "STDERR_SETTLE", "STDERR_TAIL"],
+            "._spec": [
+                "DEFAULT_MAX_LINE",
+                "ProcessSpec",
+                "Redirect",
+                "RedirectName",
+                "StdioMode",
+                "StdioModeName",
+            ],
+        },
+    )
 
 __all__ = [
     "BYTES_READ_SIZE",

@@ -23,43 +23,91 @@ Example::
     print(actors.run(main))                       # hello
 """
 
-from ..channels import after, channel, select
-from . import process, registry
-from ._errors import (
-    ActorError,
-    LinkedFailure,
-    LinkFull,
-    MailboxFull,
-    NameTaken,
-    NoConnection,
-    NodeError,
-    NoSuchProcess,
-    NotInActor,
-    RemoteFailure,
-    SpawnError,
-    SupervisorGaveUp,
-    Terminated,
-)
-from ._events import (
-    CANCEL,
-    EXIT,
-    LINK_DOWN,
-    UNDELIVERED,
-    CancelEvent,
-    Event,
-    EventKind,
-    ExitEvent,
-    LinkDownEvent,
-    Message,
-    UndeliveredEvent,
-)
-from ._mailbox import Receiver
-from ._node import DEFAULT_MAILBOX, Node, NodeStats, open_node, run
-from ._outlet import NotInStage
-from ._pid import Pid
-from ._registry import Registry
-from ._stage import STAGE_NODE, ActorModule, actor, to_actor
-from ._supervisor import ChildSpec, Restart, Strategy, Supervisor
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..channels import after, channel, select
+    from . import process, registry
+    from ._errors import (
+        ActorError,
+        LinkedFailure,
+        LinkFull,
+        MailboxFull,
+        NameTaken,
+        NoConnection,
+        NodeError,
+        NoSuchProcess,
+        NotInActor,
+        RemoteFailure,
+        SpawnError,
+        SupervisorGaveUp,
+        Terminated,
+    )
+    from ._events import (
+        CANCEL,
+        EXIT,
+        LINK_DOWN,
+        UNDELIVERED,
+        CancelEvent,
+        Event,
+        EventKind,
+        ExitEvent,
+        LinkDownEvent,
+        Message,
+        UndeliveredEvent,
+    )
+    from ._mailbox import Receiver
+    from ._node import DEFAULT_MAILBOX, Node, NodeStats, open_node, run
+    from ._outlet import NotInStage
+    from ._pid import Pid
+    from ._registry import Registry
+    from ._stage import STAGE_NODE, ActorModule, actor, to_actor
+    from ._supervisor import ChildSpec, Restart, Strategy, Supervisor
+else:
+    from .._lazy import lazy_exports
+
+    __getattr__, __dir__ = lazy_exports(
+        __name__,
+        {
+            "..channels": ["after", "channel", "select"],
+            ".": ["process", "registry"],
+            "._errors": [
+                "ActorError",
+                "LinkedFailure",
+                "LinkFull",
+                "MailboxFull",
+                "NameTaken",
+                "NoConnection",
+                "NodeError",
+                "NoSuchProcess",
+                "NotInActor",
+                "RemoteFailure",
+                "SpawnError",
+                "SupervisorGaveUp",
+                "Terminated",
+            ],
+            "._events": [
+                "CANCEL",
+                "EXIT",
+                "LINK_DOWN",
+                "UNDELIVERED",
+                "CancelEvent",
+                "Event",
+                "EventKind",
+                "ExitEvent",
+                "LinkDownEvent",
+                "Message",
+                "UndeliveredEvent",
+            ],
+            "._mailbox": ["Receiver"],
+            "._node": ["DEFAULT_MAILBOX", "Node", "NodeStats", "open_node", "run"],
+            "._outlet": ["NotInStage"],
+            "._pid": ["Pid"],
+            "._registry": ["Registry"],
+            "._stage": ["STAGE_NODE", "ActorModule", "actor", "to_actor"],
+            "._supervisor": ["ChildSpec", "Restart", "Strategy", "Supervisor"],
+        },
+    )
 
 __all__ = [
     "CANCEL",

@@ -23,9 +23,24 @@ Example::
     trio.run(main)
 """
 
-from ._after import after
-from ._channel import Case, Channel, channel
-from ._duration import parse_duration
-from ._select import Selected, select
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ._after import after
+    from ._channel import Case, Channel, channel
+    from ._duration import parse_duration
+    from ._select import Selected, select
+else:
+    from .._lazy import lazy_exports
+
+    __getattr__, __dir__ = lazy_exports(
+        __name__,
+        {
+            "._after": ["after"],
+            "._channel": ["Case", "Channel", "channel"],
+            "._duration": ["parse_duration"],
+            "._select": ["Selected", "select"],
+        },
+    )
 
 __all__ = ["Case", "Channel", "Selected", "after", "channel", "parse_duration", "select"]

@@ -24,14 +24,39 @@ Example::
     ok = [r.value for r in results if r.ok]
 """
 
-from ._atom import Atom
-from ._defaults import Defaults, current_defaults, defaults, set_defaults
-from ._map import Backend, aparallel_filter, aparallel_map, parallel_filter, parallel_map
-from ._pools import ProcessPools, process_pools
-from ._result import Result
-from ._service import shutdown_pools
-from ._spawn import Scope, scope, spawn, spawn_link, timeout
-from ._stream import StreamMap, stream_map
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ._atom import Atom
+    from ._defaults import Defaults, current_defaults, defaults, set_defaults
+    from ._map import Backend, aparallel_filter, aparallel_map, parallel_filter, parallel_map
+    from ._pools import ProcessPools, process_pools
+    from ._result import Result
+    from ._service import shutdown_pools
+    from ._spawn import Scope, scope, spawn, spawn_link, timeout
+    from ._stream import StreamMap, stream_map
+else:
+    from .._lazy import lazy_exports
+
+    __getattr__, __dir__ = lazy_exports(
+        __name__,
+        {
+            "._atom": ["Atom"],
+            "._defaults": ["Defaults", "current_defaults", "defaults", "set_defaults"],
+            "._map": [
+                "Backend",
+                "aparallel_filter",
+                "aparallel_map",
+                "parallel_filter",
+                "parallel_map",
+            ],
+            "._pools": ["ProcessPools", "process_pools"],
+            "._result": ["Result"],
+            "._service": ["shutdown_pools"],
+            "._spawn": ["Scope", "scope", "spawn", "spawn_link", "timeout"],
+            "._stream": ["StreamMap", "stream_map"],
+        },
+    )
 
 __all__ = [
     "Atom",

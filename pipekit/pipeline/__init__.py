@@ -18,36 +18,75 @@ and of :class:`ItemStageOptions` (``on_error=``, ``retry=``). Order is preserved
 a stage says ``ordered=False``.
 """
 
-from ._errors import ItemErrors, OutputWrapper
-from ._files import READ_CHUNK, read_bytes, read_lines, write_bytes, write_lines
-from ._iterate import ITER_BUFFER, PipelineIterator
-from ._operators import (
-    batch,
-    skip,
-    take,
-    tee,
-    throttle,
-    tumbling,
-    unbatch,
-    window,
-)
-from ._pipeline import BULK_BUFFER_BYTES, Pipeline
-from ._progress import ProgressDisplay
-from ._remote import remote
-from ._settings import (
-    ItemStageOptions,
-    OnError,
-    ParallelStageOptions,
-    Retry,
-    StageOptions,
-    StageSettings,
-)
-from ._sinks import collect, reduce, sink
-from ._sources import SOURCE_BATCH, source
-from ._stage import Stage
-from ._transforms import filter as filter  # public, not starred (see __all__)
-from ._transforms import flat_map, thread
-from ._transforms import map as map  # public, not starred
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ._errors import ItemErrors, OutputWrapper
+    from ._files import READ_CHUNK, read_bytes, read_lines, write_bytes, write_lines
+    from ._iterate import ITER_BUFFER, PipelineIterator
+    from ._operators import (
+        batch,
+        skip,
+        take,
+        tee,
+        throttle,
+        tumbling,
+        unbatch,
+        window,
+    )
+    from ._pipeline import BULK_BUFFER_BYTES, Pipeline
+    from ._progress import ProgressDisplay
+    from ._remote import remote
+    from ._settings import (
+        ItemStageOptions,
+        OnError,
+        ParallelStageOptions,
+        Retry,
+        StageOptions,
+        StageSettings,
+    )
+    from ._sinks import collect, reduce, sink
+    from ._sources import SOURCE_BATCH, source
+    from ._stage import Stage
+    from ._transforms import filter as filter  # public, not starred (see __all__)
+    from ._transforms import flat_map, thread
+    from ._transforms import map as map  # public, not starred
+else:
+    from .._lazy import lazy_exports
+
+    __getattr__, __dir__ = lazy_exports(
+        __name__,
+        {
+            "._errors": ["ItemErrors", "OutputWrapper"],
+            "._files": ["READ_CHUNK", "read_bytes", "read_lines", "write_bytes", "write_lines"],
+            "._iterate": ["ITER_BUFFER", "PipelineIterator"],
+            "._operators": [
+                "batch",
+                "skip",
+                "take",
+                "tee",
+                "throttle",
+                "tumbling",
+                "unbatch",
+                "window",
+            ],
+            "._pipeline": ["BULK_BUFFER_BYTES", "Pipeline"],
+            "._progress": ["ProgressDisplay"],
+            "._remote": ["remote"],
+            "._settings": [
+                "ItemStageOptions",
+                "OnError",
+                "ParallelStageOptions",
+                "Retry",
+                "StageOptions",
+                "StageSettings",
+            ],
+            "._sinks": ["collect", "reduce", "sink"],
+            "._sources": ["SOURCE_BATCH", "source"],
+            "._stage": ["Stage"],
+            "._transforms": ["filter", "flat_map", "thread", "map"],
+        },
+    )
 
 # map and filter are public but not starred: they would shadow the builtins.
 __all__ = [

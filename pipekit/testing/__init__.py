@@ -10,28 +10,61 @@
   :func:`parse_frames` splits the recorded bytes into frames.
 """
 
-from .conformance import (
-    BACKPRESSURE_MESSAGE_SIZE,
-    CHECKS,
-    DEFAULT_CLOSE_GRACE,
-    DEFAULT_LARGE,
-    DEFAULT_TIME_LIMIT,
-    AdapterUnderTest,
-    Check,
-    OpenPair,
-    backpressure_message,
-    check_adapter,
-    framed_bound,
-    run_check,
-)
-from .mock import (
-    DEFAULT_MOCK_CAPACITY,
-    Frame,
-    MockStream,
-    MockTransport,
-    MockWire,
-    parse_frames,
-)
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .conformance import (
+        BACKPRESSURE_MESSAGE_SIZE,
+        CHECKS,
+        DEFAULT_CLOSE_GRACE,
+        DEFAULT_LARGE,
+        DEFAULT_TIME_LIMIT,
+        AdapterUnderTest,
+        Check,
+        OpenPair,
+        backpressure_message,
+        check_adapter,
+        framed_bound,
+        run_check,
+    )
+    from .mock import (
+        DEFAULT_MOCK_CAPACITY,
+        Frame,
+        MockStream,
+        MockTransport,
+        MockWire,
+        parse_frames,
+    )
+else:
+    from .._lazy import lazy_exports
+
+    __getattr__, __dir__ = lazy_exports(
+        __name__,
+        {
+            ".conformance": [
+                "BACKPRESSURE_MESSAGE_SIZE",
+                "CHECKS",
+                "DEFAULT_CLOSE_GRACE",
+                "DEFAULT_LARGE",
+                "DEFAULT_TIME_LIMIT",
+                "AdapterUnderTest",
+                "Check",
+                "OpenPair",
+                "backpressure_message",
+                "check_adapter",
+                "framed_bound",
+                "run_check",
+            ],
+            ".mock": [
+                "DEFAULT_MOCK_CAPACITY",
+                "Frame",
+                "MockStream",
+                "MockTransport",
+                "MockWire",
+                "parse_frames",
+            ],
+        },
+    )
 
 __all__ = [
     "BACKPRESSURE_MESSAGE_SIZE",

@@ -13,23 +13,51 @@ child and the child runtime behind ``pipekit worker`` (whose user-facing module 
 :mod:`pipekit.child`).
 """
 
-from ._handle import OUTPUT_BYTES, OUTPUT_MESSAGES, ProcessChain, Worker
-from ._launch import worker_spec
-from ._pool import (
-    CHUNK_BYTES,
-    CHUNK_SECONDS,
-    MAX_BARREN_DEATHS,
-    MAX_CHUNK,
-    TAIL_SECONDS,
-    PoolStats,
-    UnorderedResults,
-    WorkerError,
-    WorkerErrorKind,
-    WorkerPool,
-)
-from ._process import cmd, run
-from ._targets import target_spec
-from ._wire import WorkerMode
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ._handle import OUTPUT_BYTES, OUTPUT_MESSAGES, ProcessChain, Worker
+    from ._launch import worker_spec
+    from ._pool import (
+        CHUNK_BYTES,
+        CHUNK_SECONDS,
+        MAX_BARREN_DEATHS,
+        MAX_CHUNK,
+        TAIL_SECONDS,
+        PoolStats,
+        UnorderedResults,
+        WorkerError,
+        WorkerErrorKind,
+        WorkerPool,
+    )
+    from ._process import cmd, run
+    from ._targets import target_spec
+    from ._wire import WorkerMode
+else:
+    from .._lazy import lazy_exports
+
+    __getattr__, __dir__ = lazy_exports(
+        __name__,
+        {
+            "._handle": ["OUTPUT_BYTES", "OUTPUT_MESSAGES", "ProcessChain", "Worker"],
+            "._launch": ["worker_spec"],
+            "._pool": [
+                "CHUNK_BYTES",
+                "CHUNK_SECONDS",
+                "MAX_BARREN_DEATHS",
+                "MAX_CHUNK",
+                "TAIL_SECONDS",
+                "PoolStats",
+                "UnorderedResults",
+                "WorkerError",
+                "WorkerErrorKind",
+                "WorkerPool",
+            ],
+            "._process": ["cmd", "run"],
+            "._targets": ["target_spec"],
+            "._wire": ["WorkerMode"],
+        },
+    )
 
 __all__ = [
     "CHUNK_BYTES",

@@ -24,6 +24,12 @@ The one difference: while the function runs, nothing reads the channel, so a PAU
 takes effect at the next reply (the replies of one request, at most one chunk, go out
 in any case) and a parent's ERROR is seen after the current request.
 
+This runtime imports no trio (a third of a worker's start-up): the item loop is told
+the end of input by :class:`InputEnded`, and ``items``, ``outcome`` and ``signals``
+import trio only inside what the trio runtime calls. The one exception is the
+parent's ERROR, raised as :class:`~pipekit.kernel.RemoteError` (a
+``trio.BrokenResourceError``): the last thing such a worker does.
+
 :func:`run_blocking_items` is chosen by ``boot.main`` for every item-mode worker unless
 ``$PIPEKIT_ITEM_RUNTIME`` is ``trio`` (:data:`RUNTIME_ENV`).
 """
@@ -39,9 +45,8 @@ import traceback
 from collections.abc import Callable, Sequence
 from typing import Any, cast
 
-import trio  # only for the exception types the item loop expects (no run is started)
-
-from ...kernel.errors import CodecError, ErrorKind, ProtocolError, RemoteError
+from ...kernel import errors
+from ...kernel.errors import CodecError, ErrorKind, ProtocolError
 from ...kernel.options import PipeSettings
 from ...kernel.protocol import (
     Connection,
@@ -51,14 +56,13 @@ from ...kernel.protocol import (
     MessagesReceived,
     ProtocolViolation,
 )
-from .channel import claim_channel
+from .channel import claim_channel, flush_stdio, hold_freed_memory, say
 from .items import item_body, progress_marker, send_item_replies
 from .outcome import EXIT_FAILED, EXIT_OK, EXIT_USAGE, ChannelLost, Failure
-from .runtime import _flush_stdio, _hold_freed_memory, _say
 from .signals import install_signal_handlers, state
 from .targets import TargetError, check_callable_with, load_target
 
-__all__ = ["RUNTIME_ENV", "BlockingPort", "run_blocking_items"]
+__all__ = ["RUNTIME_ENV", "BlockingPort", "InputEnded", "run_blocking_items"]
 
 RUNTIME_ENV = "PIPEKIT_ITEM_RUNTIME"
 """Set to ``trio`` to run item-mode workers on the trio runtime instead of this one."""
@@ -68,6 +72,12 @@ def use_blocking(mode: str) -> bool:
     """Whether a worker of ``mode`` runs on this runtime (item mode, unless
     :data:`RUNTIME_ENV` says ``trio``)."""
     return mode == "item" and os.environ.get(RUNTIME_ENV, "") != "trio"
+
+
+class InputEnded(Exception):
+    """The parent ENDed its direction: :meth:`BlockingPort.receive_batch` raises it once
+    the requests before the END are taken (the item loop's ``end``; the trio runtime's
+    port raises :class:`trio.EndOfChannel`, this runtime imports no trio)."""
 
 
 class BlockingPort:
@@ -110,10 +120,12 @@ class BlockingPort:
             if kind is MessagesReceived:
                 self._inbox.extend(cast(MessagesReceived, event).messages)
             elif kind is EndReceived:
-                self._final = trio.EndOfChannel()
+                self._final = InputEnded()
             elif kind is ErrorReceived:
                 err = cast(ErrorReceived, event)
-                self._final = RemoteError(err.kind, err.message, err.details)
+                # RemoteError is also trio's BrokenResourceError: the parent's ERROR
+                # (this worker's last message) is the one path that imports trio.
+                self._final = errors.RemoteError(err.kind, err.message, err.details)
             elif kind is ProtocolViolation:
                 with contextlib.suppress(OSError):
                     self.flush()  # the ERROR the Connection queued for the parent
@@ -133,8 +145,8 @@ class BlockingPort:
 
     def receive_batch(self, max_count: int = 512) -> list[Any]:
         """Up to ``max_count`` requests; first writes everything queued, then blocks
-        while there is none. Raises :class:`trio.EndOfChannel` after the parent's END,
-        :class:`RemoteError` after its ERROR."""
+        while there is none. Raises :class:`InputEnded` after the parent's END,
+        :class:`~pipekit.kernel.RemoteError` after its ERROR."""
         self.flush()
         inbox = self._inbox
         while not inbox:
@@ -255,17 +267,17 @@ def run_blocking_items(target: str, init: str | None = None) -> int:
             check_callable_with(init_fn, 0, init or "", "INIT must take no arguments")
         check_callable_with(fn, 1, target, "an item-mode target takes one argument")
     except TargetError as exc:
-        _say(str(exc))
+        say(str(exc))
         return EXIT_USAGE
     except SystemExit:
         raise
     except Exception as exc:
         traceback.print_exc()
-        _say(f"importing {loading} failed: {type(exc).__name__}: {exc}")
+        say(f"importing {loading} failed: {type(exc).__name__}: {exc}")
         return EXIT_USAGE
-    _hold_freed_memory()
+    hold_freed_memory()
     failures: list[Failure] = []
-    body: Callable[[Any], None] = item_body(fn, init_fn, failures, mark)
+    body: Callable[[Any], None] = item_body(fn, init_fn, failures, mark, end=InputEnded)
     code = EXIT_FAILED
     try:
         port = BlockingPort(rfd, wfd, PipeSettings(), target)
@@ -284,17 +296,17 @@ def run_blocking_items(target: str, init: str | None = None) -> int:
         port.close()
     except ChannelLost as exc:
         state.lost = True
-        _say(f"channel to the parent lost: {exc}")
+        say(f"channel to the parent lost: {exc}")
         code = EXIT_FAILED
     except OSError as exc:  # the channel's descriptor failed (reset, ...)
         state.lost = True
-        _say(f"channel failed: {exc}")
+        say(f"channel failed: {exc}")
         code = EXIT_FAILED
     except BaseException:
         if not state.stopping:
             raise
         code = state.exit_code
     if state.stopping or state.lost:
-        _flush_stdio()
+        flush_stdio()
         os._exit(state.exit_code if state.stopping else code)
     return code

@@ -1,7 +1,11 @@
-"""The worker's channel to its parent, claimed before user code runs."""
+"""The worker's channel to its parent, claimed before user code runs, and the rest of
+the process's plumbing both child runtimes share: the runtime's own stderr lines,
+flushing stdio before a hard exit, and the allocator's hold on freed memory.
+Standard library only (the blocking runtime imports no trio)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import sys
@@ -9,7 +13,7 @@ import sys
 from .._wire import FD_ENV
 from .targets import TargetError
 
-__all__ = ["claim_channel"]
+__all__ = ["claim_channel", "flush_stdio", "hold_freed_memory", "say"]
 
 
 def claim_channel() -> socket.socket | tuple[int, int]:
@@ -36,3 +40,40 @@ def claim_channel() -> socket.socket | tuple[int, int]:
     os.close(null)
     sys.stdout = sys.stderr
     return rfd, wfd
+
+
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
+_HOLD = 64 << 20
+
+
+def hold_freed_memory() -> None:
+    """Let glibc keep up to 64 MiB of freed memory for reuse (and serve blocks below
+    that from its heap, not from fresh mappings), where by default it gives back all
+    but 128 KiB: a worker that receives and sends large messages otherwise page-faults
+    every message's memory in anew (measured on a 64 KiB echo: 5.7 -> 1.1 faults and
+    49 -> 39 us of the worker's CPU per message).
+    Allocator settings of the user's own (``glibc.malloc.*`` in ``GLIBC_TUNABLES``, or
+    ``MALLOC_*_`` variables) win: then nothing is changed."""
+    tunables = os.environ.get("GLIBC_TUNABLES", "")
+    if "glibc.malloc." in tunables or any(k.startswith("MALLOC_") for k in os.environ):
+        return
+    import ctypes
+
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (AttributeError, OSError):
+        return  # not glibc
+    mallopt(_M_TRIM_THRESHOLD, _HOLD)
+    mallopt(_M_MMAP_THRESHOLD, _HOLD // 2)
+
+
+def say(line: str) -> None:
+    """Write ``pipekit worker: LINE`` to stderr (the runtime's own words, not user code's)."""
+    print(f"pipekit worker: {line}", file=sys.stderr, flush=True)
+
+
+def flush_stdio() -> None:
+    """Flush stdout and stderr (before ``os._exit``), ignoring closed or broken ones."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()

@@ -9,13 +9,9 @@ import mmap
 import os
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import trio
-
-from ...adapters.thread import ThreadPort
 from ...kernel.errors import CodecError, ErrorKind, ProtocolError
-from ...kernel.framed import FramedPipe
 from .._wire import (
     ANSWER_LAG,
     CHUNK,
@@ -29,6 +25,10 @@ from .._wire import (
     record_writer,
 )
 from .outcome import Failure, format_traceback
+
+if TYPE_CHECKING:  # the blocking runtime imports this module without trio
+    from ...adapters.thread import ThreadPort
+    from ...kernel.framed import FramedPipe
 
 _ITEM_BATCH = 256  # requests taken, and replies sent, at once in item mode
 _ITEM_FLUSH = 0.01  # seconds a finished item's reply may wait for company
@@ -173,7 +173,10 @@ def _run_chunk(
 
 
 def _serve_items(
-    port: ThreadPort, fn: Callable[[Any], Any], mark: Callable[[int, int], None]
+    port: ThreadPort,
+    fn: Callable[[Any], Any],
+    mark: Callable[[int, int], None],
+    end: type[BaseException],
 ) -> None:
     receive_many = port.receive_batch
     out = _Replies(port, mark)
@@ -181,7 +184,7 @@ def _serve_items(
         out.flush()  # about to wait for input: nothing may be held over
         try:
             batch = receive_many(_ITEM_BATCH)
-        except trio.EndOfChannel:
+        except end:
             return
         for request in batch:
             if out.held and out.due():
@@ -215,16 +218,19 @@ def item_body(
     init: Callable[[], Any] | None,
     failures: list[Failure],
     mark: Callable[[int, int], None] = no_mark,
+    *,
+    end: type[BaseException],
 ) -> Callable[[ThreadPort], None]:
     """The worker thread's body in item mode: ``init``, then answer every request until
-    the parent ENDs (``mark``: the progress marker). What it raises is captured in
-    ``failures``."""
+    the parent ENDs (``mark``: the progress marker), which the port's ``receive_batch``
+    says by raising ``end`` (:class:`trio.EndOfChannel` for a thread port; the
+    blocking runtime has a trio-free one). What it raises is captured in ``failures``."""
 
     def body(port: ThreadPort) -> None:
         try:
             if init is not None:
                 init()
-            _serve_items(port, fn, mark)
+            _serve_items(port, fn, mark, end)
         except BaseException as exc:
             failures.append(Failure(exc))
             raise

@@ -7,11 +7,12 @@ from __future__ import annotations
 import signal
 import sys
 import traceback
+from typing import TYPE_CHECKING
 
-import trio
+from ...kernel.errors import ProtocolError
 
-from ...kernel.errors import ProtocolError, RemoteError
-from ...kernel.framed import FramedPipe
+if TYPE_CHECKING:  # the blocking runtime imports this module without trio
+    from ...kernel.framed import FramedPipe
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -67,6 +68,10 @@ class Stop(Exception):
 def is_channel_loss(exc: BaseException, pipe: FramedPipe) -> bool:
     """True if ``exc`` (raised by user code) means the channel itself broke: EOF or a
     transport failure, or a protocol violation (not a message too large to send)."""
+    import trio  # the trio runtime's question: loaded already
+
+    from ...kernel.errors import RemoteError
+
     if isinstance(exc, RemoteError):
         return False
     if isinstance(exc, ProtocolError):

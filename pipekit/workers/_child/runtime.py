@@ -10,9 +10,7 @@ frames.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import sys
 import traceback
 from collections.abc import Awaitable, Callable
 
@@ -22,7 +20,7 @@ from ...kernel.errors import PipekitError
 from ...kernel.framed import FramedPipe, framed_pipe
 from .._wire import WorkerMode, WorkerModeName
 from .bridge import bridge
-from .channel import claim_channel
+from .channel import claim_channel, flush_stdio, hold_freed_memory, say
 from .items import item_body, no_mark, progress_marker, send_item_replies
 from .outcome import EXIT_FAILED, EXIT_USAGE, ChannelLost, Failure, Stop
 from .signals import install_signal_handlers, state
@@ -58,54 +56,19 @@ async def _serve(
                     code = await runner(pipe)
                 except ChannelLost as exc:
                     state.lost = True
-                    _say(f"channel to the parent lost: {exc}")
+                    say(f"channel to the parent lost: {exc}")
                     code = EXIT_FAILED
                 except Stop as stop:
                     code = stop.code
         except (PipekitError, trio.BrokenResourceError) as exc:
             state.lost = True
-            _say(f"channel failed: {exc}")
+            say(f"channel failed: {exc}")
             code = EXIT_FAILED
         finally:
             state.token = None
     if state.stopping:
         return state.exit_code
     return code
-
-
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
-_HOLD = 64 << 20
-
-
-def _hold_freed_memory() -> None:
-    """Let glibc keep up to 64 MiB of freed memory for reuse (and serve blocks below
-    that from its heap, not from fresh mappings), where by default it gives back all
-    but 128 KiB: a worker that receives and sends large messages otherwise page-faults
-    every message's memory in anew (measured on a 64 KiB echo: 5.7 -> 1.1 faults and
-    49 -> 39 us of the worker's CPU per message). ctypes is imported by trio already.
-    Allocator settings of the user's own (``glibc.malloc.*`` in ``GLIBC_TUNABLES``, or
-    ``MALLOC_*_`` variables) win: then nothing is changed."""
-    tunables = os.environ.get("GLIBC_TUNABLES", "")
-    if "glibc.malloc." in tunables or any(k.startswith("MALLOC_") for k in os.environ):
-        return
-    import ctypes
-
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (AttributeError, OSError):
-        return  # not glibc
-    mallopt(_M_TRIM_THRESHOLD, _HOLD)
-    mallopt(_M_MMAP_THRESHOLD, _HOLD // 2)
-
-
-def _say(line: str) -> None:
-    print(f"pipekit worker: {line}", file=sys.stderr, flush=True)
-
-
-def _flush_stdio() -> None:
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(OSError, ValueError):
-            stream.flush()
 
 
 def run_worker(
@@ -131,7 +94,7 @@ def run_worker(
         failures: list[Failure] = []
         if mode == WorkerMode.ITEM:
             check_callable_with(fn, 1, target, "an item-mode target takes one argument")
-            body = item_body(fn, init_fn, failures, mark)
+            body = item_body(fn, init_fn, failures, mark, end=trio.EndOfChannel)
 
             def runner(pipe: FramedPipe) -> Awaitable[int]:
                 return bridge(pipe, body, failures, unencodable=send_item_replies)
@@ -152,14 +115,14 @@ def run_worker(
         else:
             raise TargetError(f"unknown mode {mode!r} (stream or item)")
     except TargetError as exc:
-        _say(str(exc))
+        say(str(exc))
         return EXIT_USAGE
     except Exception as exc:
         traceback.print_exc()
-        _say(f"importing {loading} failed: {type(exc).__name__}: {exc}")
+        say(f"importing {loading} failed: {type(exc).__name__}: {exc}")
         return EXIT_USAGE
 
-    _hold_freed_memory()
+    hold_freed_memory()
     state.running = True
     try:
         code = trio.run(_serve, make_stream, target, runner)
@@ -167,6 +130,6 @@ def run_worker(
         state.running = False
     if state.stopping or state.lost:
         # Signalled, or the parent is gone: exit now, whatever threads user code left.
-        _flush_stdio()
+        flush_stdio()
         os._exit(code)
     return code

@@ -21,25 +21,37 @@ import signal
 import sys
 import time
 from types import FrameType
-
-import trio
+from typing import TYPE_CHECKING
 
 from .outcome import EXIT_FAILED, EXIT_TERMINATED
+
+if TYPE_CHECKING:  # the blocking runtime imports this module without trio
+    import trio
 
 _WATCHDOG = 3.0  # seconds after SIGTERM before the process exits whatever it is doing
 
 
 class RunState:
-    """What the signal handlers need to reach the trio run."""
+    """What the signal handlers need to reach the trio run (the blocking runtime uses
+    only the flags and codes)."""
 
     def __init__(self) -> None:
         self.token: trio.lowlevel.TrioToken | None = None  # set while serving
-        self.scope = trio.CancelScope()  # entered by the run; cancelled to stop it
+        self._scope: trio.CancelScope | None = None
         self.running = False  # trio.run has been called and has not returned
         self.stopping = False
         self.lost = False
         self.exit_code = EXIT_TERMINATED
         self.parent_pid = os.getppid()
+
+    @property
+    def scope(self) -> trio.CancelScope:
+        """Entered by the trio run; cancelled to stop it (made on first use)."""
+        if self._scope is None:
+            import trio
+
+            self._scope = trio.CancelScope()
+        return self._scope
 
 
 state = RunState()
@@ -65,6 +77,8 @@ def _on_signal(signum: int, frame: FrameType | None) -> None:
         raise SystemExit(state.exit_code)  # loading the target: stop right here
     token = state.token
     if token is not None:  # else the run is starting and checks `stopping` itself
+        import trio  # a token means a trio run: loaded already
+
         with contextlib.suppress(trio.RunFinishedError):  # the run is ending anyway
             token.run_sync_soon(state.scope.cancel)
     _thread.start_new_thread(_watchdog, (_WATCHDOG, state.exit_code))

@@ -9,12 +9,29 @@ dead worker's items; ``queue`` (work units), ``runs`` (who waits for which resul
 (:class:`WorkerError`) are the pieces they share.
 """
 
-from .crashes import MAX_BARREN_DEATHS
-from .errors import WorkerError, WorkerErrorKind
-from .pool import WorkerPool
-from .results import UnorderedResults
-from .sizing import CHUNK_BYTES, CHUNK_SECONDS, MAX_CHUNK, TAIL_SECONDS
-from .stats import PoolStats
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .crashes import MAX_BARREN_DEATHS
+    from .errors import WorkerError, WorkerErrorKind
+    from .pool import WorkerPool
+    from .results import UnorderedResults
+    from .sizing import CHUNK_BYTES, CHUNK_SECONDS, MAX_CHUNK, TAIL_SECONDS
+    from .stats import PoolStats
+else:
+    from ..._lazy import lazy_exports
+
+    __getattr__, __dir__ = lazy_exports(
+        __name__,
+        {
+            ".crashes": ["MAX_BARREN_DEATHS"],
+            ".errors": ["WorkerError", "WorkerErrorKind"],
+            ".pool": ["WorkerPool"],
+            ".results": ["UnorderedResults"],
+            ".sizing": ["CHUNK_BYTES", "CHUNK_SECONDS", "MAX_CHUNK", "TAIL_SECONDS"],
+            ".stats": ["PoolStats"],
+        },
+    )
 
 __all__ = [
     "CHUNK_BYTES",
