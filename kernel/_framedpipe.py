@@ -378,6 +378,64 @@ class FramedPipe(FramedDriver, Pipe):
         self._consumed(len(batch))
         return batch
 
+    async def receive_with(self, handler: Callable[[list[Any]], int]) -> list[Any]:
+        """:meth:`receive_batch`, handing what arrives while it waits to ``handler``
+        first: for a consumer that can take most messages at once, without the task
+        switch from the pipe's reader to a receiving task (an actor node's link).
+
+        While this call waits with nothing queued, the reader calls
+        ``handler(messages)`` in its own task with each batch it decodes, in order;
+        ``handler`` returns how many of them (from the front) it took, and those count
+        as received. The wait goes on while it takes them all; once it leaves some,
+        they are queued (ahead of anything that arrives later) and this call returns
+        them. Messages already queued when it is called are returned at once, without
+        ``handler``. Flow control is unchanged: what ``handler`` leaves is unconsumed
+        until returned here, and a peer that sends more is PAUSEd as usual.
+
+        ``handler`` must not block; it may not be called at all. An exception it raises
+        ends the wait and is raised here (the messages of that batch count as taken).
+        Otherwise raises what :meth:`receive_batch` raises; a cancelled call stops the
+        hand-over at once (later messages are queued for the next receive).
+
+        Example::
+
+            def take(messages: list[Any]) -> int:
+                for i, m in enumerate(messages):
+                    if not handled_now(m):
+                        return i              # this one and the rest: returned below
+                return len(messages)
+
+            for m in await pipe.receive_with(take):
+                await handle_later(m)
+        """
+        await trio.lowlevel.checkpoint_if_cancelled()
+        if self._closing:
+            raise trio.ClosedResourceError(f"{self.name}: pipe is closed")
+        if self._inbox:
+            await trio.lowlevel.cancel_shielded_checkpoint()
+        else:
+            self._handler = handler
+            try:
+                while not self._inbox and self._handler_error is None:
+                    if self._closing or self._rx_done is not None:
+                        break  # _wait_for_messages raises what ends it
+                    if self._rx_event.is_set():
+                        self._rx_event = trio.Event()
+                    self._wrote_unyielded = False
+                    self._send_calls = self._unyielded_bytes = self._receive_calls = 0
+                    await self._rx_event.wait()
+            finally:
+                self._handler = None
+            error = self._handler_error
+            if error is not None:
+                self._handler_error = None
+                raise error
+        await self._wait_for_messages()
+        batch = list(self._inbox)
+        self._inbox.clear()
+        self._consumed(len(batch))
+        return batch
+
     def _consumed(self, count: int) -> None:
         """The application took ``count`` messages: the machine may RESUME the peer,
         and decodes the next window of what it held back."""

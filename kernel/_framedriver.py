@@ -101,6 +101,10 @@ class FramedDriver:
         # is sent before the next yield is left to the writer, which coalesces it.
         self._wrote_unyielded = False
         self._receive_calls = 0
+        # While a receiver waits in receive_with: its handler, given each decoded batch
+        # in the reader's task (see FramedPipe.receive_with); what the handler raised.
+        self._handler: Callable[[list[Any]], int] | None = None
+        self._handler_error: Exception | None = None
         self.last_pong: bytes | None = None
         # Shared with a thread that writes DATA frames itself (see thread_sender).
         self._wire: Wire | None = None
@@ -190,9 +194,13 @@ class FramedDriver:
     def _on_events(self, events: list[Event]) -> None:
         while events:
             self._handle_events(events)
-            # Closing: what arrives is discarded at once, so what the machine held back
-            # is decoded (and discarded) too, a window at a time.
-            events = self.conn.receive_held() if self._closing and self.conn.held_bytes else []
+            # Closing, or a receive_with handler taking what arrives: what the machine
+            # held back is decoded (and discarded or handed over) too, a window at a time.
+            events = (
+                self.conn.receive_held()
+                if (self._closing or self._handler is not None) and self.conn.held_bytes
+                else []
+            )
 
     def _handle_events(self, events: list[Event]) -> None:
         if self._end_written and self._rx_done is not None:
@@ -202,6 +210,9 @@ class FramedDriver:
                 if self._closing:  # nobody will receive them: let the peer go on
                     if self.conn.consumed(len(event.messages)):
                         self._tx_event.set()
+                    continue
+                if self._handler is not None and not self._inbox:
+                    self._offer(self._handler, event.messages)
                     continue
                 self._inbox.extend(event.messages)
                 self._rx_event.set()
@@ -226,6 +237,24 @@ class FramedDriver:
                 self._break_tx(event.error)
                 self._fail_handshake(event.error)
         if self.conn.has_data_to_send:  # PAUSE, RESUME, PONG, the answer HELLO, an ERROR
+            self._tx_event.set()
+
+    def _offer(self, handler: Callable[[list[Any]], int], messages: list[Any]) -> None:
+        """Hand ``messages`` to the waiting receiver's ``handler`` (in the reader's task):
+        what it takes counts as consumed; what it leaves, or an exception it raised, ends
+        the wait (the rest is queued for the receiver, the exception raised to it; the
+        messages of a batch it raised for count as taken)."""
+        count = len(messages)
+        try:
+            taken = max(0, min(handler(messages), count))
+        except Exception as exc:  # the receiver's: its receive_with raises it
+            self._handler_error = exc
+            taken = count
+        if taken < count or self._handler_error is not None:
+            self._handler = None
+            self._inbox.extend(messages[taken:] if taken else messages)
+            self._rx_event.set()
+        if taken and self.conn.consumed(taken):
             self._tx_event.set()
 
     def _on_eof(self) -> None:

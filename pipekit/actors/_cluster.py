@@ -415,6 +415,9 @@ class Cluster:
     # -- what peers send ---------------------------------------------------------------
 
     def handle(self, link: Link, message: Any) -> Awaitable[None] | None:
+        """Act on one node message from ``link``'s peer; for one that has to wait (a
+        SEND_WAIT to a full mailbox) return the coroutine that does it, with nothing
+        done before it is awaited."""
         try:
             if type(message) is not list or not message:
                 raise ValueError("a node message is a non-empty array")
@@ -426,6 +429,17 @@ class Cluster:
         except MALFORMED as exc:
             self._malformed(link, exc)
             return None
+
+    def handle_now(self, link: Link, message: Any) -> bool:
+        """:meth:`handle`, for a caller that cannot wait (the link's pipe reader): False,
+        with nothing done, for a message that has to wait."""
+        waiting = self.handle(link, message)
+        if waiting is None:
+            return True
+        close = getattr(waiting, "close", None)
+        if close is not None:
+            close()  # a coroutine that never ran: the link's reader calls handle() again
+        return False
 
     def _malformed(self, link: Link, exc: Exception) -> None:
         """A peer's message that does not parse is logged and ignored (protocol 15.1)."""

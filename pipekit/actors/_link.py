@@ -131,7 +131,8 @@ class Link:
     hands everything queued to the pipe in one ``send_batch`` (the pipe coalesces them
     into as few frames as it can and waits while the peer has PAUSEd it), and a lone
     SEND while the writer is idle goes to the pipe at once (``send_nowait``); the
-    reader hands each message the peer sends to the cluster."""
+    reader hands each message the peer sends to the cluster (a framed pipe's reader
+    does it while this one waits, see :meth:`_take`)."""
 
     def __init__(self, cluster: Cluster, pipe: Pipe | None, peer: str, limit: int) -> None:
         self.cluster = cluster
@@ -151,7 +152,10 @@ class Link:
         self.proxies: dict[Pid, RemoteProc] = {}
         self.closed = False
         self._wakeup = trio.Event()
-        self._parked = False
+        self._parked = False  # the writer waits for work
+        # The next lone send may go to the pipe itself: set when the writer parks and
+        # when this link reads (either way the sender has yielded since it last did).
+        self._direct_ok = False
         self._direct: Callable[[Any], bool] | None = getattr(pipe, "send_nowait", None)
         self._room: list[Callable[[], None]] = []
         self._pids: dict[str, Pid] = {}
@@ -205,15 +209,15 @@ class Link:
         if last is not None:
             self.queued += len(payloads)
             return
-        if self._parked and not out and self._direct is not None:
+        if self._direct_ok and self._parked and not out and self._direct is not None:
             # The writer has handed everything to the pipe and waits: this one goes to
             # the pipe now, written at once if its writer is idle (a task switch less
-            # on the way out). Sends that follow before our writer has run queue (and
-            # merge); woken, it parks again, and the next lone send goes direct too.
-            self._parked = False
+            # on the way out). Sends that follow before the sender yields queue (and
+            # merge) for our writer; once this link reads or the writer parks again, the
+            # next lone send goes direct too. The writer is not woken for it.
+            self._direct_ok = False
             try:
                 if self._direct(message):
-                    self._wakeup.set()
                     return
             except (CodecError, ProtocolError) as exc:
                 if not _unsendable(exc):
@@ -314,7 +318,7 @@ class Link:
             if not out:
                 if self._wakeup.is_set():
                     self._wakeup = trio.Event()
-                self._parked = True
+                self._parked = self._direct_ok = True
                 try:
                     await self._wakeup.wait()
                 finally:
@@ -381,15 +385,32 @@ class Link:
             proxy = self.proxies[pid] = RemoteProc(self, pid)
         return proxy
 
+    def _take(self, messages: list[Any]) -> int:
+        """What the pipe hands over while the reader waits (``FramedPipe.receive_with``,
+        in the pipe's own reader task: a task switch less per batch): each message acted
+        on at once, up to one that has to wait, left for the reader."""
+        self._direct_ok = True
+        handle_now = self.cluster.handle_now
+        for at, message in enumerate(messages):
+            if not handle_now(self, message):
+                return at
+        return len(messages)
+
     async def _reader(self) -> None:
         pipe = self.pipe
         assert pipe is not None
         handle = self.cluster.handle
+        receive_with = getattr(pipe, "receive_with", None)
+        take = self._take
         while True:
             try:
-                batch = await pipe.receive_batch()
+                if receive_with is not None:
+                    batch = await receive_with(take)
+                else:
+                    batch = await pipe.receive_batch()
             except (trio.EndOfChannel, trio.BrokenResourceError, trio.ClosedResourceError):
                 return
+            self._direct_ok = True
             for message in batch:
                 waiting = handle(self, message)
                 if waiting is not None:

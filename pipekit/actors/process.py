@@ -23,6 +23,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import trio
+
+from ..kernel.lane import YIELD_EVERY, run_context
 from ._context import current
 from ._entries import Entry
 from ._events import CANCEL, EXIT, LINK_DOWN, UNDELIVERED
@@ -30,6 +33,7 @@ from ._mailbox import Receiver
 from ._outlet import emit
 from ._pid import Pid
 from ._proc import Proc
+from ._wire import SEND_WAIT
 
 __all__ = [
     "CANCEL",
@@ -148,8 +152,20 @@ def send(dest: Pid | str, topic: str, *payloads: Any) -> None:
     me = current()
     if me.threaded:
         me.node.from_thread(me, me.node.deliver, me.pid, dest, topic, payloads)
-    else:
-        me.node.deliver(me._pid or me.pid, dest, topic, payloads)  # the hot path
+        return
+    node = me.node
+    cluster = node._cluster
+    if cluster is not None and type(dest) is Pid and type(topic) is str:
+        # A process of a connected node: its stand-in, found as Node.target finds it,
+        # without the local lookups before it (the hot path of remote sends).
+        peer = dest.node
+        if peer is not None and peer != node.name:
+            link = cluster.links.get(peer)
+            if link is not None:
+                proxy = link.proxies.get(dest) or link.proxy(dest)
+                proxy.deliver(me._pid or me.pid, topic, payloads)
+                return
+    node.deliver(me._pid or me.pid, dest, topic, payloads)  # the hot path
 
 
 async def send_wait(dest: Pid | str, topic: str, *payloads: Any) -> None:
@@ -162,7 +178,31 @@ async def send_wait(dest: Pid | str, topic: str, *payloads: Any) -> None:
             await process.send_wait(consumer, "item", item)
     """
     me = current()
-    await me.node.deliver_wait(me._pid or me.pid, dest, topic, payloads)
+    node = me.node
+    cluster = node._cluster
+    if cluster is not None and type(dest) is Pid and type(topic) is str:
+        peer = dest.node  # (as in send)
+        if peer is not None and peer != node.name and peer in cluster.links:
+            node._budget -= 1  # Node.deliver_wait's checkpoint, cancel_point inlined
+            if node._budget <= 0:
+                node._budget = YIELD_EVERY
+                await trio.lowlevel.checkpoint()
+            else:
+                task = run_context.task
+                if task._cancel_status.effectively_cancelled or task._runner.ki_pending:
+                    await trio.lowlevel.checkpoint()
+                task._cancel_points += 1
+            link = cluster.links.get(peer)  # (gone while this yielded: NoSuchProcess)
+            if link is not None:
+                if link.queued + (len(payloads) or 1) <= link.limit and not link.closed:
+                    # RemoteProc.deliver_wait's common case: room on the link.
+                    text = dest._text or str(dest)
+                    link.put(SEND_WAIT, text, me._pid or me.pid, topic, payloads or (None,))
+                    return
+                proxy = link.proxies.get(dest) or link.proxy(dest)
+                await proxy.deliver_wait(me._pid or me.pid, topic, payloads)
+                return
+    await node.deliver_wait(me._pid or me.pid, dest, topic, payloads)
 
 
 def listen(topic: str, message: bool = False) -> Receiver:
