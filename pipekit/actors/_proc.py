@@ -81,6 +81,8 @@ class Proc:
         """The Pid's ``proc`` part: the process's key in its node."""
         self._pid: Pid | None = None
         self.capacity = capacity
+        """Messages the mailbox holds; ``send_wait`` callers blocked on a full one go on
+        once it holds half as many."""
         self.scope: trio.CancelScope | None = None
         """Made by the process's task as it starts (or by :meth:`cancel_scope` if it is
         stopped before): a scope made at spawn would live as long as the queue of
@@ -93,11 +95,6 @@ class Proc:
         self.room_waiters: list[Callable[[], None]] | None = None
         self.threaded = False
         """It runs in a thread of its own (host "thread"): its calls hop to trio."""
-
-    @property
-    def low_water(self) -> int:
-        """``send_wait`` callers blocked on a full mailbox go on once it is this low."""
-        return self.capacity // 2
 
     @property
     def pid(self) -> Pid:
