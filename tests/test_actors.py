@@ -1008,3 +1008,19 @@ def _all_tasks() -> int:
         for nursery in task.child_nurseries:
             stack.extend(nursery.child_tasks)
     return count
+
+
+async def test_a_process_spawned_plainly_holds_nothing_beyond_its_slots() -> None:
+    import gc
+
+    async def wait() -> None:
+        await trio.sleep_forever()
+
+    async with open_node("n") as node:
+        pid = node.spawn(wait)
+        proc = node.find(pid)
+        await trio.testing.wait_all_tasks_blocked()  # started: its scope made
+        # (A spawn burst is GC-bound: links, monitors, names, options stay class
+        # defaults, no dict of its own, until a process has some.)
+        own = [r for r in gc.get_referents(proc) if type(r) is dict and r is not proc.listeners]
+        assert own == []

@@ -457,7 +457,11 @@ class Cluster:
         self, link: Link, sender: Any, dest: Any, topic: Any, count: int, error: BaseException
     ) -> None:
         if sender is not None:
-            link.push([wire.UNDELIVERED, sender, dest, topic, count, wire.encode_error(error)])
+            # One report per (sender, dest, topic, error type) while it is queued.
+            key = (sender, dest, topic, type(error).__name__)
+            link.report(
+                key, [wire.UNDELIVERED, sender, dest, topic, count, wire.encode_error(error)]
+            )
         else:
             log.warning(
                 "%d message(s) from outside any actor on node %r to %s on %r not delivered: %s",
@@ -502,10 +506,9 @@ class Cluster:
                 proc.deliver(src, topic, values)
                 delivered = len(values)
             if delivered < count:
-                raise MailboxFull(
-                    f"the mailbox of {proc.pid} is full ({proc.capacity} messages): "
-                    f"{count - len(values)} message(s) on topic {topic!r} not delivered"
-                )
+                # (No count in the text: the report's count, which grows as reports
+                # merge, says how many.)
+                raise MailboxFull(f"the mailbox of {proc.pid} is full ({proc.capacity} messages)")
         except ActorError as exc:
             self._bounce(link, sender, dest, topic, count - delivered, exc)
 
@@ -546,7 +549,7 @@ class Cluster:
         try:
             proc = self._local(link, dest)
         except NoSuchProcess as exc:
-            link.push([wire.DOWN, dest, src, wire.encode_error(exc)])
+            link.report((wire.DOWN, dest, src), [wire.DOWN, dest, src, wire.encode_error(exc)])
             return
         _add(proc, "links", proxy)
         _add(proxy, "links", proc)
@@ -565,7 +568,8 @@ class Cluster:
         try:
             proc = self._local(link, dest)
         except NoSuchProcess as exc:
-            link.push([wire.EXIT, dest, src, None, wire.encode_error(exc)])
+            answer = [wire.EXIT, dest, src, None, wire.encode_error(exc)]
+            link.report((wire.EXIT, dest, src), answer)
             return
         _add(proc, "watchers", proxy)
         _add(proxy, "watching", proc)
@@ -655,11 +659,13 @@ class Cluster:
                 )
             elif linked or monitored:
                 if linked:
-                    link.push([wire.DOWN, text, caller, wire.encode_error(error)])
+                    answer = [wire.DOWN, text, caller, wire.encode_error(error)]
+                    link.report((wire.DOWN, text, caller), answer)
                 if monitored:
-                    link.push([wire.EXIT, text, caller, None, wire.encode_error(error)])
+                    answer = [wire.EXIT, text, caller, None, wire.encode_error(error)]
+                    link.report((wire.EXIT, text, caller), answer)
             else:
-                link.push([wire.UNDELIVERED, caller, text, None, 0, wire.encode_error(error)])
+                self._bounce(link, caller, text, None, 0, error)
             return
         if new != pid:
             log.warning("node %r spawned %s for %s (asked: %s)", node.name, new, link.peer, pid)
@@ -734,7 +740,8 @@ class Cluster:
             if not holders:
                 del self.names[name]
         now = trio.current_time()
-        error = NoConnection(f"noconnection: node {link.peer!r} is gone")
+        why = "is gone" if link.dropped is None else f"was dropped: {link.dropped}"
+        error = NoConnection(f"noconnection: node {link.peer!r} {why}")
         unsent, link.out = link.out, deque()
         for message in unsent:  # queued, never written: their senders are told
             if message[0] in (wire.SEND, wire.SEND_WAIT) and message[2] is not None:

@@ -14,7 +14,7 @@ import trio
 from ..kernel import CodecError, ErrorKind, Pipe, ProtocolError
 from ..kernel.scopes import open_plain_nursery
 from . import _wire as wire
-from ._errors import LinkFull, NoConnection
+from ._errors import LinkFull, NoConnection, NodeError
 from ._events import Event, ExitEvent, LinkDownEvent
 from ._pid import Pid
 
@@ -27,6 +27,10 @@ __all__ = ["DEFAULT_LINK_QUEUE", "Link", "RemoteProc"]
 DEFAULT_LINK_QUEUE = 65536
 """Messages (SEND values, and other node messages) a link queues for its writer before
 a ``send`` over it raises :class:`LinkFull` (``send_wait`` waits instead)."""
+REPORTS = 4096
+"""Reports the peer provoked (``undelivered``, answers to its ``link``, ``mon`` and
+``spawn``) that a link holds unwritten, after merging: one more and the link is dropped
+(the peer does not read what it asks for)."""
 _PID_CACHE = 4096
 _PLAIN = wire.PLAIN
 _MERGE = 4 + 256
@@ -136,8 +140,15 @@ class Link:
         self.peer = peer
         self.limit = limit
         self.out: deque[list[Any]] = deque()
+        """Node messages for the writer, which takes all of them at once (what
+        :meth:`report` relies on to know a report is still queued)."""
         self.queued = 0
         """Messages (payloads) in ``out``: what ``limit`` bounds."""
+        self.dropped: NodeError | None = None
+        """Why this node dropped the link (:meth:`drop`), if it did."""
+        self._reports: dict[tuple[Any, ...], tuple[int, list[Any]]] = {}
+        """Reports queued in ``out``, by key: (position in ``out``, the message)."""
+        self._scope: trio.CancelScope | None = None
         self.proxies: dict[Pid, RemoteProc] = {}
         self.closed = False
         self._wakeup = trio.Event()
@@ -220,12 +231,63 @@ class Link:
         self._wakeup.set()
 
     def push(self, message: list[Any]) -> None:
-        """Queue a control message (never refused: at most one per link, monitor,
-        exit or request)."""
-        if not self.closed:
+        """Queue a control message of this node's own (never refused: at most one per
+        request of a local process, and per link or monitor when it ends)."""
+        if not self.closed and self.dropped is None:
             self.out.append(message)
             self.queued += 1
             self._wakeup.set()
+
+    def report(self, key: tuple[Any, ...], message: list[Any]) -> None:
+        """Queue ``message``, a report the peer provoked (an ``undelivered``, an answer
+        to its ``link``, ``mon`` or ``spawn``), unless one with the same ``key`` is
+        still queued: then an ``undelivered`` adds its count to that one, and any
+        other report is the same answer again (dropped as such). So a peer that sends
+        without reading makes this link hold at most one report per distinct key; past
+        :data:`REPORTS` of them, the link is dropped (:meth:`drop`)."""
+        if self.closed or self.dropped is not None:
+            return
+        out = self.out
+        reports = self._reports
+        entry = reports.get(key)
+        if entry is not None:
+            at, queued = entry
+            if at < len(out) and out[at] is queued:  # not taken by the writer yet
+                if message[0] == wire.UNDELIVERED:
+                    queued[4] += message[4]
+                return
+        elif len(reports) >= REPORTS:
+            # Forget those the writer has taken; if as many are still queued, the peer
+            # has not read them: it cannot have more.
+            n = len(out)
+            reports = self._reports = {
+                k: e for k, e in reports.items() if e[0] < n and out[e[0]] is e[1]
+            }
+            if len(reports) >= REPORTS:
+                counts = sum(e[1][4] for e in reports.values() if e[1][0] == wire.UNDELIVERED)
+                self.drop(
+                    f"node {self.peer!r} does not read: {len(reports)} reports to it are "
+                    f"queued unwritten (for {counts} undelivered messages), the limit"
+                )
+                return
+        reports[key] = (len(out), message)
+        out.append(message)
+        self.queued += 1
+        self._wakeup.set()
+
+    def drop(self, reason: str) -> None:
+        """End the link from this side: logged at WARNING, the peer told with a
+        pipekit/1 ERROR of kind ``NodeError`` (if it still reads), and every link and
+        monitor across it gets ``noconnection`` naming ``reason``."""
+        if self.closed or self.dropped is not None:
+            return
+        self.dropped = NodeError(reason)
+        log.warning("the link to node %r is dropped: %s", self.peer, reason)
+        fail = getattr(self.pipe, "fail_nowait", None)
+        if fail is not None:
+            fail("NodeError", reason)
+        if self._scope is not None:
+            self._scope.cancel()
 
     def full(self, dest: str, n: int) -> None:
         raise LinkFull(
@@ -359,6 +421,9 @@ class Link:
         turns every link and monitor across it into ``noconnection``."""
         try:
             async with open_plain_nursery() as nursery:
+                self._scope = nursery.cancel_scope
+                if self.dropped is not None:  # before it ran
+                    nursery.cancel_scope.cancel()
 
                 async def read_then_stop() -> None:
                     await self._reader()

@@ -88,7 +88,7 @@ class Receiver(Channel[Any]):
     def _taken(self) -> None:
         owner = self._owner
         owner.queued -= 1
-        if owner.room_waiters and owner.queued <= owner.low_water:
+        if owner.room_waiters and owner.queued <= owner.capacity >> 1:
             owner.wake_room()
 
     def _poll_receive(self) -> object:
@@ -125,7 +125,7 @@ class Receiver(Channel[Any]):
         if self._counted:
             owner = self._owner
             owner.queued -= 1
-            if owner.room_waiters and owner.queued <= owner.low_water:
+            if owner.room_waiters and owner.queued <= owner.capacity >> 1:
                 owner.wake_room()
         return item
 

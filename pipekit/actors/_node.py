@@ -576,7 +576,8 @@ class Node:
         if proc.names:
             self.registry.release(proc)
         watchers, links, watching = proc.watchers, proc.links, proc.watching
-        proc.watchers = proc.links = proc.watching = None
+        if watchers is not None or links is not None or watching is not None:
+            proc.watchers = proc.links = proc.watching = None  # (no dict made for None)
         if watchers or links:
             now = trio.current_time()
             if watchers:
@@ -605,9 +606,11 @@ class Node:
                     target.watchers.discard(proc)
         if proc.room_waiters:
             proc.wake_room()
-        for callback in proc.on_exit or ():
-            callback(result, error)
-        proc.on_exit = None
+        on_exit = proc.on_exit
+        if on_exit is not None:
+            proc.on_exit = None
+            for callback in on_exit:
+                callback(result, error)
 
 
 def _queue_size(value: int | None, default: int) -> int:

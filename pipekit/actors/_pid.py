@@ -51,7 +51,7 @@ class Pid:
         self.host = host
         self.name = name
         self.proc = proc
-        self._hash = hash((node, host, name, proc))
+        self._hash: int | None = None
         self._text: str | None = None
 
     @classmethod
@@ -82,7 +82,10 @@ class Pid:
         return f"Pid({str(self)!r})"
 
     def __hash__(self) -> int:
-        return self._hash
+        h = self._hash
+        if h is None:  # made on first use: most Pids a spawn returns are never hashed
+            h = self._hash = hash((self.node, self.host, self.name, self.proc))
+        return h
 
     def __eq__(self, other: object) -> bool:
         if other is self:
@@ -90,8 +93,7 @@ class Pid:
         if type(other) is not Pid:
             return NotImplemented
         return (
-            self._hash == other._hash
-            and self.proc == other.proc
+            self.proc == other.proc
             and self.name == other.name
             and self.host == other.host
             and self.node == other.node
@@ -108,7 +110,7 @@ def make_pid(node: str | None, host: str, name: str, proc: str) -> Pid:
     pid.host = host
     pid.name = name
     pid.proc = proc
-    pid._hash = hash((node, host, name, proc))
+    pid._hash = None
     pid._text = None
     return pid
 

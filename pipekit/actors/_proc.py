@@ -34,36 +34,44 @@ class Proc:
     links, monitors and cancels).
     """
 
+    # Slots for what every process sets or a message reads; what few processes use
+    # (links, monitors, names, options, a kill) stays at the class's default until set
+    # (then in the instance's dict). A process that waits to start is smaller so, and
+    # the garbage collector, which walks each slot, goes through a spawn burst faster.
     __slots__ = (
+        "__dict__",
         "_pid",
         "alive",
         "capacity",
-        "ended",
         "entry_name",
-        "events",
         "host",
         "inbox",
         "key",
-        "kill_reason",
-        "links",
         "listeners",
-        "low_water",
-        "names",
         "node",
-        "on_exit",
         "pending",
         "queued",
         "room_waiters",
         "scope",
-        "thread_waits",
         "threaded",
-        "trap_links",
-        "watchers",
-        "watching",
     )
 
     remote = False
     """A process of this node (a :class:`~pipekit.actors._link.RemoteProc` says True)."""
+    events: Receiver | None = None
+    links: set[Proc] | None = None
+    watchers: set[Proc] | None = None
+    """Processes monitoring this one."""
+    watching: set[Proc] | None = None
+    """Processes this one monitors."""
+    names: list[str] | None = None
+    trap_links = False
+    ended: set[str] | None = None
+    """Topics whose sender is done (a pipeline stage's input): see :meth:`end_topic`."""
+    kill_reason: BaseException | None = None
+    on_exit: list[Callable[[Any, BaseException | None], None]] | None = None
+    thread_waits: set[trio.CancelScope] | None = None
+    """The scopes of its thread's blocking receives, cancelled when it is killed."""
 
     def __init__(self, node: Node, host: str, entry_name: str, key: str, capacity: int) -> None:
         self.node = node
@@ -73,34 +81,20 @@ class Proc:
         """The Pid's ``proc`` part: the process's key in its node."""
         self._pid: Pid | None = None
         self.capacity = capacity
-        self.low_water = capacity // 2
-        """``send_wait`` callers blocked on a full mailbox go on once it is this low."""
+        """Messages the mailbox holds; ``send_wait`` callers blocked on a full one go on
+        once it holds half as many."""
         self.scope: trio.CancelScope | None = None
         """Made by the process's task as it starts (or by :meth:`cancel_scope` if it is
         stopped before): a scope made at spawn would live as long as the queue of
         processes not started yet, and a spawn burst would pay for it in GC time."""
         self.listeners = _NO_LISTENERS
         self.inbox: Receiver | None = None
-        self.events: Receiver | None = None
         self.pending: deque[Message] | None = None
         self.queued = 0
-        self.links: set[Proc] | None = None
-        self.watchers: set[Proc] | None = None
-        """Processes monitoring this one."""
-        self.watching: set[Proc] | None = None
-        """Processes this one monitors."""
-        self.names: list[str] | None = None
-        self.trap_links = False
-        self.ended: set[str] | None = None
-        """Topics whose sender is done (a pipeline stage's input): see :meth:`end_topic`."""
         self.alive = True
-        self.kill_reason: BaseException | None = None
         self.room_waiters: list[Callable[[], None]] | None = None
-        self.on_exit: list[Callable[[Any, BaseException | None], None]] | None = None
         self.threaded = False
         """It runs in a thread of its own (host "thread"): its calls hop to trio."""
-        self.thread_waits: set[trio.CancelScope] | None = None
-        """The scopes of its thread's blocking receives, cancelled when it is killed."""
 
     @property
     def pid(self) -> Pid:

@@ -143,7 +143,6 @@ class ActorModule:
         proc = node.find(pid)
         if self.mailbox_size is not None:  # not started yet: its mailbox is empty
             proc.capacity = self.mailbox_size
-            proc.low_water = self.mailbox_size // 2
         done = trio.Event()
         outcome: list[tuple[Any, BaseException | None]] = []
 
