@@ -18,7 +18,7 @@ import trio
 
 from ._events import Event
 from .errors import ProtocolError
-from .protocol import Connection
+from .protocol import LARGE_HEAD, Connection
 
 __all__ = [
     "IOV_MAX",
@@ -113,6 +113,7 @@ class SocketReader:
         self._size = size
         self._deliver = deliver
         self._at_eof = at_eof
+        self._eof = False
 
     async def run(self) -> None:
         """Read until EOF or a violation. Raises :class:`trio.BrokenResourceError` or
@@ -123,8 +124,24 @@ class SocketReader:
         size = self._size
         readv = os.readv
         wait_readable = trio.lowlevel.wait_readable
+        unyielded = 0
         await trio.lowlevel.checkpoint_if_cancelled()
         while True:
+            if conn.large_next:
+                # Maybe another large message: its head alone, then the message itself
+                # straight into its own bytes. A checkpoint once a read's worth came in.
+                count = self._read_large(sock)
+                if count > 0:
+                    unyielded += count
+                    if unyielded >= size:
+                        unyielded = 0
+                        await trio.lowlevel.checkpoint()
+                elif count < 0:
+                    unyielded = 0
+                    await wait_readable(sock)
+                elif self._eof or conn.failure is not None:
+                    return
+                continue
             with conn.receive_buffer(size) as target:
                 room = len(target)
                 try:
@@ -151,6 +168,48 @@ class SocketReader:
                 await wait_readable(sock)
             else:
                 await trio.lowlevel.checkpoint()
+
+    def _read_large(self, sock: trio.socket.SocketType) -> int:
+        """One read of a frame's head and, if it is a large ``bytes`` message that
+        :meth:`Connection.large_bytes_size` accepts, of that message, into a ``bytes``
+        of its own (``os.read``: the only copy). Returns the bytes of the message read
+        whole that way, or 0 when the head and whatever arrived were reported as usual
+        (then also at EOF, with ``_eof`` set, and after a violation), or -1 when nothing
+        could be read (wait for readability)."""
+        conn = self._conn
+        with conn.receive_buffer(LARGE_HEAD) as target:
+            try:
+                count = os.readv(sock.fileno(), (target[:LARGE_HEAD],))
+            except BlockingIOError:
+                return -1
+            except OSError as exc:
+                raise _stream_error(exc) from exc
+            size = conn.large_bytes_size(target) if count == LARGE_HEAD else 0
+        if not count:
+            self._end()
+            return 0
+        data = b""
+        if size:
+            try:
+                data = os.read(sock.fileno(), size)
+            except BlockingIOError:
+                pass
+            except OSError as exc:
+                raise _stream_error(exc) from exc
+            if len(data) == size:
+                self._deliver(conn.receive_large_bytes(data))
+                return size
+        events = conn.receive_filled(count)
+        if data and conn.failure is None:
+            events += conn.receive_data(data)  # a part: copied, as any read
+        if events:
+            self._deliver(events)
+        return 0
+
+    def _end(self) -> None:
+        self._eof = True
+        self._deliver(self._conn.receive_eof())
+        self._at_eof()
 
 
 def socket_reader(
