@@ -166,6 +166,8 @@ class ReceiveBuffer:
             handle(ftype, flags, payload, events)
         else:
             self._need = HEADER_SIZE
+            if length >= _HINT_MIN:  # (the last frame: one whole frame a read is enough)
+                keep_heap(length)
             if pos == end_of_buf:
                 self.after_large = length >= LARGE_FRAME
                 self._start = self._end = 0
