@@ -2275,12 +2275,21 @@ def test_send_and_take_hands_out_what_send_then_data_to_send_pieces_would(
     assert counters[0] == counters[1]
 
 
-def test_send_and_take_refuses_an_oversize_message_and_queues_nothing() -> None:
+@pytest.mark.parametrize("message", ["x" * 2000, b"x" * 70_000])
+def test_send_and_take_refuses_an_oversize_message_and_queues_nothing(message: Any) -> None:
     i, _ = connect(acceptor={"max_frame": 1024})
     with pytest.raises(ProtocolError) as info:
-        i.send_and_take("x" * 2000)
+        i.send_and_take(message)
     assert info.value.kind == ErrorKind.OVERSIZE
     assert i.messages_sent == 0 and not i.has_data_to_send
+
+
+@pytest.mark.parametrize("codec", ["msgpack", "cbor"])
+def test_send_and_take_hands_out_a_lone_large_bytes_message_uncopied(codec: str) -> None:
+    i, _ = connect({"codecs": [codec]}, {"codecs": [codec]})
+    blob = b"u" * 70_000
+    pieces = i.send_and_take(blob)
+    assert len(pieces) == 2 and pieces[1] is blob
 
 
 def test_send_and_take_while_paused_queues_the_message_for_resume() -> None:
