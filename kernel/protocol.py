@@ -404,8 +404,8 @@ class Connection(SendQueue):
     def large_bytes_size(self, head: bytes | bytearray | memoryview) -> int:
         """The size of the ``bytes`` message whose frame starts with ``head`` (the first
         :data:`LARGE_HEAD` bytes of a frame, not reported yet), if that frame is DATA
-        holding just that one message of at least 64 KiB, and this side would decode it
-        now; else 0.
+        holding just that one message of at least 128 KiB (``LARGE_FRAME``), and this
+        side would decode it now; else 0.
 
         For a size, the transport may read the message (and nothing more) into a new
         ``bytes`` and hand it to :meth:`receive_large_bytes` without reporting ``head``:
