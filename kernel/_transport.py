@@ -98,7 +98,13 @@ class SocketReader:
     checkpoint after one that filled it. trio's ``recv_into`` yields after every read
     *and* tries a read before waiting: in a round trip that is one scheduler pass and
     one failed ``recvfrom`` more per message on each side (measured on a socketpair
-    echo: 4 trio passes per round trip in the parent before, 2 after)."""
+    echo: 4 trio passes per round trip in the parent before, 2 after).
+
+    After a large frame (:attr:`Connection.large_next`) it reads the next frame's head
+    alone and, for a large ``bytes`` message, the message straight into its own
+    ``bytes`` (see :meth:`_read_large`), passing a checkpoint once ``size`` bytes came in
+    that way (measured, receiving process against a C-speed sender: CPU per 128 KiB
+    message 36-41 -> 22-26 us, per 256 KiB 46-55 -> 32-34 us)."""
 
     def __init__(
         self,
