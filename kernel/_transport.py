@@ -12,9 +12,16 @@ from __future__ import annotations
 import abc
 import errno
 import os
+import sys
 from collections.abc import Awaitable, Callable, Sequence
 
 import trio
+
+try:
+    import fcntl
+    import termios
+except ImportError:  # (no socket reader there: it needs os.readv)
+    pass
 
 from ._events import Event
 from .errors import ProtocolError
@@ -57,6 +64,7 @@ Writes = tuple[Callable[[], Pieces], Callable[[Pieces], Awaitable[None]]]
 
 _VECTORED_MIN = 64 * 1024
 """A write holding a piece at least this large goes out with sendmsg, uncopied."""
+_INT = bytes(4)
 IOV_MAX = 512
 """Pieces handed to one ``sendmsg``/``writev`` call."""
 
@@ -195,7 +203,7 @@ class SocketReader:
             self._end()
             return 0
         data = b""
-        if size:
+        if size and _queued(sock) >= size:
             try:
                 data = os.read(sock.fileno(), size)
             except BlockingIOError:
@@ -216,6 +224,17 @@ class SocketReader:
         self._eof = True
         self._deliver(self._conn.receive_eof())
         self._at_eof()
+
+
+def _queued(sock: trio.socket.SocketType) -> int:
+    """Bytes ready to be read from ``sock`` (``FIONREAD``; 0 if that cannot be told).
+    A large message is read straight only when all of it is there: a part would be
+    copied into the receive buffer once more (measured on a Unix socket, 1 MiB
+    messages: half of them arrived in parts)."""
+    try:
+        return int.from_bytes(fcntl.ioctl(sock.fileno(), termios.FIONREAD, _INT), sys.byteorder)
+    except (OSError, NameError):
+        return 0
 
 
 def socket_reader(
