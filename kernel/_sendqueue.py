@@ -164,10 +164,21 @@ class SendQueue:
             or self._control
             or self._unwritten
             or self._pong is not None
-            or type(message) is bytes
         ):
             self.send(message)
             return self.data_to_send_pieces()
+        if type(message) is bytes:
+            size = len(message)
+            prefix = codec.bytes_prefix(size) if size >= self.coalesce_bytes else None
+            if prefix is None:
+                self.send(message)
+                return self.data_to_send_pieces()
+            size += len(prefix)
+            if size > self.peer_max_frame:
+                self._check_size(size)
+            self.messages_sent += 1
+            self.bytes_sent += HEADER_SIZE + size
+            return [HEADER.pack(size, 1, 0) + prefix, message]  # the message by reference
         encoded = codec.encode(message)
         size = len(encoded)
         if size > self.peer_max_frame:

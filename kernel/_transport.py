@@ -12,13 +12,20 @@ from __future__ import annotations
 import abc
 import errno
 import os
+import sys
 from collections.abc import Awaitable, Callable, Sequence
 
 import trio
 
+try:
+    import fcntl
+    import termios
+except ImportError:  # (no socket reader there: it needs os.readv)
+    pass
+
 from ._events import Event
 from .errors import ProtocolError
-from .protocol import Connection
+from .protocol import LARGE_HEAD, Connection
 
 __all__ = [
     "IOV_MAX",
@@ -57,6 +64,7 @@ Writes = tuple[Callable[[], Pieces], Callable[[Pieces], Awaitable[None]]]
 
 _VECTORED_MIN = 64 * 1024
 """A write holding a piece at least this large goes out with sendmsg, uncopied."""
+_INT = bytes(4)
 IOV_MAX = 512
 """Pieces handed to one ``sendmsg``/``writev`` call."""
 
@@ -98,7 +106,13 @@ class SocketReader:
     checkpoint after one that filled it. trio's ``recv_into`` yields after every read
     *and* tries a read before waiting: in a round trip that is one scheduler pass and
     one failed ``recvfrom`` more per message on each side (measured on a socketpair
-    echo: 4 trio passes per round trip in the parent before, 2 after)."""
+    echo: 4 trio passes per round trip in the parent before, 2 after).
+
+    After a large frame (:attr:`Connection.large_next`) it reads the next frame's head
+    alone and, for a large ``bytes`` message, the message straight into its own
+    ``bytes`` (see :meth:`_read_large`), passing a checkpoint once ``size`` bytes came in
+    that way (measured, receiving process against a C-speed sender: CPU per 128 KiB
+    message 36-41 -> 22-26 us, per 256 KiB 46-55 -> 32-34 us)."""
 
     def __init__(
         self,
@@ -113,6 +127,7 @@ class SocketReader:
         self._size = size
         self._deliver = deliver
         self._at_eof = at_eof
+        self._eof = False
 
     async def run(self) -> None:
         """Read until EOF or a violation. Raises :class:`trio.BrokenResourceError` or
@@ -123,8 +138,24 @@ class SocketReader:
         size = self._size
         readv = os.readv
         wait_readable = trio.lowlevel.wait_readable
+        unyielded = 0
         await trio.lowlevel.checkpoint_if_cancelled()
         while True:
+            if conn.large_next:
+                # Maybe another large message: its head alone, then the message itself
+                # straight into its own bytes. A checkpoint once a read's worth came in.
+                count = self._read_large(sock)
+                if count > 0:
+                    unyielded += count
+                    if unyielded >= size:
+                        unyielded = 0
+                        await trio.lowlevel.checkpoint()
+                elif count < 0:
+                    unyielded = 0
+                    await wait_readable(sock)
+                elif self._eof or conn.failure is not None:
+                    return
+                continue
             with conn.receive_buffer(size) as target:
                 room = len(target)
                 try:
@@ -151,6 +182,59 @@ class SocketReader:
                 await wait_readable(sock)
             else:
                 await trio.lowlevel.checkpoint()
+
+    def _read_large(self, sock: trio.socket.SocketType) -> int:
+        """One read of a frame's head and, if it is a large ``bytes`` message that
+        :meth:`Connection.large_bytes_size` accepts, of that message, into a ``bytes``
+        of its own (``os.read``: the only copy). Returns the bytes of the message read
+        whole that way, or 0 when the head and whatever arrived were reported as usual
+        (then also at EOF, with ``_eof`` set, and after a violation), or -1 when nothing
+        could be read (wait for readability)."""
+        conn = self._conn
+        with conn.receive_buffer(LARGE_HEAD) as target:
+            try:
+                count = os.readv(sock.fileno(), (target[:LARGE_HEAD],))
+            except BlockingIOError:
+                return -1
+            except OSError as exc:
+                raise _stream_error(exc) from exc
+            size = conn.large_bytes_size(target) if count == LARGE_HEAD else 0
+        if not count:
+            self._end()
+            return 0
+        data = b""
+        if size and _queued(sock) >= size:
+            try:
+                data = os.read(sock.fileno(), size)
+            except BlockingIOError:
+                pass
+            except OSError as exc:
+                raise _stream_error(exc) from exc
+            if len(data) == size:
+                self._deliver(conn.receive_large_bytes(data))
+                return size
+        events = conn.receive_filled(count)
+        if data and conn.failure is None:
+            events += conn.receive_data(data)  # a part: copied, as any read
+        if events:
+            self._deliver(events)
+        return 0
+
+    def _end(self) -> None:
+        self._eof = True
+        self._deliver(self._conn.receive_eof())
+        self._at_eof()
+
+
+def _queued(sock: trio.socket.SocketType) -> int:
+    """Bytes ready to be read from ``sock`` (``FIONREAD``; 0 if that cannot be told).
+    A large message is read straight only when all of it is there: a part would be
+    copied into the receive buffer once more (measured on a Unix socket, 1 MiB
+    messages: half of them arrived in parts)."""
+    try:
+        return int.from_bytes(fcntl.ioctl(sock.fileno(), termios.FIONREAD, _INT), sys.byteorder)
+    except (OSError, NameError):
+        return 0
 
 
 def socket_reader(

@@ -51,7 +51,7 @@ from ._frames import (
     error_frame,
     json_frame,
 )
-from ._receivebuffer import DEFAULT_READ_SIZE, ReceiveBuffer
+from ._receivebuffer import DEFAULT_READ_SIZE, LARGE_FRAME, ReceiveBuffer, keep_heap
 from ._sendqueue import TAKE_MAX, SendQueue
 from .codecs import Codec, FrameDecoder, get_codec, json_decode
 from .errors import ErrorKind, FlowControlError, ProtocolError, RemoteProtocolError
@@ -67,6 +67,7 @@ __all__ = [
     "HEADER",
     "HEADER_SIZE",
     "HELLO_MAX_FRAME",
+    "LARGE_HEAD",
     "PROTOCOL",
     "TAKE_MAX",
     "Connection",
@@ -85,6 +86,12 @@ __all__ = [
     "encode_frame",
     "error_frame",
 ]
+
+
+LARGE_HEAD = HEADER_SIZE + 5
+"""The bytes a transport reads first when a large message may come next (see
+:meth:`Connection.large_bytes_size`): a frame header and a codec's 5-byte prefix of a
+``bytes`` message."""
 
 
 def _malformed(message: str) -> RemoteProtocolError:
@@ -383,6 +390,59 @@ class Connection(SendQueue):
             self._violate(exc)
             events.append(ProtocolViolation(exc))
             self._received.clear()
+        return events
+
+    @property
+    def large_next(self) -> bool:
+        """True when the last frame received was large and nothing after it has arrived:
+        a transport that can read a message straight into its own ``bytes`` reads just
+        :data:`LARGE_HEAD` bytes next, into :meth:`receive_buffer`, and asks
+        :meth:`large_bytes_size` about them."""
+        return self._received.after_large
+
+    def large_bytes_size(self, head: bytes | bytearray | memoryview) -> int:
+        """The size of the ``bytes`` message whose frame starts with ``head`` (the first
+        :data:`LARGE_HEAD` bytes of a frame, not reported yet), if that frame is DATA
+        holding just that one message of at least 128 KiB (``LARGE_FRAME``), and this
+        side would decode it now; else 0.
+
+        For a size, the transport may read the message (and nothing more) into a new
+        ``bytes`` and hand it to :meth:`receive_large_bytes` without reporting ``head``:
+        one copy from the transport to the message, where the receive buffer costs two.
+        For 0, or when fewer bytes than the size arrive, it reports ``head`` (and what
+        arrived) as usual: then nothing is different from a plain read."""
+        length: int
+        ftype: int
+        flags: int
+        length, ftype, flags = HEADER.unpack_from(head)
+        size = length - 5
+        codec = self.codec
+        if (
+            ftype != 1
+            or flags
+            or size < LARGE_FRAME
+            or codec is None
+            or length > self.max_frame
+            or self.receive_state is not OPEN
+            or self.failure is not None
+            or self.paused_peer
+            or self.held_bytes
+            or self.unconsumed >= self.high_water
+            or self.unconsumed_bytes >= self.high_water_bytes
+        ):
+            return 0
+        if codec.bytes_prefix(size) != head[HEADER_SIZE:LARGE_HEAD]:
+            return 0
+        keep_heap(length)
+        return size
+
+    def receive_large_bytes(self, message: bytes) -> list[Event]:
+        """The message of the frame whose head :meth:`large_bytes_size` accepted, read
+        whole into its own ``bytes``: return the events (as :meth:`receive_data`)."""
+        size = len(message)
+        self.bytes_received += LARGE_HEAD + size
+        events: list[Event] = []
+        self._deliver([message], size + 5, events)
         return events
 
     def receive_frame(self, frame: bytes | bytearray | memoryview) -> list[Event]:

@@ -1206,6 +1206,67 @@ async def test_large_bytes_over_a_socket_with_small_buffers_arrive_intact() -> N
     assert received == [x for i, blob in enumerate(blobs) for x in (blob, i)]
 
 
+# -- large messages read straight into their own bytes ---------------------------------
+
+
+async def test_large_messages_among_small_ones_arrive_in_order_and_counted(
+    socket_stream_pair: tuple[trio.SocketStream, trio.SocketStream],
+    framed_pair: OpenFramedPair,
+) -> None:
+    sent: list[Any] = [b"a" * 200_000, "x", b"b" * (1 << 20), b"c" * 150_000, 7]
+    sent += [b"d" * 131_072, b"e" * 131_072, {"k": b"f" * 200_000}, b"g" * 70_000]
+    with trio.fail_after(HANG_GUARD):
+        async with framed_pair(*socket_stream_pair) as (a, b):
+            for message in sent:
+                await a.send(message)
+            assert [await b.receive() for _ in sent] == sent
+            assert b.stats.bytes_received == a.stats.bytes_sent
+            assert b.stats.messages_received == len(sent)
+
+
+@pytest.mark.parametrize("cut", [HEADER_SIZE + 2, HEADER_SIZE + 5, 100_000])
+async def test_a_large_message_whose_bytes_arrive_in_two_parts_is_read_intact(
+    socket_stream_pair: tuple[trio.SocketStream, trio.SocketStream], cut: int
+) -> None:
+    left, right = socket_stream_pair
+    first, second = b"1" * 200_000, bytes(range(256)) * 1000
+    with trio.fail_after(HANG_GUARD):
+        async with honest_and_raw(left, right, honest_initiates=False) as (pipe, peer):
+            peer.conn.send(first)
+            peer.conn.send(second)
+            data = peer.conn.data_to_send()
+            split = len(data) - len(second) - HEADER_SIZE - 5
+            await right.send_all(data[:split])
+            assert await pipe.receive() == first
+            await trio.testing.wait_all_tasks_blocked()
+            assert pipe.conn.large_next  # the next frame is read straight if it can be
+            await right.send_all(data[split : split + cut])
+            await trio.testing.wait_all_tasks_blocked()  # the reader read what came
+            await right.send_all(data[split + cut :])
+            assert await pipe.receive() == second
+            assert pipe.stats.bytes_received == peer.conn.bytes_sent
+
+
+async def test_a_connection_closed_after_a_large_message_head_is_reported_as_cut(
+    socket_stream_pair: tuple[trio.SocketStream, trio.SocketStream],
+) -> None:
+    left, right = socket_stream_pair
+    with trio.fail_after(HANG_GUARD):
+        async with honest_and_raw(left, right, honest_initiates=False, close_timeout=0) as (
+            pipe,
+            peer,
+        ):
+            peer.conn.send(b"1" * 200_000)
+            peer.conn.send(b"2" * 200_000)
+            data = peer.conn.data_to_send()
+            await right.send_all(data[:-200_000])  # the second frame's head alone
+            assert await pipe.receive() == b"1" * 200_000
+            await trio.testing.wait_all_tasks_blocked()
+            await right.send_eof()
+            with pytest.raises(RemoteProtocolError, match="inside a frame"):
+                await pipe.receive()
+
+
 # -- writes by send itself -------------------------------------------------------------
 
 

@@ -37,6 +37,7 @@ from pipekit.kernel.protocol import (
     HEADER,
     HEADER_SIZE,
     HELLO_MAX_FRAME,
+    LARGE_HEAD,
     PROTOCOL,
     TAKE_MAX,
     Connection,
@@ -2012,6 +2013,182 @@ def test_the_buffer_a_huge_frame_needed_is_given_back() -> None:
         assert len(target) <= 4 * 1024 * 1024
 
 
+# -- a large message read straight into its own bytes ----------------------------------
+
+BIG = 200_000
+
+
+def large_frame(conn: Connection, message: Any) -> bytes:
+    """The bytes of ``conn`` sending ``message`` alone."""
+    conn.send(message)
+    return conn.data_to_send()
+
+
+def test_after_a_large_frame_read_to_its_end_the_next_frame_starts_a_read_of_its_own() -> None:
+    a, b = connect()
+    data = large_frame(a, b"L" * BIG)
+    feed_in_place(b, data[:1000], read=1 << 20)
+    with b.receive_buffer(1 << 20) as target:
+        assert len(target) == len(data) - 1000  # the read ends where the frame ends
+    assert not b.large_next
+    feed_in_place(b, data[1000:], read=1 << 20)
+    assert b.large_next
+    b.receive_data(large_frame(a, "small"))
+    assert not b.large_next
+
+
+def test_a_small_frame_does_not_ask_for_a_read_of_its_own() -> None:
+    a, b = connect()
+    b.receive_data(large_frame(a, b"s" * 1000))
+    assert not b.large_next
+
+
+@pytest.mark.parametrize("codec", ["msgpack", "cbor"])
+def test_the_head_of_a_lone_large_bytes_message_names_its_size(codec: str) -> None:
+    a, b = connect({"codecs": [codec]}, {"codecs": [codec]})
+    data = large_frame(a, b"x" * BIG)
+    assert b.large_bytes_size(data[:LARGE_HEAD]) == BIG
+    assert b.large_bytes_size(memoryview(data)[:LARGE_HEAD]) == BIG
+
+
+def refuses_head(prepare: str) -> int:
+    """large_bytes_size of a 200 KB bytes message after ``prepare``."""
+    a, b = connect(acceptor={"high_water": 2})
+    message: Any = b"x" * BIG
+    if prepare == "small":
+        message = b"x" * 1000
+    elif prepare == "not bytes":
+        message = ["x" * BIG]
+    elif prepare == "high water":
+        b.receive_data(large_frame(a, 1) + large_frame(a, 2))  # 2 unconsumed: PAUSE
+    elif prepare == "paused":
+        b.paused_peer = True
+    elif prepare == "ended":
+        a.end()
+        b.receive_data(a.data_to_send())
+        a.send_state = Direction.OPEN  # (to frame one more DATA)
+    elif prepare == "oversize":
+        b.max_frame = BIG
+    data = large_frame(a, message)
+    if prepare == "flags":
+        data = HEADER.pack(len(data) - HEADER_SIZE, 1, FLAG_JSON) + data[HEADER_SIZE:]
+    elif prepare == "not data":
+        data = HEADER.pack(len(data) - HEADER_SIZE, int(FrameType.PING), 0) + data[HEADER_SIZE:]
+    return b.large_bytes_size(data[:LARGE_HEAD])
+
+
+@pytest.mark.parametrize(
+    "prepare",
+    ["small", "not bytes", "high water", "paused", "ended", "oversize", "flags", "not data"],
+)
+def test_a_head_that_is_not_a_large_bytes_message_to_deliver_now_names_no_size(
+    prepare: str,
+) -> None:
+    assert refuses_head(prepare) == 0
+
+
+def test_a_json_connection_reads_no_message_straight() -> None:
+    a, b = connect({"codecs": ["json"]}, {"codecs": ["json"]})
+    data = large_frame(a, "x" * BIG)
+    assert b.large_bytes_size(data[:LARGE_HEAD]) == 0
+
+
+def test_a_message_read_straight_counts_as_its_frame_read_in_the_buffer() -> None:
+    a, plain = connect(acceptor={"high_water_bytes": 3 * BIG})
+    _, direct = connect(acceptor={"high_water_bytes": 3 * BIG})
+    data = large_frame(a, b"y" * BIG)
+    for _ in range(3):
+        events = plain.receive_data(data)
+        assert direct.large_bytes_size(data[:LARGE_HEAD]) == BIG
+        assert direct.receive_large_bytes(data[LARGE_HEAD:]) == events[:1]
+    assert plain.paused_peer  # the third reached high_water_bytes
+    for attr in ("bytes_received", "messages_received", "unconsumed", "unconsumed_bytes"):
+        assert getattr(direct, attr) == getattr(plain, attr), attr
+    assert direct.paused_peer and direct.data_to_send() == plain.data_to_send()
+    assert direct.consumed(3) and plain.consumed(3)
+
+
+def feed_straight(conn: Connection, data: bytes, cuts: list[int]) -> list[Event]:
+    """Feed ``data`` as the socket reader does, the bytes arriving up to each of ``cuts``
+    in turn, the application consuming as it goes: a frame's head alone after a large
+    frame, and then the message straight into its own bytes if the machine names its
+    size and all of it has arrived."""
+    events: list[Event] = []
+    pos = 0
+    for arrived in [*(min(cut, len(data)) for cut in cuts), len(data)]:
+        while pos < arrived and conn.failure is None:
+            if conn.large_next:
+                head = data[pos : min(arrived, pos + LARGE_HEAD)]
+                size = conn.large_bytes_size(head) if len(head) == LARGE_HEAD else 0
+                end = pos + LARGE_HEAD + size
+                if size and arrived >= end:
+                    events += drain(conn, conn.receive_large_bytes(data[pos + LARGE_HEAD : end]))
+                    pos = end
+                    continue
+                events += drain(conn, conn.receive_data(head))
+                pos += len(head)
+                continue
+            with conn.receive_buffer(4096) as target:
+                count = min(len(target), arrived - pos)
+                target[:count] = data[pos : pos + count]
+            events += drain(conn, conn.receive_filled(count))
+            pos += count
+    return events
+
+
+def delivered(conn: Connection, events: list[Event]) -> list[Any]:
+    """Every message, consumed as it arrives, and what was held back decoded after."""
+    out: list[Any] = []
+    for event in drain(conn, events):
+        if isinstance(event, MessagesReceived):
+            out += event.messages
+    return out
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    kinds=st.lists(st.sampled_from(["big", "big", "small", "big list", "end"]), max_size=6),
+    cuts=st.lists(st.integers(0, 900_000), max_size=6),
+    high_water=st.integers(1, 4),
+)
+def test_reading_large_messages_straight_delivers_what_reading_in_place_delivers(
+    kinds: list[str], cuts: list[int], high_water: int
+) -> None:
+    a, _ = connect()
+    for i, kind in enumerate(kinds):
+        if kind == "end":
+            break
+        a.send({"big": bytes([i]) * (BIG + i), "small": i, "big list": [b"l" * BIG]}[kind])
+    data = a.data_to_send()
+    if "end" in kinds:
+        a.end()
+        data += a.data_to_send()
+    _, plain = on_demand(high_water=high_water)
+    _, straight = on_demand(high_water=high_water)
+    expected = delivered(plain, plain.receive_data(data))
+    got = delivered(straight, feed_straight(straight, data, sorted(cuts)))
+    assert got == expected
+    assert straight.receive_state == plain.receive_state
+    assert straight.bytes_received == plain.bytes_received
+
+
+def test_a_large_frame_under_way_makes_the_allocator_keep_freed_memory(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from pipekit.kernel import _receivebuffer
+
+    monkeypatch.setattr(_receivebuffer, "_heap_kept", 0)
+    a, b = connect()
+    b.receive_data(large_frame(a, b"k" * 1000))
+    assert _receivebuffer._heap_kept == 0
+    data = large_frame(a, b"k" * BIG)
+    b.receive_data(data[:1000])
+    assert _receivebuffer._heap_kept == 4 * 1024 * 1024
+    b.receive_data(data[1000:])
+    _receivebuffer.keep_heap(64 * 1024 * 1024)
+    assert _receivebuffer._heap_kept == 16 * 1024 * 1024  # at most
+
+
 # --- kinds, states and settings -----------------------------------------------------
 
 
@@ -2098,12 +2275,21 @@ def test_send_and_take_hands_out_what_send_then_data_to_send_pieces_would(
     assert counters[0] == counters[1]
 
 
-def test_send_and_take_refuses_an_oversize_message_and_queues_nothing() -> None:
+@pytest.mark.parametrize("message", ["x" * 2000, b"x" * 70_000])
+def test_send_and_take_refuses_an_oversize_message_and_queues_nothing(message: Any) -> None:
     i, _ = connect(acceptor={"max_frame": 1024})
     with pytest.raises(ProtocolError) as info:
-        i.send_and_take("x" * 2000)
+        i.send_and_take(message)
     assert info.value.kind == ErrorKind.OVERSIZE
     assert i.messages_sent == 0 and not i.has_data_to_send
+
+
+@pytest.mark.parametrize("codec", ["msgpack", "cbor"])
+def test_send_and_take_hands_out_a_lone_large_bytes_message_uncopied(codec: str) -> None:
+    i, _ = connect({"codecs": [codec]}, {"codecs": [codec]})
+    blob = b"u" * 70_000
+    pieces = i.send_and_take(blob)
+    assert len(pieces) == 2 and pieces[1] is blob
 
 
 def test_send_and_take_while_paused_queues_the_message_for_resume() -> None:

@@ -240,6 +240,7 @@ PUBLIC: dict[str, list[str]] = {
         "HEADER_SIZE",
         "HELLO_MAX_FRAME",
         "HandshakeComplete",
+        "LARGE_HEAD",
         "MessagesReceived",
         "PROTOCOL",
         "TAKE_MAX",

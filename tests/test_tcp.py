@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import socket
 import ssl
+import sys
 from pathlib import Path
 
 import pytest
@@ -294,3 +295,18 @@ async def test_connections_beyond_every_slot_are_closed_at_once(
 def test_reconnect_delay_stays_at_max_delay_however_many_attempts() -> None:
     policy = tcp.Reconnect(attempts=10_000, initial=0.1, factor=2.0, max_delay=5.0)
     assert [policy.delay(n) for n in (0, 1, 100, 5000)] == [0.1, 0.2, 5.0, 5.0]
+
+
+@pytest.mark.skipif(
+    sys.platform != "linux" or not hasattr(socket, "TCP_NOTSENT_LOWAT"), reason="Linux option"
+)
+async def test_both_ends_of_a_connection_queue_unsent_bytes_without_trios_16_kib_limit() -> None:
+    with trio.fail_after(HANG_GUARD):
+        async with tcp.listen() as listener, tcp.connect(*listener.address) as client:
+            server = await listener.accept()
+            for pipe in (client, server):
+                stream = pipe.stream
+                assert isinstance(stream, trio.SocketStream)
+                lowat = stream.socket.getsockopt(socket.IPPROTO_TCP, socket.TCP_NOTSENT_LOWAT)
+                assert lowat == 0  # the system's default: no limit
+            await server.aclose()
