@@ -686,6 +686,39 @@ async def test_malformed_node_messages_are_ignored_and_the_link_stays_up(
             assert a.stats().processes == 2
 
 
+async def test_a_send_wait_with_a_bad_topic_is_ignored_before_it_waits(tmp_path: Path) -> None:
+    # It used to wait for room and meet its topic only when bouncing it (the process
+    # exited meanwhile): the error escaped the link's reader and took the link down.
+    from pipekit.adapters import unix
+
+    with trio.fail_after(GUARD):
+        async with open_node("a", mailbox_size=1) as a:
+            started, leave = trio.Event(), trio.Event()
+
+            async def stuck() -> None:  # its one-message mailbox stays full; then it exits
+                started.set()
+                await leave.wait()
+
+            a.registry.register("full", a.spawn(stuck))
+            a.registry.register("greeter", a.spawn(echo))
+            await started.wait()
+            a.send("full", "x", 0)
+            where = await a.listen(str(tmp_path / "a.sock"))
+            async with unix.connect(where.removeprefix("unix:"), codecs=["json"]) as pipe:
+                await pipe.send(["hello", 1, "raw", {}])
+                greeter = (await pipe.receive())[3]["greeter"]
+                me = "{raw@local|by:hand|1}"
+                await pipe.send(["sw", "full", me, ["not", "a", "str"], 1])
+                await trio.testing.wait_all_tasks_blocked()
+                leave.set()
+                await trio.testing.wait_all_tasks_blocked()
+                await pipe.send(["s", "greeter", me, "echo", "still here"])
+                answers = [await pipe.receive() for _ in range(2)]
+                assert ["unreg", "full"] in answers  # stuck exited; nothing was bounced
+                assert ["s", me, greeter, "reply", "still here"] in answers
+            assert a.connected() == []
+
+
 async def test_a_peer_that_does_not_say_hello_is_refused(tmp_path: Path) -> None:
     from pipekit.adapters import unix
 

@@ -515,6 +515,8 @@ class Cluster:
     def _on_send_wait(self, link: Link, m: list[Any]) -> Awaitable[None] | None:
         """SEND_WAIT: delivered now if the mailbox has room, else the link's reader
         waits for room (and so the pipe PAUSEs the sender: backpressure)."""
+        if type(m[3]) is not str:  # checked here, inside handle()'s guard, not after a wait
+            raise TypeError(f"a topic is a str, got {type(m[3]).__name__}")
         try:
             proc = self._dest(link, m[1])
         except ActorError as exc:
