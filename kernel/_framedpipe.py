@@ -414,18 +414,30 @@ class FramedPipe(FramedDriver, Pipe):
         if self._inbox:
             await trio.lowlevel.cancel_shielded_checkpoint()
         else:
+            task = trio.lowlevel.current_task()
+
+            def abort(_: Any) -> trio.lowlevel.Abort:
+                # Cancelled: the reader hands nothing more over from this moment (it
+                # may run before this task does).
+                self._handler = None
+                self._rx_waiter = None
+                return trio.lowlevel.Abort.SUCCEEDED
+
             self._handler = handler
             try:
                 while not self._inbox and self._handler_error is None:
                     if self._closing or self._rx_done is not None:
                         break  # _wait_for_messages raises what ends it
-                    if self._rx_event.is_set():
-                        self._rx_event = trio.Event()
                     self._wrote_unyielded = False
                     self._send_calls = self._unyielded_bytes = self._receive_calls = 0
-                    await self._rx_event.wait()
+                    self._rx_waiter = task
+                    await trio.lowlevel.wait_task_rescheduled(abort)
             finally:
                 self._handler = None
+                self._rx_waiter = None
+                if not self._inbox and self.conn.held_bytes and not self._closing:
+                    # (Cancelled: what the reader held back for the handler is queued.)
+                    self._on_events(self.conn.receive_held())
             error = self._handler_error
             if error is not None:
                 self._handler_error = None
@@ -598,7 +610,7 @@ class FramedPipe(FramedDriver, Pipe):
             return
         self._closing = True
         self._discard()  # from now on what arrives is dropped, and a paused peer RESUMEd
-        self._rx_event.set()  # receivers and senders in other tasks see the close
+        self._wake_rx()  # receivers and senders in other tasks see the close
         self._space_event.set()
         failure: BaseException | None = None
         try:
@@ -623,7 +635,7 @@ class FramedPipe(FramedDriver, Pipe):
         finally:
             self._closed = True
             self._closed_event.set()
-            self._rx_event.set()
+            self._wake_rx()
             self._space_event.set()
             await trio.aclose_forcefully(self.stream)
         if failure is not None:

@@ -105,6 +105,7 @@ class FramedDriver:
         # in the reader's task (see FramedPipe.receive_with); what the handler raised.
         self._handler: Callable[[list[Any]], int] | None = None
         self._handler_error: Exception | None = None
+        self._rx_waiter: trio.lowlevel.Task | None = None  # receive_with's parked task
         self.last_pong: bytes | None = None
         # Shared with a thread that writes DATA frames itself (see thread_sender).
         self._wire: Wire | None = None
@@ -215,7 +216,7 @@ class FramedDriver:
                     self._offer(self._handler, event.messages)
                     continue
                 self._inbox.extend(event.messages)
-                self._rx_event.set()
+                self._wake_rx()
             elif isinstance(event, HandshakeComplete):
                 self._handshake.set()
             elif isinstance(event, ResumeReceived):
@@ -239,6 +240,14 @@ class FramedDriver:
         if self.conn.has_data_to_send:  # PAUSE, RESUME, PONG, the answer HELLO, an ERROR
             self._tx_event.set()
 
+    def _wake_rx(self) -> None:
+        """Wake every waiting receiver: messages, their end, or the close."""
+        self._rx_event.set()
+        waiter = self._rx_waiter
+        if waiter is not None:
+            self._rx_waiter = None
+            trio.lowlevel.reschedule(waiter)
+
     def _offer(self, handler: Callable[[list[Any]], int], messages: list[Any]) -> None:
         """Hand ``messages`` to the waiting receiver's ``handler`` (in the reader's task):
         what it takes counts as consumed; what it leaves, or an exception it raised, ends
@@ -253,7 +262,7 @@ class FramedDriver:
         if taken < count or self._handler_error is not None:
             self._handler = None
             self._inbox.extend(messages[taken:] if taken else messages)
-            self._rx_event.set()
+            self._wake_rx()
         if taken and self.conn.consumed(taken):
             self._tx_event.set()
 
@@ -307,7 +316,7 @@ class FramedDriver:
     def _finish_rx(self, outcome: BaseException) -> None:
         if self._rx_done is None:
             self._rx_done = outcome
-        self._rx_event.set()
+        self._wake_rx()
         self._tx_event.set()  # the writer half-closes once both directions are closed
 
     def _break_tx(self, exc: BaseException) -> None:

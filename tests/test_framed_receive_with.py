@@ -176,6 +176,37 @@ async def test_a_cancelled_call_stops_the_hand_over(
     assert seen == []
 
 
+async def test_no_batch_is_handed_over_once_the_call_is_cancelled(
+    socket_stream_pair: Pair, framed_pair: Callable[..., Any]
+) -> None:
+    # One frame of 20 messages, the window 4: the reader hands them over a window at a
+    # time in one go. The handler cancels the call on the first window; the reader runs
+    # on before the cancelled task does, and must hand over nothing more.
+    seen: list[list[Any]] = []
+    with trio.fail_after(10):
+        window = {"high_water": 4, "low_water": 1}
+        async with framed_pair(*socket_stream_pair, acceptor=window) as (a, b):
+            scope = trio.CancelScope()
+
+            def cancel_on_first(messages: list[Any]) -> int:
+                seen.append(list(messages))
+                scope.cancel()
+                return len(messages)
+
+            async def send_all() -> None:
+                await trio.testing.wait_all_tasks_blocked()
+                await a.send_batch(list(range(20)))
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(send_all)
+                with scope:
+                    await b.receive_with(cancel_on_first)
+            assert scope.cancelled_caught
+            assert seen == [[0, 1, 2, 3]]
+            rest = [await b.receive() for _ in range(16)]
+    assert rest == list(range(4, 20))
+
+
 async def test_a_closed_pipe_refuses_the_call(
     socket_stream_pair: Pair, framed_pair: Callable[..., Any]
 ) -> None:
