@@ -38,5 +38,9 @@ class RemoteError(PipekitError, trio.BrokenResourceError):
         self.message = message
         self.details: dict[str, Any] = dict(details or {})
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # (args holds the formatted text only: pickle rebuilds it from the fields.)
+        return (type(self), (self.kind, self.message, self.details), self.__dict__)
+
 
 RemoteError.__module__ = "pipekit.kernel.errors"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 import re
 import subprocess
 import sys
@@ -391,3 +392,12 @@ async def test_a_peer_fed_by_a_failed_module_gets_an_error_of_kind_module_failed
 def test_every_kind_pipekit_sends_on_its_own_behalf_is_snake_case() -> None:
     kinds = [str(kind) for kind in ErrorKind] + [ModuleError("m").kind]
     assert all(re.fullmatch(r"[a-z]+(_[a-z]+)*", kind) for kind in kinds), kinds
+
+
+def test_a_remote_error_pickles_with_its_fields() -> None:
+    err = RemoteError("ValueError", "bad", {"traceback": "..."})
+    err.__notes__ = ["from a worker"]
+    back = pickle.loads(pickle.dumps(err))
+    assert type(back) is RemoteError
+    assert (back.kind, back.message, back.details) == ("ValueError", "bad", {"traceback": "..."})
+    assert str(back) == str(err) and back.__notes__ == ["from a worker"]
