@@ -69,3 +69,9 @@ async def test_a_ping_pong_with_the_process_host_wakes_no_link_task_per_message(
     assert link_steps < 10, steps
     assert steps["pipekit.kernel._framedriver.FramedDriver._reader"] >= ROUND_TRIPS
 
+
+async def test_a_send_to_the_process_host_writes_to_the_child_without_the_pipe_writer() -> None:
+    steps = await ping_pong_steps()
+    # Written to the child's stdin by the send itself (as on a socket), not handed to
+    # the framed pipe's writer task.
+    assert steps["pipekit.kernel._framedriver.FramedDriver._writer"] < 10, steps
