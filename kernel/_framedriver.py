@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
 import trio
 
@@ -45,6 +45,19 @@ _READER_DRAIN = 1.0
 peer's ERROR, typically), so that the peer's reason, not the broken pipe, is reported."""
 
 
+def _direct_pipe(stream: Transport) -> trio.socket.SocketType | None:
+    """The pipe a stream of two pipes writes to (a child's stdin, or a child node's
+    stdout: a :class:`trio.StapledStream` whose send half is a
+    :class:`trio.lowlevel.FdStream`, or holds one as ``stream``), for a send's own write
+    as a socket's (what uses it calls only ``fileno()``; a write it refuses is left to
+    the writer, whose ``send_all`` meets the error)."""
+    send = getattr(stream, "send_stream", None) if isinstance(stream, trio.StapledStream) else None
+    send = getattr(send, "stream", send)
+    if isinstance(send, trio.lowlevel.FdStream):
+        return cast("trio.socket.SocketType", send)
+    return None
+
+
 class FramedDriver:
     """The connection-driving half of :class:`~pipekit.kernel.FramedPipe`."""
 
@@ -60,7 +73,7 @@ class FramedDriver:
     ) -> None:
         self.name = name
         self.stream = stream
-        self._direct_socket = direct_socket(stream)
+        self._direct_socket = direct_socket(stream) or _direct_pipe(stream)
         self.conn = conn
         self._socket_reader = socket_reader(stream, conn, read_size, self._on_read, self._on_eof)
         # What the receiver holds is bounded in decoded messages, not only in bytes:

@@ -26,6 +26,7 @@ ROWS = {
         "baseline mp.Pipe: send() one way",
         "nodes: unix, round trip p50 (us)",
         "nodes: tcp, round trip p50 (us)",
+        'nodes: "process" host (stdio), round trip p50 (us)',
         "baseline trio <-> trio socket echo p50 (us)",
         "baseline mp.Pipe echo p50 (us)",
         "stage: pk.actor (listen -> emit, one at a time)",
