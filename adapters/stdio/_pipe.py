@@ -4,7 +4,7 @@ framed or raw, with their failures told as theirs."""
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import trio
@@ -127,6 +127,25 @@ class ProcessPipe(Pipe):
             return False
         return self._framed.send_batch_nowait(values)
 
+    def send_nowait(self, value: Any) -> bool:
+        """:meth:`FramedPipe.send_nowait <pipekit.kernel.FramedPipe.send_nowait>` on a
+        framed channel: queue ``value`` now (written at once if the pipe's writer is
+        idle) and return True, or return False with nothing queued if ``send`` would
+        wait (always False on a raw channel). Raises :class:`trio.ClosedResourceError`
+        on a closed pipe and what the framed pipe raises otherwise: a broken one's
+        :class:`trio.BrokenResourceError` as it is (the next ``send`` reports the
+        process's outcome), a value the codec cannot carry.
+
+        Example::
+
+            if not pipe.send_nowait(message):
+                await pipe.send(message)
+        """
+        if self._closed:
+            raise trio.ClosedResourceError(f"{self.name}: pipe is closed")
+        framed = self._framed
+        return False if framed is None else framed.send_nowait(value)
+
     async def end(self) -> None:
         try:
             if self._framed is not None:
@@ -170,6 +189,49 @@ class ProcessPipe(Pipe):
 
     async def receive_batch(self, max_items: int | None = None) -> list[Any]:
         batch = await self._next_batch(max_items)
+        self._received += len(batch)
+        return batch
+
+    async def receive_with(self, handler: Callable[[list[Any]], int]) -> list[Any]:
+        """:meth:`FramedPipe.receive_with <pipekit.kernel.FramedPipe.receive_with>` on
+        a framed channel: while this call waits, the pipe's reader hands each batch it
+        decodes to ``handler`` (which returns how many it took, from the front); what it
+        leaves is returned. On a raw channel, or with messages already queued here,
+        :meth:`receive_batch` (``handler`` is not called). Raises what ``receive_batch``
+        raises (a failed process's :class:`ProcessError`), and what ``handler`` raised.
+
+        Example::
+
+            def take(messages: list[Any]) -> int:
+                for i, m in enumerate(messages):
+                    if not handled_now(m):
+                        return i              # this one and the rest: returned below
+                return len(messages)
+
+            for m in await pipe.receive_with(take):
+                await handle_later(m)
+        """
+        framed = self._framed
+        if framed is None or self._inbox or self._closed:
+            return await self.receive_batch()
+        raised: list[BaseException] = []
+
+        def take(messages: list[Any]) -> int:
+            try:
+                return handler(messages)
+            except BaseException as exc:  # raised to our caller as it is, not mapped
+                raised.append(exc)
+                raise
+
+        try:
+            batch = await framed.receive_with(take)
+        except trio.EndOfChannel:
+            await self._finish_stream()
+            raise
+        except (ProtocolError, trio.BrokenResourceError) as exc:
+            if raised and exc is raised[0]:
+                raise
+            raise await self._processes.outcome(exc) from exc
         self._received += len(batch)
         return batch
 
