@@ -7,9 +7,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 import trio
 
 from pipekit.kernel import ProtocolError
+from pipekit.workers._pool.dispatch import water_fill
 from pipekit.workers._pool.queue import Flight
 from pipekit.workers._pool.runs import MapRun
 from pipekit.workers._pool.worker import Worker
@@ -114,3 +116,18 @@ async def test_a_reply_that_answers_nothing_sent_ends_the_receive_loop() -> None
     assert "worker 0 (pid 4242) sent a bad answer: answer to requests 7+1" in str(death)
     assert pipe.replies == [[[CHUNK, 0, [2], [], 0.1]]]  # nothing read after it
     assert run.outstanding == 1 and host.counts == []
+
+
+@pytest.mark.parametrize(
+    ("loads", "caps", "expected"),
+    [
+        ([0], [16], [1]),
+        ([3, 1, 1], [16, 16, 16], [0, 1, 0]),  # the first of the least loaded
+        ([3, 16, 5], [16, 16, 16], [1, 0, 0]),  # one that is full gets nothing
+        ([2, 2], [2, 2], [0, 0]),
+    ],
+)
+def test_one_item_goes_to_the_first_least_loaded_worker_with_room(
+    loads: list[int], caps: list[int], expected: list[int]
+) -> None:
+    assert water_fill(loads, caps, 1) == expected
