@@ -247,8 +247,12 @@ class Worker(Stage):
 
     async def call(self, message: Any, timeout: float | None = None) -> Any:  # noqa: ASYNC109
         """Send ``message`` and return the next message the process outputs."""
-        await self.send(message)
-        return await self.receive(timeout)
+        pipe = self._pipe_or_raise()  # (the pipe's own calls: two coroutines less a call)
+        await pipe.send(message)
+        if timeout is None:
+            return await pipe.receive()
+        with trio.fail_after(timeout):
+            return await pipe.receive()
 
     async def close(self) -> int:
         """END the process's input, wait for it to exit and return its return code

@@ -237,6 +237,12 @@ def water_fill(loads: list[int], caps: list[int], available: int) -> list[int]:
     """How many of ``available`` items to give each worker so that the least-loaded ones
     are filled first, level by level (the result of choosing the least-loaded worker for
     every item in turn), without exceeding ``caps``."""
+    if available == 1:  # a submit, a one-item map: the first least-loaded worker with room
+        gives = [0] * len(loads)
+        room = [(n, i) for i, (n, c) in enumerate(zip(loads, caps, strict=True)) if n < c]
+        if room:
+            gives[min(room)[1]] = 1
+        return gives
     free = sum(caps) - sum(loads)
     k = min(available, free)
     if k == free:

@@ -19,6 +19,10 @@ _SAMPLE_ITEMS = 256  # items, or ...
 _SAMPLE_BYTES = 32 * 1024  # ... bytes in a sample of the bytes per item
 
 
+class _Stopped(Exception):
+    """Raised by the ``receive_with`` handler to end the receive loop."""
+
+
 class WorkerHost(Protocol):
     """What a :class:`Worker` reports to (the pool). Every call comes from one of the
     worker's own tasks, on the pool's trio loop."""
@@ -305,15 +309,20 @@ class Worker:
             self.tx_event.set()
 
     async def _receive_loop(self) -> None:
+        """Take the worker's answers. While this waits, the pipe's reader hands each batch
+        of replies to :meth:`_take` in its own task (``receive_with``), so an answer
+        reaches the run waiting for it with no pass through this task: a one-item call
+        costs the reader's pass and the caller's."""
         pipe = self.pipe
-        inflight = self.inflight
-        host = self.host
+        take = self._take
         while True:
             try:
-                batch = await pipe.receive_batch()
+                batch = await pipe.receive_with(take)
+            except _Stopped:
+                return
             except trio.EndOfChannel:
-                if not self.dead and (inflight or not self.closing):
-                    host.died(
+                if not self.dead and (self.inflight or not self.closing):
+                    self.host.died(
                         self,
                         ProcessError(
                             "io_error",
@@ -325,48 +334,65 @@ class Worker:
                 return
             except (trio.BrokenResourceError, trio.ClosedResourceError, PipekitError) as exc:
                 if not self.dead:
-                    host.died(self, exc)
+                    self.host.died(self, exc)
                 return
-            if self.dead:
+            if not self._answers(batch):
                 return
-            done = 0
-            timed = 0  # items whose replies said how long they took
-            spent = 0.0  # ... and that time
-            try:
-                for reply in batch:
-                    first, results, failed, seconds = parse_chunk_reply(reply)
-                    if seconds is not None:
-                        spent += seconds
-                        timed += len(results)
-                    if not inflight:
-                        raise ValueError(f"answer to request {first!r}, none was expected")
-                    flight = inflight[0]
-                    n = len(results)
-                    if (
-                        first != flight.first + flight.done
-                        or not 0 < n <= len(flight.items) - flight.done
-                    ):
-                        raise ValueError(f"answer to requests {first!r}+{n}, not expected")
-                    if failed:
-                        for offset in failed:
-                            results[offset] = host.item_failed(
-                                self, flight.index(flight.done + offset), results[offset]
-                            )
-                    flight.run.complete_many(flight.index(flight.done), results)
-                    flight.done += n
-                    self.load -= n
-                    done += n
-                    if flight.done == len(flight.items):
-                        inflight.popleft()
-            except (ValueError, TypeError, IndexError) as exc:
-                # Not an answer to the oldest request: not an item-mode worker, or a bug.
-                if done:
-                    self._took_answers(done)
-                    host.answered(self, done, None)
-                host.died(self, ProtocolError(f"{self.describe()} sent a bad answer: {exc}"))
-                return
-            self._took_answers(done)
-            host.answered(self, done, (timed, spent))
+
+    def _take(self, batch: list[Any]) -> int:
+        """The ``receive_with`` handler: every reply is taken; raises :class:`_Stopped`
+        once the worker is dead or sent a bad answer (the receive loop then ends)."""
+        if not self._answers(batch):
+            raise _Stopped
+        return len(batch)
+
+    def _answers(self, batch: list[Any]) -> bool:
+        """Deliver the results in ``batch`` (replies to the oldest chunks) to their runs
+        and tell the host. False if the worker is dead or the replies were bad (the
+        host is told it died): nothing more is read."""
+        if self.dead:
+            return False
+        inflight = self.inflight
+        host = self.host
+        done = 0
+        timed = 0  # items whose replies said how long they took
+        spent = 0.0  # ... and that time
+        try:
+            for reply in batch:
+                first, results, failed, seconds = parse_chunk_reply(reply)
+                if seconds is not None:
+                    spent += seconds
+                    timed += len(results)
+                if not inflight:
+                    raise ValueError(f"answer to request {first!r}, none was expected")
+                flight = inflight[0]
+                n = len(results)
+                if (
+                    first != flight.first + flight.done
+                    or not 0 < n <= len(flight.items) - flight.done
+                ):
+                    raise ValueError(f"answer to requests {first!r}+{n}, not expected")
+                if failed:
+                    for offset in failed:
+                        results[offset] = host.item_failed(
+                            self, flight.index(flight.done + offset), results[offset]
+                        )
+                flight.run.complete_many(flight.index(flight.done), results)
+                flight.done += n
+                self.load -= n
+                done += n
+                if flight.done == len(flight.items):
+                    inflight.popleft()
+        except (ValueError, TypeError, IndexError) as exc:
+            # Not an answer to the oldest request: not an item-mode worker, or a bug.
+            if done:
+                self._took_answers(done)
+                host.answered(self, done, None)
+            host.died(self, ProtocolError(f"{self.describe()} sent a bad answer: {exc}"))
+            return False
+        self._took_answers(done)
+        host.answered(self, done, (timed, spent))
+        return True
 
     async def _watchdog(self, limit: float) -> None:
         inflight = self.inflight
