@@ -465,6 +465,24 @@ async def test_failed_remote_spawn_is_an_exit_with_spawn_error(tmp_path: Path) -
         assert isinstance(await b.run(parent), SpawnError)
 
 
+async def test_a_remote_entry_whose_module_fails_as_it_imports_is_a_spawn_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # (Its IndexError used to pass for a malformed node message: no answer, a caller
+    # waiting for ever.)
+    (tmp_path / "breaks_on_import.py").write_text("[][0]\n\nasync def main() -> None: ...\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    async with pair(tmp_path) as (_a, b):
+
+        async def parent() -> Any:
+            process.spawn_monitored("breaks_on_import:main", "a")
+            return (await process.events().receive()).error
+
+        error = await b.run(parent)
+        assert isinstance(error, SpawnError)
+        assert "breaks_on_import:main" in str(error) and "IndexError" in str(error)
+
+
 async def test_failed_plain_remote_spawn_is_an_undelivered_event(tmp_path: Path) -> None:
     async with pair(tmp_path) as (_a, b):
 
