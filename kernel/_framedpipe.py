@@ -90,8 +90,15 @@ class FramedPipe(FramedDriver, Pipe):
             self._unyielded_bytes += written
             self._space_event.set()
         if written == (len(pieces[0]) if len(pieces) == 1 else sum(map(len, pieces))):
-            return not self.conn.has_data_to_send
-        self.conn.unwritten(pieces, written)
+            if not self.conn.has_data_to_send:
+                return True
+        else:
+            self.conn.unwritten(pieces, written)
+        # The writer has work now: sends queue for it until it is idle again, rather
+        # than try the socket that just stopped taking (a write that fails with EAGAIN,
+        # and the rest handed back again, per message: unix, 64 KiB one way).
+        if self._writer_idle.is_set():
+            self._writer_idle = trio.Event()
         return False
 
     def _write_now(self) -> bool:

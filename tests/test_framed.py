@@ -1317,6 +1317,37 @@ async def test_what_the_socket_does_not_take_is_finished_by_the_writer_in_order(
             assert await b.receive() == "after"
 
 
+async def test_sends_after_a_write_the_socket_did_not_take_whole_are_left_to_the_writer(
+    framed_pair: OpenFramedPair, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once the socket stopped taking a send's own write, the sends that follow queue
+    for the writer (which waits for room) instead of each trying the full socket."""
+    from pipekit.kernel._transport import write_some
+
+    writes: list[int] = []
+
+    def counted(sock: Any, pieces: Any) -> int:
+        writes.append(written := write_some(sock, pieces))
+        return written
+
+    monkeypatch.setattr("pipekit.kernel._framedpipe.write_some", counted)
+    left, right = socket.socketpair()
+    left.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16384)
+    first = b"f" * (256 * 1024)  # far more than the socket takes at once
+    rest = [bytes([i]) * (64 * 1024) for i in range(3)]
+    a_stream = trio.SocketStream(trio.socket.from_stdlib_socket(left))
+    b_stream = trio.SocketStream(trio.socket.from_stdlib_socket(right))
+    with trio.fail_after(HANG_GUARD):
+        async with framed_pair(a_stream, b_stream) as (a, b):
+            await trio.testing.wait_all_tasks_blocked()
+            writes.clear()
+            for blob in [first, *rest]:
+                await a.send(blob)
+            assert len(writes) == 1 and 0 < writes[0] < len(first)
+            for blob in [first, *rest]:
+                assert await b.receive() == blob
+
+
 async def test_send_writes_at_most_send_buffer_bytes_between_two_yields(
     framed_pair: OpenFramedPair,
 ) -> None:
