@@ -195,7 +195,7 @@ class FramedPipe(FramedDriver, Pipe):
 
     def send_nowait(self, value: Any) -> bool:
         """:meth:`send` without waiting, for a caller that cannot await (the actor
-        nodes' ``send``): queue ``value``, written to the socket at once if the writer is
+        nodes' ``send``): queue ``value``, written to the transport at once if the writer is
         idle, and return True; or return False, with nothing queued, if ``send`` would
         have to wait (the handshake is not complete, the peer PAUSEd the pipe, or
         ``send_buffer`` is full). Raises as ``send`` does for a closed or broken pipe and
@@ -304,10 +304,10 @@ class FramedPipe(FramedDriver, Pipe):
         writes messages to this pipe's socket itself, when nothing else is under way
         (its calls return False otherwise, with nothing sent: the thread then hands its
         messages to the pipe as usual); ``ready()`` is the caller's own condition,
-        checked at each call. None if the transport is not a socket it can write to or
-        the handshake is not complete. Call it once, from the pipe's trio thread; from
-        then on the pipe's own sends go through its writer task, which shares the
-        socket with the thread frame by frame.
+        checked at each call. None if the transport is neither a socket nor a pair of
+        OS pipes it can write to, or the handshake is not complete. Call it once, from
+        the pipe's trio thread; from then on the pipe's own sends go through its writer
+        task, which shares the transport with the thread frame by frame.
 
         Example::
 
@@ -400,9 +400,11 @@ class FramedPipe(FramedDriver, Pipe):
         until returned here, and a peer that sends more is PAUSEd as usual.
 
         ``handler`` must not block; it may not be called at all. An exception it raises
-        ends the wait and is raised here (the messages of that batch count as taken).
-        Otherwise raises what :meth:`receive_batch` raises; a cancelled call stops the
-        hand-over at once (later messages are queued for the next receive).
+        ends the wait and is raised here (the messages of that batch count as taken),
+        even if the handler cancelled this call before raising. Otherwise raises what
+        :meth:`receive_batch` raises, and :class:`trio.BusyResourceError` if another
+        task is in this call already; a cancelled call stops the hand-over at once
+        (later messages are queued for the next receive).
 
         Example::
 
@@ -430,6 +432,10 @@ class FramedPipe(FramedDriver, Pipe):
                 self._rx_waiter = None
                 return trio.lowlevel.Abort.SUCCEEDED
 
+            if self._handler is not None or self._rx_waiter is not None:
+                raise trio.BusyResourceError(
+                    f"{self.name}: another task is already in receive_with"
+                )
             self._handler = handler
             try:
                 while not self._inbox and self._handler_error is None:
@@ -439,6 +445,14 @@ class FramedPipe(FramedDriver, Pipe):
                     self._send_calls = self._unyielded_bytes = self._receive_calls = 0
                     self._rx_waiter = task
                     await trio.lowlevel.wait_task_rescheduled(abort)
+            except trio.Cancelled:
+                error = self._handler_error
+                if error is None:
+                    raise
+                # The handler cancelled this call and then failed: its error is the
+                # news (the cancellation it caused would hide it).
+                self._handler_error = None
+                raise error from None
             finally:
                 self._handler = None
                 self._rx_waiter = None

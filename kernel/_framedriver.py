@@ -254,7 +254,8 @@ class FramedDriver:
             self._tx_event.set()
 
     def _wake_rx(self) -> None:
-        """Wake every waiting receiver: messages, their end, or the close."""
+        """Wake the waiting receivers (those of the event, and the one task that may
+        wait in ``receive_with``): messages, their end, or the close."""
         self._rx_event.set()
         waiter = self._rx_waiter
         if waiter is not None:

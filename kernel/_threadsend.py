@@ -1,4 +1,5 @@
-"""Sending on a framed pipe from a worker thread, straight to the socket.
+"""Sending on a framed pipe from a worker thread, straight to the transport (a socket,
+or the OS pipe of a child's stdout).
 
 A thread that hands each message to the pipe's trio loop pays a wake-up of that loop
 and two scheduler passes per message (in a port-shape worker's round trip, the loop

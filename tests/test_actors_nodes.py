@@ -471,16 +471,18 @@ async def test_a_remote_entry_whose_module_fails_as_it_imports_is_a_spawn_error(
     # (Its IndexError used to pass for a malformed node message: no answer, a caller
     # waiting for ever.)
     (tmp_path / "breaks_on_import.py").write_text("[][0]\n\nasync def main() -> None: ...\n")
+    (tmp_path / "exits_on_import.py").write_text("raise SystemExit(3)\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     async with pair(tmp_path) as (_a, b):
 
-        async def parent() -> Any:
-            process.spawn_monitored("breaks_on_import:main", "a")
+        async def parent(entry: str) -> Any:
+            process.spawn_monitored(entry, "a")
             return (await process.events().receive()).error
 
-        error = await b.run(parent)
-        assert isinstance(error, SpawnError)
-        assert "breaks_on_import:main" in str(error) and "IndexError" in str(error)
+        for module, kind in (("breaks_on_import", "IndexError"), ("exits_on_import", "SystemExit")):
+            error = await b.run(parent, f"{module}:main")
+            assert isinstance(error, SpawnError)
+            assert f"{module}:main" in str(error) and kind in str(error)
 
 
 async def test_failed_plain_remote_spawn_is_an_undelivered_event(tmp_path: Path) -> None:

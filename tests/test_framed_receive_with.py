@@ -207,6 +207,44 @@ async def test_no_batch_is_handed_over_once_the_call_is_cancelled(
     assert rest == list(range(4, 20))
 
 
+async def test_a_handler_that_cancels_the_call_and_then_fails_has_its_error_raised(
+    socket_stream_pair: Pair, framed_pair: Callable[..., Any]
+) -> None:
+    scope = trio.CancelScope()
+
+    def cancel_then_fail(messages: list[Any]) -> int:
+        scope.cancel()
+        raise RuntimeError(f"broke on {messages}")
+
+    with trio.fail_after(10):
+        async with framed_pair(*socket_stream_pair) as (a, b):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(a.send, 1)
+                with scope, pytest.raises(RuntimeError, match=r"broke on \[1\]"):
+                    await b.receive_with(cancel_then_fail)
+            await a.send(2)
+            assert await b.receive_with(lambda messages: 0) == [2]  # nothing stale left
+
+
+async def test_a_second_concurrent_call_is_refused_as_busy(
+    socket_stream_pair: Pair, framed_pair: Callable[..., Any]
+) -> None:
+    with trio.fail_after(10):
+        async with framed_pair(*socket_stream_pair) as (a, b):
+            async with trio.open_nursery() as nursery:
+                got: list[Any] = []
+
+                async def first() -> None:
+                    got.extend(await b.receive_with(lambda messages: 0))
+
+                nursery.start_soon(first)
+                await trio.testing.wait_all_tasks_blocked()
+                with pytest.raises(trio.BusyResourceError, match="already in receive_with"):
+                    await b.receive_with(lambda messages: 0)
+                await a.send(1)
+            assert got == [1]  # the first call still gets what comes
+
+
 async def test_a_closed_pipe_refuses_the_call(
     socket_stream_pair: Pair, framed_pair: Callable[..., Any]
 ) -> None:

@@ -37,7 +37,7 @@ def import_entry(target: str) -> Callable[..., Any]:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise SpawnError(f"cannot import the entry {target!r}: {exc}") from exc
-    except Exception as exc:  # the module's own code failed as it ran
+    except (Exception, SystemExit) as exc:  # the module's own code failed as it ran
         raise SpawnError(
             f"importing the entry {target!r} raised {type(exc).__name__}: {exc}"
         ) from exc

@@ -25,7 +25,8 @@ class _Stopped(Exception):
 
 class WorkerHost(Protocol):
     """What a :class:`Worker` reports to (the pool). Every call comes from one of the
-    worker's own tasks, on the pool's trio loop."""
+    worker's own tasks or from its pipe's reader task (answers are handed over there,
+    see ``FramedPipe.receive_with``), on the pool's trio loop."""
 
     def answered(self, worker: Worker, count: int, timing: tuple[int, float] | None) -> None:
         """``count`` more items were answered (their results are delivered).
