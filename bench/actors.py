@@ -443,25 +443,30 @@ def mp_one_way(n: int) -> float:
         ours.close()
 
 
+async def _ping(echo: Any, count: int) -> list[float]:
+    """``count`` timed round trips (after 50 untimed) to ``echo``, inside a process:
+    a "ping" out, its "pong" back."""
+    pongs = process.listen("pong")
+    clock = time.perf_counter
+    times = []
+    for i in range(-50, count):
+        msg = {"i": i, "v": "x" * 16}
+        t0 = clock()
+        process.send(echo, "ping", msg)
+        reply = await pongs.receive()
+        t1 = clock()
+        if reply != msg:
+            raise RuntimeError(f"bad reply {reply!r}")
+        if i >= 0:
+            times.append(t1 - t0)
+    return times
+
+
 def node_round_trip(kind: str, count: int) -> list[float]:
     with _peer(kind) as address:
 
         async def pinger() -> list[float]:
-            echo = registry.lookup("echo")
-            pongs = process.listen("pong")
-            clock = time.perf_counter
-            times = []
-            for i in range(-50, count):
-                msg = {"i": i, "v": "x" * 16}
-                t0 = clock()
-                process.send(echo, "ping", msg)
-                reply = await pongs.receive()
-                t1 = clock()
-                if reply != msg:
-                    raise RuntimeError(f"bad reply {reply!r}")
-                if i >= 0:
-                    times.append(t1 - t0)
-            return times
+            return await _ping(registry.lookup("echo"), count)
 
         async def main() -> list[float]:
             with trio.fail_after(TIMEOUT):
@@ -482,21 +487,7 @@ def process_round_trip(count: int) -> list[float]:
     )
 
     async def pinger() -> list[float]:
-        echo = process.spawn("actors:_node_echo", "process")
-        pongs = process.listen("pong")
-        clock = time.perf_counter
-        times = []
-        for i in range(-50, count):
-            msg = {"i": i, "v": "x" * 16}
-            t0 = clock()
-            process.send(echo, "ping", msg)
-            reply = await pongs.receive()
-            t1 = clock()
-            if reply != msg:
-                raise RuntimeError(f"bad reply {reply!r}")
-            if i >= 0:
-                times.append(t1 - t0)
-        return times
+        return await _ping(process.spawn("actors:_node_echo", "process"), count)
 
     async def main() -> list[float]:
         with trio.fail_after(TIMEOUT):
