@@ -69,6 +69,19 @@ def test_import_pipekit_imports_no_floor_and_no_trio() -> None:
     ]
 
 
+def test_the_command_line_imports_no_trio_before_a_command_runs() -> None:
+    # (pipekit --help and --version parse arguments only.)
+    loaded = fresh(
+        f"""
+        import json, sys, pipekit.cli
+        pipekit.cli.build_parser()
+        print(json.dumps({LOADED}))
+        """
+    )
+    assert "pipekit.cli" in loaded
+    assert not [m for m in loaded if m == "trio" or m.startswith(("trio.", "pipekit.cli._"))]
+
+
 def test_importing_every_lazy_package_runs_only_their_init_files() -> None:
     loaded = fresh(
         f"""

@@ -10,12 +10,11 @@ from __future__ import annotations
 import argparse
 import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from .. import __version__
 from ..kernel import ModuleError, PipekitError
 from ..workers import WorkerMode
-from ._commands import cmd_demo, cmd_run, cmd_serve, cmd_worker
 
 __all__ = ["EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_USAGE", "build_parser", "main"]
 
@@ -77,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="S",
         help="seconds between progress lines when stderr is not a terminal (default 10)",
     )
-    demo.set_defaults(func=cmd_demo)
+    demo.set_defaults(func="demo")
 
     run = sub.add_parser("run", help="run the pipeline declared in a Python file")
     run.add_argument(
@@ -94,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="S",
         help="seconds between progress lines when stderr is not a terminal (default 10)",
     )
-    run.set_defaults(func=cmd_run)
+    run.set_defaults(func="run")
 
     worker = sub.add_parser(
         "worker",
@@ -114,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument(
         "--init", metavar="INIT", help="a zero-argument callable run once before any message"
     )
-    worker.set_defaults(func=cmd_worker)
+    worker.set_defaults(func="worker")
 
     serve = sub.add_parser(
         "serve",
@@ -139,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--rate", type=float, default=2000.0, help="readings per second per peer (0: unpaced)"
     )
     serve.add_argument("--exit-after", type=float, help=argparse.SUPPRESS)
-    serve.set_defaults(func=cmd_serve)
+    serve.set_defaults(func="serve")
     return parser
 
 
@@ -147,7 +146,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return int(args.func(args))
+        # The commands import trio and the pipeline on first use: --help and --version
+        # need neither.
+        from . import _commands
+
+        command: Callable[[argparse.Namespace], int] = getattr(_commands, f"cmd_{args.func}")
+        return int(command(args))
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
     except (ValueError, TypeError) as exc:
