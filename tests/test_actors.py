@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
+from sched_helpers import all_tasks
 
 from pipekit import PipekitError
 from pipekit.actors import (
@@ -913,10 +914,10 @@ async def test_ten_thousand_actors_exchange_a_message_and_leave_nothing() -> Non
         await node.run(main, n)
         gc.collect()
         before = sys.getallocatedblocks()
-        tasks_before = _all_tasks()
+        tasks_before = all_tasks()
         assert await node.run(main, n) == n * (n + 1) // 2
         await trio.testing.wait_all_tasks_blocked()
-        assert _all_tasks() == tasks_before
+        assert all_tasks() == tasks_before
         gc.collect()
         after = sys.getallocatedblocks()
         assert node.stats() == NOTHING
@@ -994,20 +995,6 @@ async def test_options_report_trap_links() -> None:
 
     async with open_node() as node:
         assert await node.run(main) == [False, True, True]
-
-
-def _all_tasks() -> int:
-    """How many trio tasks this run has now."""
-    count = 0
-    stack = [trio.lowlevel.current_root_task()]
-    while stack:
-        task = stack.pop()
-        if task is None:
-            continue
-        count += 1
-        for nursery in task.child_nurseries:
-            stack.extend(nursery.child_tasks)
-    return count
 
 
 async def test_a_process_spawned_plainly_holds_nothing_beyond_its_slots() -> None:

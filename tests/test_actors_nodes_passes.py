@@ -4,26 +4,16 @@ reader task (the pipe's reader acts on what arrives while the link's reader wait
 
 from __future__ import annotations
 
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import trio
 import trio.lowlevel
+from sched_helpers import StepCounter
 
 from pipekit.actors import open_node, process
 
 ROUND_TRIPS = 100
-
-
-class StepCounter(trio.abc.Instrument):
-    """Steps of each task, by the last part of its name."""
-
-    def __init__(self) -> None:
-        self.steps: Counter[str] = Counter()
-
-    def before_task_step(self, task: trio.lowlevel.Task) -> None:
-        self.steps[task.name.rpartition(".")[2]] += 1
 
 
 async def echo() -> None:
@@ -52,7 +42,7 @@ async def test_a_ping_pong_across_nodes_wakes_no_link_task_per_message(tmp_path:
                 return got
 
             assert await b.run(client) == list(range(-5, ROUND_TRIPS))
-    steps = counter.steps
+    steps = counter.by_last_name()
     # Per round trip: each node's pipe reader and each actor run; the links' own tasks
     # (2 writers, 2 readers) stay parked.
     assert steps["_writer"] + steps["read_then_stop"] < 10, steps

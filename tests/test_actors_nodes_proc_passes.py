@@ -14,6 +14,7 @@ import pytest
 import trio
 import trio.lowlevel
 from node_entries import echo
+from sched_helpers import StepCounter
 
 from pipekit.actors import open_node, process
 
@@ -25,16 +26,6 @@ def child_imports_tests(monkeypatch: pytest.MonkeyPatch) -> None:
     """The child node imports the entries from this directory."""
     here = str(Path(__file__).parent)
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([here, *sys.path]))
-
-
-class StepCounter(trio.abc.Instrument):
-    """Steps of each task, by its name."""
-
-    def __init__(self) -> None:
-        self.steps: Counter[str] = Counter()
-
-    def before_task_step(self, task: trio.lowlevel.Task) -> None:
-        self.steps[task.name] += 1
 
 
 async def ping_pong_steps() -> Counter[str]:

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
+from sched_helpers import all_tasks
 
 import pipekit as pk
 from pipekit import actors
@@ -28,20 +29,6 @@ from pipekit.actors import (
 )
 
 NOTHING = NodeStats(processes=0, names=0, links=0, monitors=0)
-
-
-def _all_tasks() -> int:
-    """How many trio tasks this run has now."""
-    count = 0
-    stack = [trio.lowlevel.current_root_task()]
-    while stack:
-        task = stack.pop()
-        if task is None:
-            continue
-        count += 1
-        for nursery in task.child_nurseries:
-            stack.extend(nursery.child_tasks)
-    return count
 
 
 async def doubler() -> None:
@@ -206,10 +193,10 @@ def test_an_actor_that_returns_early_ends_the_pipeline_and_stops_its_upstream() 
 
 
 async def test_a_take_after_an_actor_stage_stops_it_and_leaves_no_task() -> None:
-    before = _all_tasks()
+    before = all_tasks()
     p = pk.source(itertools.count) | pk.actor(echo_forever) | pk.take(3)
     assert await p.arun() == [0, 1, 2]
-    assert _all_tasks() == before
+    assert all_tasks() == before
 
 
 async def test_cancelling_a_pipeline_outside_any_node_leaves_no_task(
@@ -219,11 +206,11 @@ async def test_cancelling_a_pipeline_outside_any_node_leaves_no_task(
         await process.listen("in").receive()
         await trio.sleep_forever()
 
-    before = _all_tasks()
+    before = all_tasks()
     with trio.move_on_after(5) as scope:
         await (pk.source(range(3)) | pk.actor(stuck)).arun()
     assert scope.cancelled_caught
-    assert _all_tasks() == before
+    assert all_tasks() == before
 
 
 async def test_cancelling_a_pipeline_inside_a_node_leaves_no_process_name_or_task(
@@ -239,12 +226,12 @@ async def test_cancelling_a_pipeline_inside_a_node_leaves_no_process_name_or_tas
         return scope.cancelled_caught, node.stats()
 
     async with open_node("app") as node:
-        before = _all_tasks()
+        before = all_tasks()
         cancelled, during = await node.run(main)
         assert cancelled
         assert during == NodeStats(processes=1, names=0, links=0, monitors=0)  # main only
         assert node.stats() == NOTHING
-        assert _all_tasks() == before
+        assert all_tasks() == before
 
 
 def test_an_actor_stage_spawns_helpers_and_collects_their_replies() -> None:

@@ -14,21 +14,12 @@ import pytest
 import trio
 import trio.lowlevel
 from pool_workers import square
+from sched_helpers import StepCounter
 
 import pipekit as pk
 
 CALLS = 100
 WARM = 10
-
-
-class StepCounter(trio.abc.Instrument):
-    """Steps of each task, by the last part of its name."""
-
-    def __init__(self) -> None:
-        self.steps: Counter[str] = Counter()
-
-    def before_task_step(self, task: trio.lowlevel.Task) -> None:
-        self.steps[task.name.rpartition(".")[2]] += 1
 
 
 async def count_steps(call: Callable[[int], Awaitable[Any]]) -> Counter[str]:
@@ -39,7 +30,7 @@ async def count_steps(call: Callable[[int], Awaitable[Any]]) -> Counter[str]:
             trio.lowlevel.add_instrument(counter)
         await call(i)
     trio.lowlevel.remove_instrument(counter)
-    return counter.steps
+    return counter.by_last_name()
 
 
 @pytest.mark.parametrize("how", ["map", "submit"])
